@@ -1,0 +1,71 @@
+"""Opening the Dask client a job asks for: an embedded LocalCluster or a scheduler address."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from kernels import ClusterError
+
+__all__ = ["open_client", "local_cluster_size"]
+
+
+def local_cluster_size(n_workers: int | None = None, threads_per_worker: int | None = None,
+                       memory_limit: str | int | None = None) -> dict[str, Any]:
+    """Workers, threads and memory for a LocalCluster on this machine.
+
+    Default: one single-threaded worker process per core. Our kernels release the GIL, but
+    the glue between them (Arrow, pandas) does not always, so processes scale better than
+    threads; each worker gets an equal share of 80% of the machine's memory.
+    """
+    import psutil
+
+    cores = os.cpu_count() or 1
+    n_workers = n_workers or cores
+    threads_per_worker = threads_per_worker or max(1, cores // n_workers)
+    if memory_limit is None:
+        memory_limit = int(psutil.virtual_memory().total * 0.8 / n_workers)
+    return {"n_workers": n_workers, "threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
+
+
+@contextlib.contextmanager
+def open_client(address: str | None = None, *, n_workers: int | None = None, threads_per_worker: int | None = None,
+                memory_limit: str | int | None = None, processes: bool = True, local_directory: str | None = None,
+                dashboard: bool = True, security: Any = None, timeout: float | None = None) -> Iterator[Any]:
+    """Yield a ``distributed.Client``: connected to ``address``, or to a new LocalCluster.
+
+    The LocalCluster (and the client) close when the block exits. ``timeout`` (seconds to
+    reach a scheduler) defaults to the ``nirlink.cluster.connect-timeout`` setting.
+    """
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    if timeout is None:
+        timeout = float(dask.config.get("nirlink.cluster.connect-timeout", 30))
+
+    if address:
+        try:
+            client = Client(address, timeout=timeout, security=security)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    size = local_cluster_size(n_workers, threads_per_worker, memory_limit)
+    cluster = LocalCluster(
+        processes=processes,
+        dashboard_address=":0" if dashboard else None,
+        local_directory=local_directory,
+        security=security,
+        **size,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,188 @@
+"""The noise model: what declarants get wrong about a person, drawn once per identity version.
+
+Every rate is a probability per identity version (a person as one employer or payer
+declares them; see VersionSpace). NIR errors are mutually exclusive (one uniform draw
+picks at most one); name and date errors are independent of each other. Settings and
+their meaning: engine/nirlink.yaml, `nirlink.synth.noise`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kernels import format_dates, format_nir
+
+__all__ = ["DeclaredIdentities", "declare", "NIR_NOISE", "strip_accents"]
+
+NIR_NOISE = ("missing-nir", "wrong-key", "transposed-digits", "other-person-nir", "nir-without-key")
+_ALPHABET = "ABCDEEEFGHIIJKLLMNNOPRRSSTTUVZ"
+_KEYBOARD = {  # AZERTY neighbours for substitutions
+    "A": "ZQ", "Z": "AES", "E": "ZRD", "R": "ETF", "T": "RYG", "Y": "TUH", "U": "YIJ", "I": "UOK", "O": "IPL",
+    "P": "OM", "Q": "ASW", "S": "QDZ", "D": "SFE", "F": "DGR", "G": "FHT", "H": "GJY", "J": "HKU", "K": "JLI",
+    "L": "KMO", "M": "LP", "W": "XQ", "X": "WC", "C": "XV", "V": "CB", "B": "VN", "N": "BM",
+}
+
+
+def strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def _typo(rng: np.random.Generator, text: str) -> str:
+    if len(text) < 2:
+        return text + "E"
+    op = rng.integers(0, 4)
+    i = int(rng.integers(0, len(text)))
+    if op == 0:  # insert
+        return text[:i] + _ALPHABET[rng.integers(0, len(_ALPHABET))] + text[i:]
+    if op == 1:  # delete
+        return text[:i] + text[i + 1:]
+    if op == 2:  # substitute, by a keyboard neighbour when there is one
+        c = text[i]
+        pool = _KEYBOARD.get(c, _ALPHABET)
+        return text[:i] + pool[rng.integers(0, len(pool))] + text[i + 1:]
+    i = min(i, len(text) - 2)  # transpose with the next character
+    return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+
+
+def _case_spacing(rng: np.random.Generator, text: str) -> str:
+    op = rng.integers(0, 4)
+    if op == 0:
+        return text.lower()
+    if op == 1:
+        return text.title()
+    if op == 2:
+        return text.replace(" ", "  ").replace("-", " - ", 1) if (" " in text or "-" in text) else " " + text + " "
+    return text + "."
+
+
+@dataclass
+class DeclaredIdentities:
+    """Per identity version, an index into each column's dictionary (-1 = null)."""
+
+    nir_idx: np.ndarray
+    nir_dict: pa.Array
+    last_idx: np.ndarray
+    last_dict: pa.Array
+    first_idx: np.ndarray
+    first_dict: pa.Array
+    birth_idx: np.ndarray
+    birth_dict: pa.Array
+    nir_noise: np.ndarray  # int8 per version: 0 none, 1.. index+1 in NIR_NOISE
+
+
+def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used: np.ndarray, noise) -> DeclaredIdentities:
+    """Draw the declared identity of every version (noise applies to the used ones)."""
+    n = len(persons)
+    v = len(version_person)
+    vp = version_person
+    rates = np.array([getattr(noise, k.replace("-", "_")) for k in NIR_NOISE])
+    u = rng.random(v)
+    cat = np.searchsorted(np.cumsum(rates), u, side="right")  # len(rates) = no NIR noise
+    nir_noise = np.where(cat < len(rates), cat + 1, 0).astype(np.int8)
+    nir_noise[~used] = 0
+
+    # --- NIR ---
+    has_dup = persons.dup_body[vp] >= 0
+    use_dup = has_dup & (rng.random(v) < 0.5)  # people with two numbers declare either
+    nir_idx = np.where(use_dup, n + vp, vp).astype(np.int64)
+    body = np.where(use_dup, persons.dup_body[vp], persons.body[vp])
+    key = np.where(use_dup, persons.dup_key[vp], persons.key[vp]).astype(np.int64)
+    cors = persons.corsica[vp]
+    custom = nir_noise >= 2
+    nir_idx[nir_noise == 1] = -1
+    cbody, ckey, ccors = body[custom].copy(), key[custom].copy(), cors[custom].copy()
+    ctype = nir_noise[custom]
+    with_key = np.ones(len(cbody), bool)
+    # wrong key: any other key
+    wk = ctype == 2
+    ckey[wk] = 1 + (ckey[wk] - 1 + rng.integers(1, 97, int(wk.sum()))) % 97
+    # transposed digits (body positions i, i+1 from the left; Corsica's letters untouched)
+    tr = np.flatnonzero(ctype == 3)
+    for attempt in range(6):
+        if len(tr) == 0:
+            break
+        pos = rng.integers(0, 12, len(tr))
+        pos = np.where((ccors[tr] > 0) & ((pos == 4) | (pos == 5) | (pos == 6)), 7, pos)
+        p1 = 10 ** (12 - pos)
+        p2 = 10 ** (11 - pos)
+        d1 = (cbody[tr] // p1) % 10
+        d2 = (cbody[tr] // p2) % 10
+        ok = d1 != d2
+        done = tr[ok]
+        cbody[done] = cbody[done] - d1[ok] * p1[ok] - d2[ok] * p2[ok] + d2[ok] * p1[ok] + d1[ok] * p2[ok]
+        tr = tr[~ok]
+    # another person's NIR
+    op = np.flatnonzero(ctype == 4)
+    if len(op) and n > 1:
+        shift = rng.integers(1, n, len(op))
+        other = (vp[custom][op] + shift) % n
+        cbody[op], ckey[op], ccors[op] = persons.body[other], persons.key[other], persons.corsica[other]
+    with_key[ctype == 5] = False
+    nir_custom = format_nir(cbody, ccors, ckey, with_key=with_key)
+    nir_idx[custom] = 2 * n + np.arange(int(custom.sum()))
+    # the dictionary must hold no null: persons without a duplicate get '' (never referenced)
+    nir_dict = pa.concat_arrays([_plain(persons.nir), pc.fill_null(_plain(persons.dup_nir), ""), nir_custom])
+
+    # --- dates ---
+    y = persons.birth_year[vp].astype(np.int64)
+    m = persons.birth_month[vp].astype(np.int64)
+    d = persons.birth_day[vp].astype(np.int64)
+    swap = used & (rng.random(v) < noise.day_month_swapped) & (m > 0) & (d > 0) & (d <= 12) & (d != m)
+    off = used & (rng.random(v) < noise.birth_year_off)
+    cd = swap | off
+    yy = y[cd] + np.where(off[cd], np.where(rng.random(int(cd.sum())) < 0.5, -1, 1), 0)
+    mm = np.where(swap[cd], d[cd], m[cd])
+    dd = np.where(swap[cd], m[cd], d[cd])
+    birth_idx = vp.astype(np.int64).copy()
+    birth_idx[cd] = n + np.arange(int(cd.sum()))
+    birth_dict = pa.concat_arrays([_plain(persons.birth_date), format_dates(yy, mm, dd)])
+
+    # --- names ---
+    has_usage = np.array([x is not None for x in persons.usage_name], bool)[vp]
+    declare_usage = has_usage & (rng.random(v) < noise.usage_name)
+    all_first = (rng.random(v) < noise.all_first_names) & np.array([" " in f for f in persons.first_names])[vp]
+    last_idx = np.where(declare_usage, n + vp, vp).astype(np.int64)
+    first_idx = np.where(all_first, n + vp, vp).astype(np.int64)
+    typo_l = used & (rng.random(v) < noise.name_typo)
+    typo_f = used & (rng.random(v) < noise.first_name_typo)
+    swapped = used & (rng.random(v) < noise.names_swapped)
+    casing = used & (rng.random(v) < noise.case_and_spacing)
+    accents = used & (rng.random(v) < noise.accents_lost)
+    first_of = np.array([f.split(" ", 1)[0] for f in persons.first_names], dtype=object)
+    usage = np.where([x is None for x in persons.usage_name], persons.last_name, persons.usage_name)
+    last_base = np.concatenate([persons.last_name, usage])
+    first_base = np.concatenate([first_of, persons.first_names])
+    has_accent_f = np.array([not s.isascii() for s in first_base], bool)
+    accents &= has_accent_f[first_idx]
+    touched = np.flatnonzero(typo_l | typo_f | swapped | casing | accents)
+    custom_last, custom_first = [], []
+    for i in touched.tolist():
+        last = last_base[last_idx[i]]
+        first = first_base[first_idx[i]]
+        if accents[i]:
+            first = strip_accents(first)
+        if typo_l[i]:
+            last = _typo(rng, last)
+        if typo_f[i]:
+            first = _typo(rng, first)
+        if swapped[i]:
+            last, first = first, last
+        if casing[i]:
+            last, first = _case_spacing(rng, last), _case_spacing(rng, first)
+        custom_last.append(last)
+        custom_first.append(first)
+    last_idx[touched] = 2 * n + np.arange(len(touched))
+    first_idx[touched] = 2 * n + np.arange(len(touched))
+    last_dict = pa.array(np.concatenate([last_base, np.array(custom_last, dtype=object)]), pa.string())
+    first_dict = pa.array(np.concatenate([first_base, np.array(custom_first, dtype=object)]), pa.string())
+    return DeclaredIdentities(nir_idx, nir_dict, last_idx, last_dict, first_idx, first_dict, birth_idx, birth_dict,
+                              nir_noise)
+
+
+def _plain(arr):
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr

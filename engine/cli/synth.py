@@ -1,0 +1,75 @@
+"""`nirlink synth`: generate a synthetic register, careers, resources and truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+from ._utilities import OutputFormat, emit, handle_errors, stderr_console
+
+
+@app.command()
+@handle_errors
+def synth(
+    persons: int = typer.Option(..., "--persons", help="Number of persons in the register (before duplicates)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (gets register/, career/, resource/, truth/)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0)."),
+    partitions: int = typer.Option(None, "--partitions", help="Number of blocks (one Dask task and one file each)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
+    workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
+    noise_scale: float = typer.Option(1.0, "--noise-scale", help="Multiply every noise rate (2 = double noise)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the datasets if OUT is not empty."),
+    local: bool = typer.Option(False, "--in-process", help="Generate in this process, without Dask."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT."""
+    from engine._synth import SynthParams
+    from engine._synth import synth as run_synth
+
+    overrides = {} if seed is None else {"seed": seed}
+    params = SynthParams.from_config(**overrides)
+    if noise_scale != 1.0:
+        if noise_scale < 0:
+            raise typer.BadParameter("--noise-scale must be >= 0")
+        from dataclasses import replace
+
+        params = replace(params, noise=params.noise.scaled(noise_scale))
+    console = stderr_console()
+    show = output == OutputFormat.text
+
+    def generate(client):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rows]} rows"),
+                      TimeElapsedColumn(), console=console, disable=not show, transient=True) as bar:
+            task = bar.add_task("blocks", total=None, rows=0)
+            rows = [0]
+
+            def progress(done, total, res):
+                rows[0] += res["register"] + res["career"] + res["resource"]
+                bar.update(task, completed=done, total=total, rows=f"{rows[0]:,}")
+
+            return run_synth(out, persons=persons, client=client, partitions=partitions, params=params,
+                             overwrite=overwrite, progress=progress)
+
+    if local:
+        summary = generate(None)
+    else:
+        from cluster import open_client
+
+        with open_client(scheduler, n_workers=workers, dashboard=False) as client:
+            summary = generate(client)
+
+    def render(s):
+        r = s["rows"]
+        total = r["register"] + r["career"] + r["resource"]
+        typer.echo(f"persons    {s['persons']:>14,}  ({s['partitions']} partitions, seed {s['seed']})")
+        for name in ("register", "career", "resource", "truth"):
+            typer.echo(f"{name:<10} {r[name]:>14,}  {s['datasets'][name]}")
+        typer.echo(f"career rows per person {s['career_rows_per_person']:.1f}, resource rows per person "
+                   f"{s['resource_rows_per_person']:.1f}")
+        typer.echo(f"{total:,} rows in {s['seconds']:.1f} s ({total / max(s['seconds'], 1e-9):,.0f} rows/s, truth excluded)")
+
+    emit(summary, output, render)

@@ -1,0 +1,72 @@
+"""Zero-copy views of Arrow string arrays as numpy buffers, and the way back.
+
+Kernels work on the three buffers of an Arrow string array (validity bitmap, int32 or
+int64 offsets, UTF-8 bytes) so that a per-row Python loop never happens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["string_buffers", "string_array_from_buffers", "fixed_width_strings", "valid_mask"]
+
+
+def _combined(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.large_string())
+    if pa.types.is_null(arr.type):
+        arr = pa.nulls(len(arr), pa.string())
+    return arr
+
+
+def valid_mask(arr: pa.Array) -> np.ndarray:
+    """Boolean numpy array, True where the value is not null."""
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=np.bool_)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+def string_buffers(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(offsets, data, valid)`` for a string/large_string array.
+
+    ``offsets`` has ``len(arr) + 1`` entries (int32 or int64) relative to ``data`` (uint8);
+    ``valid`` is a boolean array. Views share memory with the Arrow array where possible.
+    """
+    arr = _combined(arr)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        raise TypeError(f"expected a string array, got {arr.type}")
+    n = len(arr)
+    bufs = arr.buffers()
+    off_dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    width = np.dtype(off_dtype).itemsize
+    offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=n + 1, offset=arr.offset * width) if n else np.zeros(1, off_dtype)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data, valid_mask(arr)
+
+
+def string_array_from_buffers(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Build a string (int32 offsets) or large_string (int64 offsets) array from numpy buffers."""
+    n = len(offsets) - 1
+    typ = pa.large_string() if offsets.dtype == np.int64 else pa.string()
+    if offsets.dtype not in (np.int32, np.int64):
+        raise TypeError(f"offsets must be int32 or int64, got {offsets.dtype}")
+    mask_buf = None
+    null_count = 0
+    if valid is not None and not valid.all():
+        mask_buf = pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
+        null_count = int(n - valid.sum())
+    return pa.Array.from_buffers(
+        typ, n, [mask_buf, pa.py_buffer(np.ascontiguousarray(offsets)), pa.py_buffer(np.ascontiguousarray(data))], null_count
+    )
+
+
+def fixed_width_strings(data: np.ndarray, width: int, valid: np.ndarray | None = None) -> pa.Array:
+    """A string array of ``len(data) // width`` values, each ``width`` bytes of ``data``."""
+    n = len(data) // width
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64 if n * width >= 2**31 else np.int32)
+    return string_array_from_buffers(offsets, data, valid)

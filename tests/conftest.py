@@ -1,0 +1,38 @@
+"""Shared fixtures: an in-process Dask cluster and synthetic datasets generated once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """An in-process LocalCluster (2 workers x 1 thread, no dashboard) for integration tests."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+                           memory_limit="4GiB")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory, dask_client):
+    """3,000 persons in 3 blocks (about 400k rows)."""
+    from engine._synth import SynthParams, synth
+
+    out = tmp_path_factory.mktemp("synth_small")
+    summary = synth(out, persons=3000, partitions=3, client=dask_client, params=SynthParams(seed=11))
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def synth_100k(tmp_path_factory, dask_client):
+    """100,000 persons in 4 blocks (about 13M rows): the size the NIR validity test asks for."""
+    from engine._synth import SynthParams, synth
+
+    out = tmp_path_factory.mktemp("synth_100k")
+    summary = synth(out, persons=100_000, partitions=4, client=dask_client, params=SynthParams(seed=2024))
+    return out, summary
