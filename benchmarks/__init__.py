@@ -1,0 +1,1 @@
+"""nirlink benchmarks: scaled runs against named baselines, results as JSON + Markdown."""
