@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Kernels compile on first call (Numba), so the first example of a test is slow: no deadline.
+settings.register_profile("nirlink", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("nirlink")
 
 
 @pytest.fixture(scope="session")

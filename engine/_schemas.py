@@ -1,0 +1,177 @@
+"""Canonical columns of each input kind and the schemas of the ingest outputs.
+
+A job maps its files' columns onto these names (DESIGN.md, data model). `Column.parse`
+says how a value is read: text, a NIR, a date (birth dates may have unknown parts), a year,
+an integer, an amount (decimal comma or point), a kind from a fixed list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+__all__ = ["Column", "COLUMNS", "KINDS", "ACCEPTED_SCHEMAS", "REJECTS_SCHEMA", "REASONS", "INPUT_KINDS"]
+
+INPUT_KINDS = ("career", "resource", "register")
+
+Parse = Literal["text", "nir", "birth_date", "date", "month", "year", "int", "amount", "kind", "sex", "nir_kind", "id"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    parse: Parse
+    present: bool = True  # must the file have it (after mapping)?
+    value: bool = False  # must every row have a value?
+    max_length: int = 200
+
+
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    "career": (
+        Column("record_id", "id", present=False),
+        Column("declared_nir", "nir"),
+        Column("last_name", "text"),
+        Column("first_name", "text"),
+        Column("birth_date", "birth_date"),
+        Column("employer_id", "text", value=True, max_length=32),
+        Column("year", "year", value=True),
+        Column("start_date", "date", value=True),
+        Column("end_date", "date", value=True),
+        Column("kind", "kind", value=True),
+        Column("gross_salary", "amount"),
+        Column("days", "int", present=False),
+    ),
+    "resource": (
+        Column("record_id", "id", present=False),
+        Column("declared_nir", "nir"),
+        Column("last_name", "text"),
+        Column("first_name", "text"),
+        Column("birth_date", "birth_date"),
+        Column("payer_id", "text", value=True, max_length=32),
+        Column("period", "month", value=True),
+        Column("kind", "kind", value=True),
+        Column("amount", "amount", value=True),
+    ),
+    "register": (
+        Column("nir", "nir", value=True),
+        Column("sex", "sex"),
+        Column("birth_date", "birth_date"),
+        Column("birth_place", "text", max_length=8),
+        Column("last_name", "text", value=True),
+        Column("usage_name", "text", present=False),
+        Column("first_names", "text"),
+        Column("death_date", "date", present=False),
+        Column("nir_kind", "nir_kind", present=False),
+    ),
+}
+
+KINDS = {
+    "career": ("salary", "unemployment", "sickness", "maternity", "disability", "military"),
+    "resource": ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other"),
+}
+
+# Reason codes of rejected rows (documented in README, "Rejects").
+REASONS = {
+    "missing_value": "a required field is empty",
+    "bad_number": "not a number (amount, year, days, record id)",
+    "negative_amount": "an amount below zero where the kind forbids it",
+    "bad_date": "not a date, or a date that does not exist (1900-02-30)",
+    "year_out_of_range": "year outside the reference tables (1990-2026)",
+    "date_outside_year": "a career period that does not lie within its year",
+    "end_before_start": "a period that ends before it starts",
+    "bad_days": "days outside 0-366 or more than the period holds",
+    "bad_kind": "a kind outside the documented list",
+    "bad_sex": "sex not 1/2 (or M/F)",
+    "bad_nir": "a register row whose NIR is not valid (the register is the reference)",
+    "bad_encoding": "bytes that are not valid UTF-8 (with encoding = 'utf-8')",
+    "bad_characters": "control characters (NUL...) in a field",
+    "field_too_long": "a field longer than its maximum length",
+    "bad_row": "a CSV line with the wrong number of fields",
+}
+
+_IDENTITY = [
+    pa.field("last_name_norm", pa.string()),
+    pa.field("last_name_key", pa.string()),
+    pa.field("first_name_norm", pa.string()),
+    pa.field("first_names_norm", pa.string()),
+    pa.field("birth_year", pa.int16()),
+    pa.field("birth_month", pa.int8()),
+    pa.field("birth_day", pa.int8()),
+]
+_NIR = [
+    pa.field("nir", pa.string()),
+    pa.field("nir_status", pa.string(), nullable=False),
+    pa.field("nir_key_computed", pa.bool_(), nullable=False),
+    pa.field("nir_sex", pa.int8()),
+    pa.field("nir_birth_year", pa.int16()),
+    pa.field("nir_birth_month", pa.int8()),
+    pa.field("nir_department", pa.string()),
+]
+_ORIGIN = [pa.field("source_file", pa.string(), nullable=False), pa.field("row_number", pa.int64(), nullable=False)]
+
+ACCEPTED_SCHEMAS = {
+    "career": pa.schema([
+        pa.field("record_id", pa.int64(), nullable=False),
+        pa.field("declared_nir", pa.string()),
+        *_NIR,
+        pa.field("last_name", pa.string()),
+        pa.field("first_name", pa.string()),
+        pa.field("birth_date", pa.string()),
+        *_IDENTITY,
+        pa.field("employer_id", pa.string(), nullable=False),
+        pa.field("year", pa.int16(), nullable=False),
+        pa.field("start_date", pa.date32(), nullable=False),
+        pa.field("end_date", pa.date32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("gross_salary", pa.float64()),
+        pa.field("days", pa.int16(), nullable=False),
+        *_ORIGIN,
+    ]),
+    "resource": pa.schema([
+        pa.field("record_id", pa.int64(), nullable=False),
+        pa.field("declared_nir", pa.string()),
+        *_NIR,
+        pa.field("last_name", pa.string()),
+        pa.field("first_name", pa.string()),
+        pa.field("birth_date", pa.string()),
+        *_IDENTITY,
+        pa.field("payer_id", pa.string(), nullable=False),
+        pa.field("period", pa.date32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("amount", pa.float64(), nullable=False),
+        *_ORIGIN,
+    ]),
+    "register": pa.schema([
+        pa.field("nir", pa.string(), nullable=False),
+        pa.field("nir_status", pa.string(), nullable=False),
+        pa.field("nir_sex", pa.int8()),
+        pa.field("nir_birth_year", pa.int16()),
+        pa.field("nir_birth_month", pa.int8()),
+        pa.field("nir_department", pa.string()),
+        pa.field("sex", pa.int8()),
+        pa.field("birth_date", pa.string()),
+        pa.field("birth_place", pa.string()),
+        pa.field("last_name", pa.string(), nullable=False),
+        pa.field("usage_name", pa.string()),
+        pa.field("first_names", pa.string()),
+        *_IDENTITY,
+        pa.field("usage_name_norm", pa.string()),
+        pa.field("usage_name_key", pa.string()),
+        pa.field("death_date", pa.date32()),
+        pa.field("nir_kind", pa.string()),
+        *_ORIGIN,
+    ]),
+}
+
+REJECTS_SCHEMA = pa.schema([
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("row_number", pa.int64()),
+    pa.field("record_id", pa.int64()),
+    pa.field("column", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("reasons", pa.string(), nullable=False),
+    pa.field("value", pa.string()),
+    pa.field("raw", pa.string()),
+])

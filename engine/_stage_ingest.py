@@ -1,0 +1,135 @@
+"""The ingest stage: plan every input (all problems reported at once), read and check every
+chunk as a Dask task, publish accepted rows and rejects atomically with a manifest whose
+counts reconcile per file (rows read = accepted + rejected).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kernels import InputFileError, StageError
+
+from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from ._ingest import process_chunk
+from ._readers import ChunkTask, InputSpec, plan_input, read_chunks
+from ._schemas import REASONS
+
+__all__ = ["run_ingest", "plan_ingest", "ingest_task"]
+
+
+def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
+    """Reading tasks of every input; raises with every problem of every input at once."""
+    names = [i.name for i in inputs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputFileError(f"duplicate input names: {', '.join(dup)}")
+    tasks: list[ChunkTask] = []
+    problems: list[Exception] = []
+    for index, spec in enumerate(inputs):
+        try:
+            tasks.extend(plan_input(spec, index, chunk_rows=chunk_rows))
+        except (InputFileError, Exception) as exc:  # noqa: BLE001 - gathered and re-raised together
+            problems.append(exc)
+    if problems:
+        if len(problems) == 1:
+            raise problems[0]
+        first = problems[0]
+        raise type(first)("\n".join(str(p) for p in problems))
+    return tasks
+
+
+def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int) -> list[dict[str, Any]]:
+    """Read, check and write one task's chunks; one stats dict per chunk."""
+    results = []
+    first = task.row_groups[0] if task.row_groups else 0
+    for chunk in read_chunks(task, chunk_rows=chunk_rows):
+        res = process_chunk(chunk, task, today_year=today_year)
+        name = f"part-{task.input_index:02d}-{task.file_index:05d}-{first:05d}-{chunk.index:05d}.parquet"
+        if res.accepted.num_rows:
+            write_parquet(res.accepted, Path(out_dir) / task.input_name / name)
+        if res.rejects.num_rows:
+            write_parquet(res.rejects, Path(out_dir) / "rejects" / task.input_name / name)
+        results.append({"input": task.input_name, "file": task.path, **res.stats})
+    return results
+
+
+def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chunk_rows: int = 1_000_000,
+               today: _dt.date | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run the stage; publish ``out_dir`` (accepted datasets per input, ``rejects/``, ``_manifest.json``)."""
+    tasks = plan_ingest(inputs, chunk_rows=chunk_rows)
+    today_year = (today or _dt.date.today()).year
+    out_dir = Path(out_dir)
+    with staged_directory(out_dir) as tmp:
+        results: list[dict[str, Any]] = []
+        if client is None:
+            for i, task in enumerate(tasks):
+                results.extend(ingest_task(task, str(tmp), chunk_rows, today_year))
+                if progress:
+                    progress(i + 1, len(tasks))
+        else:
+            from distributed import as_completed
+
+            futures = [client.submit(ingest_task, t, str(tmp.resolve()), chunk_rows, today_year, pure=False,
+                                     key=f"nirlink-ingest-{t.input_name}-{t.file_index}-{i}") for i, t in enumerate(tasks)]
+            done = 0
+            try:
+                for fut in as_completed(futures, loop=client.loop):
+                    results.extend(fut.result())
+                    done += 1
+                    if progress:
+                        progress(done, len(tasks))
+            except Exception:
+                client.cancel(futures)
+                raise
+        manifest = _manifest(inputs, tasks, results, tmp)
+        write_json(tmp / "_manifest.json", manifest)
+    return manifest
+
+
+def _manifest(inputs, tasks, results, root: Path) -> dict[str, Any]:
+    per_file: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for r in results:
+        c = per_file[(r["input"], r["file"])]
+        for k, v in r.items():
+            if k not in ("input", "file"):
+                c[k] += v
+    report: dict[str, Any] = {"stage": "ingest", "inputs": {}, "reasons": REASONS}
+    for spec in inputs:
+        files = {}
+        totals: Counter = Counter()
+        for (inp, path), c in sorted(per_file.items()):
+            if inp != spec.name:
+                continue
+            if c["rows_read"] != c["accepted"] + c["rejected"]:
+                raise StageError(f"ingest: counts do not reconcile for {path}: read {c['rows_read']}, accepted "
+                                 f"{c['accepted']}, rejected {c['rejected']}")
+            files[path] = _shape(c)
+            totals.update(c)
+        for t in tasks:  # files with no chunk result (cannot happen, but never lose one silently)
+            if t.input_name == spec.name and t.path not in files:
+                raise StageError(f"ingest: no result for {t.path}")
+        accepted_dir = root / spec.name
+        rejects_dir = root / "rejects" / spec.name
+        report["inputs"][spec.name] = {
+            "kind": spec.kind,
+            "files": files,
+            "totals": _shape(totals),
+            "accepted": describe_dataset(accepted_dir, relative_to=root) if accepted_dir.exists() else {"rows": 0, "files": []},
+            "rejects": describe_dataset(rejects_dir, relative_to=root) if rejects_dir.exists() else {"rows": 0, "files": []},
+        }
+    return report
+
+
+def _shape(c: Counter) -> dict[str, Any]:
+    return {
+        "rows_read": c["rows_read"], "accepted": c["accepted"], "rejected": c["rejected"],
+        "reasons": {k.removeprefix("reason_"): v for k, v in sorted(c.items()) if k.startswith("reason_")},
+        "nir_status": {k.removeprefix("nir_"): v for k, v in sorted(c.items())
+                       if k.startswith("nir_") and k != "nir_key_computed"},
+        "nir_key_computed": c["nir_key_computed"],
+        "values_transcoded_from_latin1": c["values_transcoded_from_latin1"],
+    }

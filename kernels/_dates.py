@@ -1,0 +1,137 @@
+"""Date parsing kernel over UTF-8 Arrow buffers, keeping unknown parts unknown.
+
+Accepted forms (surrounding spaces ignored): YYYY-MM-DD, YYYY/MM/DD, YYYYMMDD,
+DD/MM/YYYY, DD-MM-YYYY, DD.MM.YYYY, YYYY-MM-DD followed by a time ('T...' or ' hh:mm...'),
+and the month forms YYYY-MM, YYYY/MM, MM/YYYY (day 0). With ``allow_unknown`` a month or
+day of 00 means unknown (1962-00-00: born in 1962, month unknown); otherwise it is an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._arrow import string_buffers
+
+__all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil"]
+
+DATE_OK = 0
+DATE_MISSING = 1
+DATE_BAD = 2
+
+
+@njit(nogil=True, cache=True)
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y = y - (1 if m <= 2 else 0)
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = (m + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(nogil=True, cache=True)
+def _dim(y, m):
+    if m == 2:
+        leap = (y % 4 == 0 and y % 100 != 0) or (y % 400 == 0)
+        return 29 if leap else 28
+    if m == 4 or m == 6 or m == 9 or m == 11:
+        return 30
+    return 31
+
+
+@njit(nogil=True, cache=True)
+def _num(data, a, b):
+    v = 0
+    for j in range(a, b):
+        c = data[j]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@njit(nogil=True, cache=True)
+def _parse(offsets, data, valid, allow_unknown, year, month, day, ordinal, status):
+    for i in range(offsets.shape[0] - 1):
+        year[i] = 0
+        month[i] = 0
+        day[i] = 0
+        ordinal[i] = 0
+        if not valid[i]:
+            status[i] = DATE_MISSING
+            continue
+        a = offsets[i]
+        b = offsets[i + 1]
+        while a < b and (data[a] == 32 or data[a] == 9):
+            a += 1
+        while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
+            b -= 1
+        n = b - a
+        if n == 0:
+            status[i] = DATE_MISSING
+            continue
+        y = -1
+        m = -1
+        d = -1
+        if n >= 10 and (data[a + 4] == 45 or data[a + 4] == 47) and data[a + 7] == data[a + 4] and \
+                (n == 10 or data[a + 10] == 84 or data[a + 10] == 32):
+            y = _num(data, a, a + 4)
+            m = _num(data, a + 5, a + 7)
+            d = _num(data, a + 8, a + 10)
+        elif n == 10 and (data[a + 2] == 47 or data[a + 2] == 45 or data[a + 2] == 46) and data[a + 5] == data[a + 2]:
+            d = _num(data, a, a + 2)
+            m = _num(data, a + 3, a + 5)
+            y = _num(data, a + 6, a + 10)
+        elif n == 8:
+            y = _num(data, a, a + 4)
+            m = _num(data, a + 4, a + 6)
+            d = _num(data, a + 6, a + 8)
+        elif n == 7 and (data[a + 4] == 45 or data[a + 4] == 47):
+            y = _num(data, a, a + 4)
+            m = _num(data, a + 5, a + 7)
+            d = 0
+        elif n == 7 and data[a + 2] == 47:
+            m = _num(data, a, a + 2)
+            y = _num(data, a + 3, a + 7)
+            d = 0
+        if y < 0 or m < 0 or d < 0 or y == 0:
+            status[i] = DATE_BAD
+            continue
+        if m > 12 or (m == 0 and d != 0):
+            status[i] = DATE_BAD
+            continue
+        if m == 0 or d == 0:
+            if not allow_unknown and m == 0:
+                status[i] = DATE_BAD
+                continue
+        if m > 0 and d > _dim(y, m):
+            status[i] = DATE_BAD
+            continue
+        year[i] = y
+        month[i] = m
+        day[i] = d
+        if m > 0:
+            ordinal[i] = days_from_civil(y, m, d if d > 0 else 1)
+        status[i] = DATE_OK if (allow_unknown or d > 0 or n == 7) else DATE_BAD
+
+
+def parse_dates(values, *, allow_unknown: bool = False) -> dict:
+    """Parse a string array of dates.
+
+    Returns numpy arrays ``year`` (int16), ``month`` and ``day`` (int8, 0 = unknown),
+    ``ordinal`` (int32 days since 1970-01-01, of the first day when the day is unknown; 0
+    when the month is unknown) and ``status`` (DATE_OK / DATE_MISSING / DATE_BAD). Without
+    ``allow_unknown`` only the month forms may omit the day.
+    """
+    offsets, data, valid = string_buffers(values)
+    n = len(offsets) - 1
+    year = np.empty(n, np.int16)
+    month = np.empty(n, np.int8)
+    day = np.empty(n, np.int8)
+    ordinal = np.empty(n, np.int32)
+    status = np.empty(n, np.int8)
+    _parse(offsets, data, valid, bool(allow_unknown), year, month, day, ordinal, status)
+    return {"year": year, "month": month, "day": day, "ordinal": ordinal, "status": status}

@@ -1,0 +1,100 @@
+"""The ingest stage on synthetic data, over an in-process Dask cluster."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from engine._readers import InputSpec
+from engine._stage_ingest import run_ingest
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, synth_small, dask_client):
+    root, _ = synth_small
+    out = tmp_path_factory.mktemp("ingest") / "ingest"
+    specs = [InputSpec("register", "register", (str(root / "register"),)),
+             InputSpec("career", "career", (str(root / "career"),)),
+             InputSpec("resource", "resource", (str(root / "resource"),))]
+    manifest = run_ingest(specs, out, client=dask_client, chunk_rows=50_000)
+    return root, out, manifest
+
+
+def test_counts_reconcile_and_nothing_is_lost(ingested):
+    root, out, manifest = ingested
+    for name in ("register", "career", "resource"):
+        totals = manifest["inputs"][name]["totals"]
+        source_rows = pq.read_metadata(next((root / name).glob("*.parquet"))).num_rows  # at least one file
+        assert source_rows > 0
+        n_in = sum(pq.read_metadata(f).num_rows for f in (root / name).glob("*.parquet"))
+        assert totals["rows_read"] == n_in
+        assert totals["accepted"] + totals["rejected"] == n_in
+        assert manifest["inputs"][name]["accepted"]["rows"] == totals["accepted"]
+        for path, f in manifest["inputs"][name]["files"].items():
+            assert f["rows_read"] == f["accepted"] + f["rejected"]
+    assert (out / "_manifest.json").exists()
+
+
+def test_nir_statuses_reflect_the_generator_noise(ingested):
+    root, out, _ = ingested
+    con = duckdb.connect()
+    rows = con.execute(f"""
+        select t.nir_noise, a.nir_status, a.nir_key_computed, count(*) n
+        from read_parquet('{out}/career/*.parquet') a
+        join read_parquet('{root}/truth/*.parquet') t on t.source = 'career' and t.record_id = a.record_id
+        group by all""").fetchall()
+    by = {}
+    for noise, status, computed, n in rows:
+        by.setdefault(noise, {}).setdefault((status, computed), 0)
+        by[noise][(status, computed)] += n
+    assert set(by["wrong-key"]) == {("bad_key", False)}
+    assert set(by["missing-nir"]) == {("missing", False)}
+    assert {s for s, _ in by["transposed-digits"]} <= {"bad_key", "bad_format"}
+    assert {(s, c) for s, c in by["nir-without-key"]} <= {("valid", True), ("valid_temporary", True)}
+    assert {s for s, _ in by["other-person-nir"]} <= {"valid", "valid_temporary"}
+    assert {s for s, _ in by["none"]} <= {"valid", "valid_temporary"}
+    # the share of bad keys among identity versions matches the generator's rates
+    (share,) = con.execute(f"""
+        with v as (select distinct t.identity_version, a.nir_status from read_parquet('{out}/career/*.parquet') a
+                   join read_parquet('{root}/truth/*.parquet') t on t.source = 'career' and t.record_id = a.record_id)
+        select avg((nir_status = 'bad_key')::int) from v""").fetchone()
+    from engine._synth import NoiseRates
+
+    noise = NoiseRates()
+    assert share == pytest.approx(noise.wrong_key + noise.transposed_digits, rel=0.35)
+
+
+def test_derived_nir_fields_agree_with_the_register(ingested):
+    root, out, _ = ingested
+    con = duckdb.connect()
+    (mismatch,) = con.execute(f"""
+        select count(*) from read_parquet('{out}/career/*.parquet') a
+        join read_parquet('{out}/register/*.parquet') r on r.nir = a.nir
+        where a.nir_status = 'valid' and (a.nir_sex <> r.nir_sex or a.nir_birth_month <> r.nir_birth_month
+              or a.nir_department <> r.nir_department)""").fetchone()
+    assert mismatch == 0
+    (bad_year,) = con.execute(f"""
+        select count(*) from read_parquet('{out}/register/*.parquet')
+        where nir_birth_year <> birth_year and birth_year > 0""").fetchone()
+    assert bad_year == 0
+
+
+def test_csv_and_parquet_give_the_same_rows(ingested, tmp_path):
+    root, out, _ = ingested
+    table = pq.read_table(root / "career")
+    table = table.slice(0, 20000)
+    csv_path = tmp_path / "career.csv"
+    pacsv.write_csv(table, csv_path, write_options=pacsv.WriteOptions(delimiter=";"))
+    pq_path = tmp_path / "career.parquet"
+    pq.write_table(table, pq_path)
+    m = run_ingest([InputSpec("c", "career", (str(csv_path),)), InputSpec("p", "career", (str(pq_path),))],
+                   tmp_path / "out")
+    a = pq.read_table(tmp_path / "out" / "c").drop_columns(["source_file"]).sort_by("record_id")
+    b = pq.read_table(tmp_path / "out" / "p").drop_columns(["source_file"]).sort_by("record_id")
+    assert m["inputs"]["c"]["totals"]["accepted"] == 20000
+    assert a.equals(b)
+    assert pc.all(pc.equal(a.column("row_number"), pa.array(range(1, 20001)))).as_py()

@@ -1,0 +1,299 @@
+"""Hostile inputs: each gives a clear error naming the file (and column), or reject rows with the
+right reason code - and the counts always reconcile (rows read = accepted + rejected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine import InputFileError, SchemaError
+from engine._readers import CsvOptions, InputSpec
+from engine._stage_ingest import run_ingest
+
+HEADER = ["record_id", "declared_nir", "last_name", "first_name", "birth_date", "employer_id", "year", "start_date",
+          "end_date", "kind", "gross_salary", "days"]
+GOOD = ["1", "177127400100163", "DUPUY", "Frédéric", "1977-12-16", "12345678200010", "2015", "2015-01-01",
+        "2015-12-31", "salary", "25000.50", "365"]
+RESOURCE_HEADER = ["declared_nir", "last_name", "first_name", "birth_date", "payer_id", "period", "kind", "amount"]
+RESOURCE_GOOD = ["177127400100163", "DUPUY", "Frederic", "1977-12-16", "12345678200010", "2021-03", "salary", "1500,00"]
+
+
+def _row(**changes):
+    row = dict(zip(HEADER, GOOD))
+    row.update(changes)
+    return row
+
+
+def _csv_text(rows, header=HEADER, sep=";"):
+    def q(v):
+        v = str(v)
+        return '"' + v.replace('"', '""') + '"' if any(c in v for c in (sep, '"', "\n", "\r")) else v
+    lines = [sep.join(header)] + [sep.join(q(r.get(h, "")) for h in header) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _write(tmp_path, name, content: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def _run(tmp_path, path, kind="career", **csv_options):
+    spec = InputSpec("in", kind, (str(path),), csv=CsvOptions(**csv_options))
+    manifest = run_ingest([spec], tmp_path / "out")
+    totals = manifest["inputs"]["in"]["totals"]
+    assert totals["rows_read"] == totals["accepted"] + totals["rejected"]
+    accepted_dir = tmp_path / "out" / "in"
+    rejects_dir = tmp_path / "out" / "rejects" / "in"
+    accepted = pq.read_table(accepted_dir) if accepted_dir.exists() else None
+    rejects = pq.read_table(rejects_dir) if rejects_dir.exists() else None
+    return totals, accepted, rejects
+
+
+def _one_reject(tmp_path, rows, reason, column, **kw):
+    path = _write(tmp_path, "c.csv", _csv_text([_row(), *rows]))
+    totals, accepted, rejects = _run(tmp_path, path, **kw)
+    assert totals["accepted"] == 1, totals
+    assert totals["rejected"] == len(rows)
+    assert rejects is not None
+    got = rejects.to_pylist()
+    assert {r["reason"] for r in got} == {reason}, got
+    assert {r["column"] for r in got} == {column}
+    assert all(r["source_file"] == str(path) for r in got)
+    assert [r["row_number"] for r in got] == list(range(2, 2 + len(rows)))
+    return got
+
+
+REJECT_CASES = [
+    ("negative salary", [_row(gross_salary="-12.5")], "negative_amount", "gross_salary"),
+    ("salary not a number", [_row(gross_salary="douze")], "bad_number", "gross_salary"),
+    ("salary NaN", [_row(gross_salary="NaN")], "bad_number", "gross_salary"),
+    ("salary missing on a salary row", [_row(gross_salary="")], "missing_value", "gross_salary"),
+    ("year in the future", [_row(year="2031", start_date="2031-01-01", end_date="2031-12-31")], "year_out_of_range", "year"),
+    ("year before the tables", [_row(year="1985", start_date="1985-01-01", end_date="1985-12-31")], "year_out_of_range", "year"),
+    ("year not a number", [_row(year="20x5")], "bad_number", "year"),
+    ("birth date 1900-02-30", [_row(birth_date="1900-02-30")], "bad_date", "birth_date"),
+    ("birth date garbage", [_row(birth_date="16/13/1977")], "bad_date", "birth_date"),
+    ("start date impossible", [_row(start_date="2015-02-30")], "bad_date", "start_date"),
+    ("period outside its year", [_row(start_date="2014-12-01")], "date_outside_year", "start_date"),
+    ("end before start", [_row(start_date="2015-06-01", end_date="2015-05-01")], "end_before_start", "end_date"),
+    ("unknown kind", [_row(kind="lottery")], "bad_kind", "kind"),
+    ("employer empty", [_row(employer_id="  ")], "missing_value", "employer_id"),
+    ("kind empty", [_row(kind="")], "missing_value", "kind"),
+    ("days above 366", [_row(days="400")], "bad_days", "days"),
+    ("days beyond the period", [_row(start_date="2015-01-01", end_date="2015-01-31", days="200")], "bad_days", "days"),
+    ("NUL byte in a name", [_row(last_name="DU\x00PUY")], "bad_characters", "last_name"),
+    ("embedded newline in a quoted name", [_row(first_name="Jean\nPierre")], "bad_characters", "first_name"),
+    ("1 MB field", [_row(last_name="A" * (1 << 20))], "field_too_long", "last_name"),
+    ("record id not a number", [_row(record_id="r-17")], "bad_number", "record_id"),
+]
+
+
+@pytest.mark.parametrize("label,rows,reason,column", REJECT_CASES, ids=[c[0] for c in REJECT_CASES])
+def test_rejects_with_reason(tmp_path, label, rows, reason, column):
+    _one_reject(tmp_path, rows, reason, column)
+
+
+def test_mixed_encoding_strict_utf8_rejects_the_latin1_row(tmp_path):
+    text = _csv_text([_row(), _row(last_name="LEFÈVRE")]).encode("utf-8")
+    text = text.replace("LEFÈVRE".encode("utf-8"), "LEFÈVRE".encode("latin-1"))
+    path = _write(tmp_path, "mixed.csv", text)
+    totals, accepted, rejects = _run(tmp_path, path, encoding="utf-8")
+    assert totals["rejected"] == 1 and rejects.column("reason").to_pylist() == ["bad_encoding"]
+    assert rejects.column("column").to_pylist() == ["last_name"]
+
+
+def test_mixed_encoding_auto_transcodes_and_counts(tmp_path):
+    text = _csv_text([_row(), _row(last_name="LEFÈVRE")]).encode("utf-8")
+    text = text.replace("LEFÈVRE".encode("utf-8"), "LEFÈVRE".encode("latin-1"))
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "mixed.csv", text))
+    assert totals["accepted"] == 2 and totals["values_transcoded_from_latin1"] == 1
+    assert "LEFÈVRE" in accepted.column("last_name").to_pylist()
+    assert "LEFEVRE" in accepted.column("last_name_norm").to_pylist()
+
+
+def test_latin1_file_with_accented_header(tmp_path):
+    header = [*HEADER[:3], "prénom", *HEADER[4:]]
+    text = _csv_text([dict(zip(header, GOOD))], header=header).encode("latin-1")
+    spec = InputSpec("in", "career", (str(_write(tmp_path, "l1.csv", text)),), columns=(("first_name", "prénom"),))
+    manifest = run_ingest([spec], tmp_path / "out")
+    assert manifest["inputs"]["in"]["totals"]["accepted"] == 1
+    assert pq.read_table(tmp_path / "out" / "in").column("first_name").to_pylist() == ["Frédéric"]
+
+
+def test_wrong_field_count_row_is_rejected_with_its_row_number(tmp_path):
+    text = _csv_text([_row(), _row()]) + "1;2;3\n" + _csv_text([_row(record_id="9")]).split("\n", 1)[1]
+    totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "shape.csv", text))
+    assert totals == {**totals, "rows_read": 4, "accepted": 3, "rejected": 1}
+    assert rejects.to_pylist()[0]["reason"] == "bad_row" and rejects.to_pylist()[0]["row_number"] == 3
+    assert accepted.column("row_number").to_pylist() == [1, 2, 4]
+
+
+def test_separator_inside_quotes_and_crlf_and_bom(tmp_path):
+    text = "\ufeff" + _csv_text([_row(last_name="DUPUY; DIT MARTIN")]).replace("\n", "\r\n")
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "q.csv", text))
+    assert totals["accepted"] == 1
+    assert accepted.column("last_name_norm").to_pylist() == ["DUPUY DIT MARTIN"]
+
+
+def test_french_decimal_comma_and_thousands(tmp_path):
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "fr.csv", _csv_text([_row(gross_salary="25 000,50")])))
+    assert accepted.column("gross_salary").to_pylist() == [25000.5]
+
+
+def test_comma_separated_file(tmp_path):
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "comma.csv", _csv_text([_row(), _row()], sep=",")))
+    assert totals["accepted"] == 2
+
+
+def test_header_only_gives_zero_rows(tmp_path):
+    totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "h.csv", ";".join(HEADER) + "\n"))
+    assert (totals["rows_read"], totals["accepted"], totals["rejected"]) == (0, 0, 0)
+
+
+def test_extra_columns_are_ignored(tmp_path):
+    header = [*HEADER, "comment", "internal_code"]
+    row = {**_row(), "comment": "x", "internal_code": "y"}
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "extra.csv", _csv_text([row], header=header)))
+    assert totals["accepted"] == 1 and "comment" not in accepted.column_names
+
+
+def test_unknown_birth_month_is_kept_unknown_and_13_digit_nir_completed(tmp_path):
+    path = _write(tmp_path, "u.csv", _csv_text([_row(birth_date="1977-00-00", declared_nir="1771274001001")]))
+    totals, accepted, _ = _run(tmp_path, path)
+    row = accepted.to_pylist()[0]
+    assert (row["birth_year"], row["birth_month"], row["birth_day"]) == (1977, 0, 0)
+    assert row["nir"] == "177127400100163" and row["nir_key_computed"] and row["nir_status"] == "valid"
+    assert totals["nir_key_computed"] == 1
+
+
+def test_resource_period_and_amount_rules(tmp_path):
+    rows = [dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)),
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "period": "2021-13"},
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "amount": "-3"},
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "period": "2040-01"}]
+    path = _write(tmp_path, "r.csv", _csv_text(rows, header=RESOURCE_HEADER))
+    totals, accepted, rejects = _run(tmp_path, path, kind="resource")
+    assert totals["accepted"] == 1 and accepted.column("amount").to_pylist() == [1500.0]
+    assert str(accepted.column("period").to_pylist()[0]) == "2021-03-01"
+    assert rejects.column("reason").to_pylist() == ["bad_date", "negative_amount", "year_out_of_range"]
+
+
+def test_register_rejects_bad_nirs(tmp_path):
+    header = ["nir", "sex", "birth_date", "birth_place", "last_name", "first_names"]
+    rows = [dict(zip(header, ["177127400100163", "1", "1977-12-16", "74001", "DUPUY", "FREDERIC"])),
+            dict(zip(header, ["177127400100199", "1", "1977-12-16", "74001", "DUPUY", "FREDERIC"])),
+            dict(zip(header, ["", "1", "1977-12-16", "74001", "DUPUY", "FREDERIC"])),
+            dict(zip(header, ["177127400100163", "X", "1977-12-16", "74001", "DUPUY", "FREDERIC"]))]
+    totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "reg.csv", _csv_text(rows, header=header)),
+                                     kind="register")
+    assert totals["accepted"] == 1
+    assert rejects.column("reason").to_pylist() == ["bad_nir", "missing_value", "bad_sex"]
+
+
+# ------------------------------------------------------------------ errors that stop the stage
+
+def _good_parquet(tmp_path, name="good.parquet", **overrides):
+    data = {h: [v] for h, v in zip(HEADER, GOOD)}
+    data["year"] = [2015]
+    data["gross_salary"] = [25000.5]
+    data.update(overrides)
+    path = tmp_path / name
+    pq.write_table(pa.table(data), path)
+    return path
+
+
+def _error(tmp_path, path, cls, *fragments, kind="career", **kw):
+    spec = InputSpec("in", kind, (str(path),), **kw)
+    with pytest.raises(cls) as info:
+        run_ingest([spec], tmp_path / "out")
+    text = str(info.value)
+    for f in fragments:
+        assert f in text, text
+    assert not (tmp_path / "out").exists(), "nothing may be published when a file cannot be read"
+    return text
+
+
+def test_missing_file(tmp_path):
+    _error(tmp_path, tmp_path / "nope.csv", InputFileError, "nope.csv", "no such file")
+
+
+def test_empty_file(tmp_path):
+    _error(tmp_path, _write(tmp_path, "empty.csv", b""), InputFileError, "empty.csv", "empty file")
+
+
+def test_blank_file(tmp_path):
+    _error(tmp_path, _write(tmp_path, "blank.csv", b"\n\n  \n"), InputFileError, "blank.csv", "empty file")
+
+
+def test_truncated_parquet(tmp_path):
+    good = _good_parquet(tmp_path)
+    data = good.read_bytes()
+    bad = _write(tmp_path, "trunc.parquet", data[: len(data) // 2])
+    _error(tmp_path, bad, InputFileError, "trunc.parquet", "not a readable Parquet file")
+
+
+def test_text_file_named_parquet(tmp_path):
+    _error(tmp_path, _write(tmp_path, "fake.parquet", "a;b\n1;2\n"), InputFileError, "fake.parquet", "Parquet")
+
+
+def test_corrupted_parquet_pages(tmp_path):
+    path = tmp_path / "corrupt.parquet"
+    table = pa.table({h: [v] * 5000 for h, v in zip(HEADER, GOOD)})
+    pq.write_table(table, path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    for i in range(200, 2200):
+        data[i] = 0xFF
+    path.write_bytes(bytes(data))
+    _error(tmp_path, path, InputFileError, "corrupt.parquet")
+
+
+def test_missing_column_csv(tmp_path):
+    header = [h for h in HEADER if h != "employer_id"]
+    path = _write(tmp_path, "nocol.csv", _csv_text([_row()], header=header))
+    _error(tmp_path, path, SchemaError, "nocol.csv", "missing column 'employer_id'")
+
+
+def test_missing_mapped_column_parquet(tmp_path):
+    path = _good_parquet(tmp_path)
+    _error(tmp_path, path, SchemaError, "good.parquet", "missing column 'siret'", columns=(("employer_id", "siret"),))
+
+
+def test_wrong_parquet_type(tmp_path):
+    path = _good_parquet(tmp_path, gross_salary=[True])
+    _error(tmp_path, path, SchemaError, "good.parquet", "'gross_salary'", "type bool", "expected a number")
+
+
+def test_unterminated_quote(tmp_path):
+    text = _csv_text([_row()]) + '2;"177127400100163;DUPUY\n'
+    _error(tmp_path, _write(tmp_path, "open.csv", text), InputFileError, "open.csv", "unterminated quoted field")
+
+
+def test_duplicate_header(tmp_path):
+    text = ";".join([*HEADER, "year"]) + "\n" + ";".join([*GOOD, "2015"]) + "\n"
+    _error(tmp_path, _write(tmp_path, "dup.csv", text), InputFileError, "dup.csv", "duplicate column names")
+
+
+def test_binary_garbage_named_csv(tmp_path):
+    _error(tmp_path, _write(tmp_path, "bin.csv", b"\x00\x01\x02\x03" * 100), InputFileError, "bin.csv")
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    specs = [InputSpec("a", "career", (str(tmp_path / "missing1.csv"),)),
+             InputSpec("b", "career", (str(_write(tmp_path, "e.csv", b"")),))]
+    with pytest.raises(InputFileError) as info:
+        run_ingest(specs, tmp_path / "out")
+    assert "missing1.csv" in str(info.value) and "e.csv" in str(info.value)
+
+
+def test_parquet_native_types_are_accepted(tmp_path):
+    import datetime as dt
+
+    path = _good_parquet(tmp_path, start_date=[dt.date(2015, 1, 1)], end_date=[dt.date(2015, 12, 31)],
+                         days=[365], record_id=[7],
+                         last_name=pa.array(["DUPUY"]).dictionary_encode())
+    totals, accepted, _ = _run(tmp_path, path)
+    assert totals["accepted"] == 1 and accepted.column("record_id").to_pylist() == [7]

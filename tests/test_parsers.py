@@ -1,0 +1,158 @@
+"""Date, number and CSV-record parsing kernels against Python's datetime, decimal and csv modules."""
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from kernels._csv import CsvScanner
+from kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, parse_dates
+from kernels._numbers import DECIMAL_AUTO, DECIMAL_COMMA, DECIMAL_POINT, NUM_BAD, NUM_MISSING, NUM_OK, parse_numbers
+
+# ------------------------------------------------------------------ dates
+
+
+def ref_date(text, allow_unknown):
+    """(status, y, m, d) with Python's datetime as the judge of real dates."""
+    if text is None or text.strip() == "":
+        return DATE_MISSING, 0, 0, 0
+    s = text.strip(" \t\r")
+    forms = []
+    if len(s) >= 10 and s[4] in "-/" and s[7] == s[4] and (len(s) == 10 or s[10] in "T "):
+        forms.append((s[0:4], s[5:7], s[8:10]))
+    elif len(s) == 10 and s[2] in "/-." and s[5] == s[2]:
+        forms.append((s[6:10], s[3:5], s[0:2]))
+    elif len(s) == 8:
+        forms.append((s[0:4], s[4:6], s[6:8]))
+    elif len(s) == 7 and s[4] in "-/":
+        forms.append((s[0:4], s[5:7], "00"))
+    elif len(s) == 7 and s[2] == "/":
+        forms.append((s[3:7], s[0:2], "00"))
+    if not forms:
+        return DATE_BAD, 0, 0, 0
+    ys, ms, ds = forms[0]
+    if not all(part.isascii() and part.isdigit() for part in (ys, ms, ds)):
+        return DATE_BAD, 0, 0, 0
+    y, m, d = int(ys), int(ms), int(ds)
+    month_form = len(s) == 7
+    if y == 0 or m > 12 or (m == 0 and d != 0):
+        return DATE_BAD, 0, 0, 0
+    if m == 0 and not allow_unknown:
+        return DATE_BAD, 0, 0, 0
+    if m > 0 and d > 0:
+        try:
+            dt.date(y, m, d)
+        except ValueError:
+            return DATE_BAD, 0, 0, 0
+    if d == 0 and not allow_unknown and not month_form:
+        return DATE_BAD, y, m, d
+    return DATE_OK, y, m, d
+
+
+date_text = st.one_of(
+    st.dates(dt.date(1800, 1, 1), dt.date(2100, 12, 31)).flatmap(lambda d: st.sampled_from([
+        d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%Y%m%d"), d.strftime("%d-%m-%Y"), d.strftime("%d.%m.%Y"),
+        d.isoformat() + "T00:00:00", d.strftime("%Y-%m"), d.strftime("%m/%Y"), f" {d.isoformat()} "])),
+    st.builds(lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(0, 2100), st.integers(0, 14), st.integers(0, 33)),
+    st.text(st.sampled_from("0123456789-/. T"), max_size=12),
+    st.none(),
+)
+
+
+@given(st.lists(date_text, max_size=30), st.booleans())
+@example(["1962-00-00", "1962-05-00", "1900-02-30", "2000-02-29", "1900-02-29", "29/02/2001", "0000-01-01",
+          "1962-00-12", "2021-13", "", None], True)
+def test_dates_match_datetime(values, allow_unknown):
+    r = parse_dates(pa.array(values, pa.string()), allow_unknown=allow_unknown)
+    for i, v in enumerate(values):
+        status, y, m, d = ref_date(v, allow_unknown)
+        assert r["status"][i] == status, (v, r["status"][i], status)
+        if status == DATE_OK:
+            assert (r["year"][i], r["month"][i], r["day"][i]) == (y, m, d), v
+            if m > 0:
+                assert r["ordinal"][i] == (dt.date(y, m, max(d, 1)) - dt.date(1970, 1, 1)).days
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def ref_number(text, decimal):
+    if text is None or text.strip(" \t\r") == "":
+        return NUM_MISSING, 0.0
+    s = text.strip(" \t\r")
+    if decimal == DECIMAL_AUTO:
+        dec = "," if s.rfind(",") > s.rfind(".") else "."
+    else:
+        dec = "." if decimal == DECIMAL_POINT else ","
+    thousands = {" ", "'", "\u00a0", "\u202f", "," if dec == "." else "."}
+    sign = ""
+    if s[0] in "+-":
+        sign, s = s[0], s[1:]
+    if dec in s:
+        intpart, _, frac = s.partition(dec)
+    else:
+        intpart, frac = s, None
+    intpart = "".join(ch for ch in intpart if ch not in thousands)
+    digits = intpart + (frac or "")
+    if not digits or not all(ch in "0123456789" for ch in digits) or (frac is not None and dec in frac):
+        return NUM_BAD, 0.0
+    if len(intpart) > 18 or len(digits) > 18 + 22:
+        return NUM_BAD, 0.0
+    try:
+        value = Decimal(sign + (intpart or "0") + ("." + frac if frac else ""))
+    except InvalidOperation:
+        return NUM_BAD, 0.0
+    return NUM_OK, float(value)
+
+
+number_text = st.one_of(
+    st.decimals(min_value=-10**9, max_value=10**9, places=2, allow_nan=False).map(str),
+    st.decimals(min_value=0, max_value=10**7, places=2, allow_nan=False).map(lambda d: f"{d:,.2f}".replace(",", " ").replace(".", ",")),
+    st.text(st.sampled_from("0123456789 .,-+'e\u00a0"), max_size=14),
+    st.none(),
+)
+
+
+@given(st.lists(number_text, max_size=30), st.sampled_from([DECIMAL_AUTO, DECIMAL_POINT, DECIMAL_COMMA]))
+@example(["1 234,56", "1.234,56", "1,234.56", "-12", "+3.5", "abc", "12,3,4", "1e5", "0,07", "", None, "-", ","],
+         DECIMAL_AUTO)
+def test_numbers_match_decimal(values, decimal):
+    value, status = parse_numbers(pa.array(values, pa.string()), decimal=decimal)
+    for i, v in enumerate(values):
+        exp_status, exp_value = ref_number(v, decimal)
+        assert status[i] == exp_status, (v, status[i], exp_status)
+        if exp_status == NUM_OK:
+            assert value[i] == pytest.approx(exp_value, rel=1e-15, abs=0), v
+
+
+# ------------------------------------------------------------------ CSV records
+
+field = st.text(st.sampled_from('ab;,"\n\r x'), max_size=6)
+
+
+@given(st.lists(st.lists(field, min_size=1, max_size=4), min_size=1, max_size=12), st.integers(1, 40))
+def test_scanner_counts_records_like_the_csv_module(rows, split):
+    buf = io.StringIO(newline="")
+    csv.writer(buf, delimiter=";", lineterminator="\n").writerows(rows)
+    data = buf.getvalue().encode()
+    expected_fields = 3
+    parsed = [r for r in csv.reader(io.StringIO(buf.getvalue(), newline=""), delimiter=";") if r != []]
+    scanner = CsvScanner(delimiter=b";", expected_fields=expected_fields)
+    split = min(split, len(data))
+    scanner.feed(data[:split])
+    scanner.feed(data[split:], final=True)
+    assert scanner.records == len(parsed)
+    assert scanner.bad_records.tolist() == [i for i, r in enumerate(parsed) if len(r) != expected_fields]
+
+
+def test_scanner_reports_the_longest_record():
+    s = CsvScanner(delimiter=b",", expected_fields=2)
+    s.feed(b"a,b\n" + b"x," + b"y" * 1000 + b"\n1,2", final=True)
+    assert s.records == 3 and s.longest_record == 1003 and s.bad_records.size == 0
+    assert np.asarray(s.bad_records).dtype == np.int64

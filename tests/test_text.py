@@ -1,0 +1,84 @@
+"""Identity normalisation kernels against a plain-Python reference built on unicodedata."""
+
+import re
+import unicodedata
+
+import pyarrow as pa
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from kernels._text import FLAG_CONTROL, _SEPARATORS, _SPECIAL, first_token, normalize_names, squeeze
+
+SEPARATOR_CHARS = "".join(chr(c) for c in _SEPARATORS)
+
+
+def reference(text, keep_hyphen):
+    """Reference normalisation: NFKD base letters, upper case, punctuation -> one space."""
+    if text is None:
+        return None, 0
+    flags = 0
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if cp < 32 or cp == 127 or 0x80 <= cp < 0xA0:
+            flags |= FLAG_CONTROL
+            out.append(" ")
+        elif ch.isascii():
+            out.append(ch.upper() if ch.isalnum() else "-" if ch == "-" and keep_hyphen else " ")
+        elif unicodedata.combining(ch):
+            continue
+        elif ch in _SPECIAL:
+            out.append(_SPECIAL[ch])
+        elif ch in SEPARATOR_CHARS or 0x2000 <= cp <= 0x206F:
+            out.append("-" if keep_hyphen and 0x2010 <= cp <= 0x2013 else " ")
+        elif cp < 0x250:
+            base = "".join(c for c in unicodedata.normalize("NFKD", ch) if c.isascii() and c.isalpha()).upper()
+            out.append(base if base else (ch if ch.isalpha() else " "))
+        else:
+            out.append(ch)
+    joined = "".join(out).strip(" -")
+    return re.sub(r"[ -]+", lambda m: "-" if "-" in m.group() else " ", joined), flags
+
+
+ALPHABET = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=0x24F),
+    st.sampled_from(list(SEPARATOR_CHARS) + list("\u0301\u0308\u0327ИванΣοφία-'  ")),
+)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(ALPHABET, max_size=24)), max_size=20), st.booleans())
+@example(["  de la  Fontaine ", "Jean - Pierre", "Straße", "Œuvre", "D'Artagnan", "O’Neil", "e\u0301lise", "a\x00b",
+          "--JEAN--", "×÷", "Ɓ"], True)
+def test_normalize_equals_reference(values, keep_hyphen):
+    got, flags = normalize_names(pa.array(values, pa.string()), keep_hyphen=keep_hyphen)
+    for v, g, f in zip(values, got.to_pylist(), flags):
+        exp, exp_flags = reference(v, keep_hyphen)
+        assert g == exp, (v, g, exp)
+        assert bool(f & FLAG_CONTROL) == bool(exp_flags & FLAG_CONTROL), v
+
+
+@given(st.lists(st.text(ALPHABET, max_size=24), max_size=20), st.booleans())
+def test_normalize_is_idempotent_and_clean(values, keep_hyphen):
+    once, _ = normalize_names(pa.array(values, pa.string()), keep_hyphen=keep_hyphen)
+    twice, _ = normalize_names(once, keep_hyphen=keep_hyphen)
+    assert once.to_pylist() == twice.to_pylist()
+    for v in once.to_pylist():
+        assert v == v.strip() and "  " not in v
+        assert not re.search(r"[a-z]", v)
+
+
+def test_particles_and_compound_names_compare_equal():
+    a, _ = normalize_names(pa.array(["De La Fontaine", "DELAFONTAINE", "de-la-fontaine", "Dupont Martin", "dupont-martin"]))
+    assert len(set(squeeze(a).to_pylist()[:3])) == 1
+    assert squeeze(a).to_pylist()[3] == squeeze(a).to_pylist()[4]
+
+
+def test_first_of_several_first_names():
+    f, _ = normalize_names(pa.array(["Jean-Pierre Marie", "marie claire", "Hélène", None, ""]), keep_hyphen=True)
+    assert first_token(f).to_pylist() == ["JEAN-PIERRE", "MARIE", "HELENE", None, ""]
+
+
+def test_invalid_utf8_is_flagged():
+    arr = pa.array([b"caf\xe9", b"ok"], pa.binary()).view(pa.string())
+    _, flags = normalize_names(arr)
+    assert flags.tolist() == [2, 0]
