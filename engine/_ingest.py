@@ -8,7 +8,6 @@ rows read = accepted + rejected, per chunk and so per file.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from kernels._numbers import (
     NUM_BAD,
     NUM_MISSING,
     latin1_to_utf8,
+    parse_integers,
     parse_numbers,
     utf8_valid,
 )
@@ -33,7 +33,7 @@ from kernels._text import FLAG_BAD_UTF8, FLAG_CONTROL, first_token, normalize_na
 
 from ._readers import Chunk, ChunkTask
 from ._reference import year_table
-from ._schemas import ACCEPTED_SCHEMAS, COLUMNS, KINDS, REJECTS_SCHEMA
+from ._schemas import ACCEPTED_SCHEMAS, COLUMNS, KINDS, rejects_schema
 
 __all__ = ["process_chunk", "ChunkResult"]
 
@@ -360,15 +360,15 @@ def _record_ids(arr, chunk: Chunk, task: ChunkTask, errors: _Errors) -> pa.Array
         # stable ids from where the row is: input, file, row number
         base = (np.int64(task.input_index) << 54) | (np.int64(task.file_index) << 36)
         return pa.array(base + chunk.row_numbers.astype(np.int64))
-    value, status = _numbers(arr, DECIMAL_POINT) if not pa.types.is_integer(arr.type) else (None, None)
-    if value is None:
-        ids = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_integer(arr.type):
         errors.add("record_id", ~np.asarray(arr.is_valid()), "missing_value")
-        return pa.array(ids)
-    bad = (status == NUM_BAD) | ((status == 0) & (value != np.floor(value)))
-    errors.add("record_id", bad, "bad_number")
+        return pa.array(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64))
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
+    value, status = parse_integers(arr)
+    errors.add("record_id", status == NUM_BAD, "bad_number")
     errors.add("record_id", status == NUM_MISSING, "missing_value")
-    return pa.array(np.where(status == 0, value, 0).astype(np.int64))
+    return pa.array(value)
 
 
 def _career_fields(get, kinds, n, errors: _Errors, decimal, yt) -> dict[str, Any]:
@@ -430,40 +430,74 @@ def _resource_fields(get, kinds, n, errors: _Errors, decimal, yt) -> dict[str, A
 
 
 def _rejects(t: pa.Table, text: dict, errors: _Errors, chunk: Chunk, task: ChunkTask, record_id) -> pa.Table:
+    """Rejected rows, built column by column (a file of bad rows must not cost a Python loop per row)."""
     rows = np.flatnonzero(errors.rejected)
     cols = errors.columns
-    records = []
+    schema = rejects_schema(task.kind)
+    parts = []
     if len(rows):
-        per_row: dict[int, list[str]] = {}
+        idx = pa.array(rows)
+        r = len(rows)
+        first_col = errors.first_col[rows]
+        first_reason = errors.first_reason[rows]
+        # every (column, reason) pair of a row, joined with ';'
+        pieces = []
         for ci, mask, code in errors.all:
-            for r in np.flatnonzero(mask[rows]):
-                per_row.setdefault(int(rows[r]), []).append(f"{cols[ci]}:{REASON_CODES[code - 1]}")
-        raw_cols = {name: (text.get(name) if name in text else t.column(name)) for name in t.column_names}
-        taken = {name: arr.take(pa.array(rows)).to_pylist() for name, arr in raw_cols.items()}
-        rid = record_id.take(pa.array(rows)).to_pylist() if record_id is not None else [None] * len(rows)
-        for k, r in enumerate(rows.tolist()):
-            col = cols[errors.first_col[r]]
-            value = taken.get(col, [None] * len(rows))[k]
-            raw = {name: _short(v[k], 1000) for name, v in taken.items()}
-            records.append({
-                "source_file": task.path, "row_number": int(chunk.row_numbers[r]), "record_id": rid[k],
-                "column": col, "reason": REASON_CODES[errors.first_reason[r] - 1],
-                "reasons": ";".join(per_row.get(r, [])), "value": _short(value, 200),
-                "raw": json.dumps(raw, ensure_ascii=False, default=str),
-            })
-    for number, line in chunk.bad_rows:
-        records.append({"source_file": task.path, "row_number": number, "record_id": None, "column": None,
-                        "reason": "bad_row", "reasons": "row:bad_row", "value": _short(line, 200),
-                        "raw": _short(line, 10000)})
-    if not records:
-        return REJECTS_SCHEMA.empty_table()
-    return pa.Table.from_pylist(records, schema=REJECTS_SCHEMA)
+            label = f"{cols[ci]}:{REASON_CODES[code - 1]}"
+            m = mask[rows]
+            pieces.append(pa.array(np.where(m, label, None), pa.string()))
+        reasons = pc.binary_join_element_wise(*pieces, ";", null_handling="skip") if len(pieces) > 1 else pieces[0]
+        raw_fields = []
+        value = pa.nulls(r, pa.string())
+        for name in cols:
+            if name in text:
+                arr = text[name]
+            elif name in t.column_names:
+                arr = t.column(name)
+            else:
+                raw_fields.append(pa.nulls(r, pa.string()))
+                continue
+            taken = _as_text(arr.take(idx))
+            raw_fields.append(pc.utf8_slice_codeunits(taken, 0, 1000))
+            here = first_col == cols.index(name)
+            if here.any():
+                value = pc.if_else(pa.array(here), pc.utf8_slice_codeunits(taken, 0, 200), value)
+        parts.append(pa.table({
+            "source_file": pa.array([task.path] * r, pa.string()),
+            "row_number": pa.array(chunk.row_numbers[rows].astype(np.int64)),
+            "record_id": record_id.take(idx) if record_id is not None else pa.nulls(r, pa.int64()),
+            "column": pa.DictionaryArray.from_arrays(pa.array(first_col.astype(np.int32)), pa.array(cols)).cast(pa.string()),
+            "reason": pa.DictionaryArray.from_arrays(pa.array(first_reason.astype(np.int32) - 1),
+                                                     pa.array(REASON_CODES)).cast(pa.string()),
+            "reasons": reasons,
+            "value": value,
+            "raw": pa.StructArray.from_arrays(raw_fields, fields=list(schema.field("raw").type)),
+            "line": pa.nulls(r, pa.string()),
+        }, schema=schema))
+    if chunk.bad_rows:
+        b = len(chunk.bad_rows)
+        lines = pa.array([line for _, line in chunk.bad_rows], pa.string())
+        parts.append(pa.table({
+            "source_file": pa.array([task.path] * b, pa.string()),
+            "row_number": pa.array([number for number, _ in chunk.bad_rows], pa.int64()),
+            "record_id": pa.nulls(b, pa.int64()),
+            "column": pa.nulls(b, pa.string()),
+            "reason": pa.array(["bad_row"] * b, pa.string()),
+            "reasons": pa.array(["row:bad_row"] * b, pa.string()),
+            "value": pc.utf8_slice_codeunits(lines, 0, 200),
+            "raw": pa.nulls(b, schema.field("raw").type),
+            "line": pc.utf8_slice_codeunits(lines, 0, 10000),
+        }, schema=schema))
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables(parts)
 
 
-def _short(v, limit):
-    if v is None:
-        return None
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    v = str(v)
-    return v if len(v) <= limit else v[:limit] + f"...(+{len(v) - limit} chars)"
+def _as_text(arr) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_binary(arr.type):
+        return latin1_to_utf8(arr, ~utf8_valid(arr))
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr

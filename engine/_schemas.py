@@ -12,7 +12,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-__all__ = ["Column", "COLUMNS", "KINDS", "ACCEPTED_SCHEMAS", "REJECTS_SCHEMA", "REASONS", "INPUT_KINDS"]
+__all__ = ["Column", "COLUMNS", "KINDS", "ACCEPTED_SCHEMAS", "rejects_schema", "REASONS", "INPUT_KINDS"]
 
 INPUT_KINDS = ("career", "resource", "register")
 
@@ -165,13 +165,18 @@ ACCEPTED_SCHEMAS = {
     ]),
 }
 
-REJECTS_SCHEMA = pa.schema([
-    pa.field("source_file", pa.string(), nullable=False),
-    pa.field("row_number", pa.int64()),
-    pa.field("record_id", pa.int64()),
-    pa.field("column", pa.string()),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("reasons", pa.string(), nullable=False),
-    pa.field("value", pa.string()),
-    pa.field("raw", pa.string()),
-])
+def rejects_schema(kind: str) -> pa.Schema:
+    """Rejects of one input kind: where the row was, its first failing column and reason, every
+    (column, reason) pair, the failing value, the row's fields as text (``raw``, each cut at
+    1000 characters) or, for a CSV line with the wrong number of fields, the line itself."""
+    return pa.schema([
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("row_number", pa.int64()),
+        pa.field("record_id", pa.int64()),
+        pa.field("column", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("reasons", pa.string(), nullable=False),
+        pa.field("value", pa.string()),
+        pa.field("raw", pa.struct([pa.field(c.name, pa.string()) for c in COLUMNS[kind]])),
+        pa.field("line", pa.string()),
+    ])

@@ -13,7 +13,7 @@ from numba import njit
 
 from ._arrow import string_array_from_buffers, string_buffers
 
-__all__ = ["parse_numbers", "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD",
+__all__ = ["parse_numbers", "parse_integers", "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD",
            "DECIMAL_AUTO", "DECIMAL_POINT", "DECIMAL_COMMA"]
 
 NUM_OK = 0
@@ -205,3 +205,55 @@ def latin1_to_utf8(values, convert: np.ndarray):
     if out_offsets[-1] < 2**31:
         out_offsets = out_offsets.astype(np.int32)
     return string_array_from_buffers(out_offsets, out[: out_offsets[-1]], valid)
+
+
+@njit(nogil=True, cache=True)
+def _parse_integers(offsets, data, valid, value, status):
+    for i in range(offsets.shape[0] - 1):
+        value[i] = 0
+        if not valid[i]:
+            status[i] = NUM_MISSING
+            continue
+        a = offsets[i]
+        b = offsets[i + 1]
+        while a < b and (data[a] == 32 or data[a] == 9):
+            a += 1
+        while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
+            b -= 1
+        if a == b:
+            status[i] = NUM_MISSING
+            continue
+        neg = False
+        if data[a] == 45 or data[a] == 43:
+            neg = data[a] == 45
+            a += 1
+        if a == b:
+            status[i] = NUM_BAD
+            continue
+        v = 0
+        ok = True
+        for j in range(a, b):
+            c = data[j]
+            if c < 48 or c > 57:
+                ok = False
+                break
+            d = c - 48
+            if v > (9223372036854775807 - d) // 10:
+                ok = False  # does not fit in int64
+                break
+            v = v * 10 + d
+        if not ok:
+            status[i] = NUM_BAD
+            continue
+        value[i] = -v if neg else v
+        status[i] = NUM_OK
+
+
+def parse_integers(values) -> tuple[np.ndarray, np.ndarray]:
+    """``(value int64, status int8)``: exact 64-bit integers (record ids); no separators, no decimals."""
+    offsets, data, valid = string_buffers(values)
+    n = len(offsets) - 1
+    value = np.empty(n, np.int64)
+    status = np.empty(n, np.int8)
+    _parse_integers(offsets, data, valid, value, status)
+    return value, status
