@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/nirlink synth --persons $(DEMO_PERSONS) --out $(DEMO_DIR)/data --overwrite
+	$(BIN)/nirlink aggregate --synthetic $(DEMO_DIR)/data --out $(DEMO_DIR)/aggregate
 	@echo
 	@echo "synthetic datasets: $(DEMO_DIR)/data/{register,career,resource,truth}"
+	@echo "aggregates:         $(DEMO_DIR)/aggregate/{career_person_year,career_person,resource_person_month,resource_person_year,resource_person_review}"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

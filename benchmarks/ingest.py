@@ -99,7 +99,7 @@ def main(argv=None) -> None:
             out.mkdir()
             for kind in ("career", "resource"):
                 src = (f"read_parquet('{data / kind}/*.parquet')" if fmt == "parquet"
-                       else f"read_csv('{csv_dir}/{kind}-*.csv', delim=';', header=true)")
+                       else f"read_csv('{csv_dir}/{kind}-*.csv', delim=';', header=true, all_varchar=true)")
                 con.execute(f"copy (select * from {src}) to '{out / kind}.parquet' (format parquet)")
             return True
 

@@ -303,12 +303,14 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
             "truth": truth.num_rows, "versions": int(used.sum())}
 
 
-def plan_blocks(persons: int, partitions: int | None, persons_per_partition: int) -> list[tuple[int, int]]:
-    """(first person, count) of each block."""
+def plan_blocks(persons: int, partitions: int | None, persons_per_partition: int,
+                min_blocks: int = 1) -> list[tuple[int, int]]:
+    """(first person, count) of each block: ``partitions`` blocks, or as many as the persons
+    per partition setting asks (at least ``min_blocks``, e.g. one per worker)."""
     if persons < 1:
         raise InputError(f"--persons must be at least 1, got {persons}")
     if partitions is None:
-        partitions = max(1, -(-persons // persons_per_partition))
+        partitions = min(persons, max(min_blocks, -(-persons // persons_per_partition)))
     if partitions < 1:
         raise InputError(f"--partitions must be at least 1, got {partitions}")
     if partitions > persons:
@@ -339,7 +341,8 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     for name in DATASETS:
         (root / name).mkdir(parents=True, exist_ok=True)
     per_partition = int(_config.get("synth.persons-per-partition", 50000))
-    blocks = plan_blocks(persons, partitions, per_partition)
+    workers = len(client.scheduler_info().get("workers", {})) if client is not None else 1
+    blocks = plan_blocks(persons, partitions, per_partition, min_blocks=max(1, workers))
     n_blocks = len(blocks)
     t0 = time.perf_counter()
     results = []
@@ -378,3 +381,53 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     with open(root / "_synth.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return summary
+
+
+def _attach_block(synth_dir: str, out_dir: str, name: str) -> dict[str, int]:
+    """One block: career and resource rows with their true person and the person's birth date."""
+    import pyarrow.compute as pc
+
+    root = Path(synth_dir)
+    truth = pq.read_table(root / "truth" / name, columns=["source", "record_id", "register_nir", "true_nir"])
+    register = pq.read_table(root / "register" / name, columns=["nir", "birth_date"])
+    birth = register.column("birth_date")
+    by = pc.cast(pc.utf8_slice_codeunits(birth, 0, 4), pa.int16())
+    bm = pc.cast(pc.utf8_slice_codeunits(birth, 5, 7), pa.int8())
+    counts = {}
+    for kind in ("career", "resource"):
+        rows = pq.read_table(root / kind / name)
+        t = truth.filter(pc.equal(truth.column("source"), kind))
+        if not t.column("record_id").equals(rows.column("record_id")):
+            raise InputError(f"{root / kind / name}: records and truth are not aligned")
+        person = t.column("true_nir")
+        pos = pc.index_in(person, value_set=register.column("nir"))
+        rows = rows.append_column("person", person)
+        rows = rows.append_column("person_birth_year", pc.take(by, pos))
+        rows = rows.append_column("person_birth_month", pc.take(bm, pos))
+        write_parquet_plain(rows, Path(out_dir) / kind / name)
+        counts[kind] = rows.num_rows
+    return counts
+
+
+def write_parquet_plain(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp")
+    pq.write_table(table, tmp, compression="snappy")
+    os.replace(tmp, path)
+
+
+def attach_truth(synth_dir: str | os.PathLike, out_dir: str | os.PathLike, *, client=None) -> dict[str, int]:
+    """Career and resource rows of a synthetic dataset with their true person (``person``) and
+    birth year/month: the input of the aggregate stage before linkage, partitioned by person
+    (a block's persons are all in its files)."""
+    root = Path(synth_dir)
+    names = sorted(p.name for p in (root / "career").glob("part-*.parquet"))
+    if not names:
+        raise InputError(f"{root}: not a synthetic dataset (no career/part-*.parquet)")
+    if client is None:
+        results = [_attach_block(str(root), str(out_dir), n) for n in names]
+    else:
+        futures = client.map(_attach_block, [str(root.resolve())] * len(names), [str(Path(out_dir).resolve())] * len(names),
+                             names, pure=False)
+        results = client.gather(futures)
+    return {k: sum(r[k] for r in results) for k in ("career", "resource")}

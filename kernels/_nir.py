@@ -110,21 +110,24 @@ DEPT_2A = 201
 DEPT_2B = 202
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _digit(c):
+    return 48 <= c <= 57
+
+
 @njit(nogil=True, cache=True)
 def _check_nir(offsets, data, valid, status, key_computed, sex, yy, month, dept, place, out):
-    """One pass per value: clean (drop spaces, dots, dashes; upper-case a/b), check, write
+    """One pass per value: clean (drop spaces, dots, dashes, tabs; upper-case a/b), check, write
     the 15-character NIR (key computed when only 13 characters were given) into ``out``.
 
-    Rules (see the module docstring and ../shared/reference): sex digit 1/2 permanent,
-    3/4/7/8 temporary; month 01-12, 20-42 or 50-99; department 01-95, 2A/2B, 97x (971-978)
-    and 98x (984-988) with a 2-digit commune, 99 with a 3-digit country code (>= 100); order
-    001-999; key 01-97 equal to 97 - (n mod 97) with 2A = 19 and 2B = 18.
+    Rules (see ../shared/reference): sex digit 1/2 permanent, 3/4/7/8 temporary; month
+    01-12, 20-42 or 50-99; department 01-95, 2A/2B, 97x (971-978) and 98x (984-988) with a
+    2-digit commune, 99 with a 3-digit country code (>= 100); order 001-999; key 01-97
+    equal to 97 - (n mod 97) with 2A read as 19 and 2B as 18. ``out`` is only written for
+    usable values (the caller marks the others null).
     """
-    buf = np.empty(15, np.uint8)
+    buf = np.empty(16, np.uint8)
     for i in range(offsets.shape[0] - 1):
-        base = i * 15
-        for p in range(15):
-            out[base + p] = 48
         sex[i] = 0
         yy[i] = -1
         month[i] = 0
@@ -134,119 +137,117 @@ def _check_nir(offsets, data, valid, status, key_computed, sex, yy, month, dept,
         if not valid[i]:
             status[i] = NIR_MISSING
             continue
+        a = offsets[i]
+        b = offsets[i + 1]
         n = 0
-        too_long = False
-        for j in range(offsets[i], offsets[i + 1]):
-            c = data[j]
-            if c == 32 or c == 46 or c == 45 or c == 9:  # space . - tab
-                continue
-            if c == 97 or c == 98:  # a b -> A B
-                c -= 32
-            if n < 15:
-                buf[n] = c
-            n += 1
-            if n > 15:
-                too_long = True
-                break
+        if b - a == 15:  # the common case: 15 characters, nothing to clean
+            for j in range(15):
+                buf[j] = data[a + j]
+            n = 15
+            if buf[6] == 97 or buf[6] == 98:
+                buf[6] -= 32
+            for j in range(15):
+                c = buf[j]
+                if c == 32 or c == 46 or c == 45 or c == 9:
+                    n = -1  # has separators after all: take the slow path
+                    break
+        else:
+            n = -1
+        if n < 0:
+            n = 0
+            for j in range(a, b):
+                c = data[j]
+                if c == 32 or c == 46 or c == 45 or c == 9:
+                    continue
+                if c == 97 or c == 98:
+                    c -= 32
+                if n < 16:
+                    buf[n] = c
+                n += 1
+                if n > 15:
+                    break
         if n == 0:
             status[i] = NIR_MISSING
             continue
-        if too_long or (n != 13 and n != 15):
+        if n != 13 and n != 15:
             status[i] = NIR_BAD_FORMAT
             continue
+        corsica = 0
+        if buf[5] == 50 and buf[6] == 65:
+            corsica = 1
+        elif buf[5] == 50 and buf[6] == 66:
+            corsica = 2
         ok = True
         for p in range(n):
-            c = buf[p]
-            if p == 5 or p == 6:
-                if not ((48 <= c <= 57) or (p == 6 and (c == 65 or c == 66) and buf[5] == 50)):
-                    ok = False
-            elif not (48 <= c <= 57):
+            if not _digit(buf[p]) and not ((p == 6) and corsica != 0):
                 ok = False
+                break
         if not ok:
             status[i] = NIR_BAD_FORMAT
             continue
         s = buf[0] - 48
         mm = (buf[3] - 48) * 10 + (buf[4] - 48)
-        corsica = 0
-        if buf[6] == 65:
-            corsica = 1
-        elif buf[6] == 66:
-            corsica = 2
         d2 = 0 if corsica else (buf[5] - 48) * 10 + (buf[6] - 48)
         d3 = buf[7] - 48
-        commune3 = (buf[7] - 48) * 100 + (buf[8] - 48) * 10 + (buf[9] - 48)
+        commune3 = d3 * 100 + (buf[8] - 48) * 10 + (buf[9] - 48)
         order = (buf[10] - 48) * 100 + (buf[11] - 48) * 10 + (buf[12] - 48)
         if not (s == 1 or s == 2 or s == 3 or s == 4 or s == 7 or s == 8):
             ok = False
-        if not ((1 <= mm <= 12) or (20 <= mm <= 42) or (50 <= mm <= 99)):
+        elif not ((1 <= mm <= 12) or (20 <= mm <= 42) or (50 <= mm <= 99)):
+            ok = False
+        elif order == 0:
             ok = False
         dcode = 0
-        pcode = 0
+        pcode = commune3
         if corsica == 1:
             dcode = DEPT_2A
-            pcode = commune3
         elif corsica == 2:
             dcode = DEPT_2B
-            pcode = commune3
         elif d2 == 97:
-            if not (1 <= d3 <= 8):
-                ok = False
+            ok = ok and 1 <= d3 <= 8
             dcode = 970 + d3
-            pcode = (buf[8] - 48) * 10 + (buf[9] - 48)
+            pcode = commune3 - d3 * 100
         elif d2 == 98:
-            if not (4 <= d3 <= 8):
-                ok = False
+            ok = ok and 4 <= d3 <= 8
             dcode = 980 + d3
-            pcode = (buf[8] - 48) * 10 + (buf[9] - 48)
+            pcode = commune3 - d3 * 100
         elif d2 == 99:
-            if commune3 < 100:
-                ok = False
+            ok = ok and commune3 >= 100
             dcode = 99
-            pcode = commune3
         elif 1 <= d2 <= 95:
             dcode = d2
-            pcode = commune3
         else:
-            ok = False
-        if order == 0:
             ok = False
         if not ok:
             status[i] = NIR_BAD_FORMAT
             continue
-        body = 0
-        for p in range(13):
-            c = buf[p]
-            if p == 5 and corsica:
-                v = 1  # 2A -> 19, 2B -> 18
-            elif p == 6 and corsica:
-                v = 9 if corsica == 1 else 8
-            else:
-                v = c - 48
-            body = body * 10 + v
-        expected = 97 - body % 97
-        for p in range(13):
-            out[base + p] = buf[p]
-        out[base + 13] = 48 + expected // 10
-        out[base + 14] = 48 + expected % 10
-        if n == 13:
-            key_computed[i] = True
+        # n mod 97 in two halves (the 13-digit body fits an int64 anyway)
+        hi = (buf[0] - 48) * 10000 + (buf[1] - 48) * 1000 + (buf[2] - 48) * 100 + (buf[3] - 48) * 10 + (buf[4] - 48)
+        if corsica:
+            dd = 19 if corsica == 1 else 18
         else:
-            k = (buf[13] - 48) * 10 + (buf[14] - 48)
-            if k != expected:
-                status[i] = NIR_BAD_KEY
-                # derived fields stay available for blocking even with a bad key
-                sex[i] = s
-                yy[i] = (buf[1] - 48) * 10 + (buf[2] - 48)
-                month[i] = mm if mm <= 12 else 0
-                dept[i] = dcode
-                place[i] = pcode
-                continue
-        status[i] = NIR_VALID if (s == 1 or s == 2) else NIR_VALID_TEMPORARY
+            dd = d2
+        lo = commune3 * 1000 + order  # 6 digits
+        body = (hi * 100 + dd) * 1000000 + lo
+        expected = 97 - body % 97
         sex[i] = s
         yy[i] = (buf[1] - 48) * 10 + (buf[2] - 48)
         month[i] = mm if mm <= 12 else 0
         dept[i] = dcode
         place[i] = pcode
+        if n == 15:
+            k = (buf[13] - 48) * 10 + (buf[14] - 48)
+            if k != expected:
+                status[i] = NIR_BAD_KEY  # derived fields stay filled: useful for blocking
+                continue
+        else:
+            key_computed[i] = True
+        base = i * 15
+        for p in range(13):
+            out[base + p] = buf[p]
+        out[base + 13] = 48 + expected // 10
+        out[base + 14] = 48 + expected % 10
+        status[i] = NIR_VALID if (s == 1 or s == 2) else NIR_VALID_TEMPORARY
 
 
 def check_nir(values) -> dict:
@@ -275,7 +276,7 @@ def check_nir(values) -> dict:
     month = np.empty(n, np.int8)
     dept = np.empty(n, np.int16)
     place = np.empty(n, np.int16)
-    out = np.empty(n * 15, np.uint8)
+    out = np.zeros(n * 15, np.uint8)  # zeroed: bytes under null values stay deterministic
     _check_nir(offsets, data, valid, status, key_computed, sex, yy, month, dept, place, out)
     usable = status <= NIR_VALID_TEMPORARY
     nir = fixed_width_strings(out, 15, usable)

@@ -1,0 +1,206 @@
+"""Per-partition aggregation: Arrow rows of some persons in, the aggregate tables out.
+
+A partition holds every row of its persons (the stage guarantees it, by a shuffle on the
+person or because the input is already partitioned by person). Persons get dense indices
+in sorted order, so the outputs are sorted by person whatever the row order, and sums are
+in cents: a partition's output does not depend on how its rows arrived.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kernels import InputError
+from kernels._career import CAREER_KINDS, aggregate_career
+from kernels._resources import RESOURCE_KINDS, aggregate_resources
+
+from ._reference import cohort_table, year_table
+
+__all__ = ["career_partition", "resource_partition", "OUTPUT_SCHEMAS", "CAREER_INPUT", "RESOURCE_INPUT",
+           "DEFAULT_BEST_YEARS"]
+
+DEFAULT_BEST_YEARS = 25  # when a person's birth year is unknown
+CAREER_INPUT = ["person", "person_birth_year", "person_birth_month", "year", "kind", "gross_salary", "days"]
+RESOURCE_INPUT = ["person", "period", "kind", "amount"]
+
+_KIND_COLS = [pa.field(f"amount_{k}", pa.float64(), nullable=False) for k in RESOURCE_KINDS]
+OUTPUT_SCHEMAS = {
+    "career_person_year": pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("year", pa.int16(), nullable=False),
+        pa.field("gross_salary", pa.float64(), nullable=False),
+        pa.field("capped_salary", pa.float64(), nullable=False),
+        pa.field("quarters_salary", pa.int8(), nullable=False),
+        pa.field("quarters_assimilated", pa.int16(), nullable=False),
+        pa.field("quarters", pa.int8(), nullable=False),
+        pa.field("revalued_capped_salary", pa.float64(), nullable=False),
+        pa.field("counts_for_sam", pa.bool_(), nullable=False),
+    ]),
+    "career_person": pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("birth_year", pa.int16()),
+        pa.field("quarters", pa.int32(), nullable=False),
+        pa.field("first_year", pa.int16(), nullable=False),
+        pa.field("last_year", pa.int16(), nullable=False),
+        pa.field("years", pa.int32(), nullable=False),
+        pa.field("gross_salary", pa.float64(), nullable=False),
+        pa.field("sam", pa.float64(), nullable=False),
+        pa.field("sam_years", pa.int16(), nullable=False),
+        pa.field("sam_best_years", pa.int16(), nullable=False),
+    ]),
+    "resource_person_month": pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("period", pa.date32(), nullable=False),
+        *_KIND_COLS,
+        pa.field("total", pa.float64(), nullable=False),
+        pa.field("rows", pa.int32(), nullable=False),
+    ]),
+    "resource_person_year": pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("year", pa.int16(), nullable=False),
+        *_KIND_COLS,
+        pa.field("total", pa.float64(), nullable=False),
+        pa.field("months", pa.int16(), nullable=False),
+    ]),
+    "resource_person_review": pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("review_month", pa.date32(), nullable=False),
+        pa.field("window_start", pa.date32(), nullable=False),
+        pa.field("window_end", pa.date32(), nullable=False),
+        pa.field("income_12m", pa.float64(), nullable=False),
+        pa.field("months_with_income", pa.int16(), nullable=False),
+    ]),
+}
+
+
+def _persons(table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Array, dict[str, Any]]:
+    """Drop (and count) rows without a person; dense person index in sorted person order."""
+    person = table.column("person")
+    if not (pa.types.is_string(person.type) or pa.types.is_large_string(person.type)):
+        person = person.cast(pa.string())
+        table = table.set_column(table.column_names.index("person"), "person", person)
+    missing = person.null_count
+    stats = {"rows_in": table.num_rows, "rows_without_person": missing}
+    if missing:
+        stats["_without_person_mask"] = True
+        table = table.filter(pc.is_valid(person))
+    enc = pc.dictionary_encode(table.column("person")).combine_chunks()
+    dictionary = enc.dictionary
+    order = pc.array_sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    idx = rank[enc.indices.to_numpy(zero_copy_only=False)]
+    return table, idx, dictionary.take(pa.array(order)), stats
+
+
+def _codes(values, names: tuple[str, ...], what: str) -> np.ndarray:
+    codes = pc.index_in(values, value_set=pa.array(names)).to_numpy(zero_copy_only=False)
+    codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64) if codes.dtype.kind == "f" else codes
+    if (codes < 0).any():
+        bad = pc.filter(values, pa.array(codes < 0)).unique().to_pylist()[:5]
+        raise InputError(f"{what}: unknown kind(s) {bad}; expected one of {', '.join(names)}")
+    return codes
+
+
+def _num(col, dtype, fill=0):
+    return pc.fill_null(col, fill).to_numpy(zero_copy_only=False).astype(dtype)
+
+
+def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """Aggregate the career rows of one partition (see CAREER_INPUT for the columns)."""
+    table, idx, persons, stats = _persons(table)
+    n_persons = len(persons)
+    kinds = _codes(table.column("kind"), CAREER_KINDS, "career aggregation")
+    gross = pc.fill_null(pc.cast(table.column("gross_salary"), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    years = _num(table.column("year"), np.int64)
+    days = _num(table.column("days"), np.int64)
+    # each person's birth cohort (first known value among their rows)
+    by = _num(table.column("person_birth_year"), np.int64, 0) if "person_birth_year" in table.column_names \
+        else np.zeros(len(idx), np.int64)
+    bm = _num(table.column("person_birth_month"), np.int64, 0) if "person_birth_month" in table.column_names \
+        else np.zeros(len(idx), np.int64)
+    birth_year = np.zeros(n_persons, np.int64)
+    birth_month = np.zeros(n_persons, np.int64)
+    known = by > 0
+    birth_year[idx[known]] = by[known]
+    birth_month[idx[known]] = bm[known]
+    best = np.full(n_persons, DEFAULT_BEST_YEARS, np.int64)
+    has = birth_year > 0
+    if has.any():
+        best[has] = cohort_table().best_years(birth_year[has], birth_month[has])
+    res = aggregate_career(idx, n_persons, years, kinds, gross, days, best_years=best, table=year_table())
+    y, p = res["years"], res["persons"]
+    out = {
+        "career_person_year": pa.table({
+            "person": persons.take(pa.array(y["person"])),
+            "year": pa.array(y["year"]),
+            "gross_salary": pa.array(y["gross_cents"] / 100.0),
+            "capped_salary": pa.array(y["capped_cents"] / 100.0),
+            "quarters_salary": pa.array(y["quarters_salary"]),
+            "quarters_assimilated": pa.array(y["quarters_assimilated"]),
+            "quarters": pa.array(y["quarters"]),
+            "revalued_capped_salary": pa.array(y["revalued_capped"]),
+            "counts_for_sam": pa.array(y["counts_for_sam"]),
+        }, schema=OUTPUT_SCHEMAS["career_person_year"]),
+        "career_person": pa.table({
+            "person": persons,
+            "birth_year": pa.array(birth_year.astype(np.int16), mask=~has),
+            "quarters": pa.array(p["quarters"].astype(np.int32)),
+            "first_year": pa.array(p["first_year"].astype(np.int16)),
+            "last_year": pa.array(p["last_year"].astype(np.int16)),
+            "years": pa.array(p["years"].astype(np.int32)),
+            "gross_salary": pa.array(p["gross_cents"] / 100.0),
+            "sam": pa.array(p["sam"]),
+            "sam_years": pa.array(p["sam_years"].astype(np.int16)),
+            "sam_best_years": pa.array(best.astype(np.int16)),
+        }, schema=OUTPUT_SCHEMAS["career_person"]),
+    }
+    stats.pop("_without_person_mask", None)
+    stats.update(persons=n_persons, person_years=len(y["person"]))
+    return out, stats
+
+
+def _month_index(period: pa.Array) -> np.ndarray:
+    days = pc.cast(pc.cast(period, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
+    return days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+
+
+def _month_dates(month_index: np.ndarray) -> pa.Array:
+    days = (month_index - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int32)
+    return pa.array(days).cast(pa.date32())
+
+
+def resource_partition(table: pa.Table, *, first_review_month: int | None = None) -> tuple[dict[str, pa.Table], dict]:
+    """Aggregate the resource rows of one partition (see RESOURCE_INPUT for the columns)."""
+    table, idx, persons, stats = _persons(table)
+    kinds = _codes(table.column("kind"), RESOURCE_KINDS, "resource aggregation")
+    if table.column("period").null_count:
+        raise InputError("resource aggregation: period must not be null")
+    month = _month_index(table.column("period"))
+    amount = pc.fill_null(pc.cast(table.column("amount"), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    res = aggregate_resources(idx, len(persons), month, kinds, amount, first_review_month=first_review_month)
+    m, y, r = res["months"], res["years"], res["reviews"]
+    kind_cols_m = {f"amount_{k}": pa.array(m["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
+    kind_cols_y = {f"amount_{k}": pa.array(y["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
+    out = {
+        "resource_person_month": pa.table({
+            "person": persons.take(pa.array(m["person"])), "period": _month_dates(m["month"]), **kind_cols_m,
+            "total": pa.array(m["total"] / 100.0), "rows": pa.array(m["rows"].astype(np.int32)),
+        }, schema=OUTPUT_SCHEMAS["resource_person_month"]),
+        "resource_person_year": pa.table({
+            "person": persons.take(pa.array(y["person"])), "year": pa.array(y["year"].astype(np.int16)), **kind_cols_y,
+            "total": pa.array(y["total"] / 100.0), "months": pa.array(y["months"].astype(np.int16)),
+        }, schema=OUTPUT_SCHEMAS["resource_person_year"]),
+        "resource_person_review": pa.table({
+            "person": persons.take(pa.array(r["person"])), "review_month": _month_dates(r["review_month"]),
+            "window_start": _month_dates(r["review_month"] - 13), "window_end": _month_dates(r["review_month"] - 2),
+            "income_12m": pa.array(r["total"] / 100.0), "months_with_income": pa.array(r["months"].astype(np.int16)),
+        }, schema=OUTPUT_SCHEMAS["resource_person_review"]),
+    }
+    stats.pop("_without_person_mask", None)
+    stats.update(persons=len(persons), person_months=len(m["person"]))
+    return out, stats

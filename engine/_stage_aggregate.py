@@ -1,0 +1,162 @@
+"""The aggregate stage: rows with a person in, per-person tables out, across the Dask cluster.
+
+Rows reach their person's partition either because the input is already partitioned by
+person (each file holds all the rows of its persons: the synthetic blocks, the attach
+stage's output) or through a Dask shuffle on the person. Each partition then runs the
+Numba kernels (engine/_aggregate.py) and writes its part of every output table. Rows with
+no person are counted per input and reported in the manifest, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kernels import InputError
+
+from ._aggregate import CAREER_INPUT, OUTPUT_SCHEMAS, RESOURCE_INPUT, career_partition, resource_partition
+from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from ._readers import expand_paths
+
+__all__ = ["run_aggregate", "review_month_index"]
+
+CAREER_TABLES = ("career_person_year", "career_person")
+RESOURCE_TABLES = ("resource_person_month", "resource_person_year", "resource_person_review")
+
+
+def review_month_index(text: str) -> int:
+    y, m = (int(x) for x in text.split("-"))
+    return y * 12 + m - 1
+
+
+def _files(path) -> list[str]:
+    files, missing = expand_paths([str(path)])
+    if missing:
+        raise InputError(f"aggregate: no input files at {path}")
+    return [str(f) for f in files if f.suffix == ".parquet"]
+
+
+def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None) -> dict[str, Any]:
+    """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its outputs."""
+    if isinstance(part, str):
+        columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
+        schema = pq.read_schema(part)
+        table = pq.read_table(part, columns=[c for c in columns if c in schema.names], use_threads=False)
+    else:
+        table = pa.Table.from_pandas(part, preserve_index=False)
+    if kind == "career":
+        out, stats = career_partition(table)
+    else:
+        out, stats = resource_partition(table, first_review_month=first_review)
+    for name, t in out.items():
+        if t.num_rows:
+            write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
+    return {"kind": kind, **stats}
+
+
+def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
+                  client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
+                  first_review_month: str = "2021-01",
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Aggregate career and/or resource rows (columns: engine/_aggregate.py CAREER_INPUT,
+    RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``."""
+    if career is None and resource is None:
+        raise InputError("aggregate: give career and/or resource rows")
+    first_review = review_month_index(first_review_month) if first_review_month else None
+    inputs = [(k, p) for k, p in (("career", career), ("resource", resource)) if p is not None]
+    out_dir = Path(out_dir)
+    started = _dt.datetime.now()
+    with staged_directory(out_dir) as tmp:
+        jobs: list[tuple[str, Any, int]] = []
+        for kind, path in inputs:
+            files = _files(path)
+            if not files:
+                raise InputError(f"aggregate: no Parquet files for {kind} at {path}")
+            needed = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
+            names = pq.read_schema(files[0]).names
+            lacking = [c for c in needed if c not in names and not c.startswith("person_birth")]
+            if lacking:
+                raise InputError(f"aggregate: {files[0]} lacks column(s) {', '.join(lacking)} for {kind} rows")
+            if partitioned_by_person or client is None:
+                if not partitioned_by_person:
+                    raise InputError("aggregate: a shuffle by person needs a Dask client (or partitioned input)")
+                jobs.extend((kind, f, i) for i, f in enumerate(files))
+            else:
+                import dask.dataframe as dd
+
+                columns = [c for c in needed if c in names]
+                ddf = dd.read_parquet(files, columns=columns)
+                n = npartitions or max(1, len(files))
+                shuffled = ddf.shuffle(on="person", npartitions=n)
+                jobs.extend((kind, part, i) for i, part in enumerate(shuffled.to_delayed()))
+        results = _run(jobs, str(tmp.resolve()), first_review, client, progress)
+        manifest = _manifest(inputs, results, tmp, partitioned_by_person, first_review_month, started)
+        write_json(tmp / "_manifest.json", manifest)
+    return manifest
+
+
+def _run(jobs, out_dir, first_review, client, progress):
+    results = []
+    if client is None:
+        for i, (kind, part, index) in enumerate(jobs):
+            results.append(_partition_task(kind, part, index, out_dir, first_review))
+            if progress:
+                progress(i + 1, len(jobs))
+        return results
+    import dask
+    from distributed import as_completed
+
+    futures = []
+    for kind, part, index in jobs:
+        if isinstance(part, str):
+            futures.append(client.submit(_partition_task, kind, part, index, out_dir, first_review, pure=False,
+                                         key=f"nirlink-aggregate-{kind}-{index}"))
+        else:
+            task = dask.delayed(_partition_task)(kind, part, index, out_dir, first_review,
+                                                 dask_key_name=f"nirlink-aggregate-{kind}-{index}")
+            futures.append(client.compute(task))
+    try:
+        for done, fut in enumerate(as_completed(futures, loop=client.loop), 1):
+            results.append(fut.result())
+            if progress:
+                progress(done, len(futures))
+    except Exception:
+        client.cancel(futures)
+        raise
+    return results
+
+
+def _manifest(inputs, results, root: Path, partitioned, first_review_month, started) -> dict[str, Any]:
+    totals: dict[str, Counter] = {k: Counter() for k, _ in inputs}
+    for r in results:
+        c = totals[r["kind"]]
+        for key, value in r.items():
+            if key != "kind":
+                c[key] += value
+    tables = {}
+    for kind, _ in inputs:
+        for name in (CAREER_TABLES if kind == "career" else RESOURCE_TABLES):
+            d = root / name
+            tables[name] = describe_dataset(d, relative_to=root) if d.exists() else {
+                "rows": 0, "files": [], "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable}
+                                                   for f in OUTPUT_SCHEMAS[name]]}
+    from ._reference import year_table
+
+    yt = year_table()
+    unpublished = [int(y) for y, ok in zip(yt.years, yt.reval_published) if not ok]
+    return {
+        "stage": "aggregate",
+        "inputs": {kind: {"path": str(path), **dict(totals[kind])} for kind, path in inputs},
+        "rows_without_person": {kind: totals[kind]["rows_without_person"] for kind, _ in inputs},
+        "partitioned_by_person": partitioned,
+        "first_review_month": first_review_month,
+        "tables": tables,
+        "notes": [f"SAM revaluation: no published coefficient for {unpublished[0]}-{unpublished[-1]}; "
+                  "salaries of those years are taken at face value (coefficient 1.0)"] if unpublished else [],
+    }
