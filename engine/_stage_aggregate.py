@@ -109,17 +109,20 @@ def _run(jobs, out_dir, first_review, client, progress):
             if progress:
                 progress(i + 1, len(jobs))
         return results
+    import uuid
+
     import dask
     from distributed import as_completed
 
+    token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
     futures = []
     for kind, part, index in jobs:
         if isinstance(part, str):
             futures.append(client.submit(_partition_task, kind, part, index, out_dir, first_review, pure=False,
-                                         key=f"nirlink-aggregate-{kind}-{index}"))
+                                         key=f"nirlink-aggregate-{kind}-{index}-{token}"))
         else:
             task = dask.delayed(_partition_task)(kind, part, index, out_dir, first_review,
-                                                 dask_key_name=f"nirlink-aggregate-{kind}-{index}")
+                                                 dask_key_name=f"nirlink-aggregate-{kind}-{index}-{token}")
             futures.append(client.compute(task))
     try:
         for done, fut in enumerate(as_completed(futures, loop=client.loop), 1):

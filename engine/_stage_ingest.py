@@ -73,8 +73,12 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
         else:
             from distributed import as_completed
 
+            import uuid
+
+            token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
             futures = [client.submit(ingest_task, t, str(tmp.resolve()), chunk_rows, today_year, pure=False,
-                                     key=f"nirlink-ingest-{t.input_name}-{t.file_index}-{i}") for i, t in enumerate(tasks)]
+                                     key=f"nirlink-ingest-{t.input_name}-{t.file_index}-{i}-{token}")
+                       for i, t in enumerate(tasks)]
             done = 0
             try:
                 for fut in as_completed(futures, loop=client.loop):

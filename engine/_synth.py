@@ -355,8 +355,11 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     else:
         from distributed import as_completed
 
+        import uuid
+
+        token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
         futures = [client.submit(generate_block, str(root.resolve()), b, n_blocks, first, count, persons, params,
-                                 key=f"nirlink-synth-{params.seed}-{b}-of-{n_blocks}", pure=False)
+                                 key=f"nirlink-synth-{b}-of-{n_blocks}-{token}", pure=False)
                    for b, (first, count) in enumerate(blocks)]
         for fut in as_completed(futures, loop=client.loop):
             res = fut.result()

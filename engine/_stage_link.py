@@ -1,0 +1,96 @@
+"""The link stage: ingested rows and register in, a link table (signature -> person) out.
+
+Steps (linkage/_pipeline.py): signatures, register, training of the identity and register
+models (unless trained models are given), register deduplication, the deterministic pass,
+distributed Splink scoring of what it left, decisions. Published atomically with a manifest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kernels import InputError
+
+from ._datasets import describe_dataset, read_json, staged_directory, write_json
+
+__all__ = ["run_link", "ingested_files"]
+
+
+def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
+    """Accepted Parquet files of an ingest stage output, by kind (career / resource / register)."""
+    ingest_dir = Path(ingest_dir)
+    manifest_path = ingest_dir / "_manifest.json"
+    if not manifest_path.exists():
+        raise InputError(f"{ingest_dir}: no ingest manifest (_manifest.json): run the ingest stage first")
+    manifest = read_json(manifest_path)
+    out: dict[str, list[str]] = {"career": [], "resource": [], "register": []}
+    for name, info in manifest["inputs"].items():
+        files = sorted(str(p) for p in (ingest_dir / name).glob("*.parquet"))
+        out[info["kind"]].extend(files)
+    return out
+
+
+def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
+             register_model_path: str | Path | None = None, config=None,
+             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    from linkage import LinkConfig, identity_model, load_model, register_model, save_model
+    from linkage._pipeline import (
+        build_register,
+        build_signatures,
+        decide,
+        dedupe_register,
+        deterministic_pass,
+        score_rules,
+        train_models,
+    )
+
+    files = ingested_files(ingest_dir)
+    if not files["register"]:
+        raise InputError(f"{ingest_dir}: no register rows were ingested; the link stage needs the register")
+    cfg = config or LinkConfig()
+    model = load_model(model_path) if model_path else identity_model()
+    reg_model = load_model(register_model_path) if register_model_path else register_model()
+    timings: dict[str, float] = {}
+    out_dir = Path(out_dir)
+
+    def timed(name, fn, *a, **k):
+        t0 = time.perf_counter()
+        res = fn(*a, **k)
+        timings[name] = round(time.perf_counter() - t0, 3)
+        return res
+
+    with staged_directory(out_dir) as work:
+        work = work.resolve()
+        kw = dict(client=client, progress=progress)
+        sig = timed("signatures", build_signatures, {"career": files["career"], "resource": files["resource"]},
+                    work, cfg, **kw)
+        reg = timed("register", build_register, files["register"], work, **kw)
+        trained = timed("training", train_models, work, {"identity": model, "register": reg_model}, cfg, **kw)
+        save_model(model, work / "model.json")
+        save_model(reg_model, work / "register_model.json")
+        tf = trained["tf"]
+        dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
+        det = timed("deterministic", deterministic_pass, work, cfg, **kw)
+        scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, **kw)
+        decided = timed("decisions", decide, work, model, cfg, **kw)
+        shutil.rmtree(work / "tmp", ignore_errors=True)
+        manifest = {
+            "stage": "link",
+            "model": model.name,
+            "signatures": sig,
+            "register": reg,
+            "training": trained["training"],
+            "register_dedupe": dedupe,
+            "deterministic": det,
+            "scoring": scored,
+            "decisions": decided,
+            "timings_s": timings,
+            "tables": {name: describe_dataset(work / name, relative_to=work)
+                       for name in ("links", "signatures") if (work / name).exists()},
+        }
+        write_json(work / "_manifest.json", manifest)
+    return manifest

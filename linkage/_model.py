@@ -1,0 +1,328 @@
+"""Linkage models: comparisons made of levels, blocking rules with their hash keys, training.
+
+A model is declared here as plain objects (Comparison, Level, Blocking) and rendered to a
+Splink settings dictionary in one place (`splink_settings`). The identity model is nirlink's
+model for French identities: records (signatures of career and resource rows) on the left,
+the identity register on the right. A model file (JSON, format `nirlink-model/1`) holds the
+Splink settings (trained or not, loadable by plain Splink), the training recipe, the
+blocking keys used to distribute scoring, and the decision thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernels import ModelError
+
+__all__ = ["Level", "Comparison", "Blocking", "ModelSpec", "identity_model", "register_model", "MODEL_FORMAT",
+           "load_model", "save_model"]
+
+MODEL_FORMAT = "nirlink-model/1"
+
+
+def _suffix_form(sql: str) -> str:
+    if sql.strip().upper() == "ELSE":
+        return sql
+    sql = re.sub(r"\bl\.([A-Za-z_][A-Za-z0-9_]*)", r'"\1_l"', sql)
+    return re.sub(r"\br\.([A-Za-z_][A-Za-z0-9_]*)", r'"\1_r"', sql)
+
+
+@dataclass(frozen=True)
+class Level:
+    label: str
+    sql: str  # condition on l.<col> / r.<col>; "ELSE" for the last level
+    null: bool = False
+    tf_column: str | None = None  # term-frequency adjustment on this column (exact-match levels)
+
+    def splink(self) -> dict[str, Any]:
+        # Declared as l.<col> / r.<col>; Splink evaluates levels on <col>_l / <col>_r columns.
+        d: dict[str, Any] = {"sql_condition": _suffix_form(self.sql), "label_for_charts": self.label}
+        if self.null:
+            d["is_null_level"] = True
+        if self.tf_column:
+            d["tf_adjustment_column"] = self.tf_column
+            d["tf_adjustment_weight"] = 1.0
+        return d
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    levels: tuple[Level, ...]
+    description: str = ""
+
+    def splink(self) -> dict[str, Any]:
+        return {"output_column_name": self.name, "comparison_description": self.description or self.name,
+                "comparison_levels": [lv.splink() for lv in self.levels]}
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """A blocking rule and the key each side is hashed on to distribute it: rows whose keys
+    are equal land in the same partition, so every pair the rule admits is scored once."""
+
+    name: str
+    left_keys: tuple[str, ...]  # expressions on the left (records) table's columns
+    right_keys: tuple[str, ...]  # expressions on the right (register) table's columns
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(f"l.{a} = r.{b}" for a, b in zip(self.left_keys, self.right_keys))
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    link_type: str  # "link_only" (left vs right) or "dedupe_only"
+    comparisons: tuple[Comparison, ...]
+    blocking: tuple[Blocking, ...]
+    training: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
+    splink: dict[str, Any] | None = None  # trained settings (None until trained)
+
+    def splink_settings(self) -> dict[str, Any]:
+        """Untrained Splink settings rendered from the declaration."""
+        return {
+            "link_type": self.link_type,
+            "sql_dialect": "duckdb",
+            "unique_id_column_name": "unique_id",
+            "probability_two_random_records_match": 1e-4,
+            "comparisons": [c.splink() for c in self.comparisons],
+            "blocking_rules_to_generate_predictions": [{"blocking_rule": b.sql, "sql_dialect": "duckdb"}
+                                                       for b in self.blocking],
+            "retain_intermediate_calculation_columns": False,
+            "retain_matching_columns": False,
+            "additional_columns_to_retain": [],
+        }
+
+    @property
+    def trained(self) -> bool:
+        return self.splink is not None
+
+    def settings(self) -> dict[str, Any]:
+        return copy.deepcopy(self.splink if self.splink is not None else self.splink_settings())
+
+    def tf_columns(self) -> list[str]:
+        cols = []
+        for c in self.comparisons:
+            for lv in c.levels:
+                if lv.tf_column and lv.tf_column not in cols:
+                    cols.append(lv.tf_column)
+        return cols
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "name": self.name,
+            "link_type": self.link_type,
+            "comparisons": [asdict(c) for c in self.comparisons],
+            "blocking": [asdict(b) for b in self.blocking],
+            "training": self.training,
+            "decision": self.decision,
+            "splink": self.splink,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, source: str = "model") -> ModelSpec:
+        from kernels import SpecError
+
+        errors = []
+        if data.get("format") != MODEL_FORMAT:
+            errors.append(("format", f"expected {MODEL_FORMAT!r}, got {data.get('format')!r}"))
+        for key in ("name", "link_type", "comparisons", "blocking"):
+            if key not in data:
+                errors.append((key, "missing"))
+        if data.get("link_type") not in (None, "link_only", "dedupe_only"):
+            errors.append(("link_type", f"must be 'link_only' or 'dedupe_only', got {data.get('link_type')!r}"))
+        comparisons, blocking = [], []
+        for i, c in enumerate(data.get("comparisons", [])):
+            try:
+                levels = tuple(Level(**lv) for lv in c["levels"])
+                if not levels or levels[-1].sql.strip().upper() != "ELSE":
+                    errors.append((f"comparisons[{i}].levels", "the last level must be ELSE"))
+                comparisons.append(Comparison(c["name"], levels, c.get("description", "")))
+            except (KeyError, TypeError) as exc:
+                errors.append((f"comparisons[{i}]", f"malformed comparison ({exc})"))
+        for i, b in enumerate(data.get("blocking", [])):
+            try:
+                rule = Blocking(b["name"], tuple(b["left_keys"]), tuple(b["right_keys"]))
+                if not rule.left_keys or len(rule.left_keys) != len(rule.right_keys):
+                    errors.append((f"blocking[{i}]", "left_keys and right_keys must be non-empty and of equal length"))
+                blocking.append(rule)
+            except (KeyError, TypeError) as exc:
+                errors.append((f"blocking[{i}]", f"malformed blocking rule ({exc})"))
+        if errors:
+            raise SpecError(errors, source=source)
+        return cls(data["name"], data["link_type"], tuple(comparisons), tuple(blocking), data.get("training", {}),
+                   data.get("decision", {}), data.get("splink"))
+
+
+def save_model(model: ModelSpec, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(model.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_model(path: str | Path) -> ModelSpec:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model file {path} is not valid JSON: {exc}") from None
+    return ModelSpec.from_json(data, source=str(path))
+
+
+# ------------------------------------------------------------------ the identity model
+
+def _null(col: str) -> Level:
+    return Level("missing", f"l.{col} IS NULL OR r.{col} IS NULL", null=True)
+
+
+ELSE = Level("different", "ELSE")
+
+
+def _jw(a: str, b: str, t: float) -> str:
+    return f"jaro_winkler_similarity(l.{a}, r.{b}) >= {t}"
+
+
+# The declared NIR shares nothing with the register's beyond chance: the 'else' level of the
+# NIR comparison. Fields the records side derives from that NIR (sex, birth place) then say
+# nothing independent, and counting them again would triple the NIR's weight.
+_UNRELATED = ("(l.nir_body IS NOT NULL AND r.nir_body IS NOT NULL "
+              "AND substr(l.nir_body, 1, 7) <> substr(r.nir_body, 1, 7) AND levenshtein(l.nir_body, r.nir_body) > 2)")
+
+IDENTITY_COMPARISONS = (
+    Comparison("surname", (
+        Level("missing", "l.last_name_key IS NULL OR l.last_name_key = ''", null=True),
+        Level("birth name exact", "l.last_name_key = r.last_name_key", tf_column="last_name_key"),
+        Level("usage name exact", "l.last_name_key = r.usage_name_key"),
+        Level("first name(s) given as surname",
+              "l.last_name_key = r.first_name_key OR l.last_name_key = replace(r.first_names_norm, ' ', '')"),
+        Level("birth or usage name JW >= 0.92",
+              f"{_jw('last_name_key', 'last_name_key', 0.92)} OR {_jw('last_name_key', 'usage_name_key', 0.92)}"),
+        Level("birth or usage name JW >= 0.8",
+              f"{_jw('last_name_key', 'last_name_key', 0.8)} OR {_jw('last_name_key', 'usage_name_key', 0.8)}"),
+        ELSE,
+    ), "Birth name and usage name, with a cross level for the usage name and one for swapped names"),
+    Comparison("first_name", (
+        Level("missing", "l.first_name_key IS NULL OR l.first_name_key = '' OR r.first_name_key IS NULL", null=True),
+        Level("first first name exact", "l.first_name_key = r.first_name_key", tf_column="first_name_key"),
+        Level("one of the first names", "list_contains(string_split(r.first_names_norm, ' '), l.first_name_norm)"),
+        Level("JW >= 0.92", _jw("first_name_key", "first_name_key", 0.92)),
+        Level("JW >= 0.8", _jw("first_name_key", "first_name_key", 0.8)),
+        Level("surname given as first name", "l.first_name_key = r.last_name_key OR l.first_name_key = r.usage_name_key"),
+        ELSE,
+    ), "First name: the first of several, a later one, fuzzy, swapped"),
+    Comparison("birth_date", (
+        Level("missing", "l.birth_year IS NULL OR r.birth_year IS NULL", null=True),
+        Level("exact", "l.birth_year = r.birth_year AND l.birth_month = r.birth_month AND l.birth_day = r.birth_day"),
+        Level("day and month swapped", "l.birth_year = r.birth_year AND l.birth_month = r.birth_day "
+                                       "AND l.birth_day = r.birth_month"),
+        Level("one field off", "(l.birth_year = r.birth_year AND l.birth_month = r.birth_month) "
+                               "OR (l.birth_year = r.birth_year AND l.birth_day = r.birth_day) "
+                               "OR (abs(l.birth_year - r.birth_year) = 1 AND l.birth_month = r.birth_month "
+                               "AND l.birth_day = r.birth_day)"),
+        Level("year only", "l.birth_year = r.birth_year"),
+        ELSE,
+    ), "Birth date (unknown month or day never match: they compare as different)"),
+    Comparison("sex", (Level("missing, or carried by an unrelated NIR", f"l.sex IS NULL OR r.sex IS NULL OR {_UNRELATED}",
+                             null=True),
+                       Level("exact", "l.sex = r.sex"), ELSE),
+               "Sex. On the records side it comes from the declared NIR, so when that NIR is unrelated to the "
+               "register's (another person's number) it is no evidence of its own: it compares as missing."),
+    Comparison("nir", (
+        Level("missing", "l.nir_body IS NULL", null=True),
+        Level("body exact", "l.nir_body = r.nir_body"),
+        Level("one edit or transposition", "damerau_levenshtein(l.nir_body, r.nir_body) <= 1"),
+        Level("two edits", "levenshtein(l.nir_body, r.nir_body) <= 2"),
+        Level("same sex, year, month, department", "substr(l.nir_body, 1, 7) = substr(r.nir_body, 1, 7)"),
+        ELSE,
+    ), "Declared NIR (13-character body, whatever its key) against the register NIR"),
+    Comparison("birth_place", (
+        Level("missing, or carried by an unrelated NIR",
+              f"l.birth_place IS NULL OR r.birth_place IS NULL OR {_UNRELATED}", null=True),
+        Level("exact", "l.birth_place = r.birth_place"),
+        Level("same department", "substr(l.birth_place, 1, 2) = substr(r.birth_place, 1, 2)"),
+        ELSE,
+    ), "Birth place (INSEE code; from the declared NIR on the records side, hence missing when that NIR "
+       "is unrelated to the register's)"),
+)
+
+IDENTITY_BLOCKING = (
+    Blocking("nir_body", ("nir_body",), ("nir_body",)),
+    Blocking("surname_year", ("last_name_key", "birth_year"), ("last_name_key", "birth_year")),
+    Blocking("usage_name_year", ("last_name_key", "birth_year"), ("usage_name_key", "birth_year")),
+    Blocking("nir_prefix10", ("nir_prefix10",), ("nir_prefix10",)),
+    Blocking("first_name_year_month", ("first_name_key", "birth_year", "birth_month"),
+             ("first_name_key", "birth_year", "birth_month")),
+    Blocking("names_swapped", ("last_name_key", "first_name_key"), ("first_name_key", "last_name_key")),
+    Blocking("surname_first_name", ("last_name_key", "first_name_key"), ("last_name_key", "first_name_key")),
+    Blocking("surname_birth_day", ("last_name_key", "birth_month", "birth_day"), ("last_name_key", "birth_month", "birth_day")),
+    Blocking("names_swapped_usage", ("last_name_key", "first_name_key"), ("first_name_key", "usage_name_key")),
+)
+
+
+def identity_model() -> ModelSpec:
+    """nirlink's identity model: records (left) against the register (right)."""
+    return ModelSpec(
+        name="identity",
+        link_type="link_only",
+        comparisons=IDENTITY_COMPARISONS,
+        blocking=IDENTITY_BLOCKING,
+        training={
+            "sample_max_register_rows": 300_000,
+            "u_max_pairs": 2_000_000,
+            "deterministic_rules": ["l.nir_body = r.nir_body AND l.last_name_key = r.last_name_key "
+                                    "AND l.birth_year = r.birth_year"],
+            "deterministic_recall": 0.85,
+            "em_blocking": [["nir_body"], ["last_name_key", "birth_year"], ["first_name_key", "birth_year", "birth_month"]],
+            "seed": 42,
+            # no level is impossible among matches; and employers do declare another person's
+            # NIR (a spouse's, a colleague's): a few per thousand declarations
+            "m_floor": 1e-4,
+            "m_floors": {"nir": {"different": 0.003}},
+        },
+        # linked: probability >= threshold and the best person ahead of the runner-up by
+        # at least `margin` bits of match weight (2**5 = 32 times more likely)
+        decision={"threshold": 0.9, "margin": 5.0},
+    )
+
+
+def register_model() -> ModelSpec:
+    """Duplicates inside the register (the same person under two numbers)."""
+    same = ("last_name_key", "first_name_key", "birth_year", "birth_month", "birth_day")
+    return ModelSpec(
+        name="register",
+        link_type="dedupe_only",
+        comparisons=(
+            Comparison("surname", (_null("last_name_key"),
+                                   Level("exact", "l.last_name_key = r.last_name_key", tf_column="last_name_key"),
+                                   Level("JW >= 0.92", _jw("last_name_key", "last_name_key", 0.92)), ELSE)),
+            Comparison("first_names", (_null("first_names_norm"),
+                                       Level("all equal", "l.first_names_norm = r.first_names_norm"),
+                                       Level("first equal", "l.first_name_key = r.first_name_key",
+                                             tf_column="first_name_key"), ELSE)),
+            Comparison("birth_date", (_null("birth_year"),
+                                      Level("exact", "l.birth_year = r.birth_year AND l.birth_month = r.birth_month "
+                                                     "AND l.birth_day = r.birth_day"),
+                                      Level("year", "l.birth_year = r.birth_year"), ELSE)),
+            Comparison("birth_place", (_null("birth_place"), Level("exact", "l.birth_place = r.birth_place"), ELSE)),
+            Comparison("sex", (_null("sex"), Level("exact", "l.sex = r.sex"), ELSE)),
+        ),
+        blocking=(
+            Blocking("name_birth", ("last_name_key", "birth_year", "birth_month", "birth_day"),
+                     ("last_name_key", "birth_year", "birth_month", "birth_day")),
+            Blocking("first_names_birth_place", ("first_names_norm", "birth_year", "birth_place"),
+                     ("first_names_norm", "birth_year", "birth_place")),
+        ),
+        training={"sample_max_register_rows": 300_000, "u_max_pairs": 2_000_000,
+                  "deterministic_rules": [" AND ".join(f"l.{c} = r.{c}" for c in same)],
+                  "deterministic_recall": 0.9,
+                  "em_blocking": [["last_name_key", "birth_year"], ["first_names_norm", "birth_year"]], "seed": 42},
+        decision={"threshold": 0.95},
+    )

@@ -1,0 +1,203 @@
+"""Splink on DuckDB, one connection per call: sessions, term frequencies, training, scoring.
+
+Every Dask task that runs Splink opens its own DuckDB connection with its threads and
+memory limit set and the progress bar off, registers its partition of each side and the
+term-frequency tables computed once on the whole register, and closes it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kernels import ModelError
+
+from ._model import Blocking, ModelSpec
+
+__all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "predict_rule", "predict_all", "rule_sql",
+           "PREDICTION_SCHEMA"]
+
+PREDICTION_SCHEMA = pa.schema([
+    pa.field("unique_id_l", pa.int64(), nullable=False),
+    pa.field("unique_id_r", pa.int64(), nullable=False),
+    pa.field("match_weight", pa.float64(), nullable=False),
+    pa.field("match_probability", pa.float64(), nullable=False),
+    pa.field("rule", pa.int16(), nullable=False),
+])
+
+
+@contextlib.contextmanager
+def duckdb_connection(*, threads: int = 1, memory_limit: str | None = None,
+                      temp_directory: str | None = None) -> Iterator[Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {int(threads)}")
+        con.execute("SET enable_progress_bar = false")
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+        if temp_directory:
+            con.execute(f"SET temp_directory = '{temp_directory}'")
+        yield con
+    finally:
+        con.close()
+
+
+def tf_tables(model: ModelSpec, reference: pa.Table) -> dict[str, pa.Table]:
+    """Term frequencies of the model's TF columns, computed on the whole ``reference`` side
+    (the register): the same table is handed to every task, so weights do not depend on
+    how the data is partitioned."""
+    out = {}
+    for col in model.tf_columns():
+        values = pc.drop_null(reference.column(col))
+        if len(values) == 0:
+            out[col] = pa.table({col: pa.array([], pa.string()), f"tf_{col}": pa.array([], pa.float64())})
+            continue
+        counts = pc.value_counts(values)
+        v = counts.field("values")
+        c = counts.field("counts").to_numpy().astype(np.float64)
+        order = pc.array_sort_indices(v)
+        out[col] = pa.table({col: v.take(order), f"tf_{col}": pa.array(c / c.sum()).take(order)})
+    return out
+
+
+def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[str, pa.Table]):
+    """A Splink Linker on ``con`` over the given tables (left, right) with registered TF tables."""
+    from splink import DuckDBAPI, Linker
+
+    db_api = DuckDBAPI(connection=con)
+    frames = [db_api.register(t, dataset_display_name=name) for t, name in zip(tables, ("records", "register"))]
+    linker = Linker(frames if len(frames) > 1 else frames[0], settings, log_level=logging.WARNING,
+                    validate_settings=False)
+    for col, table in tf.items():
+        linker.table_management.register_term_frequency_lookup(
+            db_api.register(table, dataset_display_name=f"tf_lookup_{col}"), col)
+    return linker, frames
+
+
+def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
+          threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None) -> dict:
+    """Train the model on a sample and return its Splink settings (plain Splink loads them).
+
+    u by random sampling, the probability that two random records match from deterministic
+    rules (rescaled to the full sizes when training ran on a subset), m by expectation
+    maximisation over the recipe's blocking rules.
+    """
+    from splink import block_on
+
+    t = model.training
+    tables = [left] if right is None else [left, right]
+    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+        linker, _ = make_linker(con, model.splink_settings(), tables, tf)
+        rules = t.get("deterministic_rules", [])
+        if rules:
+            linker.training.estimate_probability_two_random_records_match(rules, recall=t.get("deterministic_recall", 0.8))
+        linker.training.estimate_u_using_random_sampling(max_pairs=float(t.get("u_max_pairs", 1e6)),
+                                                         seed=int(t.get("seed", 42)))
+        for cols in t.get("em_blocking", []):
+            linker.training.estimate_parameters_using_expectation_maximisation(block_on(*cols),
+                                                                               record_sample_proportion=1.0)
+        settings = linker.misc.save_model_to_json()
+    apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
+    if full_sizes is not None:
+        # the sample keeps every match of its records, so lambda scales with the pair count
+        n_left, n_right = left.num_rows, (right.num_rows if right is not None else left.num_rows)
+        big_left, big_right = full_sizes
+        lam = settings["probability_two_random_records_match"]
+        settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if right is not None \
+            else lam * (n_left / max(big_left, 1))
+    return settings
+
+
+def apply_m_floors(settings: dict, default: float, per_level: dict[str, dict[str, float]]) -> None:
+    """Raise trained m probabilities to floors, then renormalise each comparison.
+
+    EM on a sample sees rare error modes (another person's NIR declared) too seldom and
+    drives their m towards 0, which turns one wrong field into a veto. Floors come from the
+    model's training recipe: ``m_floor`` for every level, ``m_floors[comparison][label]``
+    for known operational error rates.
+    """
+    for comp in settings.get("comparisons", []):
+        name = comp.get("output_column_name")
+        levels = [lv for lv in comp["comparison_levels"] if not lv.get("is_null_level") and "m_probability" in lv]
+        if not levels:
+            continue
+        specific = per_level.get(name, {})
+        for lv in levels:
+            floor = max(default, specific.get(lv.get("label_for_charts"), 0.0))
+            lv["m_probability"] = max(lv["m_probability"], floor)
+        total = sum(lv["m_probability"] for lv in levels)
+        for lv in levels:
+            lv["m_probability"] /= total
+
+
+def rule_sql(model: ModelSpec, index: int) -> str:
+    """Rule ``index`` excluding the pairs earlier rules produce (as Splink does when it runs
+    all rules at once), so the union over rules holds every pair exactly once."""
+    rule = model.blocking[index]
+    sql = f"({rule.sql})"
+    for earlier in model.blocking[:index]:
+        sql += f" AND NOT COALESCE(({earlier.sql}), FALSE)"
+    return sql
+
+
+def _predictions(df, rule_index: int | None) -> pa.Table:
+    t = df.as_pyarrow_table() if hasattr(df, "as_pyarrow_table") else df
+    keep = {
+        "unique_id_l": pc.cast(t.column("unique_id_l"), pa.int64()),
+        "unique_id_r": pc.cast(t.column("unique_id_r"), pa.int64()),
+        "match_weight": pc.cast(t.column("match_weight"), pa.float64()),
+        "match_probability": pc.cast(t.column("match_probability"), pa.float64()),
+    }
+    if rule_index is None:
+        rule = pc.cast(t.column("match_key"), pa.int16())
+    else:
+        rule = pa.array(np.full(t.num_rows, rule_index, np.int16))
+    return pa.table({**keep, "rule": rule}, schema=PREDICTION_SCHEMA)
+
+
+def predict_rule(model: ModelSpec, rule_index: int, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
+                 threads: int = 1, memory_limit: str | None = None, threshold: float | None = None) -> pa.Table:
+    """Score the pairs that blocking rule ``rule_index`` (and no earlier rule) admits."""
+    if not model.trained:
+        raise ModelError(f"model {model.name!r} is not trained")
+    if left.num_rows == 0 or (right is not None and right.num_rows == 0):
+        return PREDICTION_SCHEMA.empty_table()
+    settings = model.settings()
+    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+        tables = [left] if right is None else [left, right]
+        linker, frames = make_linker(con, settings, tables, tf)
+        rules = [rule_sql(model, rule_index)]
+        if right is None:
+            df = linker.inference.predict_within(frames[0], blocking_rules_to_generate_predictions=rules,
+                                                 threshold_match_probability=threshold, warning_mode="never")
+        else:
+            df = linker.inference.predict_between(frames[0], frames[1], blocking_rules_to_generate_predictions=rules,
+                                                  threshold_match_probability=threshold, warning_mode="never")
+        return _predictions(df, rule_index)
+
+
+def predict_all(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
+                threads: int = 1, memory_limit: str | None = None, threshold: float | None = None) -> pa.Table:
+    """Splink in one process, every blocking rule at once (the reference for distributed scoring)."""
+    if not model.trained:
+        raise ModelError(f"model {model.name!r} is not trained")
+    settings = model.settings()
+    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+        tables = [left] if right is None else [left, right]
+        linker, frames = make_linker(con, settings, tables, tf)
+        rules = [b.sql for b in model.blocking]
+        if right is None:
+            df = linker.inference.predict_within(frames[0], blocking_rules_to_generate_predictions=rules,
+                                                 threshold_match_probability=threshold, warning_mode="never")
+        else:
+            df = linker.inference.predict_between(frames[0], frames[1], blocking_rules_to_generate_predictions=rules,
+                                                  threshold_match_probability=threshold, warning_mode="never")
+        return _predictions(df, None)

@@ -1,0 +1,51 @@
+"""Running a batch of independent tasks on the Dask cluster (or in this process), with progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["run_tasks", "Progress"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, progress: Progress | None = None,
+              kwargs: dict[str, Any] | None = None) -> list[Any]:
+    """``[fn(*args, **kwargs) for args in arg_list]`` as Dask tasks; results in input order.
+
+    On the first failure the remaining tasks are cancelled and the error is raised.
+    """
+    kwargs = kwargs or {}
+    n = len(arg_list)
+    if progress:
+        progress(name, 0, n)
+    if client is None:
+        out = []
+        for i, args in enumerate(arg_list):
+            out.append(fn(*args, **kwargs))
+            if progress:
+                progress(name, i + 1, n)
+        return out
+    import uuid
+
+    from distributed import as_completed
+
+    # a fresh token per batch: a key reused while the previous batch's results are still
+    # held by the scheduler would return those instead of running again
+    token = uuid.uuid4().hex[:8]
+    futures = [client.submit(fn, *args, **kwargs, key=f"nirlink-{name}-{i}-{token}", pure=False)
+               for i, args in enumerate(arg_list)]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * n
+    done = 0
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            results[index[fut.key]] = fut.result()
+            done += 1
+            if progress:
+                progress(name, done, n)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return results
