@@ -17,11 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/nirlink synth --persons $(DEMO_PERSONS) --out $(DEMO_DIR)/data --overwrite
-	$(BIN)/nirlink aggregate --synthetic $(DEMO_DIR)/data --out $(DEMO_DIR)/aggregate
-	@echo
-	@echo "synthetic datasets: $(DEMO_DIR)/data/{register,career,resource,truth}"
-	@echo "aggregates:         $(DEMO_DIR)/aggregate/{career_person_year,career_person,resource_person_month,resource_person_year,resource_person_review}"
+	$(BIN)/nirlink synth --persons $(DEMO_PERSONS) --out $(DEMO_DIR)/data --overwrite --write-job $(DEMO_DIR)/job.toml --job-output $(DEMO_DIR)/job
+	$(BIN)/nirlink run $(DEMO_DIR)/job.toml --restart
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -50,6 +50,8 @@ def validate(config: dict[str, Any], node: dict[str, Any] | None = None, path: s
             else:
                 errors.extend(validate(value, spec, sub))
             continue
+        if value is None and spec.get("nullable"):
+            continue
         ok = {
             "integer": isinstance(value, int) and not isinstance(value, bool),
             "number": isinstance(value, (int, float)) and not isinstance(value, bool),

@@ -35,7 +35,13 @@ def review_month_index(text: str) -> int:
     return y * 12 + m - 1
 
 
-def _files(path) -> list[str]:
+def _partitions(path) -> list[str | list[str]]:
+    """The partitions of an input: its Parquet files, or, for a directory of person buckets
+    (``b=<k>/`` as the attach stage writes them), the files of each bucket together."""
+    path = Path(path)
+    buckets = sorted(p for p in path.glob("b=*") if p.is_dir()) if path.is_dir() else []
+    if buckets:
+        return [sorted(str(f) for f in b.glob("*.parquet")) for b in buckets]
     files, missing = expand_paths([str(path)])
     if missing:
         raise InputError(f"aggregate: no input files at {path}")
@@ -44,10 +50,12 @@ def _files(path) -> list[str]:
 
 def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None) -> dict[str, Any]:
     """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its outputs."""
-    if isinstance(part, str):
+    if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
-        schema = pq.read_schema(part)
-        table = pq.read_table(part, columns=[c for c in columns if c in schema.names], use_threads=False)
+        paths = [part] if isinstance(part, str) else part
+        schema = pq.read_schema(paths[0])
+        wanted = [c for c in columns if c in schema.names]
+        table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False) for p in paths])
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":
@@ -75,7 +83,8 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
     with staged_directory(out_dir) as tmp:
         jobs: list[tuple[str, Any, int]] = []
         for kind, path in inputs:
-            files = _files(path)
+            parts = _partitions(path)
+            files = [f for p in parts for f in ([p] if isinstance(p, str) else p)]
             if not files:
                 raise InputError(f"aggregate: no Parquet files for {kind} at {path}")
             needed = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
@@ -86,7 +95,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
             if partitioned_by_person or client is None:
                 if not partitioned_by_person:
                     raise InputError("aggregate: a shuffle by person needs a Dask client (or partitioned input)")
-                jobs.extend((kind, f, i) for i, f in enumerate(files))
+                jobs.extend((kind, p, i) for i, p in enumerate(parts))
             else:
                 import dask.dataframe as dd
 
@@ -117,7 +126,7 @@ def _run(jobs, out_dir, first_review, client, progress):
     token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
     futures = []
     for kind, part, index in jobs:
-        if isinstance(part, str):
+        if isinstance(part, (str, list)):
             futures.append(client.submit(_partition_task, kind, part, index, out_dir, first_review, pure=False,
                                          key=f"nirlink-aggregate-{kind}-{index}-{token}"))
         else:

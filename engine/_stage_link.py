@@ -75,7 +75,11 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         tf = trained["tf"]
         dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
         det = timed("deterministic", deterministic_pass, work, cfg, **kw)
-        scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, **kw)
+        from linkage._pipeline import LINK_COLUMNS, register_files, signature_files
+
+        scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
+                       right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
+                       exclude_linked=True, candidates=True, **kw)
         decided = timed("decisions", decide, work, model, cfg, **kw)
         shutil.rmtree(work / "tmp", ignore_errors=True)
         manifest = {

@@ -434,3 +434,41 @@ def attach_truth(synth_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cl
                              names, pure=False)
         results = client.gather(futures)
     return {k: sum(r[k] for r in results) for k in ("career", "resource")}
+
+
+JOB_TEMPLATE = """# nirlink job for the synthetic dataset in {data} (written by `nirlink synth --write-job`).
+[job]
+name = "{name}"
+stages = ["ingest", "link", "attach", "aggregate", "export"]
+
+[[inputs]]
+name = "register"
+kind = "register"
+paths = ["{data}/register"]
+
+[[inputs]]
+name = "career"
+kind = "career"
+paths = ["{data}/career"]
+
+[[inputs]]
+name = "resource"
+kind = "resource"
+paths = ["{data}/resource"]
+
+[output]
+directory = "{output}"
+
+[cluster]
+# address = "tcp://scheduler:8786"   # a running cluster; without it, a local one is started
+"""
+
+
+def write_job_file(data_dir: str | os.PathLike, job_path: str | os.PathLike, *, output: str | os.PathLike,
+                   name: str = "synthetic") -> Path:
+    """A job file that runs the main job on a synthetic dataset (paths absolute)."""
+    job_path = Path(job_path)
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(JOB_TEMPLATE.format(data=Path(data_dir).resolve().as_posix(), name=name,
+                                            output=Path(output).resolve().as_posix()), encoding="utf-8")
+    return job_path

@@ -32,7 +32,7 @@ from ._clusters import connected_components
 from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table, register_table
 from ._splink import PREDICTION_SCHEMA, predict_rule, tf_tables, train
-from ._tasks import Progress, run_tasks
+from ._tasks import Progress, run_tasks, share
 
 __all__ = ["LinkConfig", "build_signatures", "build_register", "deterministic_pass", "train_models",
            "score_rules", "dedupe_register", "decide", "SIGNATURE_SCHEMA", "LINK_SCHEMA", "STATUS", "METHODS"]
@@ -168,11 +168,11 @@ def build_register(files: Sequence[str], work: Path, *, client=None, progress: P
     return dict(total)
 
 
-def _register_files(work: Path) -> list[str]:
+def register_files(work: Path) -> list[str]:
     return [str(p) for p in sorted((work / "register").glob("part-*.parquet"))]
 
 
-def _signature_files(work: Path) -> list[str]:
+def signature_files(work: Path) -> list[str]:
     return [str(p) for p in sorted((work / "signatures").glob("part-*.parquet"))]
 
 
@@ -228,7 +228,7 @@ def _det_reduce(work: str, bucket: int, sig_buckets: int, cfg_threads: int, memo
 
 
 def deterministic_pass(work: Path, cfg: LinkConfig, *, client=None, progress: Progress | None = None) -> dict:
-    sig_files, reg_files = _signature_files(work), _register_files(work)
+    sig_files, reg_files = signature_files(work), register_files(work)
     n = max(1, cfg.signature_buckets)
     args = [(f, "left", str(work), n, f"s{i:05d}") for i, f in enumerate(sig_files)] + \
            [(f, "right", str(work), n, f"r{i:05d}") for i, f in enumerate(reg_files)]
@@ -303,7 +303,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
                  progress: Progress | None = None) -> dict[str, Any]:
     """Train untrained models on a bounded sample: all records and register rows of a random set
     of birth years (matches share their birth year, so a year subset keeps them together)."""
-    reg_files, sig_files = _register_files(work), _signature_files(work)
+    reg_files, sig_files = register_files(work), signature_files(work)
     info: dict[str, Any] = {}
     tf_all = {name: _global_tf(m, reg_files, client, progress) for name, m in models.items()}
     for name, model in models.items():
@@ -347,39 +347,55 @@ def _unlinked_signatures(f: str, work: str) -> pa.Table:
     return t
 
 
-def _score_map_right(f: str, work: str, model: ModelSpec, buckets: list[int], keys: list[np.ndarray], part: str,
-                     dedupe: bool) -> int:
-    t = pq.read_table(f, use_threads=False).select(LINK_COLUMNS.names)
+def _score_map_right(f: str, tmp: str, model: ModelSpec, buckets: list[int], keys, part: str, side: str,
+                     columns: list[str]) -> int:
+    """Write one side's rows into every rule's buckets; with ``keys``, only rows whose rule key
+    some left row carries (the right side of a link: most register rows meet no record)."""
+    t = pq.read_table(f, use_threads=False).select(columns)
     written = 0
     for r, rule in enumerate(model.blocking):
-        h, valid = key_hash(t, rule.right_keys)
-        if not dedupe:
-            valid &= np.isin(h, keys[r], assume_unique=False)  # only keys some record carries
-        side = "left" if dedupe else "right"
-        write_buckets(t, h, valid, buckets[r], Path(work) / "tmp" / f"score-{model.name}" / f"rule={r}" / side, part)
+        h, valid = key_hash(t, rule.left_keys if side == "left" else rule.right_keys)
+        if keys is not None:
+            valid &= np.isin(h, keys[r])
+        write_buckets(t, h, valid, buckets[r], Path(tmp) / f"rule={r}" / side, part)
         written += int(valid.sum())
     return written
 
 
-def _score_reduce(work: str, model: ModelSpec, rule: int, bucket: int, tf, cfg: LinkConfig, dedupe: bool,
-                  out: str, sig_buckets: int) -> int:
-    base = Path(work) / "tmp" / f"score-{model.name}" / f"rule={rule}"
-    left = read_bucket(base / "left", bucket, LINK_COLUMNS)
-    right = None if dedupe else read_bucket(base / "right", bucket, LINK_COLUMNS)
+def _score_map_left(f: str, tmp: str, model: ModelSpec, buckets: list[int], part: str, columns: list[str],
+                    work: str | None) -> list[np.ndarray]:
+    """Left side of a link: rows written once per blocking rule into that rule's buckets (for
+    the identity pipeline, only signatures the deterministic pass left); returns each rule's
+    key hashes, to filter the right side."""
+    t = (_unlinked_signatures(f, work) if work else pq.read_table(f, use_threads=False)).select(columns)
+    keys = []
+    for r, rule in enumerate(model.blocking):
+        h, valid = key_hash(t, rule.left_keys)
+        write_buckets(t, h, valid, buckets[r], Path(tmp) / f"rule={r}" / "left", part)
+        keys.append(np.unique(h[valid]))
+    return keys
+
+
+def _score_reduce(tmp: str, model: ModelSpec, rule: int, bucket: int, tf, cfg: LinkConfig, dedupe: bool,
+                  out: str, sig_buckets: int | None, schema: pa.Schema) -> int:
+    base = Path(tmp) / f"rule={rule}"
+    left = read_bucket(base / "left", bucket, schema)
+    right = None if dedupe else read_bucket(base / "right", bucket, schema)
     if left.num_rows == 0 or (right is not None and right.num_rows == 0):
         return 0
     pred = predict_rule(model, rule, left, right, tf, threads=cfg.duckdb_threads, memory_limit=cfg.duckdb_memory_limit,
                         threshold=cfg.prediction_floor)
     if pred.num_rows == 0:
         return 0
-    if dedupe:
+    if sig_buckets is None:  # plain scored pairs
+        Path(out).mkdir(parents=True, exist_ok=True)
         pq.write_table(pred, Path(out) / f"rule{rule:02d}-b{bucket:05d}.parquet")
         return pred.num_rows
-    nirs = right.column("nir")
+    # identity pipeline: candidates keyed by signature, with the register NIR
     pos = pc.index_in(pred.column("unique_id_r"), value_set=right.column("unique_id"))
     cand = pa.table({
         "signature": pred.column("unique_id_l"), "register_id": pred.column("unique_id_r"),
-        "register_nir": pc.take(nirs, pos), "match_weight": pred.column("match_weight"),
+        "register_nir": pc.take(right.column("nir"), pos), "match_weight": pred.column("match_weight"),
         "match_probability": pred.column("match_probability"), "rule": pred.column("rule"),
     }, schema=CANDIDATE_SCHEMA)
     h, valid = key_hash(cand, ["signature"])
@@ -387,38 +403,40 @@ def _score_reduce(work: str, model: ModelSpec, rule: int, bucket: int, tf, cfg: 
     return cand.num_rows
 
 
-def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, client=None,
-                progress: Progress | None = None, dedupe: bool = False) -> dict[str, Any]:
+def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, left_files: list[str],
+                right_files: list[str] | None, out: Path, schema: pa.Schema | None = None,
+                exclude_linked: bool = False, candidates: bool = False, client=None,
+                progress: Progress | None = None) -> dict[str, Any]:
     """Score every blocking rule across the cluster: both sides partitioned by the rule's key,
-    one Splink call per (rule, bucket), pairs of earlier rules excluded."""
+    one Splink call per (rule, bucket), pairs of earlier rules excluded. ``right_files=None``
+    scores pairs within the left files (deduplication)."""
+    dedupe = right_files is None
+    schema = schema or pq.read_schema(left_files[0])
+    columns = schema.names
     tmp = work / "tmp" / f"score-{model.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    if dedupe:
-        left_files = _register_files(work)
-        n_left = sum(pq.read_metadata(f).num_rows for f in left_files)
-        out = work / "register_edges"
-    else:
-        left_files = _signature_files(work)
-        n_left = sum(pq.read_metadata(f).num_rows for f in left_files)
-        out = work / "predictions"
     out.mkdir(parents=True, exist_ok=True)
+    n_left = sum(pq.read_metadata(f).num_rows for f in left_files)
     n_buckets = max(1, -(-n_left // cfg.rows_per_scoring_task))
     buckets = [n_buckets] * len(model.blocking)
     if dedupe:
-        run_tasks(client, _score_map_right, [(f, str(work), model, buckets, None, f"r{i:05d}", True)
+        run_tasks(client, _score_map_right, [(f, str(tmp), model, buckets, None, f"l{i:05d}", "left", columns)
                                              for i, f in enumerate(left_files)], name=f"score-map-{model.name}",
                   progress=progress)
     else:
-        keys = run_tasks(client, _score_map_left, [(f, str(work), model, buckets, f"s{i:05d}")
-                                                           for i, f in enumerate(left_files)],
-                         name="score-map-records", progress=progress)
+        keys = run_tasks(client, _score_map_left, [(f, str(tmp), model, buckets, f"l{i:05d}", columns,
+                                                    str(work) if exclude_linked else None)
+                                                   for i, f in enumerate(left_files)],
+                         name=f"score-map-left-{model.name}", progress=progress)
         rule_keys = [np.unique(np.concatenate([k[r] for k in keys])) if keys else np.zeros(0, np.int64)
                      for r in range(len(model.blocking))]
-        run_tasks(client, _score_map_right, [(f, str(work), model, buckets, rule_keys, f"r{i:05d}", False)
-                                             for i, f in enumerate(_register_files(work))],
-                  name="score-map-register", progress=progress)
-    tf_arg = client.scatter(tf, broadcast=True) if client is not None and tf else tf
-    args = [(str(work), model, r, b, tf_arg, cfg, dedupe, str(out), cfg.signature_buckets)
+        shared_keys = share(client, rule_keys)
+        run_tasks(client, _score_map_right, [(f, str(tmp), model, buckets, shared_keys, f"r{i:05d}", "right", columns)
+                                             for i, f in enumerate(right_files)],
+                  name=f"score-map-right-{model.name}", progress=progress)
+    tf_arg = share(client, tf)
+    args = [(str(tmp), model, r, b, tf_arg, cfg, dedupe, str(out), cfg.signature_buckets if candidates else None,
+             schema)
             for r in range(len(model.blocking)) for b in range(buckets[r])
             if (tmp / f"rule={r}" / "left" / f"b={b:05d}").exists()]
     counts = run_tasks(client, _score_reduce, args, name=f"score-{model.name}", progress=progress)
@@ -431,18 +449,6 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
             "buckets_per_rule": n_buckets}
 
 
-def _score_map_left(f, work, model, buckets, part):
-    """Left side of a link_only model: the signatures the deterministic pass left unlinked,
-    written once per blocking rule into that rule's buckets; returns each rule's key hashes."""
-    t = _unlinked_signatures(f, work).select(LINK_COLUMNS.names)
-    keys = []
-    for r, rule in enumerate(model.blocking):
-        h, valid = key_hash(t, rule.left_keys)
-        write_buckets(t, h, valid, buckets[r], Path(work) / "tmp" / f"score-{model.name}" / f"rule={r}" / "left", part)
-        keys.append(np.unique(h[valid]))
-    return keys
-
-
 # ------------------------------------------------------------------ register deduplication
 
 def _edges(f: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -451,7 +457,8 @@ def _edges(f: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     return t.column("unique_id_l").to_numpy(), t.column("unique_id_r").to_numpy()
 
 
-def _cluster_rows(f: str, nodes: np.ndarray, comps: np.ndarray) -> pa.Table:
+def _cluster_rows(f: str, components: tuple[np.ndarray, np.ndarray]) -> pa.Table:
+    nodes, comps = components
     t = pq.read_table(f, columns=["unique_id", "nir", "nir_status", "birth_year", "birth_month"])
     ids = t.column("unique_id").to_numpy()
     inside = np.isin(ids, nodes)
@@ -466,12 +473,14 @@ def dedupe_register(work: Path, model: ModelSpec, tf, cfg: LinkConfig, *, client
     ``clusters.parquet``: every register row in a cluster of two or more, its cluster id (the
     smallest unique_id of the cluster) and the cluster's canonical NIR (the smallest permanent
     NIR, else the smallest NIR)."""
-    scored = score_rules(work, model, tf, cfg, client=client, progress=progress, dedupe=True)
+    scored = score_rules(work, model, tf, cfg, left_files=register_files(work), right_files=None,
+                         out=work / "register_edges", schema=LINK_COLUMNS, client=client, progress=progress)
     threshold = float(model.decision.get("threshold", 0.95))
     edge_files = sorted(str(p) for p in (work / "register_edges").glob("*.parquet"))
     parts = run_tasks(client, _edges, [(f, threshold) for f in edge_files], name="register-edges", progress=progress)
     nodes, comps = connected_components(parts, client=client)
-    members = pa.concat_tables(run_tasks(client, _cluster_rows, [(f, nodes, comps) for f in _register_files(work)],
+    shared = share(client, (nodes, comps))
+    members = pa.concat_tables(run_tasks(client, _cluster_rows, [(f, shared) for f in register_files(work)],
                                          name="register-clusters", progress=progress)) if len(nodes) else None
     if members is None or members.num_rows == 0:
         clusters = pa.table({"unique_id": pa.array([], pa.int64()), "cluster": pa.array([], pa.int64()),
@@ -556,6 +565,13 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float,
         out[f"rows_{s}"] = int(rows[st == s].sum())
     for m in METHODS:
         out[f"linked_by_{m}"] = int(((st == "linked") & (meth == m)).sum())
+    ns = pc.fill_null(links.column("nir_status"), "unknown").to_numpy(zero_copy_only=False)
+    for status in np.unique(ns):
+        sel = ns == status
+        out[f"by_nir_status.{status}.linked_nir"] = int((sel & (st == "linked") & (meth == "nir")).sum())
+        out[f"by_nir_status.{status}.linked_model"] = int((sel & (st == "linked") & (meth == "model")).sum())
+        out[f"by_nir_status.{status}.ambiguous"] = int((sel & (st == "ambiguous")).sum())
+        out[f"by_nir_status.{status}.unlinked"] = int((sel & (st == "unlinked")).sum())
     return out
 
 
@@ -567,9 +583,18 @@ def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, client=None, progre
     clusters = clusters.select(["unique_id", "person"])
     threshold = float(model.decision.get("threshold", 0.9))
     margin = float(model.decision.get("margin", 5.0))
-    res = run_tasks(client, _decide_bucket, [(str(work), b, clusters, threshold, margin)
+    shared = share(client, clusters)
+    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, threshold, margin)
                                              for b in range(cfg.signature_buckets)], name="decide", progress=progress)
     total = Counter()
     for r in res:
         total.update(r)
-    return {"threshold": threshold, "margin_bits": margin, **dict(total)}
+    by: dict[str, dict[str, int]] = {}
+    flat = {}
+    for k, v in total.items():
+        if k.startswith("by_nir_status."):
+            _, status, what = k.split(".")
+            by.setdefault(status, {})[what] = v
+        else:
+            flat[k] = v
+    return {"threshold": threshold, "margin_bits": margin, **flat, "by_nir_status": by}

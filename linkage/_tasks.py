@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["run_tasks", "Progress"]
+__all__ = ["run_tasks", "share", "Progress"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,3 +49,11 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
         client.cancel(futures)
         raise
     return results
+
+
+def share(client, obj: Any) -> Any:
+    """``obj`` as a Dask future sent once to every worker (or ``obj`` itself without a client):
+    large arguments shared by many tasks must not travel inside each task's graph."""
+    if client is None:
+        return obj
+    return client.scatter(obj, broadcast=True, hash=False)

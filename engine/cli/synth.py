@@ -22,6 +22,9 @@ def synth(
     noise_scale: float = typer.Option(1.0, "--noise-scale", help="Multiply every noise rate (2 = double noise)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the datasets if OUT is not empty."),
     local: bool = typer.Option(False, "--in-process", help="Generate in this process, without Dask."),
+    write_job: Path = typer.Option(None, "--write-job", help="Also write a job file running the main job on OUT."),
+    job_output: Path = typer.Option(None, "--job-output", help="Output directory named in that job file "
+                                                                 "(default: OUT/../job)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT."""
@@ -62,6 +65,12 @@ def synth(
         with open_client(scheduler, n_workers=workers, dashboard=False) as client:
             summary = generate(client)
 
+    if write_job is not None:
+        from engine._synth import write_job_file
+
+        write_job_file(out, write_job, output=job_output or (Path(out).parent / "job"))
+        summary["job_file"] = str(write_job)
+
     def render(s):
         r = s["rows"]
         total = r["register"] + r["career"] + r["resource"]
@@ -71,5 +80,7 @@ def synth(
         typer.echo(f"career rows per person {s['career_rows_per_person']:.1f}, resource rows per person "
                    f"{s['resource_rows_per_person']:.1f}")
         typer.echo(f"{total:,} rows in {s['seconds']:.1f} s ({total / max(s['seconds'], 1e-9):,.0f} rows/s, truth excluded)")
+        if s.get("job_file"):
+            typer.echo(f"job file: {s['job_file']}")
 
     emit(summary, output, render)

@@ -1,0 +1,55 @@
+"""Structured job logs (JSON lines), with every NIR masked.
+
+A NIR is sensitive personal data: no log line ever carries one whole. Anything that looks
+like a NIR (13 or 15 characters: sex digit, year, month, department incl. 2A/2B, commune,
+order, optional key) keeps its first 3 characters; the rest becomes '*'.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["mask_nirs", "JobLog"]
+
+_NIR = re.compile(r"(?<![0-9A-Za-z])([1-8][0-9]{4}(?:[0-9]{2}|2[ABab])[0-9]{6})([0-9]{2})?(?![0-9A-Za-z])")
+
+
+def mask_nirs(text: str) -> str:
+    return _NIR.sub(lambda m: m.group(0)[:3] + "*" * (len(m.group(0)) - 3), text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_nirs(value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(v) for v in value]
+    return value
+
+
+class JobLog:
+    """Appends JSON lines {ts, level, job, message, ...fields} to a job's log file."""
+
+    def __init__(self, path: str | Path, job_id: str):
+        self.path = Path(path)
+        self.job_id = job_id
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, level: str, message: str, **fields: Any) -> None:
+        record = {"ts": round(time.time(), 3), "level": level, "job": self.job_id, "message": mask_nirs(message),
+                  **_mask(fields)}
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,346 @@
+"""Running a job: its stages in order, resumable, its state persisted as it changes.
+
+A job is a front over its stages (one file each: _stage_ingest, _stage_link, _stage_attach,
+_stage_aggregate, _stage_export). Its directory (output.directory) holds each stage's
+published output and ``_job/``: state.json, events.jsonl, job.log, report.html.
+
+Resume: each published stage carries a fingerprint (nirlink version, the job-file parts
+that stage reads, its inputs: file sizes and times for raw inputs, the previous stage's
+manifest). A re-run skips every stage whose fingerprint still matches, from the first
+one; `restart` runs everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kernels import JobCancelled, NirlinkError, StageError
+
+from . import _config
+from ._datasets import read_json, write_json
+from ._joblog import JobLog, mask_nirs
+from ._readers import expand_paths
+from ._spec import JobSpec
+from ._state import (
+    Cancelled,
+    Failed,
+    Heartbeat,
+    JobState,
+    Log,
+    Persist,
+    Progress,
+    StageFinished,
+    StageSkipped,
+    StageStarted,
+    Started,
+    Submitted,
+    Succeeded,
+    apply,
+)
+
+__all__ = ["Job", "new_job_id", "job_paths", "read_state", "register_job", "find_job", "list_jobs", "version",
+           "request_cancel"]
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as v
+
+    try:
+        return v("nirlink")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def new_job_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def job_paths(directory: str | Path) -> dict[str, Path]:
+    d = Path(directory) / "_job"
+    return {"dir": d, "state": d / "state.json", "events": d / "events.jsonl", "log": d / "job.log",
+            "cancel": d / "cancel", "report": d / "report.html", "performance": d / "performance.html"}
+
+
+def read_state(directory: str | Path) -> JobState | None:
+    p = job_paths(directory)["state"]
+    if not p.exists():
+        return None
+    return JobState.from_json(read_json(p))
+
+
+def request_cancel(directory: str | Path) -> None:
+    p = job_paths(directory)["cancel"]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(str(time.time()))
+
+
+def _registry() -> Path:
+    path = _config.get("jobs.registry") or "~/.nirlink/jobs"
+    return Path(os.path.expanduser(path))
+
+
+def register_job(job_id: str, directory: str | Path, spec: JobSpec, scheduler: str | None) -> None:
+    reg = _registry()
+    reg.mkdir(parents=True, exist_ok=True)
+    write_json(reg / f"{job_id}.json", {"job_id": job_id, "name": spec.name, "directory": str(Path(directory).resolve()),
+                                        "job_file": spec.path, "scheduler": scheduler, "registered_at": time.time()})
+
+
+def find_job(job: str) -> Path:
+    """A job's directory from its id (registry) or its directory path."""
+    if os.path.isdir(job) and job_paths(job)["state"].exists():
+        return Path(job)
+    entry = _registry() / f"{job}.json"
+    if entry.exists():
+        return Path(read_json(entry)["directory"])
+    from kernels import JobError
+
+    raise JobError(f"no job {job!r} (not a job directory, not in the registry {_registry()})")
+
+
+def list_jobs() -> list[dict[str, Any]]:
+    reg = _registry()
+    out = []
+    for p in sorted(reg.glob("*.json")) if reg.exists() else []:
+        entry = read_json(p)
+        state = read_state(entry["directory"]) if Path(entry["directory"]).exists() else None
+        out.append({**entry, "state": state.to_json() if state else None})
+    return out
+
+
+def _fingerprint(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files_fingerprint(paths) -> list:
+    files, _ = expand_paths(list(paths))
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+class Job:
+    """One run of a job file on a Dask client (``client=None``: in this process, for tests)."""
+
+    def __init__(self, spec: JobSpec, *, client=None, job_id: str | None = None, restart: bool = False,
+                 progress: Callable[[str, str, int, int], None] | None = None, scheduler: str | None = None):
+        self.spec = spec
+        self.client = client
+        self.dir = spec.directory
+        self.paths = job_paths(self.dir)
+        self.paths["dir"].mkdir(parents=True, exist_ok=True)
+        existing = read_state(self.dir)
+        self.job_id = job_id or (existing.job_id if existing and existing.status == "submitted" else new_job_id(spec.name))
+        self.restart = restart
+        self.on_progress = progress
+        self.scheduler = scheduler
+        self.log = JobLog(self.paths["log"], self.job_id)
+        self.state: JobState | None = existing if existing and existing.job_id == self.job_id else None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ state
+    def emit(self, event) -> None:
+        with self._lock:
+            self.state, instructions = apply(self.state, event)
+            for ins in instructions:
+                if isinstance(ins, Persist):
+                    write_json(self.paths["state"], ins.state.to_json())
+                    if not isinstance(ins.event, (Heartbeat, Progress)):
+                        with open(self.paths["events"], "a", encoding="utf-8") as f:
+                            f.write(json.dumps({"event": type(ins.event).__name__, **ins.event.__dict__},
+                                               default=str) + "\n")
+                elif isinstance(ins, Log):
+                    self.log.write(ins.level, ins.message, **ins.fields)
+
+    def submit(self) -> str:
+        if self.state is None:
+            self.emit(Submitted(time.time(), self.job_id, self.spec.name, self.spec.stages, self.scheduler))
+        register_job(self.job_id, self.dir, self.spec, self.scheduler)
+        return self.job_id
+
+    def _heartbeat(self) -> None:
+        every = float(_config.get("jobs.heartbeat-seconds", 5))
+        while not self._stop.wait(every):
+            with contextlib.suppress(Exception):
+                self.emit(Heartbeat(time.time()))
+
+    def _progress(self, stage: str) -> Callable[[str, int, int], None]:
+        last = [0.0]
+
+        def report(step: str, done: int, total: int) -> None:
+            if self.paths["cancel"].exists():
+                raise JobCancelled(f"job {self.job_id} cancelled by an operator")
+            now = time.time()
+            if now - last[0] > 0.5 or done == total:
+                last[0] = now
+                self.emit(Progress(now, step, done, total))
+            if self.on_progress:
+                self.on_progress(stage, step, done, total)
+
+        return report
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> JobState:
+        self.submit()
+        if self.paths["cancel"].exists():
+            self.paths["cancel"].unlink()
+        self.emit(Started(time.time()))
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        try:
+            with self._performance_report():
+                self._run_stages()
+            self.emit(Succeeded(time.time()))
+        except JobCancelled:
+            self.emit(Cancelled(time.time()))
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised
+            message = mask_nirs(str(exc) if isinstance(exc, NirlinkError) else f"{type(exc).__name__}: {exc}")
+            stage = self.state.stage if self.state else None
+            if stage and not message.startswith(f"stage {stage}"):
+                message = f"stage {stage}: {message}"
+            self.log.write("error", "traceback", traceback=mask_nirs(traceback.format_exc()))
+            self.emit(Failed(time.time(), message))
+            raise
+        finally:
+            self._stop.set()
+            with contextlib.suppress(Exception):
+                from ._report import write_report
+
+                write_report(self.dir, self.paths["report"])
+        return self.state
+
+    @contextlib.contextmanager
+    def _performance_report(self):
+        if self.client is None:
+            yield
+            return
+        from distributed import performance_report
+
+        report = performance_report(filename=str(self.paths["performance"]))
+        report.__enter__()
+        try:
+            yield
+        finally:
+            try:
+                report.__exit__(None, None, None)
+            except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
+                self.log.write("warning", f"Dask performance report not written: {type(exc).__name__}: {exc}")
+
+    def _run_stages(self) -> None:
+        previous = ""
+        fresh = self.restart
+        for index, stage in enumerate(self.spec.stages):
+            fp = self._stage_fingerprint(stage, previous)
+            out = self.dir / stage
+            done = read_json(out / "_fingerprint.json") if (out / "_fingerprint.json").exists() else None
+            if not fresh and done and done.get("fingerprint") == fp and (out / "_manifest.json").exists():
+                self.emit(StageSkipped(time.time(), index))
+            else:
+                fresh = True  # every later stage runs again
+                failing = _config.get("testing.fail-before-stage")
+                self.emit(StageStarted(time.time(), index))
+                if failing == stage:
+                    raise StageError(f"stage {stage}: failure injected by nirlink.testing.fail-before-stage")
+                t0 = time.perf_counter()
+                self._run_stage(stage)
+                write_json(out / "_fingerprint.json", {"fingerprint": fp, "nirlink": version()})
+                self.emit(StageFinished(time.time(), index, time.perf_counter() - t0))
+            manifest = out / "_manifest.json"
+            previous = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else ""
+
+    def _stage_fingerprint(self, stage: str, previous: str) -> str:
+        s = self.spec
+        parts: dict[str, Any] = {"stage": stage, "nirlink": version(), "previous": previous}
+        if stage == "ingest":
+            parts["inputs"] = [[i.name, i.kind, i.format, list(i.columns), i.csv.__dict__, _files_fingerprint(i.paths)]
+                               for i in s.inputs]
+        elif stage == "link":
+            parts["linkage"] = s.linkage.__dict__
+            parts["models"] = [_files_fingerprint([p]) for p in (s.linkage.model, s.linkage.register_model) if p]
+        elif stage == "aggregate":
+            parts["first_review_month"] = s.first_review_month
+        elif stage == "export":
+            parts["pseudonymise"] = s.output.pseudonymise
+            key = self._key()
+            parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
+        return _fingerprint(parts)
+
+    def _key(self) -> bytes | None:
+        if not self.spec.output.pseudonymise:
+            return None
+        from ._stage_export import load_key
+
+        return load_key(key_env=self.spec.output.key_env, key_file=self.spec.output.key_file)
+
+    def _run_stage(self, stage: str) -> dict[str, Any]:
+        d, s, c = self.dir, self.spec, self.client
+        progress = self._progress(stage)
+        if stage == "ingest":
+            from ._stage_ingest import run_ingest
+
+            def ingest_progress(done, total):
+                progress("read", done, total)
+
+            return run_ingest(list(s.inputs), d / "ingest", client=c,
+                              chunk_rows=int(_config.get("ingest.chunk-rows", 1_000_000)), progress=ingest_progress)
+        if stage == "link":
+            from linkage import LinkConfig, identity_model, load_model, save_model
+
+            from ._stage_link import run_link
+
+            model_path = s.linkage.model
+            if s.linkage.threshold is not None or s.linkage.margin is not None:
+                model = load_model(model_path) if model_path else identity_model()
+                if s.linkage.threshold is not None:
+                    model.decision["threshold"] = s.linkage.threshold
+                if s.linkage.margin is not None:
+                    model.decision["margin"] = s.linkage.margin
+                model_path = str(self.paths["dir"] / "model-requested.json")
+                save_model(model, model_path)
+            cfg = LinkConfig(
+                signature_buckets=int(_config.get("linkage.signature-buckets", 8)),
+                rows_per_scoring_task=int(_config.get("linkage.rows-per-scoring-task", 200_000)),
+                duckdb_threads=int(_config.get("linkage.duckdb-threads", 1)),
+                duckdb_memory_limit=_config.get("linkage.duckdb-memory-limit", "2GB"),
+                prediction_floor=float(_config.get("linkage.prediction-floor", 0.01)),
+            )
+            return run_link(d / "ingest", d / "link", client=c, model_path=model_path,
+                            register_model_path=s.linkage.register_model, config=cfg, progress=progress)
+        if stage == "attach":
+            from ._stage_attach import run_attach
+
+            return run_attach(d / "ingest", d / "link", d / "attach", client=c, progress=progress)
+        if stage == "aggregate":
+            from ._stage_aggregate import run_aggregate
+
+            if (d / "attach" / "_manifest.json").exists() and "attach" in s.stages:
+                career = d / "attach" / "career" if (d / "attach" / "career").exists() else None
+                resource = d / "attach" / "resource" if (d / "attach" / "resource").exists() else None
+                partitioned = True
+            else:
+                from ._stage_attach import declared_persons
+
+                career, resource = declared_persons(d / "ingest", d / ".aggregate-input")
+                partitioned = False
+            return run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
+                                 partitioned_by_person=partitioned, first_review_month=s.first_review_month,
+                                 progress=lambda done, total: progress("aggregate", done, total))
+        if stage == "export":
+            from ._stage_export import run_export
+
+            return run_export(d, d / "export", client=c, key=self._key(), progress=progress)
+        raise StageError(f"unknown stage {stage!r}")

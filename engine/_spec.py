@@ -1,0 +1,276 @@
+"""Job files (TOML): what an operator writes, validated before anything runs.
+
+Every problem is collected with its field path and raised at once as a SpecError. See the
+README ("Job files") for the format; `nirlink job check FILE` runs this validation alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernels import SpecError
+
+from ._readers import CsvOptions, InputSpec, expand_paths
+from ._schemas import COLUMNS, INPUT_KINDS
+
+__all__ = ["JobSpec", "load_job", "parse_job", "STAGES"]
+
+STAGES = ("ingest", "link", "attach", "aggregate", "export")
+
+
+@dataclass(frozen=True)
+class LinkageOptions:
+    model: str | None = None
+    register_model: str | None = None
+    threshold: float | None = None
+    margin: float | None = None
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    directory: str = ""
+    pseudonymise: bool = False
+    key_env: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    address: str | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    path: str
+    stages: tuple[str, ...]
+    inputs: tuple[InputSpec, ...]
+    linkage: LinkageOptions = field(default_factory=LinkageOptions)
+    first_review_month: str = "2021-01"
+    output: OutputOptions = field(default_factory=OutputOptions)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    text: str = ""
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.output.directory)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+_TOP = {"job", "inputs", "linkage", "aggregate", "output", "cluster"}
+_JOB = {"name", "stages"}
+_INPUT = {"name", "kind", "paths", "format", "columns", "csv"}
+_CSV = {"separator", "encoding", "decimal", "quote"}
+_LINKAGE = {"model", "register_model", "threshold", "margin"}
+_AGGREGATE = {"first_review_month"}
+_OUTPUT = {"directory", "pseudonymise", "key_env", "key_file"}
+_CLUSTER = {"address", "workers", "threads_per_worker", "memory_limit"}
+
+
+class _Checker:
+    def __init__(self):
+        self.errors: list[tuple[str, str]] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append((path, msg))
+
+    def keys(self, table: Any, allowed: set[str], path: str) -> dict:
+        if not isinstance(table, dict):
+            self.err(path, f"expected a table, got {type(table).__name__}")
+            return {}
+        for k in table:
+            if k not in allowed:
+                self.err(f"{path}.{k}" if path else k, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return table
+
+    def typed(self, table: dict, key: str, typ, path: str, *, required: bool = False, default=None):
+        full = f"{path}.{key}" if path else key
+        if key not in table:
+            if required:
+                self.err(full, "missing")
+            return default
+        value = table[key]
+        ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            names = typ.__name__ if not isinstance(typ, tuple) else " or ".join(t.__name__ for t in typ)
+            self.err(full, f"expected {names}, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+
+def _base(path: Path) -> Path:
+    return path.parent if path.name else Path(".")
+
+
+def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) -> JobSpec:
+    """Parse and validate a job file's text; relative paths are relative to the file."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([("", f"not valid TOML: {exc}")], source=path) from None
+    c = _Checker()
+    base = _base(Path(path))
+    c.keys(data, _TOP, "")
+    job = c.keys(data.get("job", {}), _JOB, "job")
+    name = c.typed(job, "name", str, "job", required=True, default="job")
+    if name and not all(ch.isalnum() or ch in "-_." for ch in name):
+        c.err("job.name", f"use letters, digits, '-', '_' or '.' only, got {name!r}")
+    stages = c.typed(job, "stages", list, "job", default=list(STAGES))
+    stages = [s for s in stages if isinstance(s, str)] if stages else []
+    for i, s in enumerate(stages):
+        if s not in STAGES:
+            c.err(f"job.stages[{i}]", f"unknown stage {s!r} (expected one of: {', '.join(STAGES)})")
+    order = [s for s in STAGES if s in stages]
+    if stages and stages != order:
+        c.err("job.stages", f"stages must follow the order {', '.join(STAGES)}")
+
+    raw_inputs = data.get("inputs", [])
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        c.err("inputs", "at least one [[inputs]] table is required")
+        raw_inputs = [] if not isinstance(raw_inputs, list) else raw_inputs
+    inputs: list[InputSpec] = []
+    names = []
+    for i, raw in enumerate(raw_inputs):
+        p = f"inputs[{i}]"
+        raw = c.keys(raw, _INPUT, p)
+        iname = c.typed(raw, "name", str, p, required=True, default=f"input{i}")
+        kind = c.typed(raw, "kind", str, p, required=True, default="career")
+        if kind not in INPUT_KINDS:
+            c.err(f"{p}.kind", f"must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
+            kind = "career"
+        if iname in names:
+            c.err(f"{p}.name", f"duplicate input name {iname!r}")
+        names.append(iname)
+        paths = c.typed(raw, "paths", list, p, required=True, default=[])
+        resolved = []
+        for j, item in enumerate(paths):
+            if not isinstance(item, str):
+                c.err(f"{p}.paths[{j}]", f"expected a string, got {item!r}")
+                continue
+            full = item if os.path.isabs(item) else str(base / item)
+            resolved.append(full)
+            if check_files:
+                _, missing = expand_paths([full])
+                if missing:
+                    c.err(f"{p}.paths[{j}]", f"no file matches {full}")
+        fmt = c.typed(raw, "format", str, p, default="auto")
+        if fmt not in ("auto", "parquet", "csv"):
+            c.err(f"{p}.format", f"must be auto, parquet or csv, got {fmt!r}")
+        columns = c.typed(raw, "columns", dict, p, default={})
+        known = {col.name for col in COLUMNS.get(kind, ())}
+        mapping = []
+        for k, v in (columns or {}).items():
+            if k not in known:
+                c.err(f"{p}.columns.{k}", f"not a {kind} column (expected one of: {', '.join(sorted(known))})")
+            elif not isinstance(v, str) or not v:
+                c.err(f"{p}.columns.{k}", f"expected the source column name, got {v!r}")
+            else:
+                mapping.append((k, v))
+        csv_raw = c.keys(raw.get("csv", {}), _CSV, f"{p}.csv")
+        sep = c.typed(csv_raw, "separator", str, f"{p}.csv", default="auto")
+        if sep not in ("auto", ";", ",", "\t", "|"):
+            c.err(f"{p}.csv.separator", f"must be auto, ';', ',', tab or '|', got {sep!r}")
+        enc = c.typed(csv_raw, "encoding", str, f"{p}.csv", default="auto")
+        if enc not in ("auto", "utf-8", "latin-1"):
+            c.err(f"{p}.csv.encoding", f"must be auto, utf-8 or latin-1, got {enc!r}")
+        dec = c.typed(csv_raw, "decimal", str, f"{p}.csv", default="auto")
+        if dec not in ("auto", ".", ","):
+            c.err(f"{p}.csv.decimal", f"must be auto, '.' or ',', got {dec!r}")
+        quote = c.typed(csv_raw, "quote", str, f"{p}.csv", default='"')
+        if len(quote or "") != 1:
+            c.err(f"{p}.csv.quote", f"must be one character, got {quote!r}")
+        inputs.append(InputSpec(iname, kind, tuple(resolved), fmt if fmt in ("auto", "parquet", "csv") else "auto",
+                                tuple(mapping), CsvOptions(sep, enc, dec, quote or '"')))
+    kinds = {i.kind for i in inputs}
+    if any(s in order for s in ("link", "attach")) and "register" not in kinds:
+        c.err("inputs", "the link stage needs an input of kind 'register'")
+
+    lk = c.keys(data.get("linkage", {}), _LINKAGE, "linkage")
+    model = c.typed(lk, "model", str, "linkage")
+    reg_model = c.typed(lk, "register_model", str, "linkage")
+    for key, value in (("model", model), ("register_model", reg_model)):
+        if value is not None:
+            full = value if os.path.isabs(value) else str(base / value)
+            if check_files and not os.path.isfile(full):
+                c.err(f"linkage.{key}", f"model file {full} not found")
+            if key == "model":
+                model = full
+            else:
+                reg_model = full
+    threshold = c.typed(lk, "threshold", float, "linkage")
+    if threshold is not None and not 0 < threshold < 1:
+        c.err("linkage.threshold", f"must be within (0, 1), got {threshold!r}")
+    margin = c.typed(lk, "margin", float, "linkage")
+    if margin is not None and margin < 0:
+        c.err("linkage.margin", f"must be >= 0 (bits of match weight), got {margin!r}")
+
+    ag = c.keys(data.get("aggregate", {}), _AGGREGATE, "aggregate")
+    frm = c.typed(ag, "first_review_month", str, "aggregate", default="2021-01")
+    try:
+        y, m = (int(x) for x in frm.split("-"))
+        if not (1990 <= y <= 2100 and 1 <= m <= 12):
+            raise ValueError
+    except (ValueError, AttributeError):
+        c.err("aggregate.first_review_month", f"expected YYYY-MM, got {frm!r}")
+
+    out = c.keys(data.get("output", {}), _OUTPUT, "output")
+    directory = c.typed(out, "directory", str, "output", required=True, default="")
+    if directory and not os.path.isabs(directory):
+        directory = str(base / directory)
+    pseud = c.typed(out, "pseudonymise", bool, "output", default=False)
+    key_env = c.typed(out, "key_env", str, "output")
+    key_file = c.typed(out, "key_file", str, "output")
+    if key_file and not os.path.isabs(key_file):
+        key_file = str(base / key_file)
+    if pseud:
+        if not key_env and not key_file:
+            c.err("output.pseudonymise", "needs output.key_env (an environment variable) or output.key_file")
+        if key_env and key_env not in os.environ:
+            c.err("output.key_env", f"environment variable {key_env} is not set")
+        if key_file and check_files and not os.path.isfile(key_file):
+            c.err("output.key_file", f"key file {key_file} not found")
+
+    cl = c.keys(data.get("cluster", {}), _CLUSTER, "cluster")
+    address = c.typed(cl, "address", str, "cluster")
+    workers = c.typed(cl, "workers", int, "cluster")
+    if workers is not None and workers < 1:
+        c.err("cluster.workers", f"must be >= 1, got {workers}")
+    threads = c.typed(cl, "threads_per_worker", int, "cluster")
+    if threads is not None and threads < 1:
+        c.err("cluster.threads_per_worker", f"must be >= 1, got {threads}")
+    memory = c.typed(cl, "memory_limit", str, "cluster")
+    if address and (workers or threads or memory):
+        c.err("cluster", "workers, threads_per_worker and memory_limit size a local cluster; not with an address")
+
+    if c.errors:
+        raise SpecError(c.errors, source=path)
+    return JobSpec(
+        name=name, path=path, stages=tuple(order), inputs=tuple(inputs),
+        linkage=LinkageOptions(model, reg_model, threshold, margin), first_review_month=frm,
+        output=OutputOptions(directory, pseud, key_env, key_file),
+        cluster=ClusterOptions(address, workers, threads, memory), text=text,
+    )
+
+
+def load_job(path: str | os.PathLike, *, check_files: bool = True) -> JobSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([("", "job file not found")], source=str(path)) from None
+    except UnicodeDecodeError:
+        raise SpecError([("", "job file is not UTF-8 text")], source=str(path)) from None
+    return parse_job(text, path=str(path.resolve()), check_files=check_files)

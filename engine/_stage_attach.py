@@ -1,0 +1,139 @@
+"""The attach stage: the link table joined back onto every ingested row, rows regrouped by person.
+
+The link table (one row per signature) is sorted once into an Arrow IPC file that every task
+memory-maps (the operating system shares its pages between the worker processes); each task
+computes the signature id of its rows, looks them up by binary search and writes its rows
+into person buckets (``<source>/b=<k>/``), so the aggregate stage reads each bucket as one
+partition holding every row of its persons - no second shuffle. Rows with no linked person
+go to ``<source>/b=nulls/``: kept, counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
+
+__all__ = ["run_attach", "PERSON_COLUMNS"]
+
+PERSON_COLUMNS = ["person", "person_birth_year", "person_birth_month", "link_status", "link_method",
+                  "match_probability"]
+
+
+def _build_lookup(link_dir: str, out: str) -> int:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    table = con.sql(f"""
+        select l.signature, l.person, r.birth_year as person_birth_year, r.birth_month as person_birth_month,
+               l.status as link_status, l.method as link_method, l.match_probability
+        from read_parquet('{link_dir}/links/*.parquet') l
+        left join read_parquet('{link_dir}/register/*.parquet') r on r.nir = l.person
+        order by l.signature""").to_arrow_table()
+    con.close()
+    table = table.combine_chunks()
+    with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return table.num_rows
+
+
+def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, part: str) -> dict[str, Any]:
+    from linkage._buckets import key_hash, write_buckets
+    from linkage._prepare import signature_ids
+
+    rows = pq.read_table(path, use_threads=False)
+    with pa.memory_map(lookup, "r") as source_file:
+        links = ipc.open_file(source_file).read_all()
+        keys = links.column("signature").to_numpy()
+        sig = signature_ids(rows)
+        pos = np.searchsorted(keys, sig)
+        pos = np.minimum(pos, max(len(keys) - 1, 0))
+        found = (keys[pos] == sig) if len(keys) else np.zeros(len(sig), bool)
+        idx = pa.array(pos, mask=~found)
+        extra = {c: links.column(c).take(idx) for c in PERSON_COLUMNS}
+    # only linked rows carry a person; ambiguous and unlinked rows keep their status
+    linked = pc.fill_null(pc.equal(extra["link_status"], "linked"), False)
+    extra["person"] = pc.if_else(linked, extra["person"], pa.nulls(rows.num_rows, pa.string()))
+    extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+    for name in PERSON_COLUMNS:
+        rows = rows.append_column(name, extra[name].combine_chunks() if isinstance(extra[name], pa.ChunkedArray)
+                                  else extra[name])
+    h, valid = key_hash(rows, ["person"])
+    written = write_buckets(rows, h, valid, n_buckets, Path(out) / source, part)
+    nulls = ~valid
+    if nulls.any():
+        write_parquet(rows.filter(pa.array(nulls)), Path(out) / source / "b=nulls" / f"{part}.parquet")
+    status = Counter(extra["link_status"].to_pylist())
+    return {"source": source, "rows": rows.num_rows, "rows_with_person": int(valid.sum()),
+            "rows_without_person": int(nulls.sum()), "buckets": len(written),
+            **{f"status_{k}": v for k, v in status.items()}}
+
+
+def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, *, client=None,
+               person_buckets: int | None = None, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    from linkage._tasks import run_tasks
+
+    from ._stage_link import ingested_files
+
+    files = ingested_files(ingest_dir)
+    link_dir = Path(link_dir).resolve()
+    out_dir = Path(out_dir)
+    total_rows = sum(pq.read_metadata(f).num_rows for k in ("career", "resource") for f in files[k])
+    n_buckets = person_buckets or max(1, min(1024, total_rows // 2_000_000 + 1))
+    with staged_directory(out_dir) as work:
+        work = work.resolve()
+        lookup = str(work / ".links.arrow")
+        signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup)], name="attach-lookup",
+                               progress=progress)[0]
+        args = [(f, source, lookup, str(work), n_buckets, f"part-{i:05d}")
+                for source in ("career", "resource") for i, f in enumerate(files[source])]
+        results = run_tasks(client, _attach_file, args, name="attach", progress=progress)
+        os.remove(lookup)
+        per_source: dict[str, Counter] = {}
+        for r in results:
+            per_source.setdefault(r["source"], Counter()).update({k: v for k, v in r.items() if k != "source"})
+        for source, c in per_source.items():
+            if c["rows"] != c["rows_with_person"] + c["rows_without_person"]:
+                from kernels import StageError
+
+                raise StageError(f"attach: counts do not reconcile for {source}")
+        manifest = {
+            "stage": "attach", "signatures": signatures, "person_buckets": n_buckets,
+            "inputs": {s: dict(c) for s, c in per_source.items()},
+            "tables": {s: describe_dataset(work / s, relative_to=work) for s in per_source if (work / s).exists()},
+        }
+        write_json(work / "_manifest.json", manifest)
+    return manifest
+
+
+def declared_persons(ingest_dir: str | Path, out_dir: str | Path) -> tuple[Path | None, Path | None]:
+    """Without linkage: the ingested rows with their own valid NIR as the person (rows whose
+    NIR is not valid have no person). The aggregate stage then shuffles them by person."""
+    from ._stage_link import ingested_files
+
+    files = ingested_files(ingest_dir)
+    out_dir = Path(out_dir)
+    result = []
+    for source in ("career", "resource"):
+        if not files[source]:
+            result.append(None)
+            continue
+        for i, f in enumerate(files[source]):
+            t = pq.read_table(f)
+            t = t.append_column("person", t.column("nir"))
+            t = t.append_column("person_birth_year", t.column("nir_birth_year"))
+            t = t.append_column("person_birth_month", t.column("nir_birth_month"))
+            write_parquet(t, out_dir / source / f"part-{i:05d}.parquet")
+        result.append(out_dir / source)
+    return result[0], result[1]

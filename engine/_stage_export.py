@@ -1,0 +1,157 @@
+"""The export stage: the datasets other systems consume, with documented schemas and a manifest.
+
+Published under ``export/``: linked rows (hive-partitioned by year), the per-person aggregate
+tables (person-year and person-month tables partitioned by year), the link table and a
+summary of rejects (where and why, never the rejected values). Identity fields (names,
+birth dates, declared NIRs) stay inside nirlink: other systems get the person and the facts.
+With pseudonymisation, every NIR becomes HMAC-SHA256(key, NIR) in hex: the same key gives the
+same pseudonym across jobs; the key is read from a file or an environment variable and is
+never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from kernels import InputError
+
+from ._datasets import describe_dataset, staged_directory, write_json
+
+__all__ = ["run_export", "pseudonymise", "load_key", "EXPORTS"]
+
+ROW_COLUMNS = {
+    "career": ["record_id", "person", "employer_id", "year", "start_date", "end_date", "kind", "gross_salary", "days",
+               "nir_status", "link_status", "link_method", "match_probability"],
+    "resource": ["record_id", "person", "payer_id", "period", "kind", "amount", "nir_status", "link_status",
+                 "link_method", "match_probability"],
+}
+# table -> (source path relative to the job directory, hive partition column or None)
+EXPORTS = {
+    "career_rows": ("attach/career", "year"),
+    "resource_rows": ("attach/resource", "year"),
+    "career_person_year": ("aggregate/career_person_year", "year"),
+    "career_person": ("aggregate/career_person", None),
+    "resource_person_month": ("aggregate/resource_person_month", "year"),
+    "resource_person_year": ("aggregate/resource_person_year", "year"),
+    "resource_person_review": ("aggregate/resource_person_review", None),
+    "links": ("link/links", None),
+}
+NIR_COLUMNS = ("person", "register_nir")
+
+
+def load_key(*, key_env: str | None, key_file: str | None) -> bytes:
+    if key_file:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise InputError(f"pseudonymisation key file {key_file}: {exc.strerror}") from None
+    elif key_env:
+        value = os.environ.get(key_env)
+        if value is None:
+            raise InputError(f"pseudonymisation key: environment variable {key_env} is not set")
+        key = value.encode("utf-8")
+    else:
+        raise InputError("pseudonymisation needs a key (key_file or key_env)")
+    if len(key) < 16:
+        raise InputError("pseudonymisation key must be at least 16 bytes")
+    return key
+
+
+def pseudonymise(values: pa.Array, key: bytes) -> pa.Array:
+    """HMAC-SHA256 of each value (hex); computed once per distinct value."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    enc = values.dictionary_encode()
+    digests = [hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest() if v is not None else None
+               for v in enc.dictionary.to_pylist()]
+    return pa.array(digests, pa.string()).take(enc.indices)
+
+
+def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
+    if name in ("career_rows", "resource_rows"):
+        source = name.split("_")[0]
+        if source == "resource":
+            table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
+        table = table.select([c for c in ROW_COLUMNS[source] if c in table.column_names] +
+                             (["year"] if source == "resource" else []))
+    if name == "resource_person_month":
+        table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
+    if name == "links":
+        table = table.drop_columns([c for c in ("register_nir",) if c in table.column_names])
+    if key is not None:
+        for col in NIR_COLUMNS:
+            if col in table.column_names:
+                table = table.set_column(table.column_names.index(col), col, pseudonymise(table.column(col), key))
+    return table
+
+
+def _export_file(src: str, name: str, partition: str | None, out: str, part: str, key: bytes | None) -> int:
+    table = _prepare(pq.read_table(src, use_threads=False), name, key)
+    if table.num_rows == 0:
+        return 0
+    target = Path(out) / name
+    if partition is None:
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, target / f"{part}.parquet", compression="zstd")
+    else:
+        ds.write_dataset(table, target, format="parquet", partitioning=[partition], partitioning_flavor="hive",
+                         basename_template=f"{part}-{{i}}.parquet", existing_data_behavior="overwrite_or_ignore",
+                         use_threads=False, file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"))
+    return table.num_rows
+
+
+def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    from linkage._tasks import run_tasks
+
+    job_dir = Path(job_dir)
+    args = []
+    for name, (rel, partition) in EXPORTS.items():
+        src = job_dir / rel
+        if not src.exists():
+            continue
+        files = sorted(str(p) for p in src.rglob("*.parquet") if not p.name.startswith("."))
+        for i, f in enumerate(files):
+            args.append((f, name, partition, None, f"part-{i:05d}", key))
+    with staged_directory(out_dir) as work:
+        work = work.resolve()
+        args = [(f, n, p, str(work), part, k) for f, n, p, _, part, k in args]
+        counts = run_tasks(client, _export_file, args, name="export", progress=progress)
+        rejects = _rejects_summary(job_dir, work)
+        tables = {}
+        for name, (_, partition) in EXPORTS.items():
+            if (work / name).exists():
+                tables[name] = {**describe_dataset(work / name, relative_to=work), "hive_partitioning": partition}
+        manifest = {
+            "stage": "export",
+            "pseudonymised": key is not None,
+            "pseudonym": "HMAC-SHA256 of the NIR, hex" if key is not None else None,
+            "rows_written": sum(counts),
+            "tables": tables,
+            "rejects": rejects,
+        }
+        write_json(work / "_manifest.json", manifest)
+    return manifest
+
+
+def _rejects_summary(job_dir: Path, work: Path) -> dict[str, int]:
+    src = job_dir / "ingest" / "rejects"
+    if not src.exists():
+        return {}
+    files = sorted(src.rglob("*.parquet"))
+    if not files:
+        return {}
+    t = pa.concat_tables([pq.read_table(f, columns=["source_file", "row_number", "column", "reason"]) for f in files])
+    (work / "rejects").mkdir(parents=True, exist_ok=True)
+    pq.write_table(t, work / "rejects" / "part-00000.parquet", compression="zstd")
+    return {str(k): int(v) for k, v in zip(*[c.to_pylist() for c in pc.value_counts(t.column("reason")).flatten()])}

@@ -1,0 +1,149 @@
+"""`nirlink link`, `nirlink model train|show`, `nirlink evaluate`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from . import app
+from ._utilities import OutputFormat, emit, handle_errors
+
+model_app = typer.Typer(help="Linkage models (Splink settings plus their training recipe).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+def _model(path: str | None, builtin: str):
+    from linkage import identity_model, load_model, register_model
+
+    if path in (None, "identity", "register"):
+        return identity_model() if (path or builtin) == "identity" else register_model()
+    return load_model(path)
+
+
+@app.command("link")
+@handle_errors
+def link(
+    model: str = typer.Option("identity", "--model", help="Model file (JSON), or the built-in 'identity' / 'register'."),
+    inputs: list[Path] = typer.Option(..., "--input", help="One dataset (dedupe) or two (link); CSV or Parquet."),
+    out: Path = typer.Option(..., "--out", help="Output directory: pairs/, clusters/, model.json, charts."),
+    id_column: str = typer.Option("unique_id", "--id-column", help="The records' unique id column."),
+    threshold: float = typer.Option(None, "--threshold", help="Match probability for clusters (default: the model's)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
+    workers: int = typer.Option(None, "--workers", help="Workers of the local cluster."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Score and cluster records with any nirlink model file (training it first if it is untrained)."""
+    from cluster import open_client
+    from linkage._front import link_datasets
+
+    spec = _model(model, "identity")
+    if threshold is not None and not 0 < threshold < 1:
+        raise typer.BadParameter("--threshold must be within (0, 1)")
+    with open_client(scheduler, n_workers=workers, dashboard=False) as client:
+        info = link_datasets(spec, [str(p) for p in inputs], out, id_column=id_column, threshold=threshold,
+                             client=client)
+
+    def render(d):
+        typer.echo(f"{d['scoring']['pairs']:,} scored pairs in {d['scoring']['tasks']} tasks -> {out / 'pairs'}")
+        typer.echo(f"{d['clusters']:,} clusters of {d['clustered_records']:,} records at p >= {d['threshold']} "
+                   f"-> {out / 'clusters'}")
+        typer.echo(f"model: {out / 'model.json'}")
+
+    emit(info, output, render)
+
+
+@model_app.command("train")
+@handle_errors
+def model_train(
+    inputs: list[Path] = typer.Option(..., "--input", help="One dataset (dedupe) or two (records, register)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the trained model (JSON)."),
+    model: str = typer.Option("identity", "--model", help="Model file or built-in name."),
+    id_column: str = typer.Option("unique_id", "--id-column"),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Train a model on data and save it (plain Splink loads the 'splink' part unchanged)."""
+    from linkage import save_model
+    from linkage._front import read_dataset, save_charts, train_on
+
+    spec = _model(model, "identity")
+    tables = [read_dataset(p, id_column=id_column) for p in inputs]
+    info = train_on(spec, tables[0], tables[1] if len(tables) > 1 else None)
+    save_model(spec, out)
+    info["charts"] = save_charts(spec, out.parent, out.stem)
+    emit(info, output, lambda d: typer.echo(f"trained {spec.name!r} -> {out} (charts: {', '.join(d['charts'])})"))
+
+
+@model_app.command("show")
+@handle_errors
+def model_show(
+    model: str = typer.Argument("identity", help="Model file or built-in name."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Comparisons, levels and (when trained) m, u and match weights; blocking rules; decision thresholds."""
+    spec = _model(model, "identity")
+    trained = spec.settings() if spec.trained else None
+    rows = []
+    for i, comp in enumerate(spec.comparisons):
+        levels = trained["comparisons"][i]["comparison_levels"] if trained else [None] * len(comp.levels)
+        for lv, tl in zip(comp.levels, levels):
+            m = tl.get("m_probability") if tl else None
+            u = tl.get("u_probability") if tl else None
+            w = math.log2(m / u) if m and u else None
+            rows.append({"comparison": comp.name, "level": lv.label, "m": m, "u": u, "weight": w,
+                         "tf": lv.tf_column})
+    data = {"name": spec.name, "link_type": spec.link_type, "trained": spec.trained,
+            "probability_two_random_records_match": trained["probability_two_random_records_match"] if trained else None,
+            "levels": rows, "blocking": [{"name": b.name, "sql": b.sql} for b in spec.blocking],
+            "decision": spec.decision}
+
+    def render(d):
+        typer.echo(f"model {d['name']} ({d['link_type']}, {'trained' if d['trained'] else 'untrained'})")
+        if d["trained"]:
+            typer.echo(f"  probability two random records match: {d['probability_two_random_records_match']:.3g}")
+        for r in d["levels"]:
+            w = f"{r['weight']:+7.2f}" if r["weight"] is not None else "       "
+            typer.echo(f"  {r['comparison']:<12} {r['level']:<45} {w}" + (f"  tf({r['tf']})" if r["tf"] else ""))
+        typer.echo("  blocking rules:")
+        for b in d["blocking"]:
+            typer.echo(f"    {b['name']:<24} {b['sql']}")
+        typer.echo(f"  decision: {d['decision']}")
+
+    emit(data, output, render)
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate(
+    link_dir: Path = typer.Option(..., "--links", help="A link stage output (job_dir/link)."),
+    rows: Path = typer.Option(..., "--rows", help="The ingest stage output the links were made from."),
+    truth: Path = typer.Option(..., "--truth", help="Truth dataset (nirlink synth's truth/)."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status."""
+    from engine._stage_link import ingested_files
+    from linkage import load_model
+    from linkage._evaluate import evaluate as run
+
+    files = ingested_files(rows)
+    model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
+    report = run(link_dir, files["career"] + files["resource"], truth, model=model)
+
+    def render(r):
+        for level in ("signatures", "rows"):
+            s = r[level]
+            typer.echo(f"{level:<11} precision {s['precision']:.5f}  recall {s['recall']:.5f}  F1 {s['f1']:.5f}  "
+                       f"(tp {s['true_positives']:,}, fp {s['false_positives']:,}, fn {s['false_negatives']:,}, "
+                       f"ambiguous {s['ambiguous']:,})")
+        for status, s in r["signatures_by_nir_status"].items():
+            typer.echo(f"  {status:<16} precision {s['precision']:.5f}  recall {s['recall']:.5f}")
+        if "blocking" in r:
+            b = r["blocking"]
+            typer.echo(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
+                       f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,})")
+        if "register_duplicates" in r:
+            d = r["register_duplicates"]
+            typer.echo(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f}")
+
+    emit(report, output, render)

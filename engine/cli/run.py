@@ -1,0 +1,141 @@
+"""`nirlink run` (foreground, with progress) and `nirlink submit` (detached, returns a job id)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from . import app
+from ._utilities import OutputFormat, emit, handle_errors, stderr_console
+
+
+def _summary(job_dir: Path) -> dict:
+    from engine._datasets import read_json
+    from engine._runner import job_paths, read_state
+
+    state = read_state(job_dir)
+    out = {"job_id": state.job_id, "status": state.status, "error": state.error, "directory": str(job_dir),
+           "report": str(job_paths(job_dir)["report"]), "stage_seconds": state.stage_seconds,
+           "skipped": list(state.skipped)}
+    for stage in ("ingest", "link", "aggregate", "export"):
+        m = job_dir / stage / "_manifest.json"
+        if m.exists():
+            data = read_json(m)
+            if stage == "ingest":
+                out["ingest"] = {k: v["totals"] for k, v in data["inputs"].items()}
+            elif stage == "link":
+                out["link"] = {k: v for k, v in data["decisions"].items() if k != "by_nir_status"}
+            elif stage == "aggregate":
+                out["aggregate"] = {k: v["rows"] for k, v in data["tables"].items()}
+            else:
+                out["export"] = {"directory": str(job_dir / "export"), "pseudonymised": data["pseudonymised"],
+                                 "tables": {k: v["rows"] for k, v in data["tables"].items()}}
+    return out
+
+
+def _render(s: dict) -> None:
+    typer.echo(f"job {s['job_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+    for stage in ("ingest", "link", "attach", "aggregate", "export"):
+        if stage in s["stage_seconds"]:
+            typer.echo(f"  {stage:<10} {s['stage_seconds'][stage]:>9.1f} s")
+    for stage in s["skipped"]:
+        typer.echo(f"  {stage:<10} skipped (published output up to date)")
+    for name, t in s.get("ingest", {}).items():
+        typer.echo(f"  ingest {name}: {t['rows_read']:,} rows read, {t['accepted']:,} accepted, {t['rejected']:,} rejected")
+    if "link" in s:
+        d = s["link"]
+        typer.echo(f"  link: {d.get('signatures_linked', 0):,} signatures linked ({d.get('linked_by_nir', 0):,} by NIR, "
+                   f"{d.get('linked_by_model', 0):,} by model), {d.get('signatures_ambiguous', 0):,} ambiguous, "
+                   f"{d.get('signatures_unlinked', 0):,} unlinked")
+    for name, rows in s.get("aggregate", {}).items():
+        typer.echo(f"  {name}: {rows:,} rows")
+    typer.echo(f"outputs: {s['directory']}")
+    if "export" in s:
+        typer.echo(f"export:  {s['export']['directory']}")
+    typer.echo(f"report:  {s['report']}")
+
+
+@app.command()
+@handle_errors
+def run(
+    file: Path = typer.Argument(..., help="Job file (TOML)."),
+    restart: bool = typer.Option(False, "--restart", help="Run every stage again, even those already published."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Run FILE in the foreground, with a progress display per stage."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cluster import open_client
+    from engine._runner import Job
+    from engine._spec import load_job
+
+    spec = load_job(file)
+    console = stderr_console()
+    address = scheduler or spec.cluster.address
+    show = output == OutputFormat.text
+    with open_client(address, n_workers=spec.cluster.workers, threads_per_worker=spec.cluster.threads_per_worker,
+                     memory_limit=spec.cluster.memory_limit) as client:
+        if show:
+            console.print(f"Dask dashboard: {client.dashboard_link}")
+        with Progress(TextColumn("{task.fields[stage]:<10}"), TextColumn("{task.description:<24}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not show) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(stage, step, done, total):
+                key = f"{stage}/{step}"
+                if key not in tasks:
+                    tasks[key] = bar.add_task(step, total=total, stage=stage)
+                bar.update(tasks[key], completed=done, total=total)
+
+            job = Job(spec, client=client, restart=restart, progress=progress, scheduler=address)
+            try:
+                job.run()
+            finally:
+                pass
+    emit(_summary(spec.directory), output, _render)
+
+
+def _driver(job_file: str, job_id: str, restart: bool, scheduler: str | None) -> str:
+    """Runs on a Dask worker: the job's own driver, submitting its tasks through a worker client."""
+    from distributed import worker_client
+
+    from engine._runner import Job
+    from engine._spec import load_job
+
+    spec = load_job(job_file)
+    with worker_client() as client:
+        job = Job(spec, client=client, job_id=job_id, restart=restart, scheduler=scheduler)
+        return job.run().status
+
+
+@app.command()
+@handle_errors
+def submit(
+    file: Path = typer.Argument(..., help="Job file (TOML)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
+    restart: bool = typer.Option(False, "--restart", help="Run every stage again."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+) -> None:
+    """Submit FILE to a running cluster and return its job id at once; the job goes on without this terminal."""
+    from distributed import fire_and_forget
+
+    from cluster import open_client
+    from engine._runner import Job, new_job_id
+    from engine._spec import load_job
+
+    spec = load_job(file)
+    address = scheduler or spec.cluster.address
+    if not address:
+        raise typer.BadParameter("submit needs a scheduler: --scheduler ADDR or cluster.address in the job file")
+    job_id = new_job_id(spec.name)
+    Job(spec, job_id=job_id, scheduler=address).submit()
+    with open_client(address) as client:
+        future = client.submit(_driver, str(Path(file).resolve()), job_id, restart, address,
+                               key=f"nirlink-job-{job_id}", pure=False)
+        fire_and_forget(future)
+        time.sleep(0.2)  # let the scheduler receive the task before this client goes away
+    emit({"job_id": job_id, "directory": str(spec.directory), "scheduler": address}, output,
+         lambda d: typer.echo(d["job_id"]))
