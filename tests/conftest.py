@@ -41,3 +41,48 @@ def synth_100k(tmp_path_factory, dask_client):
     out = tmp_path_factory.mktemp("synth_100k")
     summary = synth(out, persons=100_000, partitions=4, client=dask_client, params=SynthParams(seed=2024))
     return out, summary
+
+
+def write_job(path, data_dir, out_dir, *, stages=None, extra: str = "") -> str:
+    """A job file over a synthetic dataset (register, career, resource)."""
+    stages = stages or ["ingest", "link", "attach", "aggregate", "export"]
+    text = f"""
+[job]
+name = "t"
+stages = {stages!r}
+
+[[inputs]]
+name = "register"
+kind = "register"
+paths = ["{data_dir}/register"]
+
+[[inputs]]
+name = "career"
+kind = "career"
+paths = ["{data_dir}/career"]
+
+[[inputs]]
+name = "resource"
+kind = "resource"
+paths = ["{data_dir}/resource"]
+
+[output]
+directory = "{out_dir}"
+{extra}
+"""
+    path.write_text(text.replace("'", '"'))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def job_run(tmp_path_factory, synth_small, dask_client):
+    """The full main job on the small synthetic dataset, run once per session."""
+    from engine._runner import Job
+    from engine._spec import load_job
+
+    root, _ = synth_small
+    base = tmp_path_factory.mktemp("job")
+    job_file = write_job(base / "job.toml", root, base / "out")
+    state = Job(load_job(job_file), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    return root, base / "out", job_file
