@@ -89,6 +89,7 @@ def describe_dataset(directory: str | os.PathLike, *, relative_to: str | os.Path
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)

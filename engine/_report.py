@@ -126,8 +126,8 @@ def write_report(job_dir: str | Path, out: str | Path) -> Path:
             for k, v in t["nir_status"].items():
                 statuses[k] = statuses.get(k, 0) + v
         sec.append("<h2>Ingest</h2>" + _table(["input", "kind", "rows read", "accepted", "rejected"], rows))
-        sec.append("<p>Rejects by reason</p>" + _table(["reason", "rows"], sorted(reasons.items(), key=lambda x: -x[1]))
-                   if reasons else "<p>No rejected rows.</p>")
+        sec.append("<p>Rejects by reason</p>" + (_table(["reason", "rows"], sorted(reasons.items(), key=lambda x: -x[1]))
+                                                 if reasons else "<p class='small'>none</p>"))
         sec.append("<p>NIR status of accepted rows</p>" + _table(["status", "rows"], sorted(statuses.items())))
     if "link" in manifests:
         m = manifests["link"]

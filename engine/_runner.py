@@ -161,8 +161,9 @@ class Job:
                     write_json(self.paths["state"], ins.state.to_json())
                     if not isinstance(ins.event, (Heartbeat, Progress)):
                         with open(self.paths["events"], "a", encoding="utf-8") as f:
-                            f.write(json.dumps({"event": type(ins.event).__name__, **ins.event.__dict__},
-                                               default=str) + "\n")
+                            fields = {k: round(v, 3) if isinstance(v, float) else v
+                                      for k, v in ins.event.__dict__.items()}
+                            f.write(json.dumps({"event": type(ins.event).__name__, **fields}, default=str) + "\n")
                 elif isinstance(ins, Log):
                     self.log.write(ins.level, ins.message, **ins.fields)
 

@@ -10,6 +10,19 @@ settings.register_profile("nirlink", deadline=None, suppress_health_check=[Healt
 settings.load_profile("nirlink")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def job_registry(tmp_path_factory):
+    """Jobs registered by tests go to a temporary registry, never to ~/.nirlink."""
+    import os
+
+    import dask.config
+
+    path = str(tmp_path_factory.mktemp("registry"))
+    os.environ["DASK_NIRLINK__JOBS__REGISTRY"] = path
+    with dask.config.set({"nirlink.jobs.registry": path}):
+        yield path
+
+
 @pytest.fixture(scope="session")
 def dask_client():
     """An in-process LocalCluster (2 workers x 1 thread, no dashboard) for integration tests."""

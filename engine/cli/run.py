@@ -99,16 +99,23 @@ def run(
 
 
 def _driver(job_file: str, job_id: str, restart: bool, scheduler: str | None) -> str:
-    """Runs on a Dask worker: the job's own driver, submitting its tasks through a worker client."""
-    from distributed import worker_client
+    """Runs on a Dask worker: the job's own driver. It leaves the worker's thread pool (so it
+    does not hold a task slot while it waits) and talks to the scheduler through a client of
+    its own, which lives as long as the job - not as long as the client that submitted it."""
+    from distributed import Client, get_worker, secede
 
     from engine._runner import Job
     from engine._spec import load_job
 
     spec = load_job(job_file)
-    with worker_client() as client:
+    worker = get_worker()
+    secede()
+    client = Client(worker.scheduler.address, security=worker.security, set_as_default=False)
+    try:
         job = Job(spec, client=client, job_id=job_id, restart=restart, scheduler=scheduler)
         return job.run().status
+    finally:
+        client.close()
 
 
 @app.command()

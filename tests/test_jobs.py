@@ -1,0 +1,212 @@
+"""Operators' view: job files run, resumed, re-run byte for byte, submitted detached, watched,
+cancelled; exports readable by DuckDB and Polars; pseudonyms stable and keyed; no NIR leaks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import dask.config
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from engine._runner import Job, job_paths, read_state, request_cancel
+from engine._spec import load_job
+from engine.cli import app
+from tests.conftest import write_job
+
+runner = CliRunner()
+NIR_RE = re.compile(r"(?<![0-9A-Za-z.])[1-8][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?(?![0-9A-Za-z])")
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.parquet")) if "_job" not in p.parts}
+
+
+def test_run_cli_json_then_resume_skips_everything(job_run, dask_client):
+    root, out, job_file = job_run
+    result = runner.invoke(app, ["run", job_file, "--output", "json", "--scheduler", dask_client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "succeeded"
+    assert summary["skipped"] == ["ingest", "link", "attach", "aggregate", "export"]
+    assert summary["ingest"]["career"]["rows_read"] == summary["ingest"]["career"]["accepted"] + \
+        summary["ingest"]["career"]["rejected"]
+    assert summary["link"]["signatures_linked"] > 0 and summary["aggregate"]["career_person"] > 2500
+    assert Path(summary["report"]).exists()
+
+
+def test_restart_publishes_byte_identical_datasets(job_run, dask_client):
+    root, out, job_file = job_run
+    before = _digest(out)
+    assert len(before) > 20
+    state = Job(load_job(job_file), client=dask_client, restart=True).run()
+    assert state.status == "succeeded" and not state.skipped
+    assert _digest(out) == before
+
+
+def test_report_has_the_numbers(job_run):
+    _, out, _ = job_run
+    html = job_paths(out)["report"].read_text()
+    for needle in ("Ingest", "Rejects by reason", "Linkage", "linked by NIR", "Register duplicates", "Aggregates",
+                   "Total quarters per person", "SAM in euros", "Export"):
+        assert needle in html, needle
+
+
+def test_exports_read_with_no_options(job_run):
+    _, out, _ = job_run
+    manifest = json.loads((out / "export" / "_manifest.json").read_text())
+    assert set(manifest["tables"]) >= {"career_rows", "resource_rows", "career_person_year", "career_person",
+                                       "resource_person_month", "resource_person_year", "resource_person_review",
+                                       "links"}
+    for name, info in manifest["tables"].items():
+        d = out / "export" / name
+        n = duckdb.sql(f"select count(*) from read_parquet('{d}/**/*.parquet')").fetchall()[0][0]
+        assert n == info["rows"], name
+        df = pl.read_parquet(d)  # a dataset directory: Polars finds the files and the hive partitions
+        assert df.height == info["rows"], name
+        if info["hive_partitioning"]:
+            col = info["hive_partitioning"]
+            assert col in duckdb.sql(f"select * from read_parquet('{d}/**/*.parquet') limit 1").columns
+            assert col in df.columns
+
+
+def test_logs_and_manifests_hold_no_full_nir(job_run):
+    _, out, _ = job_run
+    texts = [job_paths(out)["log"].read_text(), job_paths(out)["events"].read_text()]
+    texts += [p.read_text() for p in out.glob("*/_manifest.json")]
+    for text in texts:
+        assert not NIR_RE.search(text), NIR_RE.search(text).group(0)
+
+
+def test_status_jobs_logs_and_check_commands(job_run):
+    _, out, job_file = job_run
+    st = runner.invoke(app, ["status", str(out), "--output", "json"])
+    assert st.exit_code == 0 and json.loads(st.stdout)["status"] == "succeeded"
+    by_id = runner.invoke(app, ["status", json.loads(st.stdout)["job_id"]])
+    assert by_id.exit_code == 0 and "succeeded" in by_id.stdout
+    jobs = runner.invoke(app, ["jobs", "--output", "json"])
+    assert jobs.exit_code == 0 and any(j["directory"] == str(out.resolve()) for j in json.loads(jobs.stdout))
+    logs = runner.invoke(app, ["logs", str(out), "--output", "json"])
+    assert logs.exit_code == 0 and any(r["message"] == "job succeeded" for r in json.loads(logs.stdout))
+    check = runner.invoke(app, ["job", "check", job_file, "--output", "json"])
+    assert check.exit_code == 0 and json.loads(check.stdout)["valid"] is True
+    missing = runner.invoke(app, ["status", "no-such-job"])
+    assert missing.exit_code == 1 and "no job 'no-such-job'" in missing.stderr
+
+
+def test_job_check_reports_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[job]\nname = 1\n[linkage]\nthreshold = 3\n")
+    result = runner.invoke(app, ["job", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "job.name: expected str" in result.stderr and "linkage.threshold" in result.stderr
+
+
+def test_resume_after_a_stage_failure(synth_small, tmp_path, dask_client):
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest", "link", "attach", "aggregate"])
+    with dask.config.set({"nirlink.testing.fail-before-stage": "attach"}):
+        result = runner.invoke(app, ["run", job_file, "--scheduler", dask_client.scheduler.address])
+    assert result.exit_code == 1 and "stage attach: failure injected" in result.stderr
+    state = read_state(tmp_path / "out")
+    assert state.status == "failed" and state.stage == "attach"
+    assert not (tmp_path / "out" / "attach").exists()
+    again = Job(load_job(job_file), client=dask_client).run()
+    assert again.status == "succeeded" and again.skipped == ("ingest", "link")
+    assert set(again.stage_seconds) == {"attach", "aggregate"}
+
+
+def test_cancel_stops_a_running_job(synth_small, tmp_path, dask_client):
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out")
+
+    def progress(stage, step, done, total):
+        if stage == "link":
+            request_cancel(tmp_path / "out")
+
+    state = Job(load_job(job_file), client=dask_client, progress=progress).run()
+    assert state.status == "cancelled" and state.stage == "link"
+    assert not (tmp_path / "out" / "link").exists()
+    st = runner.invoke(app, ["status", str(tmp_path / "out")])
+    assert "cancelled" in st.stdout
+    # the cancel command itself, on a finished job, says so
+    c = runner.invoke(app, ["cancel", str(tmp_path / "out")])
+    assert c.exit_code == 0 and "already cancelled" in c.stdout
+
+
+def test_detached_job_survives_its_client(synth_small, tmp_path, dask_client):
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest", "link"])
+    result = runner.invoke(app, ["submit", job_file, "--scheduler", dask_client.scheduler.address, "--output", "json"])
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["job_id"]
+    # the submitting client is gone; follow the job through `status` only
+    deadline = time.time() + 300
+    status = None
+    while time.time() < deadline:
+        st = runner.invoke(app, ["status", job_id, "--output", "json"])
+        assert st.exit_code == 0, st.output
+        status = json.loads(st.stdout)["status"]
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(1)
+    assert status == "succeeded", json.loads(st.stdout)
+    assert (tmp_path / "out" / "link" / "_manifest.json").exists()
+
+
+def test_a_silent_running_job_shows_as_failed(tmp_path):
+    from engine._datasets import write_json
+    from engine._state import JobState
+
+    old = JobState(job_id="x", name="x", stages=("ingest",), status="running", stage_index=0, stage="ingest",
+                   submitted_at=1.0, started_at=1.0, heartbeat=time.time() - 3600)
+    write_json(job_paths(tmp_path)["state"], old.to_json())
+    st = runner.invoke(app, ["status", str(tmp_path), "--output", "json"])
+    data = json.loads(st.stdout)
+    assert data["status"] == "failed" and "no heartbeat" in data["error"]
+
+
+def test_pseudonyms_are_keyed_stable_and_hide_every_nir(job_run, tmp_path, monkeypatch):
+    from engine._stage_export import run_export
+
+    root, out, _ = job_run
+    run_export(out, tmp_path / "a", key=b"k" * 32)
+    run_export(out, tmp_path / "b", key=b"k" * 32)
+    run_export(out, tmp_path / "c", key=b"z" * 32)
+    persons_a = pq.read_table(tmp_path / "a" / "career_person").column("person").to_pylist()
+    persons_b = pq.read_table(tmp_path / "b" / "career_person").column("person").to_pylist()
+    persons_c = pq.read_table(tmp_path / "c" / "career_person").column("person").to_pylist()
+    assert persons_a == persons_b and set(persons_a).isdisjoint(persons_c)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", p) for p in persons_a)
+    nirs = set(pq.read_table(root / "register", columns=["nir"]).column("nir").to_pylist())
+    for f in (tmp_path / "a").rglob("*.parquet"):
+        t = pq.read_table(f)
+        for col in t.column_names:
+            if t.schema.field(col).type == "string":
+                assert nirs.isdisjoint(set(t.column(col).to_pylist())), (f, col)
+    manifest = (tmp_path / "a" / "_manifest.json").read_text()
+    assert "k" * 32 not in manifest and json.loads(manifest)["pseudonymised"] is True
+
+
+def test_pseudonymising_job_reads_its_key_from_the_environment(synth_small, tmp_path, dask_client, monkeypatch):
+    root, _ = synth_small
+    monkeypatch.setenv("NIRLINK_TEST_KEY", "a-test-key-of-enough-length")
+    extra = 'pseudonymise = true\nkey_env = "NIRLINK_TEST_KEY"\n'
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest"], extra="")
+    text = Path(job_file).read_text().replace("[output]\n", "[output]\n" + extra)
+    Path(job_file).write_text(text)
+    spec = load_job(job_file)
+    assert spec.output.pseudonymise and spec.output.key_env == "NIRLINK_TEST_KEY"
+    state = Job(spec, client=dask_client).run()
+    assert state.status == "succeeded"
+    logs = job_paths(tmp_path / "out")["log"].read_text()
+    assert "a-test-key-of-enough-length" not in logs

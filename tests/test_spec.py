@@ -1,0 +1,84 @@
+"""Job files: a table of bad files, each reported with its field path (all problems at once)."""
+
+import pytest
+
+from engine import SpecError
+from engine._spec import parse_job
+
+GOOD = """
+[job]
+name = "demo"
+
+[[inputs]]
+name = "register"
+kind = "register"
+paths = ["{d}/register.parquet"]
+
+[[inputs]]
+name = "career"
+kind = "career"
+paths = ["{d}/career.csv"]
+columns = {{ declared_nir = "NIR" }}
+csv = {{ separator = ";", decimal = "," }}
+
+[linkage]
+threshold = 0.95
+
+[output]
+directory = "out"
+"""
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "register.parquet").write_bytes(b"x")
+    (tmp_path / "career.csv").write_text("a\n")
+    return tmp_path
+
+
+def test_good_job(files):
+    spec = parse_job(GOOD.format(d=files), path=str(files / "job.toml"))
+    assert spec.name == "demo" and spec.stages == ("ingest", "link", "attach", "aggregate", "export")
+    assert spec.inputs[1].columns == (("declared_nir", "NIR"),) and spec.inputs[1].csv.decimal == ","
+    assert spec.output.directory == str(files / "out") and spec.linkage.threshold == 0.95
+
+
+BAD = [
+    ("unknown top-level key", "[jobb]\nname='x'\n", "jobb", "unknown key"),
+    ("unknown stage", "[job]\nstages = ['ingest', 'score']\n", "job.stages[1]", "unknown stage"),
+    ("stages out of order", "[job]\nstages = ['link', 'ingest']\n", "job.stages", "order"),
+    ("wrong type", "[job]\nname = 3\n", "job.name", "expected str"),
+    ("bad threshold", "[linkage]\nthreshold = 1.5\n", "linkage.threshold", "within (0, 1)"),
+    ("negative margin", "[linkage]\nmargin = -1\n", "linkage.margin", ">= 0"),
+    ("missing model file", "[linkage]\nmodel = 'nope.json'\n", "linkage.model", "not found"),
+    ("bad kind", "[[inputs]]\nname='a'\nkind='payroll'\npaths=['x']\n", "inputs[0].kind", "must be one of"),
+    ("missing file", "[[inputs]]\nname='a'\nkind='career'\npaths=['missing.csv']\n", "inputs[0].paths[0]", "no file"),
+    ("unknown column", "[[inputs]]\nname='a'\nkind='career'\npaths=['x']\ncolumns={salary='S'}\n",
+     "inputs[0].columns.salary", "not a career column"),
+    ("bad separator", "[[inputs]]\nname='a'\nkind='career'\npaths=['x']\ncsv={separator='#'}\n",
+     "inputs[0].csv.separator", "must be"),
+    ("workers with address", "[cluster]\naddress='tcp://h:1'\nworkers=2\n", "cluster", "local cluster"),
+    ("zero workers", "[cluster]\nworkers=0\n", "cluster.workers", ">= 1"),
+    ("review month", "[aggregate]\nfirst_review_month='2021-13'\n", "aggregate.first_review_month", "YYYY-MM"),
+    ("pseudonymise without key", "[output]\ndirectory='o'\npseudonymise=true\n", "output.pseudonymise", "key"),
+    ("key env unset", "[output]\ndirectory='o'\npseudonymise=true\nkey_env='NIRLINK_TEST_UNSET_KEY'\n",
+     "output.key_env", "not set"),
+    ("not TOML", "[job\n", "", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("label,text,path,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_job_files(tmp_path, label, text, path, fragment):
+    with pytest.raises(SpecError) as info:
+        parse_job(text, path=str(tmp_path / "job.toml"))
+    errors = info.value.errors
+    assert any(p == path and fragment in m for p, m in errors), errors
+
+
+def test_every_error_is_reported_at_once(tmp_path):
+    text = "[job]\nname = 3\nstages = ['x']\n[linkage]\nthreshold = 2\n[cluster]\nworkers = 0\n"
+    with pytest.raises(SpecError) as info:
+        parse_job(text, path=str(tmp_path / "job.toml"))
+    paths = {p for p, _ in info.value.errors}
+    assert {"job.name", "job.stages[0]", "linkage.threshold", "cluster.workers", "inputs", "output.directory"} <= paths
+    assert str(info.value).startswith(str(tmp_path / "job.toml"))
