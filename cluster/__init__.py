@@ -1,5 +1,8 @@
-"""nirlink cluster: opening a Dask client (local, address, TLS), worker plugins, deployment recipes."""
+"""nirlink cluster: opening a Dask client (local, address, TLS), the worker plugin, deployment recipes."""
 
+from ._certs import make_certificates, security_from_dir
 from ._client import local_cluster_size, open_client
+from ._plugin import NirlinkWorkerPlugin, nirlink_version
 
-__all__ = ["local_cluster_size", "open_client"]
+__all__ = ["NirlinkWorkerPlugin", "local_cluster_size", "make_certificates", "nirlink_version", "open_client",
+           "security_from_dir"]

@@ -44,6 +44,10 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
 
     if timeout is None:
         timeout = float(dask.config.get("nirlink.cluster.connect-timeout", 30))
+    if security is None and dask.config.get("nirlink.cluster.tls-dir", None):
+        from ._certs import security_from_dir
+
+        security = security_from_dir(dask.config.get("nirlink.cluster.tls-dir"), "client")
 
     if address:
         try:
@@ -51,6 +55,7 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         try:
+            _prepare_workers(client)
             yield client
         finally:
             client.close()
@@ -65,7 +70,18 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
     )
     client = Client(cluster)
     try:
+        _prepare_workers(client)
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def _prepare_workers(client) -> None:
+    """Install the nirlink worker plugin (version check, thread limits, warm kernels)."""
+    from ._plugin import NirlinkWorkerPlugin, nirlink_version
+
+    try:
+        client.register_plugin(NirlinkWorkerPlugin(nirlink_version()))
+    except Exception as exc:  # noqa: BLE001 - a worker refusing the plugin is a cluster problem
+        raise ClusterError(f"preparing the workers failed: {exc}") from None

@@ -41,7 +41,17 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
     done = 0
     try:
         for fut in as_completed(futures, loop=client.loop):
-            results[index[fut.key]] = fut.result()
+            try:
+                results[index[fut.key]] = fut.result()
+            except Exception as exc:
+                if type(exc).__name__ == "KilledWorker":
+                    from kernels import StageError
+
+                    i = index[fut.key]
+                    raise StageError(f"{name}: task {i} ({_describe(arg_list[i])}) killed its worker repeatedly - "
+                                     "most likely it needs more memory than a worker has (raise the workers' "
+                                     "memory limit or make partitions smaller)") from None
+                raise
             done += 1
             if progress:
                 progress(name, done, n)
@@ -49,6 +59,16 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
         client.cancel(futures)
         raise
     return results
+
+
+def _describe(args: tuple) -> str:
+    """The partition a task works on, for error messages: its file path(s) when it has some."""
+    for a in args:
+        if isinstance(a, str) and ("/" in a or a.endswith(".parquet")):
+            return a
+        if isinstance(a, (list, tuple)) and a and isinstance(a[0], str):
+            return a[0] + (f" and {len(a) - 1} more" if len(a) > 1 else "")
+    return f"arguments {str(args)[:80]}"
 
 
 def share(client, obj: Any) -> Any:

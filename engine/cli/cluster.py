@@ -1,0 +1,33 @@
+"""`nirlink cluster certs`: TLS certificates for a test or small deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+from ._utilities import OutputFormat, emit, handle_errors
+
+cluster_app = typer.Typer(help="Cluster helpers.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("certs")
+@handle_errors
+def certs(directory: Path = typer.Argument(..., help="Where to write ca.pem and the role certificates."),
+          hosts: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="Host names / IPs of the certs."),
+          days: int = typer.Option(365, "--days", help="Validity in days."),
+          output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
+    """Make a CA and scheduler, worker and client certificates signed by it."""
+    from cluster import make_certificates
+
+    files = make_certificates(directory, hosts=tuple(hosts), days=days)
+
+    def render(d):
+        for role, path in d.items():
+            typer.echo(f"{role:<10} {path}")
+        typer.echo(f"use: dask scheduler --tls-ca-file {d['ca']} --tls-cert {directory}/scheduler.pem "
+                   f"--tls-key {directory}/scheduler-key.pem --protocol tls")
+
+    emit(files, output, render)

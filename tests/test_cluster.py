@@ -1,0 +1,300 @@
+"""Real clusters: separate scheduler and worker processes on loopback. The plain-processes
+recipe, TLS, the worker plugin, and the fault scenarios (marked slow: `make test-slow`,
+also run by CI when they fit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.conftest import write_job
+
+runner = CliRunner()
+RECIPES = Path(__file__).parent.parent / "cluster" / "recipes"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackCluster:
+    """`dask scheduler` and `dask worker` processes started through the recipe scripts."""
+
+    def __init__(self, tmp: Path, *, workers: int = 2, memory_limit: str = "3GiB", tls: Path | None = None):
+        self.tmp = tmp
+        self.tls = tls
+        self.port = _free_port()
+        self.protocol = "tls" if tls else "tcp"
+        self.address = f"{self.protocol}://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.workers = workers
+        self.memory_limit = memory_limit
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HOST": "127.0.0.1", "PORT": str(self.port),
+               "DASHBOARD": ":0"}
+        self.env = env
+
+    def _tls_args(self, role):
+        if not self.tls:
+            return []
+        return ["--tls-ca-file", str(self.tls / "ca.pem"), "--tls-cert", str(self.tls / f"{role}.pem"),
+                "--tls-key", str(self.tls / f"{role}-key.pem")]
+
+    def start_scheduler(self):
+        args = [str(RECIPES / "start-scheduler.sh")] + (["--protocol", "tls"] if self.tls else []) + \
+            self._tls_args("scheduler")
+        self.scheduler = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+        self.procs.append(self.scheduler)
+
+    def start_workers(self):
+        env = {**self.env, "NWORKERS": str(self.workers), "MEMORY_LIMIT": self.memory_limit,
+               "LOCAL_DIRECTORY": str(self.tmp / "dask")}
+        p = subprocess.Popen([str(RECIPES / "start-worker.sh"), self.address, *self._tls_args("worker")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(p)
+
+    def client(self):
+        from distributed import Client
+
+        sec = None
+        if self.tls:
+            from cluster import security_from_dir
+
+            sec = security_from_dir(self.tls, "client")
+        return Client(self.address, security=sec, timeout=30)
+
+    def wait_for_workers(self, n=None, timeout=60):
+        with self.client() as c:
+            c.wait_for_workers(n or self.workers, timeout=timeout)
+
+    def __enter__(self):
+        self.start_scheduler()
+        time.sleep(1.0)
+        self.start_workers()
+        self.wait_for_workers()
+        return self
+
+    def kill_scheduler(self):
+        os.killpg(self.scheduler.pid, signal.SIGKILL)
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.parquet")) if "_job" not in p.parts}
+
+
+def _worker_pids(address, security=None) -> dict:
+    from distributed import Client
+
+    with Client(address, security=security, timeout=30) as c:
+        return c.run(os.getpid)
+
+
+def _wait_state(out: Path, predicate, timeout=300):
+    from engine._runner import read_state
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = read_state(out)
+        if st is not None and predicate(st):
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting; last state {read_state(out)}")
+
+
+# ------------------------------------------------------------------ recipe, plugin, TLS
+
+
+def test_plain_process_recipe_runs_a_job(tmp_path, synth_small, job_run):
+    root, baseline_out, _ = job_run
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out")
+    with LoopbackCluster(tmp_path) as cl:
+        result = runner.invoke(app, ["run", job_file, "--scheduler", cl.address, "--output", "json"])
+        assert result.exit_code == 0, result.output
+        with cl.client() as c:
+            assert "nirlink" in c.run(lambda dask_worker: list(dask_worker.plugins))[next(iter(c.run(os.getpid)))]
+    # the same job on separate processes publishes the same bytes as on the in-process cluster
+    assert _digest(tmp_path / "out") == _digest(baseline_out)
+
+
+def test_worker_plugin_refuses_another_version(dask_client):
+    from cluster import NirlinkWorkerPlugin
+
+    with pytest.raises(Exception, match="runs nirlink .* the client 0.0.0-other"):
+        dask_client.register_plugin(NirlinkWorkerPlugin("0.0.0-other", warm=False), name="nirlink-other")
+
+
+def test_tls_only(tmp_path, synth_small):
+    from distributed import Client
+
+    from cluster import make_certificates, open_client
+    from engine._synth import SynthParams, synth
+
+    make_certificates(tmp_path / "tls")
+    with LoopbackCluster(tmp_path, workers=1, tls=tmp_path / "tls") as cl:
+        import dask.config
+
+        with dask.config.set({"nirlink.cluster.tls-dir": str(tmp_path / "tls")}):
+            with open_client(cl.address) as client:
+                assert client.scheduler.address.startswith("tls://")
+                info = client.scheduler_info()
+                assert all(w.startswith("tls://") for w in info["workers"])
+                summary = synth(tmp_path / "d", persons=300, partitions=2, client=client)
+                assert summary["rows"]["register"] >= 300
+        with pytest.raises(Exception):
+            Client(f"tcp://127.0.0.1:{cl.port}", timeout=5)
+        with pytest.raises(Exception):  # TLS without a certificate the CA signed
+            from distributed.security import Security
+
+            make_certificates(tmp_path / "other")
+            Client(cl.address, security=Security(tls_ca_file=str(tmp_path / "other" / "ca.pem"),
+                                                  tls_client_cert=str(tmp_path / "other" / "client.pem"),
+                                                  tls_client_key=str(tmp_path / "other" / "client-key.pem"),
+                                                  require_encryption=True), timeout=5)
+
+
+def test_slurm_and_kubernetes_recipes_load():
+    import yaml
+
+    from cluster.recipes.slurm import make_cluster
+
+    c = make_cluster(cores=2, processes=2, memory="4GiB", queue="batch", walltime="00:10:00")
+    script = c.job_script()
+    c.close()
+    assert "#SBATCH -p batch" in script and "--nthreads 1" in script and "--nworkers 2" in script
+    docs = [d for f in sorted((RECIPES / "kubernetes").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert kinds == {("Deployment", "nirlink-scheduler"), ("Service", "nirlink-scheduler"),
+                     ("Deployment", "nirlink-worker")}
+    worker = next(d for d in docs if d["metadata"]["name"] == "nirlink-worker")
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["dask", "worker", "tcp://nirlink-scheduler:8786"] and "--nthreads" in args
+
+
+# ------------------------------------------------------------------ faults
+
+
+def _run_and_kill_a_worker(tmp_path, root, step: str, baseline: Path):
+    """Run the job detached; SIGKILL one worker process when the job reaches ``step``."""
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out)
+    with LoopbackCluster(tmp_path, workers=2) as cl:
+        result = runner.invoke(app, ["submit", job_file, "--scheduler", cl.address, "--output", "json"])
+        assert result.exit_code == 0, result.output
+        _wait_state(out, lambda s: s.step == step and s.step_done < s.step_total or s.status != "running"
+                    and s.status != "submitted")
+        pids = _worker_pids(cl.address)
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        final = _wait_state(out, lambda s: s.status in ("succeeded", "failed", "cancelled"), timeout=400)
+        assert final.status == "succeeded", final.error
+    assert _digest(out) == _digest(baseline)
+    return final
+
+
+@pytest.mark.slow
+def test_worker_killed_during_linkage_scoring(tmp_path, synth_small, job_run):
+    root, baseline, _ = job_run
+    _run_and_kill_a_worker(tmp_path, root, "score-identity", baseline)
+
+
+@pytest.mark.slow
+def test_worker_killed_during_the_person_shuffle(tmp_path, synth_small, job_run):
+    root, baseline, _ = job_run
+    _run_and_kill_a_worker(tmp_path, root, "attach", baseline)
+
+
+@pytest.mark.slow
+def test_scheduler_killed_then_resubmitted(tmp_path, synth_small, job_run, monkeypatch):
+    import dask.config
+
+    root, baseline, _ = job_run
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out)
+    with LoopbackCluster(tmp_path, workers=2) as cl:
+        result = runner.invoke(app, ["submit", job_file, "--scheduler", cl.address, "--output", "json"])
+        job_id = json.loads(result.stdout)["job_id"]
+        _wait_state(out, lambda s: s.stage == "attach")
+        cl.kill_scheduler()
+        with dask.config.set({"nirlink.jobs.stale-after-seconds": 8}):
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                st = json.loads(runner.invoke(app, ["status", job_id, "--output", "json"]).stdout)
+                if st["status"] == "failed":
+                    break
+                time.sleep(1)
+        assert st["status"] == "failed" and st["error"], st
+    # a new scheduler; the re-submitted job resumes after the last published stage
+    with LoopbackCluster(tmp_path, workers=2) as cl2:
+        result = runner.invoke(app, ["submit", job_file, "--scheduler", cl2.address, "--output", "json"])
+        job2 = json.loads(result.stdout)["job_id"]
+        final = _wait_state(out, lambda s: s.job_id == job2 and s.status in ("succeeded", "failed"), timeout=400)
+        assert final.status == "succeeded", final.error
+        assert {"ingest", "link"} <= set(final.skipped)
+    assert _digest(out) == _digest(baseline)
+
+
+@pytest.mark.slow
+def test_partition_larger_than_a_worker_fails_clearly(tmp_path, synth_small):
+    import dask.config
+
+    root, _ = synth_small
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out, stages=["ingest"])
+    with LoopbackCluster(tmp_path, workers=1, memory_limit="350MiB") as cl:
+        with dask.config.set({"nirlink.ingest.chunk-rows": 10_000_000}):
+            t0 = time.time()
+            result = runner.invoke(app, ["run", job_file, "--scheduler", cl.address])
+            elapsed = time.time() - t0
+    assert result.exit_code == 1
+    assert "stage ingest" in result.stderr and "killed its worker" in result.stderr and ".parquet" in result.stderr
+    assert elapsed < 300  # it ends; it does not hang
+
+
+@pytest.mark.slow
+def test_poisoned_file_fails_once_naming_it(tmp_path, synth_small):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, _ = synth_small
+    data = tmp_path / "data"
+    for name in ("register", "resource"):
+        (data / name).symlink_to(root / name, target_is_directory=True)
+    (data / "career").mkdir()
+    t = pq.read_table(root / "career" / "part-00000.parquet")
+    path = data / "career" / "part-00000.parquet"
+    pq.write_table(t, path, compression="snappy", row_group_size=len(t))
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) // 3, len(raw) // 3 + 4000):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    job_file = write_job(tmp_path / "job.toml", data, tmp_path / "out", stages=["ingest"])
+    with LoopbackCluster(tmp_path, workers=2) as cl:
+        result = runner.invoke(app, ["run", job_file, "--scheduler", cl.address])
+    assert result.exit_code == 1
+    assert "part-00000.parquet" in result.stderr and "stage ingest" in result.stderr
+    log = (tmp_path / "out" / "_job" / "job.log").read_text()
+    assert log.count('"job failed"') == 1
