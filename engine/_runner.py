@@ -33,6 +33,7 @@ from ._readers import expand_paths
 from ._spec import JobSpec
 from ._state import (
     Cancelled,
+    DriverRestarted,
     Failed,
     Heartbeat,
     JobState,
@@ -143,6 +144,12 @@ class Job:
         self.paths = job_paths(self.dir)
         self.paths["dir"].mkdir(parents=True, exist_ok=True)
         existing = read_state(self.dir)
+        if existing and job_id is None and existing.status not in ("submitted", "succeeded", "failed", "cancelled"):
+            from ._state import DriverLost
+
+            # a foreground run over a directory whose previous driver vanished: close that job first
+            existing, _ = apply(existing, DriverLost(time.time(), "superseded by a new run of the job"))
+            write_json(self.paths["state"], existing.to_json())
         self.job_id = job_id or (existing.job_id if existing and existing.status == "submitted" else new_job_id(spec.name))
         self.restart = restart
         self.on_progress = progress
@@ -197,9 +204,12 @@ class Job:
     # ------------------------------------------------------------------ run
     def run(self) -> JobState:
         self.submit()
-        if self.paths["cancel"].exists():
-            self.paths["cancel"].unlink()
-        self.emit(Started(time.time()))
+        if self.state.status == "running":
+            self.emit(DriverRestarted(time.time()))
+        else:
+            if self.paths["cancel"].exists():
+                self.paths["cancel"].unlink()
+            self.emit(Started(time.time()))
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
         try:
@@ -208,13 +218,15 @@ class Job:
             self.emit(Succeeded(time.time()))
         except JobCancelled:
             self.emit(Cancelled(time.time()))
-        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then raised again
             message = mask_nirs(str(exc) if isinstance(exc, NirlinkError) else f"{type(exc).__name__}: {exc}")
             stage = self.state.stage if self.state else None
             if stage and not message.startswith(f"stage {stage}"):
                 message = f"stage {stage}: {message}"
             self.log.write("error", "traceback", traceback=mask_nirs(traceback.format_exc()))
             self.emit(Failed(time.time(), message))
+            if isinstance(exc, Exception):
+                raise StageError(message) from exc  # what the operator sees: the stage, then the cause
             raise
         finally:
             self._stop.set()

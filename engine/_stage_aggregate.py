@@ -111,37 +111,20 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
 
 
 def _run(jobs, out_dir, first_review, client, progress):
-    results = []
-    if client is None:
-        for i, (kind, part, index) in enumerate(jobs):
-            results.append(_partition_task(kind, part, index, out_dir, first_review))
-            if progress:
-                progress(i + 1, len(jobs))
-        return results
-    import uuid
+    from linkage._tasks import run_tasks
 
-    import dask
-    from distributed import as_completed
+    if client is not None:
+        # partitions of a shuffle are Dask delayed objects: turn them into futures that the
+        # partition tasks depend on
+        jobs = [(kind, client.compute(part) if not isinstance(part, (str, list)) else part, index)
+                for kind, part, index in jobs]
 
-    token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
-    futures = []
-    for kind, part, index in jobs:
-        if isinstance(part, (str, list)):
-            futures.append(client.submit(_partition_task, kind, part, index, out_dir, first_review, pure=False,
-                                         key=f"nirlink-aggregate-{kind}-{index}-{token}"))
-        else:
-            task = dask.delayed(_partition_task)(kind, part, index, out_dir, first_review,
-                                                 dask_key_name=f"nirlink-aggregate-{kind}-{index}-{token}")
-            futures.append(client.compute(task))
-    try:
-        for done, fut in enumerate(as_completed(futures, loop=client.loop), 1):
-            results.append(fut.result())
-            if progress:
-                progress(done, len(futures))
-    except Exception:
-        client.cancel(futures)
-        raise
-    return results
+    def report(_step, done, total):
+        if progress:
+            progress(done, total)
+
+    return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review) for kind, part, index in jobs],
+                     name="aggregate", progress=report)
 
 
 def _manifest(inputs, results, root: Path, partitioned, first_review_month, started) -> dict[str, Any]:

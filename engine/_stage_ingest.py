@@ -64,31 +64,15 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
     today_year = (today or _dt.date.today()).year
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as tmp:
-        results: list[dict[str, Any]] = []
-        if client is None:
-            for i, task in enumerate(tasks):
-                results.extend(ingest_task(task, str(tmp), chunk_rows, today_year))
-                if progress:
-                    progress(i + 1, len(tasks))
-        else:
-            from distributed import as_completed
+        from linkage._tasks import run_tasks
 
-            import uuid
+        def report(_step, done, total):
+            if progress:
+                progress(done, total)
 
-            token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
-            futures = [client.submit(ingest_task, t, str(tmp.resolve()), chunk_rows, today_year, pure=False,
-                                     key=f"nirlink-ingest-{t.input_name}-{t.file_index}-{i}-{token}")
-                       for i, t in enumerate(tasks)]
-            done = 0
-            try:
-                for fut in as_completed(futures, loop=client.loop):
-                    results.extend(fut.result())
-                    done += 1
-                    if progress:
-                        progress(done, len(tasks))
-            except Exception:
-                client.cancel(futures)
-                raise
+        per_task = run_tasks(client, ingest_task, [(t, str(tmp.resolve()), chunk_rows, today_year) for t in tasks],
+                             name="ingest", progress=report)
+        results: list[dict[str, Any]] = [r for rs in per_task for r in rs]
         manifest = _manifest(inputs, tasks, results, tmp)
         write_json(tmp / "_manifest.json", manifest)
     return manifest

@@ -13,7 +13,7 @@ from typing import Any
 from kernels import JobError
 
 __all__ = ["JobState", "Event", "Submitted", "Started", "StageStarted", "StageSkipped", "StageFinished", "Progress",
-           "Heartbeat", "Succeeded", "Failed", "Cancelled", "DriverLost", "Persist", "Log", "apply", "TERMINAL"]
+           "Heartbeat", "DriverRestarted", "Succeeded", "Failed", "Cancelled", "DriverLost", "Persist", "Log", "apply", "TERMINAL"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -109,6 +109,12 @@ class Heartbeat(Event):
 
 
 @dataclass(frozen=True)
+class DriverRestarted(Event):
+    """The job's driver started again while the job was running (Dask re-ran it after its
+    worker died): the job resumes from its last published stage."""
+
+
+@dataclass(frozen=True)
 class Succeeded(Event):
     pass
 
@@ -167,6 +173,10 @@ def apply(state: JobState | None, event: Event) -> tuple[JobState, list]:
         return new, [Persist(new, event), Log("info", "job started")]
     if state.status != "running":
         raise JobError(f"job {state.job_id} is {state.status}; {type(event).__name__} needs a running job")
+    if isinstance(event, DriverRestarted):
+        new = replace(state, stage_index=-1, stage=None, step=None, heartbeat=event.at, skipped=())
+        return new, [Persist(new, event), Log("warning", "driver restarted (its worker was lost): resuming from the "
+                                                         "last published stage")]
     if isinstance(event, (StageStarted, StageSkipped)):
         if not 0 <= event.index < len(state.stages) or event.index <= state.stage_index:
             raise JobError(f"stage index {event.index} out of order (current {state.stage_index})")

@@ -319,6 +319,18 @@ def plan_blocks(persons: int, partitions: int | None, persons_per_partition: int
     return [(int(bounds[i]), int(bounds[i + 1] - bounds[i])) for i in range(partitions)]
 
 
+def _synth_progress(progress):
+    """Adapts run_tasks' (step, done, total) to synth's (done, total, block result) callback."""
+    if progress is None:
+        return None
+
+    def report(_step, done, total):
+        if done:
+            progress(done, total, {})
+
+    return report
+
+
 def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int | None = None,
           params: SynthParams | None = None, overwrite: bool = False,
           progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
@@ -346,26 +358,11 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     n_blocks = len(blocks)
     t0 = time.perf_counter()
     results = []
-    if client is None:
-        for b, (first, count) in enumerate(blocks):
-            res = generate_block(str(root), b, n_blocks, first, count, persons, params)
-            results.append(res)
-            if progress:
-                progress(len(results), n_blocks, res)
-    else:
-        from distributed import as_completed
+    from linkage._tasks import run_tasks
 
-        import uuid
-
-        token = uuid.uuid4().hex[:8]  # never reuse a key the scheduler may still hold
-        futures = [client.submit(generate_block, str(root.resolve()), b, n_blocks, first, count, persons, params,
-                                 key=f"nirlink-synth-{b}-of-{n_blocks}-{token}", pure=False)
-                   for b, (first, count) in enumerate(blocks)]
-        for fut in as_completed(futures, loop=client.loop):
-            res = fut.result()
-            results.append(res)
-            if progress:
-                progress(len(results), n_blocks, res)
+    results = run_tasks(client, generate_block, [(str(root.resolve()), b, n_blocks, first, count, persons, params)
+                                                 for b, (first, count) in enumerate(blocks)],
+                        name="synth", progress=_synth_progress(progress))
     elapsed = time.perf_counter() - t0
     results.sort(key=lambda r: r["block"])
     totals = {name: sum(r[name] for r in results) for name in ("persons", *DATASETS)}

@@ -64,6 +64,9 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
 def _describe(args: tuple) -> str:
     """The partition a task works on, for error messages: its file path(s) when it has some."""
     for a in args:
+        if isinstance(getattr(a, "path", None), str):  # an ingest ChunkTask
+            groups = getattr(a, "row_groups", ())
+            return a.path + (f" (row groups {groups[0]}-{groups[-1]})" if groups else "")
         if isinstance(a, str) and ("/" in a or a.endswith(".parquet")):
             return a
         if isinstance(a, (list, tuple)) and a and isinstance(a[0], str):

@@ -70,6 +70,14 @@ def test_failure_cancel_and_lost_driver():
     assert lost.status == "failed" and lost.error == "no heartbeat"
 
 
+def test_a_restarted_driver_resumes_from_the_first_stage():
+    from engine._state import DriverRestarted
+
+    state, _ = run([Submitted(1, "j", "n", STAGES), Started(2), StageStarted(3, 0), StageFinished(4, 0, 1),
+                    StageStarted(5, 1), DriverRestarted(6), StageSkipped(7, 0), StageStarted(8, 1)])
+    assert state.status == "running" and state.stage == "link" and state.skipped == ("ingest",)
+
+
 def test_late_reports_of_a_finished_job_change_nothing():
     state, _ = run([Submitted(1, "j", "n", STAGES), Started(2), Succeeded(3)])
     again, ins = apply(state, Heartbeat(10))

@@ -45,14 +45,12 @@ def synth(
     def generate(client):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rows]} rows"),
-                      TimeElapsedColumn(), console=console, disable=not show, transient=True) as bar:
-            task = bar.add_task("blocks", total=None, rows=0)
-            rows = [0]
+        with Progress(TextColumn("synth blocks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not show, transient=True) as bar:
+            task = bar.add_task("blocks", total=None)
 
-            def progress(done, total, res):
-                rows[0] += res["register"] + res["career"] + res["resource"]
-                bar.update(task, completed=done, total=total, rows=f"{rows[0]:,}")
+            def progress(done, total, _res):
+                bar.update(task, completed=done, total=total)
 
             return run_synth(out, persons=persons, client=client, partitions=partitions, params=params,
                              overwrite=overwrite, progress=progress)
