@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/nirlink run $(DEMO_DIR)/job.toml --restart
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
