@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from kernels import InputError, format_digits
 
 from . import _config
-from ._synth_identity import REGISTER_SCHEMA, make_persons, register_table
+from ._synth_identity import make_persons, register_table
 from ._synth_noise import declare
 from ._synth_records import CAREER_KINDS, PAYERS, RESOURCE_KINDS, VersionSpace, make_careers, make_resources
 

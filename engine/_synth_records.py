@@ -284,7 +284,7 @@ def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versi
     row_pm = np.repeat(np.arange(len(pm_person)), c_total)
     j = np.arange(n_rows) - np.concatenate([[0], np.cumsum(c_total)[:-1]])[row_pm]
     person = pm_person[row_pm]
-    r_emp, r_ret, r_une = employed[row_pm], retired[row_pm], unemployed[row_pm]
+    r_emp, r_ret = employed[row_pm], retired[row_pm]
     # slot: 0 salary | 1 pension | 2 complementary | 3 unemployment benefit | 4 extra
     slot = np.where(j < c_base[row_pm],
                     np.where(r_emp, 0, np.where(r_ret, 1 + (j == 1), 3)), 4)

@@ -31,7 +31,7 @@ from ._buckets import key_hash, read_bucket, write_buckets
 from ._clusters import connected_components
 from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table, register_table
-from ._splink import PREDICTION_SCHEMA, predict_rule, tf_tables, train
+from ._splink import predict_rule, train
 from ._tasks import Progress, run_tasks, share
 
 __all__ = ["LinkConfig", "build_signatures", "build_register", "deterministic_pass", "train_models",

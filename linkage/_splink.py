@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from kernels import ModelError
 
-from ._model import Blocking, ModelSpec
+from ._model import ModelSpec
 
 __all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "predict_rule", "predict_all", "rule_sql",
            "PREDICTION_SCHEMA"]

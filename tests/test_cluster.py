@@ -151,7 +151,7 @@ def test_tls_only(tmp_path, synth_small):
     from distributed import Client
 
     from cluster import make_certificates, open_client
-    from engine._synth import SynthParams, synth
+    from engine._synth import synth
 
     make_certificates(tmp_path / "tls")
     with LoopbackCluster(tmp_path, workers=1, tls=tmp_path / "tls") as cl:
@@ -282,7 +282,6 @@ def test_partition_larger_than_a_worker_fails_clearly(tmp_path):
 
 @pytest.mark.slow
 def test_poisoned_file_fails_once_naming_it(tmp_path, synth_small):
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     root, _ = synth_small

@@ -3,7 +3,6 @@ right reason code - and the counts always reconcile (rows read = accepted + reje
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

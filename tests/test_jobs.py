@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import dask.config
 import duckdb
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from engine._runner import Job, job_paths, read_state, request_cancel
