@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
-__all__ = ["string_buffers", "string_array_from_buffers", "fixed_width_strings", "valid_mask"]
+__all__ = ["string_buffers", "string_array_from_buffers", "fixed_width_strings", "valid_mask", "trimmed"]
 
 
 def _combined(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -70,3 +71,13 @@ def fixed_width_strings(data: np.ndarray, width: int, valid: np.ndarray | None =
     n = len(data) // width
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64 if n * width >= 2**31 else np.int32)
     return string_array_from_buffers(offsets, data, valid)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def trimmed(data, a, b):
+    """The bounds of a value without its leading/trailing spaces, tabs and carriage returns."""
+    while a < b and (data[a] == 32 or data[a] == 9):
+        a += 1
+    while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
+        b -= 1
+    return a, b

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError
-from ._segments import lexsort_dense
+from ._segments import count_runs, lexsort_dense
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
 
@@ -31,16 +31,6 @@ CAREER_KINDS = ("salary", "unemployment", "sickness", "maternity", "disability",
 # days per assimilated quarter for each kind; 0 = one quarter per period (maternity); salary unused
 ASSIMILATION_DAYS = np.array([0, 50, 60, 0, 90, 90], np.int64)
 SAM_QUARTER_RULE_FROM = 2004
-
-
-@njit(nogil=True, cache=True)
-def _count_runs(person, year, order):
-    n = 0
-    for j in range(order.shape[0]):
-        i = order[j]
-        if j == 0 or person[i] != person[order[j - 1]] or year[i] != year[order[j - 1]]:
-            n += 1
-    return n
 
 
 @njit(nogil=True, cache=True)
@@ -135,7 +125,7 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
     cents = np.where(salary_rows, np.round(np.where(salary_rows, gross_salary, 0.0) * 100.0), 0).astype(np.int64)
     n_years = table.last_year - table.first_year + 1
     order = lexsort_dense(person, n_persons, year_idx, n_years)
-    m = _count_runs(person, year_idx, order) if n else 0
+    m = count_runs(person, year_idx, order) if n else 0
     ys = {
         "person": np.empty(m, np.int64), "year": np.empty(m, np.int16), "gross_cents": np.empty(m, np.int64),
         "capped_cents": np.empty(m, np.int64), "quarters_salary": np.empty(m, np.int8),

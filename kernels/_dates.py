@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._arrow import string_buffers
+from ._arrow import string_buffers, trimmed
 
 __all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil"]
 
@@ -63,12 +63,7 @@ def _parse(offsets, data, valid, allow_unknown, year, month, day, ordinal, statu
         if not valid[i]:
             status[i] = DATE_MISSING
             continue
-        a = offsets[i]
-        b = offsets[i + 1]
-        while a < b and (data[a] == 32 or data[a] == 9):
-            a += 1
-        while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
-            b -= 1
+        a, b = trimmed(data, offsets[i], offsets[i + 1])
         n = b - a
         if n == 0:
             status[i] = DATE_MISSING

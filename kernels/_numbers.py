@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._arrow import string_array_from_buffers, string_buffers
+from ._arrow import string_array_from_buffers, string_buffers, trimmed
 
 __all__ = ["parse_numbers", "parse_integers", "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD",
            "DECIMAL_AUTO", "DECIMAL_POINT", "DECIMAL_COMMA"]
@@ -33,12 +33,7 @@ def _parse_numbers(offsets, data, valid, decimal, pow10, value, status):
         if not valid[i]:
             status[i] = NUM_MISSING
             continue
-        a = offsets[i]
-        b = offsets[i + 1]
-        while a < b and (data[a] == 32 or data[a] == 9):
-            a += 1
-        while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
-            b -= 1
+        a, b = trimmed(data, offsets[i], offsets[i + 1])
         if a == b:
             status[i] = NUM_MISSING
             continue
@@ -214,12 +209,7 @@ def _parse_integers(offsets, data, valid, value, status):
         if not valid[i]:
             status[i] = NUM_MISSING
             continue
-        a = offsets[i]
-        b = offsets[i + 1]
-        while a < b and (data[a] == 32 or data[a] == 9):
-            a += 1
-        while b > a and (data[b - 1] == 32 or data[b - 1] == 9 or data[b - 1] == 13):
-            b -= 1
+        a, b = trimmed(data, offsets[i], offsets[i + 1])
         if a == b:
             status[i] = NUM_MISSING
             continue

@@ -12,21 +12,11 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError
-from ._segments import lexsort_dense, rolling_window_sum
+from ._segments import count_runs, lexsort_dense, rolling_window_sum
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
 RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other")
-
-
-@njit(nogil=True, cache=True)
-def _count_runs(a, b, order):
-    n = 0
-    for j in range(order.shape[0]):
-        i = order[j]
-        if j == 0 or a[i] != a[order[j - 1]] or b[i] != b[order[j - 1]]:
-            n += 1
-    return n
 
 
 @njit(nogil=True, cache=True)
@@ -108,13 +98,13 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     m0 = int(month.min()) if n else 0
     span = int(month.max()) - m0 + 1 if n else 1
     order = lexsort_dense(person, n_persons, month - m0, span)
-    m = _count_runs(person, month, order) if n else 0
+    m = count_runs(person, month, order) if n else 0
     months = {"person": np.empty(m, np.int64), "month": np.empty(m, np.int64), "by_kind": np.zeros((m, k), np.int64),
               "total": np.empty(m, np.int64), "rows": np.empty(m, np.int64)}
     if m:
         _months(person, month, kind, cents, order, months["person"], months["month"], months["by_kind"],
                 months["total"], months["rows"])
-    ny = _count_runs(months["person"], months["month"] // 12, np.arange(m)) if m else 0
+    ny = count_runs(months["person"], months["month"] // 12, np.arange(m)) if m else 0
     years = {"person": np.empty(ny, np.int64), "year": np.empty(ny, np.int64), "by_kind": np.zeros((ny, k), np.int64),
              "total": np.zeros(ny, np.int64), "months": np.zeros(ny, np.int64)}
     if ny:

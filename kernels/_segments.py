@@ -19,7 +19,7 @@ from numba import njit
 from ._errors import InputError
 
 __all__ = ["group_by_key", "segment_sum", "segment_min", "segment_max", "segment_count", "segment_first",
-           "segment_last", "segment_topk_mean", "rolling_window_sum", "lexsort_dense", "KERNELS"]
+           "segment_last", "segment_topk_mean", "rolling_window_sum", "lexsort_dense", "count_runs", "KERNELS"]
 
 
 @njit(nogil=True, cache=True)
@@ -286,7 +286,17 @@ def rolling_window_sum(month, values, starts, *, period: int = 3, phase: int = 0
     return seg, review, total, months
 
 
-KERNELS = (_group, _seg_sum, _seg_min, _seg_max, _seg_first, _seg_last, _topk_mean, _rolling_count, _rolling_fill)
+
+
+@njit(nogil=True, cache=True)
+def count_runs(a, b, order):
+    """Number of runs of equal (a, b) pairs along ``order`` (rows grouped by both keys)."""
+    n = 0
+    for j in range(order.shape[0]):
+        i = order[j]
+        if j == 0 or a[i] != a[order[j - 1]] or b[i] != b[order[j - 1]]:
+            n += 1
+    return n
 
 
 def lexsort_dense(primary, n_primary: int, secondary, n_secondary: int) -> np.ndarray:
@@ -299,3 +309,7 @@ def lexsort_dense(primary, n_primary: int, secondary, n_secondary: int) -> np.nd
     order1, _ = group_by_key(secondary, n_secondary)
     order2, _ = group_by_key(primary[order1], n_primary)
     return order1[order2]
+
+
+KERNELS = (_group, _seg_sum, _seg_min, _seg_max, _seg_first, _seg_last, _topk_mean, _rolling_count, _rolling_fill,
+           count_runs)

@@ -31,7 +31,7 @@ from ._buckets import key_hash, read_bucket, write_buckets
 from ._clusters import connected_components
 from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table, register_table
-from ._splink import predict_rule, train
+from ._splink import train
 from ._tasks import Progress, run_tasks, share
 
 __all__ = ["LinkConfig", "build_signatures", "build_register", "deterministic_pass", "train_models",
@@ -327,7 +327,8 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
             full = (n_right_full, n_right_full) if len(years) < len(counts) else None
             left = right
             args = (model, right, None, tf_all[name], cfg.duckdb_threads, cfg.duckdb_memory_limit, full)
-        settings = run_tasks(client, _train_task, [args], name=f"train-{name}", progress=progress)[0]
+        settings = run_tasks(client, _train_task, [tuple(share(client, a) if isinstance(a, pa.Table) else a
+                                                         for a in args)], name=f"train-{name}", progress=progress)[0]
         model.splink = settings
         info[name] = {"sample_years": years, "sample_left_rows": left.num_rows, "sample_right_rows": right.num_rows,
                       "probability_two_random_records_match": settings["probability_two_random_records_match"]}
@@ -347,50 +348,63 @@ def _unlinked_signatures(f: str, work: str) -> pa.Table:
     return t
 
 
-def _score_map_right(f: str, tmp: str, model: ModelSpec, buckets: list[int], keys, part: str, side: str,
-                     columns: list[str]) -> int:
-    """Write one side's rows into every rule's buckets; with ``keys``, only rows whose rule key
-    some left row carries (the right side of a link: most register rows meet no record)."""
+def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
+    """Blocking rules grouped by the first key of each side: every rule of a group implies
+    l.<left key> = r.<right key>, so partitioning both sides on that one key brings together
+    every pair any rule of the group admits - and one Splink call scores the whole group."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, rule in enumerate(model.blocking):
+        groups.setdefault((rule.left_keys[0], rule.right_keys[0]), []).append(i)
+    return [(lk, rk, rules) for (lk, rk), rules in groups.items()]
+
+
+def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, side: str, columns: list[str]) -> int:
+    """Write one side's rows into every group's buckets; with ``keys``, only rows whose key some
+    left row carries (the right side of a link: most register rows meet no record)."""
     t = pq.read_table(f, use_threads=False).select(columns)
     written = 0
-    for r, rule in enumerate(model.blocking):
-        h, valid = key_hash(t, rule.left_keys if side == "left" else rule.right_keys)
+    for g, (lk, rk, _) in enumerate(groups):
+        h, valid = key_hash(t, [lk if side == "left" else rk])
         if keys is not None:
-            valid &= np.isin(h, keys[r])
-        write_buckets(t, h, valid, buckets[r], Path(tmp) / f"rule={r}" / side, part)
+            valid &= np.isin(h, keys[g])
+        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / side, part)
         written += int(valid.sum())
     return written
 
 
-def _score_map_left(f: str, tmp: str, model: ModelSpec, buckets: list[int], part: str, columns: list[str],
+def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: list[str],
                     work: str | None) -> list[np.ndarray]:
-    """Left side of a link: rows written once per blocking rule into that rule's buckets (for
-    the identity pipeline, only signatures the deterministic pass left); returns each rule's
-    key hashes, to filter the right side."""
+    """Left side of a link: rows written once per partition group into its buckets (for the
+    identity pipeline, only signatures the deterministic pass left); returns each group's key
+    hashes, to filter the right side."""
     t = (_unlinked_signatures(f, work) if work else pq.read_table(f, use_threads=False)).select(columns)
     keys = []
-    for r, rule in enumerate(model.blocking):
-        h, valid = key_hash(t, rule.left_keys)
-        write_buckets(t, h, valid, buckets[r], Path(tmp) / f"rule={r}" / "left", part)
+    for g, (lk, _, _) in enumerate(groups):
+        h, valid = key_hash(t, [lk])
+        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / "left", part)
         keys.append(np.unique(h[valid]))
     return keys
 
 
-def _score_reduce(tmp: str, model: ModelSpec, rule: int, bucket: int, tf, cfg: LinkConfig, dedupe: bool,
-                  out: str, sig_buckets: int | None, schema: pa.Schema) -> int:
-    base = Path(tmp) / f"rule={rule}"
+def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], bucket: int, tf, cfg: LinkConfig,
+                  dedupe: bool, out: str, sig_buckets: int | None, schema: pa.Schema) -> dict[int, int]:
+    from ._splink import predict_rules
+
+    base = Path(tmp) / f"group={group}"
     left = read_bucket(base / "left", bucket, schema)
     right = None if dedupe else read_bucket(base / "right", bucket, schema)
     if left.num_rows == 0 or (right is not None and right.num_rows == 0):
-        return 0
-    pred = predict_rule(model, rule, left, right, tf, threads=cfg.duckdb_threads, memory_limit=cfg.duckdb_memory_limit,
-                        threshold=cfg.prediction_floor)
+        return {}
+    pred = predict_rules(model, rules, left, right, tf, threads=cfg.duckdb_threads,
+                         memory_limit=cfg.duckdb_memory_limit, threshold=cfg.prediction_floor)
+    per_rule = Counter(pred.column("rule").to_pylist())
     if pred.num_rows == 0:
-        return 0
+        return {}
+    name = f"group{group:02d}-b{bucket:05d}"
     if sig_buckets is None:  # plain scored pairs
         Path(out).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pred, Path(out) / f"rule{rule:02d}-b{bucket:05d}.parquet")
-        return pred.num_rows
+        pq.write_table(pred, Path(out) / f"{name}.parquet")
+        return dict(per_rule)
     # identity pipeline: candidates keyed by signature, with the register NIR
     pos = pc.index_in(pred.column("unique_id_r"), value_set=right.column("unique_id"))
     cand = pa.table({
@@ -399,54 +413,55 @@ def _score_reduce(tmp: str, model: ModelSpec, rule: int, bucket: int, tf, cfg: L
         "match_probability": pred.column("match_probability"), "rule": pred.column("rule"),
     }, schema=CANDIDATE_SCHEMA)
     h, valid = key_hash(cand, ["signature"])
-    write_buckets(cand, h, valid, sig_buckets, out, f"rule{rule:02d}-b{bucket:05d}")
-    return cand.num_rows
+    write_buckets(cand, h, valid, sig_buckets, out, name)
+    return dict(per_rule)
 
 
 def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, left_files: list[str],
                 right_files: list[str] | None, out: Path, schema: pa.Schema | None = None,
                 exclude_linked: bool = False, candidates: bool = False, client=None,
                 progress: Progress | None = None) -> dict[str, Any]:
-    """Score every blocking rule across the cluster: both sides partitioned by the rule's key,
-    one Splink call per (rule, bucket), pairs of earlier rules excluded. ``right_files=None``
-    scores pairs within the left files (deduplication)."""
+    """Score every blocking rule across the cluster: both sides partitioned on each rule
+    group's key, one Splink call per (group, bucket), pairs of earlier rules excluded.
+    ``right_files=None`` scores pairs within the left files (deduplication)."""
     dedupe = right_files is None
     schema = schema or pq.read_schema(left_files[0])
     columns = schema.names
+    groups = partition_groups(model)
     tmp = work / "tmp" / f"score-{model.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     n_left = sum(pq.read_metadata(f).num_rows for f in left_files)
-    n_buckets = max(1, -(-n_left // cfg.rows_per_scoring_task))
-    buckets = [n_buckets] * len(model.blocking)
+    buckets = max(1, -(-n_left // cfg.rows_per_scoring_task))
     if dedupe:
-        run_tasks(client, _score_map_right, [(f, str(tmp), model, buckets, None, f"l{i:05d}", "left", columns)
+        run_tasks(client, _score_map_right, [(f, str(tmp), groups, buckets, None, f"l{i:05d}", "left", columns)
                                              for i, f in enumerate(left_files)], name=f"score-map-{model.name}",
                   progress=progress)
     else:
-        keys = run_tasks(client, _score_map_left, [(f, str(tmp), model, buckets, f"l{i:05d}", columns,
+        keys = run_tasks(client, _score_map_left, [(f, str(tmp), groups, buckets, f"l{i:05d}", columns,
                                                     str(work) if exclude_linked else None)
                                                    for i, f in enumerate(left_files)],
                          name=f"score-map-left-{model.name}", progress=progress)
-        rule_keys = [np.unique(np.concatenate([k[r] for k in keys])) if keys else np.zeros(0, np.int64)
-                     for r in range(len(model.blocking))]
-        shared_keys = share(client, rule_keys)
-        run_tasks(client, _score_map_right, [(f, str(tmp), model, buckets, shared_keys, f"r{i:05d}", "right", columns)
-                                             for i, f in enumerate(right_files)],
+        group_keys = [np.unique(np.concatenate([k[g] for k in keys])) if keys else np.zeros(0, np.int64)
+                      for g in range(len(groups))]
+        shared_keys = share(client, group_keys)
+        run_tasks(client, _score_map_right, [(f, str(tmp), groups, buckets, shared_keys, f"r{i:05d}", "right",
+                                              columns) for i, f in enumerate(right_files)],
                   name=f"score-map-right-{model.name}", progress=progress)
     tf_arg = share(client, tf)
-    args = [(str(tmp), model, r, b, tf_arg, cfg, dedupe, str(out), cfg.signature_buckets if candidates else None,
-             schema)
-            for r in range(len(model.blocking)) for b in range(buckets[r])
-            if (tmp / f"rule={r}" / "left" / f"b={b:05d}").exists()]
+    args = [(str(tmp), model, g, rules, b, tf_arg, cfg, dedupe, str(out),
+             cfg.signature_buckets if candidates else None, schema)
+            for g, (_, _, rules) in enumerate(groups) for b in range(buckets)
+            if (tmp / f"group={g}" / "left" / f"b={b:05d}").exists()]
     counts = run_tasks(client, _score_reduce, args, name=f"score-{model.name}", progress=progress)
     per_rule = Counter()
-    for a, c in zip(args, counts):
-        per_rule[a[2]] += c
+    for c in counts:
+        per_rule.update(c)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"tasks": len(args), "pairs": sum(counts), "pairs_per_rule": {model.blocking[r].name: per_rule[r]
-                                                                         for r in range(len(model.blocking))},
-            "buckets_per_rule": n_buckets}
+    return {"tasks": len(args), "pairs": sum(per_rule.values()),
+            "pairs_per_rule": {model.blocking[r].name: per_rule[r] for r in range(len(model.blocking))},
+            "partition_groups": [[model.blocking[r].name for r in rules] for _, _, rules in groups],
+            "buckets_per_group": buckets}
 
 
 # ------------------------------------------------------------------ register deduplication

@@ -1,0 +1,96 @@
+"""Data larger than memory: `python -m benchmarks.larger_than_memory [--gib 10] [--worker-memory 2GiB]`.
+
+Generates synthetic data until its Parquet inputs (register + career + resource) weigh at
+least --gib GiB, then runs the ingest and aggregate stages (aggregate on the declared valid
+NIRs, through a Dask shuffle by person) on a local cluster of 2 workers limited to
+--worker-memory each. Reports input size, rows, time per stage, the peak RSS of the process
+tree, and whether it finished. Results: benchmarks/results/larger_than_memory.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ._common import PeakRSS, markdown_table, write_results
+
+BYTES_PER_PERSON = 1_900  # register + career + resource Parquet per synthetic person (measured)
+
+
+def _size(paths) -> int:
+    return sum(f.stat().st_size for p in paths for f in Path(p).rglob("*.parquet"))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gib", type=float, default=10.0)
+    ap.add_argument("--worker-memory", default="2GiB")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", default=None)
+    args = ap.parse_args(argv)
+    from cluster import open_client
+    from engine._runner import Job
+    from engine._spec import parse_job
+    from engine._synth import SynthParams, synth
+
+    base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-ltm-"))
+    data = base / "data"
+    persons = int(args.gib * 2**30 / BYTES_PER_PERSON) + 1
+    timings = {}
+    with open_client(None, n_workers=args.workers, threads_per_worker=1, memory_limit=args.worker_memory,
+                     local_directory=str(base / "dask"), dashboard=False) as client:
+        if not (data / "_synth.json").exists():
+            t0 = time.perf_counter()
+            synth(data, persons=persons, client=client, params=SynthParams(seed=12), overwrite=True)
+            timings["synth"] = time.perf_counter() - t0
+        inputs = [data / k for k in ("register", "career", "resource")]
+        size = _size(inputs)
+        text = f"""
+[job]
+name = "larger-than-memory"
+stages = ["ingest", "aggregate"]
+[[inputs]]
+name = "register"
+kind = "register"
+paths = ["{data}/register"]
+[[inputs]]
+name = "career"
+kind = "career"
+paths = ["{data}/career"]
+[[inputs]]
+name = "resource"
+kind = "resource"
+paths = ["{data}/resource"]
+[output]
+directory = "{base}/job"
+"""
+        spec = parse_job(text, path=str(base / "job.toml"))
+        with PeakRSS() as rss:
+            t0 = time.perf_counter()
+            state = Job(spec, client=client, restart=True).run()
+            total = time.perf_counter() - t0
+    import json
+
+    ingest = json.loads((base / "job" / "ingest" / "_manifest.json").read_text())
+    rows = sum(v["totals"]["rows_read"] for v in ingest["inputs"].values())
+    result = {"persons": persons, "input_bytes": size, "input_gib": size / 2**30, "rows": rows,
+              "worker_memory": args.worker_memory, "workers": args.workers, "status": state.status,
+              "stage_seconds": state.stage_seconds, "job_seconds": total, "peak_rss_bytes": rss.peak,
+              "synth_seconds": timings.get("synth")}
+    md = (f"Workers: {args.workers} x {args.worker_memory}. Input: {size / 2**30:.1f} GiB of Parquet, {rows:,} rows "
+          f"({persons:,} persons).\n\n" + markdown_table(
+              ["stage", "seconds", "M rows/s"],
+              [[s, f"{t:.0f}", f"{rows / t / 1e6:.2f}"] for s, t in state.stage_seconds.items()]) +
+          f"\n\nStatus: {state.status}. Peak RSS of all processes: {rss.peak / 2**30:.1f} GiB.")
+    jpath, mpath = write_results("larger_than_memory", result, md)
+    print(md)
+    print(f"\n{jpath}\n{mpath}")
+    if not args.dir:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
