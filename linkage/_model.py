@@ -201,8 +201,7 @@ IDENTITY_COMPARISONS = (
         Level("missing", "l.last_name_key IS NULL OR l.last_name_key = ''", null=True),
         Level("birth name exact", "l.last_name_key = r.last_name_key", tf_column="last_name_key"),
         Level("usage name exact", "l.last_name_key = r.usage_name_key"),
-        Level("first name(s) given as surname",
-              "l.last_name_key = r.first_name_key OR l.last_name_key = replace(r.first_names_norm, ' ', '')"),
+        Level("first name(s) given as surname", "l.last_name_key = r.first_name_key OR l.last_name_key = r.first_names_key"),
         Level("birth or usage name JW >= 0.92",
               f"{_jw('last_name_key', 'last_name_key', 0.92)} OR {_jw('last_name_key', 'usage_name_key', 0.92)}"),
         Level("birth or usage name JW >= 0.8",
@@ -215,12 +214,15 @@ IDENTITY_COMPARISONS = (
         Level("one of the first names", "list_contains(string_split(r.first_names_norm, ' '), l.first_name_norm)"),
         Level("JW >= 0.92", _jw("first_name_key", "first_name_key", 0.92)),
         Level("JW >= 0.8", _jw("first_name_key", "first_name_key", 0.8)),
-        Level("surname given as first name", "l.first_name_key = r.last_name_key OR l.first_name_key = r.usage_name_key"),
+        Level("surname given as first name", "l.first_name_key = r.last_name_key OR l.first_name_key = r.usage_name_key "
+                                             "OR l.first_names_key = r.last_name_key OR l.first_names_key = r.usage_name_key"),
         ELSE,
     ), "First name: the first of several, a later one, fuzzy, swapped"),
     Comparison("birth_date", (
         Level("missing", "l.birth_year IS NULL OR r.birth_year IS NULL", null=True),
         Level("exact", "l.birth_year = r.birth_year AND l.birth_month = r.birth_month AND l.birth_day = r.birth_day"),
+        Level("same year, month unknown on both sides",
+              "l.birth_year = r.birth_year AND l.birth_month IS NULL AND r.birth_month IS NULL"),
         Level("day and month swapped", "l.birth_year = r.birth_year AND l.birth_month = r.birth_day "
                                        "AND l.birth_day = r.birth_month"),
         Level("one field off", "(l.birth_year = r.birth_year AND l.birth_month = r.birth_month) "
@@ -264,6 +266,11 @@ IDENTITY_BLOCKING = (
     Blocking("surname_first_name", ("last_name_key", "first_name_key"), ("last_name_key", "first_name_key")),
     Blocking("surname_birth_day", ("last_name_key", "birth_month", "birth_day"), ("last_name_key", "birth_month", "birth_day")),
     Blocking("names_swapped_usage", ("last_name_key", "first_name_key"), ("first_name_key", "usage_name_key")),
+    Blocking("usage_name_first_name", ("last_name_key", "first_name_key"), ("usage_name_key", "first_name_key")),
+    Blocking("surname_as_first_names_birth", ("first_names_key", "birth_year", "birth_month", "birth_day"),
+             ("last_name_key", "birth_year", "birth_month", "birth_day")),
+    Blocking("usage_as_first_names_birth", ("first_names_key", "birth_year", "birth_month", "birth_day"),
+             ("usage_name_key", "birth_year", "birth_month", "birth_day")),
 )
 
 

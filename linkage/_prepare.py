@@ -33,6 +33,7 @@ LINK_COLUMNS = pa.schema([
     pa.field("first_name_key", pa.string()),
     pa.field("first_name_norm", pa.string()),
     pa.field("first_names_norm", pa.string()),
+    pa.field("first_names_key", pa.string()),
     pa.field("birth_year", pa.int16()),
     pa.field("birth_month", pa.int8()),
     pa.field("birth_day", pa.int8()),
@@ -40,6 +41,11 @@ LINK_COLUMNS = pa.schema([
 ])
 
 _BODY = r"^[0-9]{5}[0-9][0-9AB][0-9]{6}([0-9]{2})?$"
+
+
+def _key(arr: pa.Array) -> pa.Array:
+    """A name as a comparison key: no spaces, no hyphens (JEAN-PIERRE MARIE -> JEANPIERREMARIE)."""
+    return _empty_to_null(squeeze(pc.replace_substring(arr, "-", "")))
 
 
 def _empty_to_null(arr: pa.Array) -> pa.Array:
@@ -84,9 +90,10 @@ def records_table(table: pa.Table) -> pa.Table:
         "sex": _sex_from_digit(table.column("nir_sex")),
         "last_name_key": _empty_to_null(table.column("last_name_key")),
         "usage_name_key": pa.nulls(table.num_rows, pa.string()),
-        "first_name_key": _empty_to_null(squeeze(first_norm)),
+        "first_name_key": _key(first_norm),
         "first_name_norm": first_norm,
         "first_names_norm": _empty_to_null(table.column("first_names_norm")),
+        "first_names_key": _key(table.column("first_names_norm")),
         "birth_year": _zero_to_null(table.column("birth_year")),
         "birth_month": _zero_to_null(table.column("birth_month")),
         "birth_day": _zero_to_null(table.column("birth_day")),
@@ -109,9 +116,10 @@ def register_table(table: pa.Table) -> pa.Table:
         "sex": pc.cast(sex, pa.int8()),
         "last_name_key": _empty_to_null(table.column("last_name_key")),
         "usage_name_key": _empty_to_null(table.column("usage_name_key")),
-        "first_name_key": _empty_to_null(squeeze(first_norm)),
+        "first_name_key": _key(first_norm),
         "first_name_norm": first_norm,
         "first_names_norm": _empty_to_null(table.column("first_names_norm")),
+        "first_names_key": _key(table.column("first_names_norm")),
         "birth_year": _zero_to_null(table.column("birth_year")),
         "birth_month": _zero_to_null(table.column("birth_month")),
         "birth_day": _zero_to_null(table.column("birth_day")),
