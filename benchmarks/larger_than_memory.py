@@ -33,7 +33,6 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from cluster import open_client
     from engine._runner import Job
-    from engine._spec import parse_job
     from engine._synth import SynthParams, synth
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-ltm-"))
@@ -48,26 +47,11 @@ def main(argv=None) -> None:
             timings["synth"] = time.perf_counter() - t0
         inputs = [data / k for k in ("register", "career", "resource")]
         size = _size(inputs)
-        text = f"""
-[job]
-name = "larger-than-memory"
-stages = ["ingest", "aggregate"]
-[[inputs]]
-name = "register"
-kind = "register"
-paths = ["{data}/register"]
-[[inputs]]
-name = "career"
-kind = "career"
-paths = ["{data}/career"]
-[[inputs]]
-name = "resource"
-kind = "resource"
-paths = ["{data}/resource"]
-[output]
-directory = "{base}/job"
-"""
-        spec = parse_job(text, path=str(base / "job.toml"))
+        from engine._spec import load_job
+        from engine._synth import write_job_file
+
+        spec = load_job(write_job_file(data, base / "job.toml", output=base / "job", name="larger-than-memory",
+                                       stages=["ingest", "aggregate"]))
         with PeakRSS() as rss:
             t0 = time.perf_counter()
             state = Job(spec, client=client, restart=True).run()

@@ -433,10 +433,10 @@ def attach_truth(synth_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cl
     return {k: sum(r[k] for r in results) for k in ("career", "resource")}
 
 
-JOB_TEMPLATE = """# nirlink job for the synthetic dataset in {data} (written by `nirlink synth --write-job`).
+JOB_TEMPLATE = """# nirlink job for the synthetic dataset in {data} (written by nirlink).
 [job]
 name = "{name}"
-stages = ["ingest", "link", "attach", "aggregate", "export"]
+stages = [{stages}]
 
 [[inputs]]
 name = "register"
@@ -455,17 +455,23 @@ paths = ["{data}/resource"]
 
 [output]
 directory = "{output}"
-
+{extra}
 [cluster]
 # address = "tcp://scheduler:8786"   # a running cluster; without it, a local one is started
 """
 
 
 def write_job_file(data_dir: str | os.PathLike, job_path: str | os.PathLike, *, output: str | os.PathLike,
-                   name: str = "synthetic") -> Path:
-    """A job file that runs the main job on a synthetic dataset (paths absolute)."""
+                   name: str = "synthetic", stages: list[str] | tuple[str, ...] | None = None,
+                   extra: str = "") -> Path:
+    """A job file that runs the main job (or ``stages``) on a synthetic dataset (paths absolute);
+    ``extra`` lines go into its [output] table."""
+    from ._spec import STAGES
+
     job_path = Path(job_path)
     job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(JOB_TEMPLATE.format(data=Path(data_dir).resolve().as_posix(), name=name,
-                                            output=Path(output).resolve().as_posix()), encoding="utf-8")
+                                            output=Path(output).resolve().as_posix(), extra=extra,
+                                            stages=", ".join(f'"{s}"' for s in (stages or STAGES))),
+                        encoding="utf-8")
     return job_path

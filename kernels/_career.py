@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._errors import InputError
+from ._errors import InputError, check_amounts
 from ._segments import count_runs, lexsort_dense
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
@@ -109,16 +109,7 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         raise InputError(f"aggregate_career: kind code {bad} is not one of {len(CAREER_KINDS)} career kinds")
     year_idx = table.index(year, what="career year")  # raises naming the years outside the tables
     salary_rows = kind == 0
-    bad = salary_rows & ~np.isfinite(gross_salary)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"aggregate_career: gross_salary must be a finite number on salary rows; "
-                         f"{float(gross_salary[i])!r} at row {i} ({int(bad.sum())} such rows)")
-    neg = salary_rows & (gross_salary < 0)
-    if neg.any():
-        i = int(np.flatnonzero(neg)[0])
-        raise InputError(f"aggregate_career: gross_salary must be >= 0; {float(gross_salary[i])!r} at row {i} "
-                         f"({int(neg.sum())} negative rows)")
+    check_amounts(gross_salary, salary_rows, where="aggregate_career", what="gross_salary on salary rows")
     if n and days.min() < 0:
         i = int(np.argmin(days))
         raise InputError(f"aggregate_career: days must be >= 0; {int(days[i])} at row {i}")

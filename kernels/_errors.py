@@ -97,6 +97,23 @@ class JobCancelled(JobError):
     """The job was cancelled by an operator."""
 
 
+def check_amounts(values, rows, *, where: str, what: str) -> None:
+    """Raise InputError naming the first row (among ``rows``, a boolean mask) whose amount is
+    not a finite number or is negative: kernels sum amounts in cents and would silently
+    carry a NaN or a negative value through every total."""
+    import numpy as np
+
+    bad = rows & ~np.isfinite(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{where}: {what} must be a finite number; {float(values[i])!r} at row {i} "
+                         f"({int(bad.sum())} such rows)")
+    neg = rows & (values < 0)
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise InputError(f"{where}: {what} must be >= 0; {float(values[i])!r} at row {i} ({int(neg.sum())} negative rows)")
+
+
 def format_values(values: Sequence[object], limit: int = 5) -> str:
     """First few offending values for an error message (never more than ``limit``)."""
     shown = ", ".join(repr(v) for v in list(values)[:limit])

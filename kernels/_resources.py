@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._errors import InputError
+from ._errors import InputError, check_amounts
 from ._segments import count_runs, lexsort_dense, rolling_window_sum
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
@@ -82,15 +82,7 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
         raise InputError(f"aggregate_resources: person index outside [0, {n_persons})")
     if n and (kind.min() < 0 or kind.max() >= len(RESOURCE_KINDS)):
         raise InputError(f"aggregate_resources: kind codes must lie in [0, {len(RESOURCE_KINDS)})")
-    bad = ~np.isfinite(amount)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"aggregate_resources: amount must be a finite number; {float(amount[i])!r} at row {i} "
-                         f"({int(bad.sum())} such rows)")
-    neg = amount < 0
-    if neg.any():
-        i = int(np.flatnonzero(neg)[0])
-        raise InputError(f"aggregate_resources: amount must be >= 0; {float(amount[i])!r} at row {i} ({int(neg.sum())} rows)")
+    check_amounts(amount, np.ones(n, bool), where="aggregate_resources", what="amount")
     if n and month.min() < 0:
         raise InputError(f"aggregate_resources: month index must be >= 0, got {int(month.min())}")
     cents = np.round(amount * 100.0).astype(np.int64)

@@ -69,6 +69,21 @@ def _sex_from_digit(digit) -> pa.Array:
     return pa.array(s, mask=s == 0)
 
 
+def _identity(table: pa.Table) -> dict[str, pa.Array]:
+    """The name and birth-date columns both sides share (the schema puts them in order)."""
+    first_norm = _empty_to_null(table.column("first_name_norm"))
+    return {
+        "last_name_key": _empty_to_null(table.column("last_name_key")),
+        "first_name_key": _key(first_norm),
+        "first_name_norm": first_norm,
+        "first_names_norm": _empty_to_null(table.column("first_names_norm")),
+        "first_names_key": _key(table.column("first_names_norm")),
+        "birth_year": _zero_to_null(table.column("birth_year")),
+        "birth_month": _zero_to_null(table.column("birth_month")),
+        "birth_day": _zero_to_null(table.column("birth_day")),
+    }
+
+
 def signature_ids(table: pa.Table) -> np.ndarray:
     """The signature id of each ingested row (same identity fields, same id, in any source)."""
     declared = pc.utf8_upper(pc.replace_substring_regex(table.column("declared_nir"), r"[ .\-\t]", ""))
@@ -79,7 +94,6 @@ def signature_ids(table: pa.Table) -> np.ndarray:
 def records_table(table: pa.Table) -> pa.Table:
     """Linkage columns of ingested rows (one row per input row; callers take distinct ids)."""
     body = _body(table.column("declared_nir"))
-    first_norm = _empty_to_null(table.column("first_name_norm"))
     place = pc.utf8_slice_codeunits(body, 5, 10)
     return pa.table({
         "unique_id": pa.array(signature_ids(table)),
@@ -88,15 +102,8 @@ def records_table(table: pa.Table) -> pa.Table:
         "nir_prefix10": pc.utf8_slice_codeunits(body, 0, 10),
         "nir_status": table.column("nir_status"),
         "sex": _sex_from_digit(table.column("nir_sex")),
-        "last_name_key": _empty_to_null(table.column("last_name_key")),
         "usage_name_key": pa.nulls(table.num_rows, pa.string()),
-        "first_name_key": _key(first_norm),
-        "first_name_norm": first_norm,
-        "first_names_norm": _empty_to_null(table.column("first_names_norm")),
-        "first_names_key": _key(table.column("first_names_norm")),
-        "birth_year": _zero_to_null(table.column("birth_year")),
-        "birth_month": _zero_to_null(table.column("birth_month")),
-        "birth_day": _zero_to_null(table.column("birth_day")),
+        **_identity(table),
         "birth_place": place,
     }, schema=LINK_COLUMNS)
 
@@ -104,7 +111,6 @@ def records_table(table: pa.Table) -> pa.Table:
 def register_table(table: pa.Table) -> pa.Table:
     """Linkage columns of the ingested register (unique_id: hash of the NIR)."""
     nir = table.column("nir")
-    first_norm = _empty_to_null(table.column("first_name_norm"))
     body = pc.utf8_slice_codeunits(nir, 0, 13)
     sex = table.column("sex") if "sex" in table.column_names else _sex_from_digit(table.column("nir_sex"))
     return pa.table({
@@ -114,14 +120,7 @@ def register_table(table: pa.Table) -> pa.Table:
         "nir_prefix10": pc.utf8_slice_codeunits(nir, 0, 10),
         "nir_status": table.column("nir_status"),
         "sex": pc.cast(sex, pa.int8()),
-        "last_name_key": _empty_to_null(table.column("last_name_key")),
         "usage_name_key": _empty_to_null(table.column("usage_name_key")),
-        "first_name_key": _key(first_norm),
-        "first_name_norm": first_norm,
-        "first_names_norm": _empty_to_null(table.column("first_names_norm")),
-        "first_names_key": _key(table.column("first_names_norm")),
-        "birth_year": _zero_to_null(table.column("birth_year")),
-        "birth_month": _zero_to_null(table.column("birth_month")),
-        "birth_day": _zero_to_null(table.column("birth_day")),
+        **_identity(table),
         "birth_place": _empty_to_null(table.column("birth_place")),
     }, schema=LINK_COLUMNS)

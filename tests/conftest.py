@@ -58,33 +58,9 @@ def synth_100k(tmp_path_factory, dask_client):
 
 def write_job(path, data_dir, out_dir, *, stages=None, extra: str = "") -> str:
     """A job file over a synthetic dataset (register, career, resource)."""
-    stages = stages or ["ingest", "link", "attach", "aggregate", "export"]
-    text = f"""
-[job]
-name = "t"
-stages = {stages!r}
+    from engine._synth import write_job_file
 
-[[inputs]]
-name = "register"
-kind = "register"
-paths = ["{data_dir}/register"]
-
-[[inputs]]
-name = "career"
-kind = "career"
-paths = ["{data_dir}/career"]
-
-[[inputs]]
-name = "resource"
-kind = "resource"
-paths = ["{data_dir}/resource"]
-
-[output]
-directory = "{out_dir}"
-{extra}
-"""
-    path.write_text(text.replace("'", '"'))
-    return str(path)
+    return str(write_job_file(data_dir, path, output=out_dir, name="t", stages=stages, extra=extra))
 
 
 @pytest.fixture(scope="session")

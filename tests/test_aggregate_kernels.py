@@ -97,8 +97,8 @@ def test_career_kernel_ignores_row_order():
 
 
 @pytest.mark.parametrize("gross,kind,fragment", [
-    ([np.nan], [0], "finite number on salary rows; nan at row 0"),
-    ([-5.0], [0], "must be >= 0; -5.0 at row 0"),
+    ([np.nan], [0], "gross_salary on salary rows must be a finite number; nan at row 0"),
+    ([-5.0], [0], "gross_salary on salary rows must be >= 0; -5.0 at row 0"),
 ])
 def test_career_rejects_bad_amounts(gross, kind, fragment):
     with pytest.raises(InputError, match=fragment.replace(";", ";").replace("(", r"\(")):

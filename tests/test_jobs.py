@@ -199,9 +199,7 @@ def test_pseudonymising_job_reads_its_key_from_the_environment(synth_small, tmp_
     root, _ = synth_small
     monkeypatch.setenv("NIRLINK_TEST_KEY", "a-test-key-of-enough-length")
     extra = 'pseudonymise = true\nkey_env = "NIRLINK_TEST_KEY"\n'
-    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest"], extra="")
-    text = Path(job_file).read_text().replace("[output]\n", "[output]\n" + extra)
-    Path(job_file).write_text(text)
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest"], extra=extra)
     spec = load_job(job_file)
     assert spec.output.pseudonymise and spec.output.key_env == "NIRLINK_TEST_KEY"
     state = Job(spec, client=dask_client).run()
