@@ -141,10 +141,10 @@ def _normalize(offsets, data, valid, keep_hyphen, table, separators, out_offsets
                 elif 0x0300 <= cp <= 0x036F:
                     j += nbytes  # combining mark: dropped
                     continue
+                elif 0x2010 <= cp <= 0x2013:
+                    hyphen = True  # typographic hyphens and en dash count as '-'
                 elif _is_sep_cp(cp, separators) or (0x2000 <= cp <= 0x206F):
                     sep = True
-                    if 0x2010 <= cp <= 0x2013:
-                        hyphen = True
                 else:
                     copy_raw = True
                 if hyphen and not keep_hyphen:

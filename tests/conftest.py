@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, settings
 
 # Kernels compile on first call (Numba), so the first example of a test is slow: no deadline.
-settings.register_profile("nirlink", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("nirlink")
+# Profiles (HYPOTHESIS_PROFILE): "nirlink" explores new random examples on every run (the
+# default, for development); "ci" replays a fixed, seed-derived search so that CI verdicts are
+# reproducible; "thorough" searches 20x longer, to hunt for edge cases before a release.
+_BASE = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("nirlink", **_BASE)
+settings.register_profile("ci", derandomize=True, database=None, **_BASE)
+settings.register_profile("thorough", max_examples=2000, **_BASE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "nirlink"))
 
 
 @pytest.fixture(scope="session", autouse=True)
