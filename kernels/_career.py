@@ -23,7 +23,6 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import count_runs, lexsort_dense
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
 
@@ -34,53 +33,165 @@ SAM_QUARTER_RULE_FROM = 2004
 
 
 @njit(nogil=True, cache=True)
-def _person_years(person, year_idx, kind, cents, days, order, assim_days, pass_cents, salval_cents, reval,
-                  first_year, out_person, out_year, out_gross, out_capped, out_qsal, out_qassim, out_qtotal,
-                  out_revalued, out_eligible):
-    n_kinds = assim_days.shape[0]
-    kind_days = np.zeros(n_kinds, np.int64)
-    o = -1
-    j = 0
-    n = order.shape[0]
-    while j < n:
-        i = order[j]
+def _scan(person, n_persons, year, first_year, last_year, kind, n_kinds, gross, days):
+    """One pass of checks: 0 when every row is valid, else 1 (the wrapper then finds the
+    offending row and names it). Also tells whether rows come sorted by person."""
+    sorted_ = True
+    prev = -1
+    for i in range(person.shape[0]):
         p = person[i]
-        y = year_idx[i]
-        gross = 0
-        for k in range(n_kinds):
-            kind_days[k] = 0
-        periods_one = 0
-        while j < n and person[order[j]] == p and year_idx[order[j]] == y:
-            r = order[j]
+        y = year[i]
+        k = kind[i]
+        if p < 0 or p >= n_persons or y < first_year or y > last_year or k < 0 or k >= n_kinds or days[i] < 0:
+            return 1, False
+        if k == 0:
+            g = gross[i]
+            if not (g >= 0.0) or g == np.inf:  # NaN, negative or infinite
+                return 1, False
+        if p < prev:
+            sorted_ = False
+        prev = p
+    return 0, sorted_
+
+
+@njit(nogil=True, cache=True)
+def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, best_years, assim_days, first_year,
+                  pass_cents, salval_cents, reval, y_person, y_year, y_gross, y_capped, y_qsal, y_qassim, y_qtotal,
+                  y_revalued, y_eligible, p_quarters, p_first, p_last, p_years, p_sam, p_used, p_gross):
+    """Career aggregation in one pass over rows grouped by person (in row order when
+    ``use_order`` is false, else along ``order``): per-year accumulators for the current
+    person live in small arrays indexed by year, so years need no sort. Returns the number
+    of person-years written."""
+    n_years = pass_cents.shape[0]
+    n_kinds = assim_days.shape[0]
+    acc_gross = np.zeros(n_years, np.int64)
+    acc_days = np.zeros((n_years, n_kinds), np.int64)
+    acc_one = np.zeros(n_years, np.int64)
+    seen = np.zeros(n_years, np.bool_)
+    assim = np.zeros(n_years, np.bool_)
+    sam_buf = np.empty(n_years, np.float64)
+    for q in range(n_persons):
+        p_quarters[q] = 0
+        p_first[q] = 0
+        p_last[q] = 0
+        p_years[q] = 0
+        p_sam[q] = 0.0
+        p_used[q] = 0
+        p_gross[q] = 0
+    n = person.shape[0]
+    o = 0
+    j = 0
+    while j < n:
+        i = order[j] if use_order else j
+        p = person[i]
+        ylo = n_years
+        yhi = -1
+        while j < n:
+            r = order[j] if use_order else j
+            if person[r] != p:
+                break
+            y = year[r] - first_year
+            seen[y] = True
+            if y < ylo:
+                ylo = y
+            if y > yhi:
+                yhi = y
             k = kind[r]
             if k == 0:
-                gross += cents[r]
+                acc_gross[y] += np.int64(np.rint(gross[r] * 100.0))
             elif assim_days[k] == 0:
-                periods_one += 1
+                acc_one[y] += 1
             else:
-                kind_days[k] += days[r]
+                acc_days[y, k] += days[r]
+                assim[y] = True
             j += 1
-        o += 1
-        capped = gross if gross < pass_cents[y] else pass_cents[y]
-        qs = int(np.floor(gross / salval_cents[y])) if gross > 0 else 0
-        if qs > 4:
-            qs = 4
-        qa = periods_one
-        for k in range(1, n_kinds):
-            if assim_days[k] > 0:
-                qa += kind_days[k] // assim_days[k]
-        qt = qs + qa
-        if qt > 4:
-            qt = 4
-        out_person[o] = p
-        out_year[o] = first_year + y
-        out_gross[o] = gross
-        out_capped[o] = capped
-        out_qsal[o] = qs
-        out_qassim[o] = qa
-        out_qtotal[o] = qt
-        out_revalued[o] = (capped / 100.0) * reval[y]
-        out_eligible[o] = gross > 0 and (first_year + y < 2004 or qt >= 1)
+        quarters = 0
+        total = 0
+        n_elig = 0
+        count = 0
+        for y in range(ylo, yhi + 1):
+            if not seen[y]:
+                continue
+            g = acc_gross[y]
+            capped = g if g < pass_cents[y] else pass_cents[y]
+            qs = int(np.floor(g / salval_cents[y])) if g > 0 else 0
+            if qs > 4:
+                qs = 4
+            qa = acc_one[y]
+            if assim[y]:
+                for k in range(1, n_kinds):
+                    if assim_days[k] > 0:
+                        qa += acc_days[y, k] // assim_days[k]
+            qt = qs + qa
+            if qt > 4:
+                qt = 4
+            revalued = (capped / 100.0) * reval[y]
+            eligible = g > 0 and (first_year + y < 2004 or qt >= 1)
+            y_person[o] = p
+            y_year[o] = first_year + y
+            y_gross[o] = g
+            y_capped[o] = capped
+            y_qsal[o] = qs
+            y_qassim[o] = qa
+            y_qtotal[o] = qt
+            y_revalued[o] = revalued
+            y_eligible[o] = eligible
+            o += 1
+            quarters += qt
+            total += g
+            count += 1
+            if eligible:
+                # insertion into sam_buf kept in descending order (a career has a few dozen years)
+                t = n_elig
+                while t > 0 and sam_buf[t - 1] < revalued:
+                    sam_buf[t] = sam_buf[t - 1]
+                    t -= 1
+                sam_buf[t] = revalued
+                n_elig += 1
+            # reset the accumulators for the next person
+            seen[y] = False
+            acc_gross[y] = 0
+            acc_one[y] = 0
+            if assim[y]:
+                assim[y] = False
+                for k in range(n_kinds):
+                    acc_days[y, k] = 0
+        kk = min(best_years[p], n_elig)
+        if kk > 0:
+            acc = 0.0
+            for t in range(kk):  # from the largest value down: the sum does not depend on row order
+                acc += sam_buf[t]
+            p_sam[p] = acc / kk
+        p_used[p] = kk if kk > 0 else 0
+        p_quarters[p] += quarters
+        p_first[p] = first_year + ylo
+        p_last[p] = first_year + yhi
+        p_years[p] = count
+        p_gross[p] = total
+    return o
+
+
+def _ints(values, name: str) -> np.ndarray:
+    """Integer input as is (the kernel compiles per dtype, so narrow columns are not copied)."""
+    a = np.ascontiguousarray(values)
+    if a.dtype.kind not in "iu" or a.dtype.itemsize > 8 or a.dtype == np.uint64:
+        if a.size and a.dtype.kind == "f" and not np.array_equal(a, np.floor(a)):
+            raise InputError(f"aggregate_career: {name} must be integers, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+    return a
+
+
+def _raise_first_error(person, n_persons, year, kind, gross_salary, days, table) -> None:
+    """The slow path of the checks, taken only when the scan found a bad row: name it."""
+    if person.min() < 0 or person.max() >= n_persons:
+        raise InputError(f"aggregate_career: person index outside [0, {n_persons})")
+    if kind.min() < 0 or kind.max() >= len(CAREER_KINDS):
+        bad = int(kind[(kind < 0) | (kind >= len(CAREER_KINDS))][0])
+        raise InputError(f"aggregate_career: kind code {bad} is not one of {len(CAREER_KINDS)} career kinds")
+    table.index(year, what="career year")  # raises naming the years outside the tables
+    check_amounts(gross_salary, kind == 0, where="aggregate_career", what="gross_salary on salary rows")
+    i = int(np.argmin(days))
+    raise InputError(f"aggregate_career: days must be >= 0; {int(days[i])} at row {i}")
 
 
 def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, best_years, table) -> dict:
@@ -91,61 +202,46 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
     int; best_years: int per person (N of the SAM); table: the reference YearTable.
     Returns ``{"years": {...per person-year arrays...}, "persons": {...per person arrays...}}``.
     """
-    person = np.ascontiguousarray(person, dtype=np.int64)
-    year = np.ascontiguousarray(year, dtype=np.int64)
-    kind = np.ascontiguousarray(kind, dtype=np.int64)
+    person = _ints(person, "person")
+    year = _ints(year, "year")
+    kind = _ints(kind, "kind")
     gross_salary = np.ascontiguousarray(gross_salary, dtype=np.float64)
-    days = np.ascontiguousarray(days, dtype=np.int64)
+    days = _ints(days, "days")
     n = len(person)
     if not (len(year) == len(kind) == len(gross_salary) == len(days) == n):
         raise InputError("aggregate_career: person, year, kind, gross_salary and days differ in length")
     best_years = np.ascontiguousarray(best_years, dtype=np.int64)
     if best_years.shape != (n_persons,):
         raise InputError(f"aggregate_career: best_years needs one entry per person ({n_persons}), got {best_years.shape}")
-    if n and (person.min() < 0 or person.max() >= n_persons):
-        raise InputError(f"aggregate_career: person index outside [0, {n_persons})")
-    if n and (kind.min() < 0 or kind.max() >= len(CAREER_KINDS)):
-        bad = int(kind[(kind < 0) | (kind >= len(CAREER_KINDS))][0])
-        raise InputError(f"aggregate_career: kind code {bad} is not one of {len(CAREER_KINDS)} career kinds")
-    year_idx = table.index(year, what="career year")  # raises naming the years outside the tables
-    salary_rows = kind == 0
-    check_amounts(gross_salary, salary_rows, where="aggregate_career", what="gross_salary on salary rows")
-    if n and days.min() < 0:
-        i = int(np.argmin(days))
-        raise InputError(f"aggregate_career: days must be >= 0; {int(days[i])} at row {i}")
-    cents = np.where(salary_rows, np.round(np.where(salary_rows, gross_salary, 0.0) * 100.0), 0).astype(np.int64)
+    if len(best_years) and best_years.min() < 0:
+        raise InputError(f"aggregate_career: best_years must be >= 0, got {int(best_years.min())}")
     n_years = table.last_year - table.first_year + 1
-    order = lexsort_dense(person, n_persons, year_idx, n_years)
-    m = count_runs(person, year_idx, order) if n else 0
-    ys = {
-        "person": np.empty(m, np.int64), "year": np.empty(m, np.int16), "gross_cents": np.empty(m, np.int64),
-        "capped_cents": np.empty(m, np.int64), "quarters_salary": np.empty(m, np.int8),
-        "quarters_assimilated": np.empty(m, np.int16), "quarters": np.empty(m, np.int8),
-        "revalued_capped": np.empty(m, np.float64), "counts_for_sam": np.empty(m, np.bool_),
-    }
-    if n:
-        pass_cents = np.round(table.pass_annual * 100).astype(np.int64)
-        salval_cents = table.salval * 100.0
-        _person_years(person, year_idx, kind, cents, days, order, ASSIMILATION_DAYS, pass_cents, salval_cents,
-                      table.reval, table.first_year, ys["person"], ys["year"], ys["gross_cents"], ys["capped_cents"],
-                      ys["quarters_salary"], ys["quarters_assimilated"], ys["quarters"], ys["revalued_capped"],
-                      ys["counts_for_sam"])
-    # per person: person-years are grouped by person already (sorted order)
-    starts = np.searchsorted(ys["person"], np.arange(n_persons + 1), side="left").astype(np.int64)
-    from ._segments import segment_max, segment_min, segment_sum, segment_topk_mean
+    status, is_sorted = _scan(person, n_persons, year, table.first_year, table.last_year, kind, len(CAREER_KINDS),
+                              gross_salary, days) if n else (0, True)
+    if status:
+        _raise_first_error(person, n_persons, year, kind, gross_salary, days, table)
+    if not is_sorted:
+        # not grouped by person: one stable counting sort on the person (linear, no comparisons)
+        from ._segments import group_by_key
 
-    eligible = ys["counts_for_sam"]
-    # best years among eligible years: ineligible ones are pushed below every real value
-    keyed = np.where(eligible, ys["revalued_capped"], -1.0)
-    elig_count = segment_sum(eligible.astype(np.int64), starts)
-    mean, used = segment_topk_mean(keyed, starts, np.minimum(best_years, elig_count))
-    persons = {
-        "quarters": segment_sum(ys["quarters"].astype(np.int64), starts),
-        "first_year": segment_min(ys["year"].astype(np.int64), starts, empty=0),
-        "last_year": segment_max(ys["year"].astype(np.int64), starts, empty=0),
-        "years": np.diff(starts),
-        "sam": np.where(used > 0, mean, 0.0),
-        "sam_years": used,
-        "gross_cents": segment_sum(ys["gross_cents"], starts),
+        order, _ = group_by_key(person, n_persons)
+    else:
+        order = np.zeros(0, np.int64)
+    cap = min(n, n_persons * n_years)
+    ys = {
+        "person": np.empty(cap, np.int64), "year": np.empty(cap, np.int16), "gross_cents": np.empty(cap, np.int64),
+        "capped_cents": np.empty(cap, np.int64), "quarters_salary": np.empty(cap, np.int8),
+        "quarters_assimilated": np.empty(cap, np.int16), "quarters": np.empty(cap, np.int8),
+        "revalued_capped": np.empty(cap, np.float64), "counts_for_sam": np.empty(cap, np.bool_),
     }
+    persons = {
+        "quarters": np.empty(n_persons, np.int64), "first_year": np.empty(n_persons, np.int64),
+        "last_year": np.empty(n_persons, np.int64), "years": np.empty(n_persons, np.int64),
+        "sam": np.empty(n_persons, np.float64), "sam_years": np.empty(n_persons, np.int64),
+        "gross_cents": np.empty(n_persons, np.int64),
+    }
+    m = _career_fused(person, n_persons, year, kind, gross_salary, days, order, not is_sorted, best_years,
+                      ASSIMILATION_DAYS, table.first_year, np.round(table.pass_annual * 100).astype(np.int64),
+                      table.salval * 100.0, table.reval, *ys.values(), *persons.values())
+    ys = {k: v[:m] for k, v in ys.items()}
     return {"years": ys, "persons": persons}

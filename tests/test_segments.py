@@ -129,7 +129,7 @@ def test_kernels_are_serial_and_release_the_gil():
     # so Dask threads run them in parallel without oversubscribing the cores
     from kernels import _career, _resources
 
-    kernels = list(KERNELS) + [_career._person_years, _resources._months, _resources._years]
+    kernels = list(KERNELS) + [_career._scan, _career._career_fused, _resources._months, _resources._years]
     for k in kernels:
         assert k.targetoptions.get("nogil") is True, k
         assert not k.targetoptions.get("parallel"), k
