@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from kernels import InputError
 from kernels._career import CAREER_KINDS, aggregate_career
+from kernels._dates import first_day_of_month, month_index
 from kernels._resources import RESOURCE_KINDS, aggregate_resources
 
 from ._reference import cohort_table, year_table
@@ -77,10 +78,33 @@ OUTPUT_SCHEMAS = {
 }
 
 
+def _dictionary(col) -> pa.DictionaryArray:
+    """One dictionary array whose dictionary holds each distinct value once and only used
+    values: a dictionary column as read from Parquet (chunks unified), else encoded here."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.unify_dictionaries() if pa.types.is_dictionary(col.type) else col
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(col.type):
+        return pc.dictionary_encode(col)
+    dictionary = col.dictionary
+    indices = col.indices.to_numpy(zero_copy_only=False)
+    valid = indices[col.indices.is_valid().to_numpy(zero_copy_only=False)] if col.null_count else indices
+    used = np.bincount(valid.astype(np.int64), minlength=len(dictionary)) > 0 if len(valid) else \
+        np.zeros(len(dictionary), bool)
+    if used.all() and len(pc.unique(dictionary)) == len(dictionary):
+        return col
+    # unused or repeated dictionary values (possible in files from other writers): encode again
+    return pc.dictionary_encode(col.cast(dictionary.type))
+
+
 def _persons(table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Array, dict[str, Any]]:
-    """Drop (and count) rows without a person; dense person index in sorted person order."""
+    """Drop (and count) rows without a person; dense person index in sorted person order.
+
+    ``person`` may be a string column or a dictionary of strings (read as such from Parquet,
+    which saves hashing every row's person again)."""
     person = table.column("person")
-    if not (pa.types.is_string(person.type) or pa.types.is_large_string(person.type)):
+    value_type = person.type.value_type if pa.types.is_dictionary(person.type) else person.type
+    if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
         person = person.cast(pa.string())
         table = table.set_column(table.column_names.index("person"), "person", person)
     missing = person.null_count
@@ -88,16 +112,29 @@ def _persons(table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Array, dict[str,
     if missing:
         stats["_without_person_mask"] = True
         table = table.filter(pc.is_valid(person))
-    enc = pc.dictionary_encode(table.column("person")).combine_chunks()
+    enc = _dictionary(table.column("person"))
     dictionary = enc.dictionary
     order = pc.array_sort_indices(dictionary).to_numpy()
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     idx = rank[enc.indices.to_numpy(zero_copy_only=False)]
-    return table, idx, dictionary.take(pa.array(order)), stats
+    persons = dictionary.take(pa.array(order))
+    if not pa.types.is_string(persons.type):
+        persons = persons.cast(pa.string())
+    return table, idx, persons, stats
 
 
 def _codes(values, names: tuple[str, ...], what: str) -> np.ndarray:
+    """Index of each value in ``names`` (a string or dictionary column); raises naming unknown values."""
+    if isinstance(values, pa.ChunkedArray) and pa.types.is_dictionary(values.type):
+        enc = _dictionary(values)
+        per_value = pc.index_in(enc.dictionary, value_set=pa.array(names)).to_numpy(zero_copy_only=False)
+        per_value = np.where(np.isnan(per_value.astype(float)), -1, per_value).astype(np.int8)
+        indices = enc.indices.to_numpy(zero_copy_only=False)
+        if enc.null_count or (per_value < 0).any() and (per_value[indices] < 0).any():
+            values = enc.cast(enc.dictionary.type)  # slow path: name the unknown values
+        else:
+            return per_value[indices]
     codes = pc.index_in(values, value_set=pa.array(names)).to_numpy(zero_copy_only=False)
     codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64) if codes.dtype.kind == "f" else codes
     if (codes < 0).any():
@@ -164,14 +201,14 @@ def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, An
     return out, stats
 
 
-def _month_index(period: pa.Array) -> np.ndarray:
-    days = pc.cast(pc.cast(period, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
-    return days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+def _month_index(period) -> np.ndarray:
+    days = pc.cast(period, pa.date32()).combine_chunks() if isinstance(period, pa.ChunkedArray) \
+        else pc.cast(period, pa.date32())
+    return month_index(pc.cast(days, pa.int32()).to_numpy(zero_copy_only=False))
 
 
-def _month_dates(month_index: np.ndarray) -> pa.Array:
-    days = (month_index - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int32)
-    return pa.array(days).cast(pa.date32())
+def _month_dates(months: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(pa.date32(), len(months), [None, pa.py_buffer(first_day_of_month(months))])
 
 
 def resource_partition(table: pa.Table, *, first_review_month: int | None = None) -> tuple[dict[str, pa.Table], dict]:

@@ -32,6 +32,10 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if "use_dictionary" not in options and not any(pa.types.is_nested(f.type) for f in table.schema):
+        # amounts are nearly all distinct: trying a dictionary on them costs write time for
+        # a larger file; strings, dates and integers repeat and keep their dictionaries
+        options["use_dictionary"] = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     pq.write_table(table, tmp, **{**WRITE_OPTIONS, **options})
     os.replace(tmp, path)
 

@@ -55,7 +55,10 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
         paths = [part] if isinstance(part, str) else part
         schema = pq.read_schema(paths[0])
         wanted = [c for c in columns if c in schema.names]
-        table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False) for p in paths])
+        # person and kind read as dictionaries: no string materialised per row, no re-hashing
+        as_dict = [c for c in ("person", "kind") if c in wanted]
+        table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False, read_dictionary=as_dict)
+                                  for p in paths], promote_options="permissive")
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":

@@ -13,7 +13,7 @@ from numba import njit
 
 from ._arrow import string_buffers, trimmed
 
-__all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil"]
+__all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil", "month_index", "first_day_of_month"]
 
 DATE_OK = 0
 DATE_MISSING = 1
@@ -24,12 +24,117 @@ DATE_BAD = 2
 def days_from_civil(y, m, d):
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
     y = y - (1 if m <= 2 else 0)
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # floor division (Python semantics in Numba), right for negative years too
     yoe = y - era * 400
     mp = (m + 9) % 12
     doy = (153 * mp + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
+
+
+@njit(nogil=True, cache=True)
+def _civil_month(day):
+    """Absolute month index (year * 12 + month - 1) of a day count since 1970-01-01
+    (H. Hinnant's civil_from_days, year and month only)."""
+    z = np.int64(day) + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    m = mp + 3 if mp < 10 else mp - 9
+    return (yoe + era * 400 + (1 if m <= 2 else 0)) * 12 + m - 1
+
+
+_TABLE_MAX = 1 << 20  # entries of a lookup table (days or months spanned) worth building
+
+
+@njit(nogil=True, cache=True)
+def _month_of_days(days, valid, out):
+    n = days.shape[0]
+    lo = np.int64(0)
+    hi = np.int64(-1)
+    for i in range(n):
+        if valid[i]:
+            d = np.int64(days[i])
+            if hi < lo:
+                lo = d
+                hi = d
+            elif d < lo:
+                lo = d
+            elif d > hi:
+                hi = d
+    if hi < lo:
+        for i in range(n):
+            out[i] = -1
+        return
+    span = hi - lo + 1
+    if span <= _TABLE_MAX and span <= 4 * n:
+        # dates span a few decades: a table of the month of every day in range, then lookups
+        table = np.empty(span, np.int64)
+        m = _civil_month(lo)
+        t = 0
+        while t < span:
+            nxt = m + 1
+            end = days_from_civil(nxt // 12, nxt % 12 + 1, 1) - lo  # first day of the next month
+            if end > span:
+                end = span
+            while t < end:
+                table[t] = m
+                t += 1
+            m = nxt
+        for i in range(n):
+            out[i] = table[np.int64(days[i]) - lo] if valid[i] else -1
+        return
+    for i in range(n):
+        out[i] = _civil_month(days[i]) if valid[i] else -1
+
+
+@njit(nogil=True, cache=True)
+def _days_of_month(month_index, out):
+    n = month_index.shape[0]
+    if n == 0:
+        return
+    lo = month_index[0]
+    hi = month_index[0]
+    for i in range(n):
+        if month_index[i] < lo:
+            lo = month_index[i]
+        elif month_index[i] > hi:
+            hi = month_index[i]
+    span = hi - lo + 1
+    if span <= _TABLE_MAX and span <= 4 * n:
+        table = np.empty(span, np.int32)
+        for t in range(span):
+            mi = lo + t
+            table[t] = days_from_civil(mi // 12, mi % 12 + 1, 1)
+        for i in range(n):
+            out[i] = table[month_index[i] - lo]
+        return
+    for i in range(n):
+        mi = month_index[i]
+        out[i] = days_from_civil(mi // 12, mi % 12 + 1, 1)
+
+
+def month_index(days, valid=None) -> np.ndarray:
+    """Absolute month index (year * 12 + month - 1) of day counts since 1970-01-01 (the
+    values of an Arrow date32 column); -1 where ``valid`` is false."""
+    days = np.ascontiguousarray(days)
+    if days.dtype.kind not in "iu":
+        raise TypeError(f"month_index: day counts must be integers, got dtype {days.dtype}")
+    valid = np.ones(len(days), np.bool_) if valid is None else np.ascontiguousarray(valid, dtype=np.bool_)
+    out = np.empty(len(days), np.int64)
+    _month_of_days(days, valid, out)
+    return out
+
+
+def first_day_of_month(month_index) -> np.ndarray:
+    """Days since 1970-01-01 (int32, for an Arrow date32 column) of the first day of each
+    absolute month index (year * 12 + month - 1)."""
+    month_index = np.ascontiguousarray(month_index, dtype=np.int64)
+    out = np.empty(len(month_index), np.int32)
+    _days_of_month(month_index, out)
+    return out
 
 
 @njit(nogil=True, cache=True)

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import count_runs, lexsort_dense, rolling_window_sum
+from ._segments import count_runs, group_by_key, rolling_window_sum
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
@@ -20,27 +20,74 @@ RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_be
 
 
 @njit(nogil=True, cache=True)
-def _months(person, month, kind, cents, order, out_person, out_month, out_kind, out_total, out_rows):
-    o = -1
-    j = 0
-    n = order.shape[0]
-    while j < n:
-        i = order[j]
+def _scan(person, n_persons, month, kind, n_kinds, amount):
+    """One pass of checks: 0 when every row is valid, else 1 (the wrapper then names the
+    offending row). Also the month range and whether rows come sorted by person."""
+    sorted_ = True
+    prev = -1
+    lo = 0
+    hi = -1
+    for i in range(person.shape[0]):
         p = person[i]
         m = month[i]
-        o += 1
-        out_person[o] = p
-        out_month[o] = m
-        total = 0
-        rows = 0
-        while j < n and person[order[j]] == p and month[order[j]] == m:
-            r = order[j]
-            out_kind[o, kind[r]] += cents[r]
-            total += cents[r]
-            rows += 1
+        k = kind[i]
+        a = amount[i]
+        if p < 0 or p >= n_persons or k < 0 or k >= n_kinds or m < 0 or not (a >= 0.0) or a == np.inf:
+            return 1, False, 0, -1
+        if i == 0 or m < lo:
+            lo = m
+        if i == 0 or m > hi:
+            hi = m
+        if p < prev:
+            sorted_ = False
+        prev = p
+    return 0, sorted_, lo, hi
+
+
+@njit(nogil=True, cache=True)
+def _months(person, month, kind, amount, order, use_order, m0, span, out_person, out_month, out_kind, out_total,
+            out_rows):
+    """Per person and month totals in one pass over rows grouped by person (in row order, or
+    along ``order``): the current person's months accumulate in small arrays indexed by
+    month, so months need no sort. ``out_kind`` is kind-major (one contiguous row per kind)."""
+    n_kinds = out_kind.shape[0]
+    acc = np.zeros((span, n_kinds), np.int64)
+    rows = np.zeros(span, np.int64)
+    n = person.shape[0]
+    o = 0
+    j = 0
+    while j < n:
+        i = order[j] if use_order else j
+        p = person[i]
+        lo = span
+        hi = -1
+        while j < n:
+            r = order[j] if use_order else j
+            if person[r] != p:
+                break
+            m = month[r] - m0
+            acc[m, kind[r]] += np.int64(np.rint(amount[r] * 100.0))
+            rows[m] += 1
+            if m < lo:
+                lo = m
+            if m > hi:
+                hi = m
             j += 1
-        out_total[o] = total
-        out_rows[o] = rows
+        for m in range(lo, hi + 1):
+            if rows[m] == 0:
+                continue
+            total = 0
+            for k in range(n_kinds):
+                out_kind[k, o] = acc[m, k]
+                total += acc[m, k]
+                acc[m, k] = 0
+            out_person[o] = p
+            out_month[o] = m0 + m
+            out_total[o] = total
+            out_rows[o] = rows[m]
+            rows[m] = 0
+            o += 1
+    return o
 
 
 @njit(nogil=True, cache=True)
@@ -55,8 +102,8 @@ def _years(person, month, by_kind, total, out_person, out_year, out_kind, out_to
         out_person[o] = p
         out_year[o] = y
         while j < n and person[j] == p and month[j] // 12 == y:
-            for k in range(by_kind.shape[1]):
-                out_kind[o, k] += by_kind[j, k]
+            for k in range(by_kind.shape[0]):
+                out_kind[k, o] += by_kind[k, j]
             out_total[o] += total[j]
             out_months[o] += 1
             j += 1
@@ -71,33 +118,31 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     Returns ``{"months": ..., "years": ..., "reviews": ...}`` (dicts of arrays; amounts in
     cents, per-kind amounts as 2-d arrays with one column per kind).
     """
-    person = np.ascontiguousarray(person, dtype=np.int64)
-    month = np.ascontiguousarray(month, dtype=np.int64)
-    kind = np.ascontiguousarray(kind, dtype=np.int64)
+    person = _ints(person)
+    month = _ints(month)
+    kind = _ints(kind)
     amount = np.ascontiguousarray(amount, dtype=np.float64)
     n = len(person)
     if not (len(month) == len(kind) == len(amount) == n):
         raise InputError("aggregate_resources: person, month, kind and amount differ in length")
-    if n and (person.min() < 0 or person.max() >= n_persons):
-        raise InputError(f"aggregate_resources: person index outside [0, {n_persons})")
-    if n and (kind.min() < 0 or kind.max() >= len(RESOURCE_KINDS)):
-        raise InputError(f"aggregate_resources: kind codes must lie in [0, {len(RESOURCE_KINDS)})")
-    check_amounts(amount, np.ones(n, bool), where="aggregate_resources", what="amount")
-    if n and month.min() < 0:
-        raise InputError(f"aggregate_resources: month index must be >= 0, got {int(month.min())}")
-    cents = np.round(amount * 100.0).astype(np.int64)
     k = len(RESOURCE_KINDS)
-    m0 = int(month.min()) if n else 0
-    span = int(month.max()) - m0 + 1 if n else 1
-    order = lexsort_dense(person, n_persons, month - m0, span)
-    m = count_runs(person, month, order) if n else 0
-    months = {"person": np.empty(m, np.int64), "month": np.empty(m, np.int64), "by_kind": np.zeros((m, k), np.int64),
-              "total": np.empty(m, np.int64), "rows": np.empty(m, np.int64)}
-    if m:
-        _months(person, month, kind, cents, order, months["person"], months["month"], months["by_kind"],
-                months["total"], months["rows"])
+    status, is_sorted, m_lo, m_hi = _scan(person, n_persons, month, kind, k, amount) if n else (0, True, 0, -1)
+    if status:
+        _raise_first_error(person, n_persons, month, kind, amount)
+    if is_sorted:
+        order = np.zeros(0, np.int64)
+    else:
+        # not grouped by person: one stable counting sort on the person (linear, no comparisons)
+        order, _ = group_by_key(person, n_persons)
+    cap = n
+    months = {"person": np.empty(cap, np.int64), "month": np.empty(cap, np.int64),
+              "by_kind": np.empty((k, cap), np.int64), "total": np.empty(cap, np.int64),
+              "rows": np.empty(cap, np.int64)}
+    m = _months(person, month, kind, amount, order, not is_sorted, m_lo, max(m_hi - m_lo + 1, 0), months["person"],
+                months["month"], months["by_kind"], months["total"], months["rows"]) if n else 0
+    months = {key: (v[:, :m] if key == "by_kind" else v[:m]) for key, v in months.items()}
     ny = count_runs(months["person"], months["month"] // 12, np.arange(m)) if m else 0
-    years = {"person": np.empty(ny, np.int64), "year": np.empty(ny, np.int64), "by_kind": np.zeros((ny, k), np.int64),
+    years = {"person": np.empty(ny, np.int64), "year": np.empty(ny, np.int64), "by_kind": np.zeros((k, ny), np.int64),
              "total": np.zeros(ny, np.int64), "months": np.zeros(ny, np.int64)}
     if ny:
         _years(months["person"], months["month"], months["by_kind"], months["total"], years["person"], years["year"],
@@ -109,4 +154,25 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
         keep = review >= first_review_month
         seg, review, total, count = seg[keep], review[keep], total[keep], count[keep]
     reviews = {"person": seg, "review_month": review, "total": total, "months": count}
+    # per-kind amounts as (rows, kinds) views whose columns are contiguous
+    months["by_kind"] = months["by_kind"].T
+    years["by_kind"] = years["by_kind"].T
     return {"months": months, "years": years, "reviews": reviews}
+
+
+def _ints(values) -> np.ndarray:
+    """Integer input as is (the kernels compile per dtype, so narrow columns are not copied)."""
+    a = np.ascontiguousarray(values)
+    if a.dtype.kind not in "iu" or a.dtype == np.uint64:
+        a = a.astype(np.int64)
+    return a
+
+
+def _raise_first_error(person, n_persons, month, kind, amount) -> None:
+    """The slow path of the checks, taken only when the scan found a bad row: name it."""
+    if person.min() < 0 or person.max() >= n_persons:
+        raise InputError(f"aggregate_resources: person index outside [0, {n_persons})")
+    if kind.min() < 0 or kind.max() >= len(RESOURCE_KINDS):
+        raise InputError(f"aggregate_resources: kind codes must lie in [0, {len(RESOURCE_KINDS)})")
+    check_amounts(amount, np.ones(len(amount), bool), where="aggregate_resources", what="amount")
+    raise InputError(f"aggregate_resources: month index must be >= 0, got {int(month.min())}")

@@ -156,6 +156,20 @@ def test_resource_kernel_matches_pandas(rows):
     assert got == expected
 
 
+def test_resource_kernel_ignores_row_order():
+    rng = np.random.default_rng(2)
+    n = 5000
+    person, month = rng.integers(0, 200, n), rng.integers(2015 * 12, 2026 * 12, n)
+    kind, amount = rng.integers(0, 6, n), np.round(rng.uniform(0, 3000, n), 2)
+    a = aggregate_resources(person, 200, month, kind, amount)
+    # shuffled rows, then rows grouped by person (months in any order): the kernel's sorted path
+    for perm in (rng.permutation(n), np.argsort(person, kind="stable")):
+        b = aggregate_resources(person[perm], 200, month[perm], kind[perm], amount[perm])
+        for part in ("months", "years", "reviews"):
+            for key in a[part]:
+                assert np.array_equal(a[part][key], b[part][key]), (part, key)
+
+
 def test_resources_reject_negative_and_nan():
     with pytest.raises(InputError, match="-1.0 at row 1"):
         aggregate_resources([0, 0], 1, [100, 101], [0, 0], [1.0, -1.0])

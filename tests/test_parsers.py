@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kernels._csv import CsvScanner
-from kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, parse_dates
+from kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, first_day_of_month, month_index, parse_dates
 from kernels._numbers import DECIMAL_AUTO, DECIMAL_COMMA, DECIMAL_POINT, NUM_BAD, NUM_MISSING, NUM_OK, parse_numbers
 
 # ------------------------------------------------------------------ dates
@@ -77,6 +77,18 @@ def test_dates_match_datetime(values, allow_unknown):
             assert (r["year"][i], r["month"][i], r["day"][i]) == (y, m, d), v
             if m > 0:
                 assert r["ordinal"][i] == (dt.date(y, m, max(d, 1)) - dt.date(1970, 1, 1)).days
+
+
+@given(st.lists(st.one_of(st.integers(-800_000, 2_900_000), st.integers(7000, 7400)), max_size=50))
+@example([0, -1, 59, 60, -719468, -719469, 11016, 2_932_896])
+def test_month_index_matches_numpy_datetime64(days):
+    days = np.array(days, np.int64)
+    expected = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    got = month_index(days)
+    assert got.tolist() == expected.tolist()
+    first = (got - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    assert first_day_of_month(got).tolist() == first.tolist()
+    assert month_index(days, valid=np.zeros(len(days), bool)).tolist() == [-1] * len(days)
 
 
 # ------------------------------------------------------------------ numbers
