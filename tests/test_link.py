@@ -73,6 +73,30 @@ def test_distributed_scoring_equals_splink_in_one_process(fifty_k, dask_client):
     assert a.column("rule").equals(b.column("rule"))
 
 
+def test_reused_splink_sql_equals_a_fresh_splink_call(fifty_k, monkeypatch):
+    import dask.config
+
+    from linkage import _splink
+    from linkage._pipeline import partition_groups
+
+    _, model, tf, _, left, right = fifty_k
+    rules = partition_groups(model)[1][2]
+    replays = []
+    real_replay = _splink._replay
+    monkeypatch.setattr(_splink, "_replay", lambda *a, **k: replays.append(1) or real_replay(*a, **k))
+    _splink._PLANS.clear()
+    first = _splink.predict_rules(model, rules, left.slice(0, 15_000), right.slice(0, 20_000), tf, threshold=0.01)
+    assert first.num_rows > 0 and not replays  # Splink ran and its SQL was recorded
+    for lo, hi in ((15_000, 40_000), (0, 15_000)):
+        l_part, r_part = left.slice(lo, hi - lo), right.slice(lo // 2, 20_000)
+        reused = _splink.predict_rules(model, rules, l_part, r_part, tf, threshold=0.01)
+        with dask.config.set({"nirlink.linkage.reuse-splink-sql": False}):
+            fresh = _splink.predict_rules(model, rules, l_part, r_part, tf, threshold=0.01)
+        key = [("unique_id_l", "ascending"), ("unique_id_r", "ascending")]
+        assert reused.num_rows > 0 and reused.sort_by(key).equals(fresh.sort_by(key))
+    assert len(replays) == 2
+
+
 def test_trained_model_loads_in_plain_splink(fifty_k, tmp_path):
     from splink import DuckDBAPI, Linker
 
