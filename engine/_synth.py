@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -190,21 +191,44 @@ def _luhn_digit(values: np.ndarray, n_digits: int) -> np.ndarray:
     return (10 - total % 10) % 10
 
 
-def _dict(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+@njit(nogil=True, cache=True)
+def _remap(indices, to_unique, n_unique, out):
+    """Dictionary indices onto distinct values, renumbered to the values used (-1 stays null)."""
+    used = np.zeros(n_unique, np.bool_)
+    for i in range(indices.shape[0]):
+        if indices[i] >= 0:
+            used[to_unique[indices[i]]] = True
+    remap = np.empty(n_unique, np.int32)
+    k = 0
+    for u in range(n_unique):
+        remap[u] = k
+        if used[u]:
+            k += 1
+    for i in range(indices.shape[0]):
+        out[i] = remap[to_unique[indices[i]]] if indices[i] >= 0 else 0
+    return used
+
+
+def _dict(indices: np.ndarray, dictionary: pa.Array, cache: dict | None = None) -> pa.DictionaryArray:
     """A dictionary array over distinct values, holding only the entries ``indices`` use (-1 = null).
 
     Not cosmetic: handed a dictionary with repeated values (two persons both named MARIE),
     the Parquet writer falls back to plain pages, slower, and its bytes are not reproducible.
+    ``cache`` keeps the encoding of dictionaries used for several columns (one block's).
     """
+    cached = cache.get(id(dictionary)) if cache is not None else None
+    if cached is None or cached[0] is not dictionary:
+        enc = dictionary.dictionary_encode()
+        cached = (dictionary, enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        if cache is not None:
+            cache[id(dictionary)] = cached
+    _, values, to_unique = cached
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    out = np.empty(len(indices), np.int32)
+    used = _remap(indices, to_unique, len(values), out)
     mask = indices < 0
-    enc = dictionary.dictionary_encode()
-    to_unique = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = to_unique[np.where(mask, 0, indices)]
-    used = np.zeros(len(enc.dictionary), bool)
-    used[rows[~mask]] = True
-    remap = (np.cumsum(used) - 1).astype(np.int32)
-    idx = pa.array(np.where(mask, 0, remap[rows]), mask=mask if mask.any() else None)
-    return pa.DictionaryArray.from_arrays(idx, enc.dictionary.filter(pa.array(used)))
+    idx = pa.array(out, mask=mask) if mask.any() else pa.array(out)
+    return pa.DictionaryArray.from_arrays(idx, values.filter(pa.array(used)))
 
 
 def _dates(days: np.ndarray) -> pa.Array:
@@ -247,12 +271,14 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
 
     string_cols = ["declared_nir", "last_name", "first_name", "birth_date", "kind"]
 
+    encoded: dict = {}  # dictionaries shared by the career and resource columns, encoded once
+
     def identity_columns(version):
         return {
-            "declared_nir": _dict(ident.nir_idx[version], ident.nir_dict),
-            "last_name": _dict(ident.last_idx[version], ident.last_dict),
-            "first_name": _dict(ident.first_idx[version], ident.first_dict),
-            "birth_date": _dict(ident.birth_idx[version], ident.birth_dict),
+            "declared_nir": _dict(ident.nir_idx[version], ident.nir_dict, encoded),
+            "last_name": _dict(ident.last_idx[version], ident.last_dict, encoded),
+            "first_name": _dict(ident.first_idx[version], ident.first_dict, encoded),
+            "birth_date": _dict(ident.birth_idx[version], ident.birth_dict, encoded),
         }
 
     nc = len(careers.person)
