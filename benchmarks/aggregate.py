@@ -229,6 +229,8 @@ def main(argv=None) -> None:
     ap.add_argument("--polars-max-rows", type=float, default=1.5e8,
                     help="career + resource rows above which Polars is skipped")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--results-name", default="aggregate",
+                    help="results/<name>.json and .md (e.g. aggregate-1e8 for a separate 100M-row run)")
     args = ap.parse_args(argv)
     from engine._stage_aggregate import run_aggregate
     from engine._synth import SynthParams, attach_truth, synth
@@ -278,7 +280,8 @@ def main(argv=None) -> None:
     md += markdown_table(["rows", "kernel s", "one-pass read s", "ratio (goal <= 3)"],
                          [[f"{r['kernel']['rows']:,}", f"{r['kernel']['kernel_s']:.3f}",
                            f"{r['kernel']['one_pass_read_s']:.3f}", f"{r['kernel']['ratio']:.1f}"] for r in results])
-    jpath, mpath = write_results("aggregate", {"workers": args.workers, "repeats": args.repeats, "results": results}, md)
+    jpath, mpath = write_results(args.results_name,
+                                 {"workers": args.workers, "repeats": args.repeats, "results": results}, md)
     print(md)
     print(f"\n{jpath}\n{mpath}")
     if not args.dir:
