@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -347,11 +348,15 @@ class Job:
             else:
                 from ._stage_attach import declared_persons
 
-                career, resource = declared_persons(d / "ingest", d / ".aggregate-input")
+                scratch = d / ".aggregate-input"  # temporary: removed once the stage has published
+                shutil.rmtree(scratch, ignore_errors=True)
+                career, resource = declared_persons(d / "ingest", scratch, client=c, progress=progress)
                 partitioned = False
-            return run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
-                                 partitioned_by_person=partitioned, first_review_month=s.first_review_month,
-                                 progress=lambda done, total: progress("aggregate", done, total))
+            manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
+                                     partitioned_by_person=partitioned, first_review_month=s.first_review_month,
+                                     progress=lambda done, total: progress("aggregate", done, total))
+            shutil.rmtree(d / ".aggregate-input", ignore_errors=True)
+            return manifest
         if stage == "export":
             from ._stage_export import run_export
 

@@ -117,23 +117,36 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
     return manifest
 
 
-def declared_persons(ingest_dir: str | Path, out_dir: str | Path) -> tuple[Path | None, Path | None]:
+_DECLARED_COLUMNS = {
+    "career": ["year", "kind", "gross_salary", "days"],
+    "resource": ["period", "kind", "amount"],
+}
+
+
+def _declared_file(f: str, source: str, out: str) -> int:
+    """One ingested file as aggregate input: its own NIR as the person, only the columns the
+    aggregation reads."""
+    t = pq.read_table(f, columns=["nir", "nir_birth_year", "nir_birth_month", *_DECLARED_COLUMNS[source]],
+                      use_threads=False)
+    t = pa.table({"person": t.column("nir"), "person_birth_year": t.column("nir_birth_year"),
+                  "person_birth_month": t.column("nir_birth_month"),
+                  **{c: t.column(c) for c in _DECLARED_COLUMNS[source]}})
+    write_parquet(t, out)
+    return t.num_rows
+
+
+def declared_persons(ingest_dir: str | Path, out_dir: str | Path, *, client=None,
+                     progress: Callable[[str, int, int], None] | None = None) -> tuple[Path | None, Path | None]:
     """Without linkage: the ingested rows with their own valid NIR as the person (rows whose
-    NIR is not valid have no person). The aggregate stage then shuffles them by person."""
+    NIR is not valid have no person), one Dask task per ingested file. The aggregate stage
+    then shuffles them by person."""
+    from linkage._tasks import run_tasks
+
     from ._stage_link import ingested_files
 
     files = ingested_files(ingest_dir)
     out_dir = Path(out_dir)
-    result = []
-    for source in ("career", "resource"):
-        if not files[source]:
-            result.append(None)
-            continue
-        for i, f in enumerate(files[source]):
-            t = pq.read_table(f)
-            t = t.append_column("person", t.column("nir"))
-            t = t.append_column("person_birth_year", t.column("nir_birth_year"))
-            t = t.append_column("person_birth_month", t.column("nir_birth_month"))
-            write_parquet(t, out_dir / source / f"part-{i:05d}.parquet")
-        result.append(out_dir / source)
-    return result[0], result[1]
+    args = [(str(f), source, str(out_dir / source / f"part-{i:05d}.parquet"))
+            for source in ("career", "resource") for i, f in enumerate(files[source])]
+    run_tasks(client, _declared_file, args, name="declared-persons", progress=progress)
+    return tuple(out_dir / source if files[source] else None for source in ("career", "resource"))

@@ -206,3 +206,23 @@ def test_pseudonymising_job_reads_its_key_from_the_environment(synth_small, tmp_
     assert state.status == "succeeded"
     logs = job_paths(tmp_path / "out")["log"].read_text()
     assert "a-test-key-of-enough-length" not in logs
+
+
+def test_ingest_then_aggregate_on_declared_nirs(tmp_path, synth_small, dask_client):
+    """Without linkage the aggregate stage takes each row's own valid NIR as its person:
+    the persons, and the rows left without one, match DuckDB over the ingested rows."""
+    root, _ = synth_small
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out, stages=["ingest", "aggregate"])
+    state = Job(load_job(job_file), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    manifest = json.loads((out / "aggregate" / "_manifest.json").read_text())
+    for source, table in (("career", "career_person"), ("resource", "resource_person_year")):
+        rows = f"read_parquet('{out}/ingest/{source}/*.parquet')"
+        persons, without, total = duckdb.sql(f"select count(distinct nir), count(*) - count(nir), count(*) "
+                                             f"from {rows}").fetchall()[0]
+        assert manifest["rows_without_person"][source] == without > 0
+        assert manifest["inputs"][source]["rows_in"] == total
+        got = duckdb.sql(f"select count(distinct person) from read_parquet('{out}/aggregate/{table}/*.parquet')")
+        assert got.fetchall()[0][0] == persons
+    assert not (out / ".aggregate-input").exists()  # the temporary input is gone once published
