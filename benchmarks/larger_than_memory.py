@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--resume", action="store_true",
-                    help="keep the stages an earlier run in --dir published (their times come from that run's results)")
+                    help="keep the stages an earlier run in --dir published (their times come from the job's log)")
     args = ap.parse_args(argv)
     from cluster import open_client
     from engine._runner import Job
@@ -62,10 +62,13 @@ def main(argv=None) -> None:
 
     stage_seconds = dict(state.stage_seconds)
     earlier = {}
-    previous = Path(__file__).parent / "results" / "larger_than_memory.json"
-    if state.skipped and previous.exists():
-        old = json.loads(previous.read_text())
-        earlier = {s: old["stage_seconds"][s] for s in state.skipped if s in old.get("stage_seconds", {})}
+    log = base / "job" / "_job" / "job.log"
+    if state.skipped and log.exists():
+        # stages kept from an earlier run: their time is in the job's log (appended run after run)
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("stage") in state.skipped and "seconds" in event and "finished" in event.get("message", ""):
+                earlier[event["stage"]] = event["seconds"]
         stage_seconds = {**earlier, **stage_seconds}
     ingest = json.loads((base / "job" / "ingest" / "_manifest.json").read_text())
     rows = sum(v["totals"]["rows_read"] for v in ingest["inputs"].values())

@@ -351,7 +351,7 @@ class Job:
                 scratch = d / ".aggregate-input"  # temporary: removed once the stage has published
                 shutil.rmtree(scratch, ignore_errors=True)
                 career, resource = declared_persons(d / "ingest", scratch, client=c, progress=progress)
-                partitioned = False
+                partitioned = True  # person buckets on disk, as the attach stage writes them
             manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                      partitioned_by_person=partitioned, first_review_month=s.first_review_month,
                                      progress=lambda done, total: progress("aggregate", done, total))

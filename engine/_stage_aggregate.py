@@ -126,8 +126,16 @@ def _run(jobs, out_dir, first_review, client, progress):
         if progress:
             progress(done, total)
 
+    def describe(args) -> str:
+        kind, part, index = args[:3]
+        if isinstance(part, str):
+            return f"{kind} partition {index}: {part}"
+        if isinstance(part, list):
+            return f"{kind} partition {index}: {part[0]}" + (f" and {len(part) - 1} more" if len(part) > 1 else "")
+        return f"{kind} partition {index} of the shuffle by person"
+
     return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review) for kind, part, index in jobs],
-                     name="aggregate", progress=report)
+                     name="aggregate", progress=report, describe=describe)
 
 
 def _manifest(inputs, results, root: Path, partitioned, first_review_month, started) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
     link_dir = Path(link_dir).resolve()
     out_dir = Path(out_dir)
     total_rows = sum(pq.read_metadata(f).num_rows for k in ("career", "resource") for f in files[k])
-    n_buckets = person_buckets or max(1, min(1024, total_rows // 2_000_000 + 1))
+    n_buckets = person_buckets or person_bucket_count(total_rows)
     with staged_directory(out_dir) as work:
         work = work.resolve()
         lookup = str(work / ".links.arrow")
@@ -121,32 +121,55 @@ _DECLARED_COLUMNS = {
     "career": ["year", "kind", "gross_salary", "days"],
     "resource": ["period", "kind", "amount"],
 }
+ROWS_PER_PERSON_BUCKET = 2_000_000  # rows of one aggregation partition (one task's memory)
+ROWS_PER_BUCKETING_TASK = 4_000_000  # rows one task reads and spreads over the buckets
 
 
-def _declared_file(f: str, source: str, out: str) -> int:
-    """One ingested file as aggregate input: its own NIR as the person, only the columns the
-    aggregation reads."""
-    t = pq.read_table(f, columns=["nir", "nir_birth_year", "nir_birth_month", *_DECLARED_COLUMNS[source]],
-                      use_threads=False)
-    t = pa.table({"person": t.column("nir"), "person_birth_year": t.column("nir_birth_year"),
+def person_bucket_count(total_rows: int) -> int:
+    return max(1, min(1024, total_rows // ROWS_PER_PERSON_BUCKET + 1))
+
+
+def _declared_files(files: list[str], source: str, out: str, n_buckets: int, part: str) -> dict[str, int]:
+    """Ingested files as aggregate input: each row's own NIR as its person, only the columns
+    the aggregation reads, written into person buckets (rows without a person: b=nulls)."""
+    from linkage._buckets import key_hash, write_buckets
+
+    cols = ["nir", "nir_birth_year", "nir_birth_month", *_DECLARED_COLUMNS[source]]
+    t = pa.concat_tables([pq.read_table(f, columns=cols, use_threads=False) for f in files])
+    t = pa.table({"person": t.column("nir").combine_chunks(), "person_birth_year": t.column("nir_birth_year"),
                   "person_birth_month": t.column("nir_birth_month"),
                   **{c: t.column(c) for c in _DECLARED_COLUMNS[source]}})
-    write_parquet(t, out)
-    return t.num_rows
+    h, valid = key_hash(t, ["person"])
+    write_buckets(t, h, valid, n_buckets, Path(out) / source, part)
+    if not valid.all():
+        write_parquet(t.filter(pa.array(~valid)), Path(out) / source / "b=nulls" / f"{part}.parquet")
+    return {"rows": t.num_rows, "rows_without_person": int((~valid).sum())}
 
 
 def declared_persons(ingest_dir: str | Path, out_dir: str | Path, *, client=None,
                      progress: Callable[[str, int, int], None] | None = None) -> tuple[Path | None, Path | None]:
     """Without linkage: the ingested rows with their own valid NIR as the person (rows whose
-    NIR is not valid have no person), one Dask task per ingested file. The aggregate stage
-    then shuffles them by person."""
+    NIR is not valid have no person), grouped by person into bucket directories on disk (as
+    the attach stage does), so that the aggregate stage reads each bucket as one partition
+    and no task holds more than a bucket's rows."""
     from linkage._tasks import run_tasks
 
     from ._stage_link import ingested_files
 
     files = ingested_files(ingest_dir)
     out_dir = Path(out_dir)
-    args = [(str(f), source, str(out_dir / source / f"part-{i:05d}.parquet"))
-            for source in ("career", "resource") for i, f in enumerate(files[source])]
-    run_tasks(client, _declared_file, args, name="declared-persons", progress=progress)
+    sizes = {s: [pq.read_metadata(f).num_rows for f in files[s]] for s in ("career", "resource")}
+    n_buckets = person_bucket_count(sum(sum(v) for v in sizes.values()))
+    args = []
+    for source in ("career", "resource"):
+        group, rows = [], 0
+        for f, n in zip(files[source], sizes[source]):
+            if group and rows + n > ROWS_PER_BUCKETING_TASK:
+                args.append((group, source, str(out_dir), n_buckets, f"part-{len(args):05d}"))
+                group, rows = [], 0
+            group.append(str(f))
+            rows += n
+        if group:
+            args.append((group, source, str(out_dir), n_buckets, f"part-{len(args):05d}"))
+    run_tasks(client, _declared_files, args, name="person-buckets", progress=progress)
     return tuple(out_dir / source if files[source] else None for source in ("career", "resource"))

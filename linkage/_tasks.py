@@ -11,10 +11,11 @@ Progress = Callable[[str, int, int], None]
 
 
 def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, progress: Progress | None = None,
-              kwargs: dict[str, Any] | None = None) -> list[Any]:
+              kwargs: dict[str, Any] | None = None, describe: Callable[[tuple], str] | None = None) -> list[Any]:
     """``[fn(*args, **kwargs) for args in arg_list]`` as Dask tasks; results in input order.
 
     On the first failure the remaining tasks are cancelled and the error is raised.
+    ``describe`` names a task's partition in error messages (default: its file paths).
     """
     kwargs = kwargs or {}
     n = len(arg_list)
@@ -48,7 +49,11 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
                     from kernels import StageError
 
                     i = index[fut.key]
-                    raise StageError(f"{name}: task {i} ({_describe(arg_list[i])}) killed its worker repeatedly - "
+                    what = (describe or _describe)(arg_list[i])
+                    died = getattr(exc, "task", None)
+                    if died is not None and died != fut.key:  # a task it depends on (e.g. of a shuffle)
+                        what += f"; the task that died: {died}"
+                    raise StageError(f"{name}: task {i} ({what}) killed its worker repeatedly - "
                                      "most likely it needs more memory than a worker has (raise the workers' "
                                      "memory limit or make partitions smaller)") from None
                 raise
