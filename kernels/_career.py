@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
+from ._segments import run_end
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
 
@@ -82,14 +83,12 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
     o = 0
     j = 0
     while j < n:
-        i = order[j] if use_order else j
-        p = person[i]
+        end = run_end(person, order, use_order, j)
+        p = person[order[j] if use_order else j]
         ylo = n_years
         yhi = -1
-        while j < n:
-            r = order[j] if use_order else j
-            if person[r] != p:
-                break
+        for t in range(j, end):
+            r = order[t] if use_order else t
             y = year[r] - first_year
             seen[y] = True
             if y < ylo:
@@ -104,7 +103,7 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
             else:
                 acc_days[y, k] += days[r]
                 assim[y] = True
-            j += 1
+        j = end
         quarters = 0
         total = 0
         n_elig = 0

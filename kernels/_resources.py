@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import count_runs, group_by_key, rolling_window_sum
+from ._segments import count_runs, group_by_key, rolling_window_sum, run_end
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
@@ -57,14 +57,12 @@ def _months(person, month, kind, amount, order, use_order, m0, span, out_person,
     o = 0
     j = 0
     while j < n:
-        i = order[j] if use_order else j
-        p = person[i]
+        end = run_end(person, order, use_order, j)
+        p = person[order[j] if use_order else j]
         lo = span
         hi = -1
-        while j < n:
-            r = order[j] if use_order else j
-            if person[r] != p:
-                break
+        for t in range(j, end):
+            r = order[t] if use_order else t
             m = month[r] - m0
             acc[m, kind[r]] += np.int64(np.rint(amount[r] * 100.0))
             rows[m] += 1
@@ -72,7 +70,7 @@ def _months(person, month, kind, amount, order, use_order, m0, span, out_person,
                 lo = m
             if m > hi:
                 hi = m
-            j += 1
+        j = end
         for m in range(lo, hi + 1):
             if rows[m] == 0:
                 continue

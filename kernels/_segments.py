@@ -299,6 +299,18 @@ def count_runs(a, b, order):
     return n
 
 
+@njit(nogil=True, cache=True, inline="always")
+def run_end(keys, order, use_order, j):
+    """End of the run of equal keys that starts at position ``j`` (along ``order`` when
+    ``use_order``, else in row order): the kernels' walk over rows grouped by person."""
+    n = keys.shape[0]
+    p = keys[order[j] if use_order else j]
+    k = j + 1
+    while k < n and keys[order[k] if use_order else k] == p:
+        k += 1
+    return k
+
+
 def lexsort_dense(primary, n_primary: int, secondary, n_secondary: int) -> np.ndarray:
     """Row order sorted by (primary, secondary), both dense integer keys: two stable counting
     sorts (least significant first), linear in rows + key ranges, no comparison sort."""
@@ -312,4 +324,4 @@ def lexsort_dense(primary, n_primary: int, secondary, n_secondary: int) -> np.nd
 
 
 KERNELS = (_group, _seg_sum, _seg_min, _seg_max, _seg_first, _seg_last, _topk_mean, _rolling_count, _rolling_fill,
-           count_runs)
+           count_runs, run_end)
