@@ -166,3 +166,35 @@ def test_two_runs_publish_identical_bytes(attached, tmp_path):
     run_aggregate(career=attached / "career", out_dir=tmp_path / "a", partitioned_by_person=True)
     run_aggregate(career=attached / "career", out_dir=tmp_path / "b", partitioned_by_person=True)
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != {}
+
+
+def test_dictionary_columns_from_other_writers_give_the_same_tables():
+    """person and kind arrive as Parquet dictionaries; a dictionary holding a value twice or
+    values no row uses (possible from other writers) must not split or invent persons."""
+    from engine._aggregate import career_partition, resource_partition
+
+    people = ["P3", "P1", "P2", "P1", "P9"]  # P1 twice, P9 unused
+    idx = pa.array([0, 1, 2, 3, 3, None, 1], pa.int32())
+    person = pa.DictionaryArray.from_arrays(idx, pa.array(people))
+    kinds = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 0, 1, 0, 0], pa.int32()),
+                                           pa.array(["salary", "unemployment", "sickness"]))
+    career = pa.table({"person": person, "year": pa.array([2001, 2001, 2002, 2001, 2003, 2001, 2005], pa.int16()),
+                       "kind": kinds, "gross_salary": [9000.0, None, 12000.0, 500.0, None, 1.0, 30000.0],
+                       "days": [0, 120, 0, 0, 60, 0, 0]})
+    plain = career.set_column(0, "person", person.cast(pa.string())).set_column(2, "kind", kinds.cast(pa.string()))
+    got, stats = career_partition(career)
+    expected, expected_stats = career_partition(plain)
+    assert stats == expected_stats and stats["rows_without_person"] == 1
+    assert got["career_person"].column("person").to_pylist() == ["P1", "P2", "P3"]
+    for name in got:
+        assert got[name].equals(expected[name]), name
+    resource = pa.table({"person": person, "period": pa.array([11000, 11000, 11031, 11031, 11000, 11000, 11400],
+                                                              pa.int32()).cast(pa.date32()),
+                         "kind": pa.DictionaryArray.from_arrays(pa.array([0] * 7, pa.int32()), pa.array(["salary"])),
+                         "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]})
+    plain = resource.set_column(0, "person", person.cast(pa.string())).set_column(
+        2, "kind", resource.column("kind").cast(pa.string()))
+    got, _ = resource_partition(resource)
+    expected, _ = resource_partition(plain)
+    for name in got:
+        assert got[name].equals(expected[name]), name
