@@ -187,15 +187,12 @@ def pandas_run(rows: Path, out: Path) -> None:
 # ---------------------------------------------------------------- kernels alone
 
 def kernel_vs_read(rows: Path, repeats: int) -> dict:
-    from engine._aggregate import career_partition
+    from engine._aggregate import _codes, _persons, career_partition
+    from engine._reference import year_table
+    from kernels._career import CAREER_KINDS, aggregate_career
 
     f = sorted((rows / "career").glob("*.parquet"))[0]
     table = pq.read_table(f)
-    from kernels._career import aggregate_career
-
-    from engine._aggregate import _codes, _persons
-    from engine._reference import year_table
-    from kernels._career import CAREER_KINDS
 
     t, idx, persons, _ = _persons(table)
     kinds = _codes(t.column("kind"), CAREER_KINDS, "bench")
@@ -205,18 +202,22 @@ def kernel_vs_read(rows: Path, repeats: int) -> dict:
     best = np.full(len(persons), 25)
     career_partition(table.slice(0, 1000))
 
-    def kern():
-        aggregate_career(idx, len(persons), years, kinds, gross, days, best_years=best, table=year_table())
+    def kern(arrays):
+        return lambda: aggregate_career(arrays[0], len(persons), *arrays[1:], best_years=best, table=year_table())
 
     arrays = [idx, years, kinds, gross, days]
+    by_person = np.argsort(idx, kind="stable")
+    sorted_arrays = [a[by_person].copy() for a in arrays]
 
     def one_pass():
         return sum(float(a.sum()) for a in arrays)
 
-    k = measure(kern, repeats)
+    k = measure(kern(arrays), repeats)
+    ks = measure(kern(sorted_arrays), repeats)
     r = measure(one_pass, repeats)
-    return {"rows": len(idx), "kernel_s": k["median_s"], "one_pass_read_s": r["median_s"],
-            "ratio": k["median_s"] / r["median_s"], "input_bytes": int(sum(a.nbytes for a in arrays))}
+    return {"rows": len(idx), "kernel_s": k["median_s"], "kernel_sorted_s": ks["median_s"],
+            "one_pass_read_s": r["median_s"], "ratio": k["median_s"] / r["median_s"],
+            "ratio_sorted": ks["median_s"] / r["median_s"], "input_bytes": int(sum(a.nbytes for a in arrays))}
 
 
 def main(argv=None) -> None:
@@ -277,9 +278,13 @@ def main(argv=None) -> None:
     md += markdown_table(["career rows", "all rows", "engine", "seconds", "M rows/s", "peak RSS GiB", "speed vs DuckDB"],
                          table)
     md += "\n\nKernels alone (career, one partition in memory) vs one pass reading the same input arrays:\n\n"
-    md += markdown_table(["rows", "kernel s", "one-pass read s", "ratio (goal <= 3)"],
-                         [[f"{r['kernel']['rows']:,}", f"{r['kernel']['kernel_s']:.3f}",
-                           f"{r['kernel']['one_pass_read_s']:.3f}", f"{r['kernel']['ratio']:.1f}"] for r in results])
+    md += markdown_table(["rows", "input order", "kernel s", "one-pass read s", "ratio (goal <= 3)"],
+                         [row for r in results for row in (
+                             [f"{r['kernel']['rows']:,}", "as the attach stage writes it",
+                              f"{r['kernel']['kernel_s']:.3f}", f"{r['kernel']['one_pass_read_s']:.3f}",
+                              f"{r['kernel']['ratio']:.1f}"],
+                             [f"{r['kernel']['rows']:,}", "sorted by person", f"{r['kernel']['kernel_sorted_s']:.3f}",
+                              f"{r['kernel']['one_pass_read_s']:.3f}", f"{r['kernel']['ratio_sorted']:.1f}"])])
     jpath, mpath = write_results(args.results_name,
                                  {"workers": args.workers, "repeats": args.repeats, "results": results}, md)
     print(md)
