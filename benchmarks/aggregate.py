@@ -229,6 +229,9 @@ def main(argv=None) -> None:
                     help="career + resource rows above which pandas is skipped (it holds everything in memory)")
     ap.add_argument("--polars-max-rows", type=float, default=1.5e8,
                     help="career + resource rows above which Polars is skipped")
+    ap.add_argument("--shuffle-max-rows", type=float, default=1.5e8,
+                    help="career + resource rows above which the Dask-shuffle path is skipped (its workers "
+                         "exceed their memory at 343M rows on a 24 GiB machine; jobs use disk buckets instead)")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--results-name", default="aggregate",
                     help="results/<name>.json and .md (e.g. aggregate-1e8 for a separate 100M-row run)")
@@ -261,6 +264,8 @@ def main(argv=None) -> None:
                 runs["polars"] = lambda: polars_run(rows, scratch / "o-pl")
             if total <= args.pandas_max_rows:
                 runs["pandas"] = lambda: pandas_run(rows, scratch / "o-pd")
+            if total > args.shuffle_max_rows:
+                runs.pop("nirlink (shuffle)")
             measured = {}
             for name, fn in runs.items():
                 m = measure(fn, args.repeats)
