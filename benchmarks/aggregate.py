@@ -230,8 +230,9 @@ def main(argv=None) -> None:
     ap.add_argument("--polars-max-rows", type=float, default=1.5e8,
                     help="career + resource rows above which Polars is skipped")
     ap.add_argument("--shuffle-max-rows", type=float, default=1.5e8,
-                    help="career + resource rows above which the Dask-shuffle path is skipped (its workers "
-                         "exceed their memory at 343M rows on a 24 GiB machine; jobs use disk buckets instead)")
+                    help="career + resource rows above which the Dask-shuffle path is skipped (at 343M rows on "
+                         "a 24 GiB machine its workers were restarted again and again at 95%% of their memory; "
+                         "jobs use disk buckets instead)")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--results-name", default="aggregate",
                     help="results/<name>.json and .md (e.g. aggregate-1e8 for a separate 100M-row run)")
