@@ -7,6 +7,7 @@ same run (machines are noisy; absolute figures travel badly, ratios less so).
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import platform
 import statistics
@@ -78,14 +79,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any], table: str) -> tuple[Path, Path]:
-    """Write results/<name>.json and results/<name>.md; returns both paths."""
+def write_results(name: str, payload: dict[str, Any], table: str, *, scratch: Path | None = None) -> tuple[Path, Path]:
+    """Write results/<name>.json and results/<name>.md, print the table and both paths, and
+    remove ``scratch`` (the benchmark's generated data) when given; returns both paths."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **payload}
     jpath = RESULTS / f"{name}.json"
     mpath = RESULTS / f"{name}.md"
     jpath.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     mpath.write_text(table + "\n")
+    print(table)
+    print(f"\n{jpath}\n{mpath}")
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return jpath, mpath
 
 

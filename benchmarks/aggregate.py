@@ -295,12 +295,8 @@ def main(argv=None) -> None:
                               f"{r['kernel']['ratio']:.1f}"],
                              [f"{r['kernel']['rows']:,}", "sorted by person", f"{r['kernel']['kernel_sorted_s']:.3f}",
                               f"{r['kernel']['one_pass_read_s']:.3f}", f"{r['kernel']['ratio_sorted']:.1f}"])])
-    jpath, mpath = write_results(args.results_name,
-                                 {"workers": args.workers, "repeats": args.repeats, "results": results}, md)
-    print(md)
-    print(f"\n{jpath}\n{mpath}")
-    if not args.dir:
-        shutil.rmtree(scratch, ignore_errors=True)
+    write_results(args.results_name, {"workers": args.workers, "repeats": args.repeats, "results": results}, md,
+                  scratch=None if args.dir else scratch)
 
 
 if __name__ == "__main__":

@@ -121,12 +121,8 @@ def main(argv=None) -> None:
               "only copies the rows):\n\n")
     md = header + markdown_table(["input", "rows", "nirlink s", "nirlink M rows/s", "peak RSS GiB", "DuckDB copy s",
                                   "DuckDB M rows/s", "nirlink / DuckDB speed"], table)
-    jpath, mpath = write_results("ingest", {"rows": rows, "nir": nir, "ingest": results, "workers": args.workers,
-                                            "repeats": args.repeats}, md)
-    print(md)
-    print(f"\n{jpath}\n{mpath}")
-    if not args.dir:
-        shutil.rmtree(scratch, ignore_errors=True)
+    write_results("ingest", {"rows": rows, "nir": nir, "ingest": results, "workers": args.workers,
+                             "repeats": args.repeats}, md, scratch=None if args.dir else scratch)
 
 
 if __name__ == "__main__":

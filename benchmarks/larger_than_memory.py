@@ -10,7 +10,6 @@ tree, and whether it finished. Results: benchmarks/results/larger_than_memory.js
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -83,11 +82,7 @@ def main(argv=None) -> None:
               [[s + (" (earlier run)" if s in earlier else ""), f"{t:.0f}", f"{rows / t / 1e6:.2f}"]
                for s, t in stage_seconds.items()]) +
           f"\n\nStatus: {state.status}. Peak RSS of all processes: {rss.peak / 2**30:.1f} GiB.")
-    jpath, mpath = write_results("larger_than_memory", result, md)
-    print(md)
-    print(f"\n{jpath}\n{mpath}")
-    if not args.dir:
-        shutil.rmtree(base, ignore_errors=True)
+    write_results("larger_than_memory", result, md, scratch=None if args.dir else base)
 
 
 if __name__ == "__main__":

@@ -116,11 +116,7 @@ def main(argv=None) -> None:
           markdown_table(["phase", "seconds"], phase_rows) + "\n\nAccuracy (goal at x1: precision >= 0.9995, recall "
           ">= 0.999 per signature):\n\n" +
           markdown_table(["noise", "level", "true links", "precision", "recall", "F1", "ambiguous"], accuracy_rows))
-    jpath, mpath = write_results("link", results, md)
-    print(md)
-    print(f"\n{jpath}\n{mpath}")
-    if not args.dir:
-        shutil.rmtree(base, ignore_errors=True)
+    write_results("link", results, md, scratch=None if args.dir else base)
 
 
 if __name__ == "__main__":

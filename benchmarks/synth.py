@@ -85,12 +85,8 @@ def main(argv=None) -> None:
     header = (f"Synthetic generation, {args.workers} worker processes, median of {args.repeats} runs. "
               "Data rows = register + career + resource (the truth dataset is written too, not counted). "
               "Goal: >= 10M rows/s.\n\n")
-    jpath, mpath = write_results("synth", {"workers": args.workers, "repeats": args.repeats, "results": results},
-                                 header + table)
-    print(header + table)
-    print(f"\n{jpath}\n{mpath}")
-    if not args.dir:
-        shutil.rmtree(scratch, ignore_errors=True)
+    write_results("synth", {"workers": args.workers, "repeats": args.repeats, "results": results}, header + table,
+                  scratch=None if args.dir else scratch)
 
 
 if __name__ == "__main__":
