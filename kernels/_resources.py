@@ -139,7 +139,7 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     m = _months(person, month, kind, amount, order, not is_sorted, m_lo, max(m_hi - m_lo + 1, 0), months["person"],
                 months["month"], months["by_kind"], months["total"], months["rows"]) if n else 0
     months = {key: (v[:, :m] if key == "by_kind" else v[:m]) for key, v in months.items()}
-    ny = count_runs(months["person"], months["month"] // 12, np.arange(m)) if m else 0
+    ny = count_runs(months["person"], months["month"] // 12) if m else 0
     years = {"person": np.empty(ny, np.int64), "year": np.empty(ny, np.int64), "by_kind": np.zeros((k, ny), np.int64),
              "total": np.zeros(ny, np.int64), "months": np.zeros(ny, np.int64)}
     if ny:

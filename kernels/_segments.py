@@ -19,7 +19,7 @@ from numba import njit
 from ._errors import InputError
 
 __all__ = ["group_by_key", "segment_sum", "segment_min", "segment_max", "segment_count", "segment_first",
-           "segment_last", "segment_topk_mean", "rolling_window_sum", "lexsort_dense", "count_runs", "KERNELS"]
+           "segment_last", "segment_topk_mean", "rolling_window_sum", "count_runs", "run_end", "KERNELS"]
 
 
 @njit(nogil=True, cache=True)
@@ -286,15 +286,12 @@ def rolling_window_sum(month, values, starts, *, period: int = 3, phase: int = 0
     return seg, review, total, months
 
 
-
-
 @njit(nogil=True, cache=True)
-def count_runs(a, b, order):
-    """Number of runs of equal (a, b) pairs along ``order`` (rows grouped by both keys)."""
+def count_runs(a, b):
+    """Number of runs of equal (a, b) pairs in row order (rows grouped by both keys)."""
     n = 0
-    for j in range(order.shape[0]):
-        i = order[j]
-        if j == 0 or a[i] != a[order[j - 1]] or b[i] != b[order[j - 1]]:
+    for i in range(a.shape[0]):
+        if i == 0 or a[i] != a[i - 1] or b[i] != b[i - 1]:
             n += 1
     return n
 
@@ -309,18 +306,6 @@ def run_end(keys, order, use_order, j):
     while k < n and keys[order[k] if use_order else k] == p:
         k += 1
     return k
-
-
-def lexsort_dense(primary, n_primary: int, secondary, n_secondary: int) -> np.ndarray:
-    """Row order sorted by (primary, secondary), both dense integer keys: two stable counting
-    sorts (least significant first), linear in rows + key ranges, no comparison sort."""
-    secondary = np.ascontiguousarray(secondary)
-    primary = np.ascontiguousarray(primary)
-    if len(primary) != len(secondary):
-        raise InputError("lexsort_dense: primary and secondary keys differ in length")
-    order1, _ = group_by_key(secondary, n_secondary)
-    order2, _ = group_by_key(primary[order1], n_primary)
-    return order1[order2]
 
 
 KERNELS = (_group, _seg_sum, _seg_min, _seg_max, _seg_first, _seg_last, _topk_mean, _rolling_count, _rolling_fill,
