@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import run_end
+from ._segments import grouping_order, integer_input, run_end
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
 
@@ -71,14 +71,6 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
     seen = np.zeros(n_years, np.bool_)
     assim = np.zeros(n_years, np.bool_)
     sam_buf = np.empty(n_years, np.float64)
-    for q in range(n_persons):
-        p_quarters[q] = 0
-        p_first[q] = 0
-        p_last[q] = 0
-        p_years[q] = 0
-        p_sam[q] = 0.0
-        p_used[q] = 0
-        p_gross[q] = 0
     n = person.shape[0]
     o = 0
     j = 0
@@ -161,23 +153,13 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
             for t in range(kk):  # from the largest value down: the sum does not depend on row order
                 acc += sam_buf[t]
             p_sam[p] = acc / kk
-        p_used[p] = kk if kk > 0 else 0
-        p_quarters[p] += quarters
+        p_used[p] = kk
+        p_quarters[p] = quarters
         p_first[p] = first_year + ylo
         p_last[p] = first_year + yhi
         p_years[p] = count
         p_gross[p] = total
     return o
-
-
-def _ints(values, name: str) -> np.ndarray:
-    """Integer input as is (the kernel compiles per dtype, so narrow columns are not copied)."""
-    a = np.ascontiguousarray(values)
-    if a.dtype.kind not in "iu" or a.dtype.itemsize > 8 or a.dtype == np.uint64:
-        if a.size and a.dtype.kind == "f" and not np.array_equal(a, np.floor(a)):
-            raise InputError(f"aggregate_career: {name} must be integers, got dtype {a.dtype}")
-        a = a.astype(np.int64)
-    return a
 
 
 def _raise_first_error(person, n_persons, year, kind, gross_salary, days, table) -> None:
@@ -201,11 +183,11 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
     int; best_years: int per person (N of the SAM); table: the reference YearTable.
     Returns ``{"years": {...per person-year arrays...}, "persons": {...per person arrays...}}``.
     """
-    person = _ints(person, "person")
-    year = _ints(year, "year")
-    kind = _ints(kind, "kind")
+    person = integer_input(person, "aggregate_career", "person")
+    year = integer_input(year, "aggregate_career", "year")
+    kind = integer_input(kind, "aggregate_career", "kind")
     gross_salary = np.ascontiguousarray(gross_salary, dtype=np.float64)
-    days = _ints(days, "days")
+    days = integer_input(days, "aggregate_career", "days")
     n = len(person)
     if not (len(year) == len(kind) == len(gross_salary) == len(days) == n):
         raise InputError("aggregate_career: person, year, kind, gross_salary and days differ in length")
@@ -219,13 +201,7 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
                               gross_salary, days) if n else (0, True)
     if status:
         _raise_first_error(person, n_persons, year, kind, gross_salary, days, table)
-    if not is_sorted:
-        # not grouped by person: one stable counting sort on the person (linear, no comparisons)
-        from ._segments import group_by_key
-
-        order, _ = group_by_key(person, n_persons)
-    else:
-        order = np.zeros(0, np.int64)
+    order = grouping_order(person, n_persons, is_sorted)
     cap = min(n, n_persons * n_years)
     ys = {
         "person": np.empty(cap, np.int64), "year": np.empty(cap, np.int16), "gross_cents": np.empty(cap, np.int64),
@@ -233,11 +209,11 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         "quarters_assimilated": np.empty(cap, np.int16), "quarters": np.empty(cap, np.int8),
         "revalued_capped": np.empty(cap, np.float64), "counts_for_sam": np.empty(cap, np.bool_),
     }
-    persons = {
-        "quarters": np.empty(n_persons, np.int64), "first_year": np.empty(n_persons, np.int64),
-        "last_year": np.empty(n_persons, np.int64), "years": np.empty(n_persons, np.int64),
-        "sam": np.empty(n_persons, np.float64), "sam_years": np.empty(n_persons, np.int64),
-        "gross_cents": np.empty(n_persons, np.int64),
+    persons = {  # zeros: what a person without rows gets
+        "quarters": np.zeros(n_persons, np.int64), "first_year": np.zeros(n_persons, np.int64),
+        "last_year": np.zeros(n_persons, np.int64), "years": np.zeros(n_persons, np.int64),
+        "sam": np.zeros(n_persons, np.float64), "sam_years": np.zeros(n_persons, np.int64),
+        "gross_cents": np.zeros(n_persons, np.int64),
     }
     m = _career_fused(person, n_persons, year, kind, gross_salary, days, order, not is_sorted, best_years,
                       ASSIMILATION_DAYS, table.first_year, np.round(table.pass_annual * 100).astype(np.int64),

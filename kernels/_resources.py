@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import count_runs, group_by_key, rolling_window_sum, run_end
+from ._segments import count_runs, grouping_order, integer_input, rolling_window_sum, run_end
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
@@ -116,9 +116,9 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     Returns ``{"months": ..., "years": ..., "reviews": ...}`` (dicts of arrays; amounts in
     cents, per-kind amounts as 2-d arrays with one column per kind).
     """
-    person = _ints(person)
-    month = _ints(month)
-    kind = _ints(kind)
+    person = integer_input(person, "aggregate_resources", "person")
+    month = integer_input(month, "aggregate_resources", "month")
+    kind = integer_input(kind, "aggregate_resources", "kind")
     amount = np.ascontiguousarray(amount, dtype=np.float64)
     n = len(person)
     if not (len(month) == len(kind) == len(amount) == n):
@@ -127,16 +127,10 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     status, is_sorted, m_lo, m_hi = _scan(person, n_persons, month, kind, k, amount) if n else (0, True, 0, -1)
     if status:
         _raise_first_error(person, n_persons, month, kind, amount)
-    if is_sorted:
-        order = np.zeros(0, np.int64)
-    else:
-        # not grouped by person: one stable counting sort on the person (linear, no comparisons)
-        order, _ = group_by_key(person, n_persons)
-    cap = n
-    months = {"person": np.empty(cap, np.int64), "month": np.empty(cap, np.int64),
-              "by_kind": np.empty((k, cap), np.int64), "total": np.empty(cap, np.int64),
-              "rows": np.empty(cap, np.int64)}
-    m = _months(person, month, kind, amount, order, not is_sorted, m_lo, max(m_hi - m_lo + 1, 0), months["person"],
+    order = grouping_order(person, n_persons, is_sorted)
+    months = {"person": np.empty(n, np.int64), "month": np.empty(n, np.int64),
+              "by_kind": np.empty((k, n), np.int64), "total": np.empty(n, np.int64), "rows": np.empty(n, np.int64)}
+    m = _months(person, month, kind, amount, order, not is_sorted, m_lo, m_hi - m_lo + 1, months["person"],
                 months["month"], months["by_kind"], months["total"], months["rows"]) if n else 0
     months = {key: (v[:, :m] if key == "by_kind" else v[:m]) for key, v in months.items()}
     ny = count_runs(months["person"], months["month"] // 12) if m else 0
@@ -156,14 +150,6 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     months["by_kind"] = months["by_kind"].T
     years["by_kind"] = years["by_kind"].T
     return {"months": months, "years": years, "reviews": reviews}
-
-
-def _ints(values) -> np.ndarray:
-    """Integer input as is (the kernels compile per dtype, so narrow columns are not copied)."""
-    a = np.ascontiguousarray(values)
-    if a.dtype.kind not in "iu" or a.dtype == np.uint64:
-        a = a.astype(np.int64)
-    return a
 
 
 def _raise_first_error(person, n_persons, month, kind, amount) -> None:

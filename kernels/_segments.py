@@ -19,7 +19,8 @@ from numba import njit
 from ._errors import InputError
 
 __all__ = ["group_by_key", "segment_sum", "segment_min", "segment_max", "segment_count", "segment_first",
-           "segment_last", "segment_topk_mean", "rolling_window_sum", "count_runs", "run_end", "KERNELS"]
+           "segment_last", "segment_topk_mean", "rolling_window_sum", "count_runs", "run_end", "integer_input",
+           "grouping_order", "KERNELS"]
 
 
 @njit(nogil=True, cache=True)
@@ -306,6 +307,26 @@ def run_end(keys, order, use_order, j):
     while k < n and keys[order[k] if use_order else k] == p:
         k += 1
     return k
+
+
+def integer_input(values, where: str, name: str) -> np.ndarray:
+    """An integer input array as is (kernels compile per dtype, so narrow columns are not
+    copied); other dtypes become int64, and floats that are not whole numbers are refused."""
+    a = np.ascontiguousarray(values)
+    if a.dtype.kind not in "iu" or a.dtype == np.uint64:
+        if a.size and a.dtype.kind == "f" and not np.array_equal(a, np.floor(a)):
+            raise InputError(f"{where}: {name} must be integers, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+    return a
+
+
+def grouping_order(keys, n_keys: int, is_sorted: bool) -> np.ndarray:
+    """Row order that groups rows by key for the kernels' walk (``run_end``): empty when the
+    rows already come sorted by key (the walk then goes in row order), else one stable
+    counting sort (linear, no comparisons)."""
+    if is_sorted:
+        return np.zeros(0, np.int64)
+    return group_by_key(keys, n_keys)[0]
 
 
 KERNELS = (_group, _seg_sum, _seg_min, _seg_max, _seg_first, _seg_last, _topk_mean, _rolling_count, _rolling_fill,
