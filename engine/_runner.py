@@ -341,6 +341,7 @@ class Job:
         if stage == "aggregate":
             from ._stage_aggregate import run_aggregate
 
+            scratch = d / ".aggregate-input"  # without attach: person buckets, removed once published
             if (d / "attach" / "_manifest.json").exists() and "attach" in s.stages:
                 career = d / "attach" / "career" if (d / "attach" / "career").exists() else None
                 resource = d / "attach" / "resource" if (d / "attach" / "resource").exists() else None
@@ -348,14 +349,13 @@ class Job:
             else:
                 from ._stage_attach import declared_persons
 
-                scratch = d / ".aggregate-input"  # temporary: removed once the stage has published
                 shutil.rmtree(scratch, ignore_errors=True)
                 career, resource = declared_persons(d / "ingest", scratch, client=c, progress=progress)
                 partitioned = True  # person buckets on disk, as the attach stage writes them
             manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                      partitioned_by_person=partitioned, first_review_month=s.first_review_month,
                                      progress=lambda done, total: progress("aggregate", done, total))
-            shutil.rmtree(d / ".aggregate-input", ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
             return manifest
         if stage == "export":
             from ._stage_export import run_export

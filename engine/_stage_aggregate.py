@@ -58,7 +58,7 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
         # person and kind read as dictionaries: no string materialised per row, no re-hashing
         as_dict = [c for c in ("person", "kind") if c in wanted]
         table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False, read_dictionary=as_dict)
-                                  for p in paths], promote_options="permissive")
+                                  for p in paths])
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":

@@ -48,8 +48,20 @@ def _build_lookup(link_dir: str, out: str) -> int:
     return table.num_rows
 
 
-def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, part: str) -> dict[str, Any]:
+def _write_person_buckets(rows: pa.Table, directory: Path, n_buckets: int,
+                          part: str) -> tuple[dict[int, int], np.ndarray]:
+    """Rows into person buckets ``b=<k>/<part>.parquet``, rows without a person into
+    ``b=nulls/``; returns the rows written per bucket and which rows had a person."""
     from linkage._buckets import key_hash, write_buckets
+
+    h, valid = key_hash(rows, ["person"])
+    written = write_buckets(rows, h, valid, n_buckets, directory, part)
+    if not valid.all():
+        write_parquet(rows.filter(pa.array(~valid)), directory / "b=nulls" / f"{part}.parquet")
+    return written, valid
+
+
+def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, part: str) -> dict[str, Any]:
     from linkage._prepare import signature_ids
 
     rows = pq.read_table(path, use_threads=False)
@@ -69,14 +81,10 @@ def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, 
     for name in PERSON_COLUMNS:
         rows = rows.append_column(name, extra[name].combine_chunks() if isinstance(extra[name], pa.ChunkedArray)
                                   else extra[name])
-    h, valid = key_hash(rows, ["person"])
-    written = write_buckets(rows, h, valid, n_buckets, Path(out) / source, part)
-    nulls = ~valid
-    if nulls.any():
-        write_parquet(rows.filter(pa.array(nulls)), Path(out) / source / "b=nulls" / f"{part}.parquet")
+    written, valid = _write_person_buckets(rows, Path(out) / source, n_buckets, part)
     status = Counter(extra["link_status"].to_pylist())
     return {"source": source, "rows": rows.num_rows, "rows_with_person": int(valid.sum()),
-            "rows_without_person": int(nulls.sum()), "buckets": len(written),
+            "rows_without_person": int((~valid).sum()), "buckets": len(written),
             **{f"status_{k}": v for k, v in status.items()}}
 
 
@@ -132,17 +140,12 @@ def person_bucket_count(total_rows: int) -> int:
 def _declared_files(files: list[str], source: str, out: str, n_buckets: int, part: str) -> dict[str, int]:
     """Ingested files as aggregate input: each row's own NIR as its person, only the columns
     the aggregation reads, written into person buckets (rows without a person: b=nulls)."""
-    from linkage._buckets import key_hash, write_buckets
-
     cols = ["nir", "nir_birth_year", "nir_birth_month", *_DECLARED_COLUMNS[source]]
     t = pa.concat_tables([pq.read_table(f, columns=cols, use_threads=False) for f in files])
     t = pa.table({"person": t.column("nir").combine_chunks(), "person_birth_year": t.column("nir_birth_year"),
                   "person_birth_month": t.column("nir_birth_month"),
                   **{c: t.column(c) for c in _DECLARED_COLUMNS[source]}})
-    h, valid = key_hash(t, ["person"])
-    write_buckets(t, h, valid, n_buckets, Path(out) / source, part)
-    if not valid.all():
-        write_parquet(t.filter(pa.array(~valid)), Path(out) / source / "b=nulls" / f"{part}.parquet")
+    _, valid = _write_person_buckets(t, Path(out) / source, n_buckets, part)
     return {"rows": t.num_rows, "rows_without_person": int((~valid).sum())}
 
 
