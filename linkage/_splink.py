@@ -176,7 +176,9 @@ def rule_sql(model: ModelSpec, index: int) -> str:
     return sql
 
 
-def _predictions(df, rule_index: int | None) -> pa.Table:
+def _predictions(df) -> pa.Table:
+    """Splink's predictions (a SplinkDataFrame or an Arrow table) in PREDICTION_SCHEMA; ``rule``
+    is Splink's match_key, the position of the first admitting rule in the call."""
     t = df.as_pyarrow_table() if hasattr(df, "as_pyarrow_table") else df
     keep = {
         "unique_id_l": pc.cast(t.column("unique_id_l"), pa.int64()),
@@ -184,11 +186,7 @@ def _predictions(df, rule_index: int | None) -> pa.Table:
         "match_weight": pc.cast(t.column("match_weight"), pa.float64()),
         "match_probability": pc.cast(t.column("match_probability"), pa.float64()),
     }
-    if rule_index is None:
-        rule = pc.cast(t.column("match_key"), pa.int16())
-    else:
-        rule = pa.array(np.full(t.num_rows, rule_index, np.int16))
-    return pa.table({**keep, "rule": rule}, schema=PREDICTION_SCHEMA)
+    return pa.table({**keep, "rule": pc.cast(t.column("match_key"), pa.int16())}, schema=PREDICTION_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -234,11 +232,11 @@ def _replay(plan: _Plan, left, right, tf, *, threads: int, memory_limit: str | N
             con.register(name, tables[role])
         for sql in plan.statements:
             con.execute(sql)
-        return _predictions(con.sql(f"select * from {plan.output}").to_arrow_table(), None)
+        return _predictions(con.sql(f"select * from {plan.output}").to_arrow_table())
 
 
 def _predict(model: ModelSpec, rules: list[str], left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
-             threads: int, memory_limit: str | None, threshold: float | None, rule_index: int | None) -> pa.Table:
+             threads: int, memory_limit: str | None, threshold: float | None) -> pa.Table:
     """Splink's prediction for ``rules``. Splink spends ~0.2-0.3 s per call building its
     settings and generating SQL, whatever the data; the SQL depends only on the model, the
     rules, the threshold and the column schemas. So the first call for such a key runs
@@ -260,7 +258,7 @@ def _predict(model: ModelSpec, rules: list[str], left: pa.Table, right: pa.Table
     key = _plan_key(settings, rules, left, right, tf, threshold) if reuse else None
     plan = _PLANS.get(key) if reuse else None
     if plan is not None:
-        return _finish(_replay(plan, left, right, tf, threads=threads, memory_limit=memory_limit), rule_index)
+        return _replay(plan, left, right, tf, threads=threads, memory_limit=memory_limit)
     with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
         tables = [left] if right is None else [left, right]
         linker, frames = make_linker(con, settings, tables, tf)
@@ -272,7 +270,7 @@ def _predict(model: ModelSpec, rules: list[str], left: pa.Table, right: pa.Table
         else:
             df = linker.inference.predict_between(frames[0], frames[1], blocking_rules_to_generate_predictions=rules,
                                                   threshold_match_probability=threshold, warning_mode="never")
-        result = _predictions(df, None)
+        result = _predictions(df)
         if reuse:
             plan = _record_plan(db_api, db_api.statements, df.physical_name, left, right, tf)
             if plan is not None:
@@ -280,14 +278,7 @@ def _predict(model: ModelSpec, rules: list[str], left: pa.Table, right: pa.Table
                     if len(_PLANS) >= _MAX_PLANS:
                         _PLANS.clear()
                     _PLANS[key] = plan
-        return _finish(result, rule_index)
-
-
-def _finish(pred: pa.Table, rule_index: int | None) -> pa.Table:
-    if rule_index is not None:
-        pred = pred.set_column(pred.column_names.index("rule"), "rule",
-                               pa.array(np.full(pred.num_rows, rule_index, np.int16)))
-    return pred
+        return result
 
 
 def predict_rules(model: ModelSpec, rules: list[int], left: pa.Table, right: pa.Table | None,
@@ -296,7 +287,7 @@ def predict_rules(model: ModelSpec, rules: list[int], left: pa.Table, right: pa.
     """Score the pairs that the blocking rules ``rules`` (and no earlier rule of the model)
     admit, in one Splink call; the ``rule`` column holds each pair's rule index in the model."""
     pred = _predict(model, [rule_sql(model, i) for i in rules], left, right, tf, threads=threads,
-                    memory_limit=memory_limit, threshold=threshold, rule_index=None)
+                    memory_limit=memory_limit, threshold=threshold)
     if pred.num_rows:
         # Splink's match_key is the rule's position in this call (a single rule given twice
         # only ever matches as its first copy)
@@ -309,4 +300,4 @@ def predict_all(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: di
                 threads: int = 1, memory_limit: str | None = None, threshold: float | None = None) -> pa.Table:
     """Splink in one process, every blocking rule at once (the reference for distributed scoring)."""
     return _predict(model, [b.sql for b in model.blocking], left, right, tf, threads=threads,
-                    memory_limit=memory_limit, threshold=threshold, rule_index=None)
+                    memory_limit=memory_limit, threshold=threshold)
