@@ -114,17 +114,13 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
 
 
 def _run(jobs, out_dir, first_review, client, progress):
-    from linkage._tasks import run_tasks
+    from linkage._tasks import run_tasks, without_step
 
     if client is not None:
         # partitions of a shuffle are Dask delayed objects: turn them into futures that the
         # partition tasks depend on
         jobs = [(kind, client.compute(part) if not isinstance(part, (str, list)) else part, index)
                 for kind, part, index in jobs]
-
-    def report(_step, done, total):
-        if progress:
-            progress(done, total)
 
     def describe(args) -> str:
         kind, part, index = args[:3]
@@ -135,7 +131,7 @@ def _run(jobs, out_dir, first_review, client, progress):
         return f"{kind} partition {index} of the shuffle by person"
 
     return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review) for kind, part, index in jobs],
-                     name="aggregate", progress=report, describe=describe)
+                     name="aggregate", progress=without_step(progress), describe=describe)
 
 
 def _manifest(inputs, results, root: Path, partitioned, first_review_month, started) -> dict[str, Any]:

@@ -64,14 +64,10 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
     today_year = (today or _dt.date.today()).year
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as tmp:
-        from linkage._tasks import run_tasks
-
-        def report(_step, done, total):
-            if progress:
-                progress(done, total)
+        from linkage._tasks import run_tasks, without_step
 
         per_task = run_tasks(client, ingest_task, [(t, str(tmp.resolve()), chunk_rows, today_year) for t in tasks],
-                             name="ingest", progress=report)
+                             name="ingest", progress=without_step(progress))
         results: list[dict[str, Any]] = [r for rs in per_task for r in rs]
         manifest = _manifest(inputs, tasks, results, tmp)
         write_json(tmp / "_manifest.json", manifest)

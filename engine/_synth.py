@@ -345,21 +345,9 @@ def plan_blocks(persons: int, partitions: int | None, persons_per_partition: int
     return [(int(bounds[i]), int(bounds[i + 1] - bounds[i])) for i in range(partitions)]
 
 
-def _synth_progress(progress):
-    """Adapts run_tasks' (step, done, total) to synth's (done, total, block result) callback."""
-    if progress is None:
-        return None
-
-    def report(_step, done, total):
-        if done:
-            progress(done, total, {})
-
-    return report
-
-
 def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int | None = None,
           params: SynthParams | None = None, overwrite: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate the four datasets under ``out`` on the Dask ``client`` (or in this process).
 
     Returns the summary also written to ``out/_synth.json``.
@@ -384,11 +372,11 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     n_blocks = len(blocks)
     t0 = time.perf_counter()
     results = []
-    from linkage._tasks import run_tasks
+    from linkage._tasks import run_tasks, without_step
 
     results = run_tasks(client, generate_block, [(str(root.resolve()), b, n_blocks, first, count, persons, params)
                                                  for b, (first, count) in enumerate(blocks)],
-                        name="synth", progress=_synth_progress(progress))
+                        name="synth", progress=without_step(progress))
     elapsed = time.perf_counter() - t0
     results.sort(key=lambda r: r["block"])
     totals = {name: sum(r[name] for r in results) for name in ("persons", *DATASETS)}

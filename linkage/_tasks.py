@@ -79,6 +79,11 @@ def _describe(args: tuple) -> str:
     return f"arguments {str(args)[:80]}"
 
 
+def without_step(progress: Callable[[int, int], None] | None) -> Progress | None:
+    """A run_tasks progress callback from a ``(done, total)`` one (None stays None)."""
+    return None if progress is None else (lambda _step, done, total: progress(done, total))
+
+
 def share(client, obj: Any) -> Any:
     """``obj`` as a Dask future sent once to every worker (or ``obj`` itself without a client):
     large arguments shared by many tasks must not travel inside each task's graph."""

@@ -49,7 +49,7 @@ def synth(
                       console=console, disable=not show, transient=True) as bar:
             task = bar.add_task("blocks", total=None)
 
-            def progress(done, total, _res):
+            def progress(done, total):
                 bar.update(task, completed=done, total=total)
 
             return run_synth(out, persons=persons, client=client, partitions=partitions, params=params,
