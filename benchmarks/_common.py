@@ -7,9 +7,9 @@ same run (machines are noisy; absolute figures travel badly, ratios less so).
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import platform
+import shutil
 import statistics
 import threading
 import time
@@ -110,7 +110,7 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 @contextmanager
 def local_client(n_workers: int = 2, threads_per_worker: int = 1, memory_limit: str | None = None):
-    from cluster import open_client
+    from nirlink.cluster import open_client
 
     with open_client(None, n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                      dashboard=False) as client:

@@ -32,7 +32,7 @@ THREADS = 2
 
 
 def _ref_table():
-    from engine._reference import year_table
+    from nirlink.engine.reference._tables import year_table
 
     t = year_table()
     return pa.table({"year": t.years.astype(np.int16), "pass": t.pass_annual, "salval": t.salval, "reval": t.reval})
@@ -187,9 +187,9 @@ def pandas_run(rows: Path, out: Path) -> None:
 # ---------------------------------------------------------------- kernels alone
 
 def kernel_vs_read(rows: Path, repeats: int) -> dict:
-    from engine._aggregate import _codes, _persons
-    from engine._reference import year_table
-    from kernels._career import CAREER_KINDS, aggregate_career
+    from nirlink.engine.reference._tables import year_table
+    from nirlink.engine.stages._aggregate_partitions import _codes, _persons
+    from nirlink.kernels._career import CAREER_KINDS, aggregate_career
 
     f = sorted((rows / "career").glob("*.parquet"))[0]
     table = pq.read_table(f)
@@ -240,8 +240,10 @@ def main(argv=None) -> None:
     ap.add_argument("--results-name", default="aggregate",
                     help="results/<name>.json and .md (e.g. aggregate-1e8 for a separate 100M-row run)")
     args = ap.parse_args(argv)
-    from engine._stage_aggregate import run_aggregate
-    from engine._synth import SynthParams, attach_truth, synth
+    from nirlink.engine.stages._aggregate import run_aggregate
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
+    from nirlink.engine.synth._truth import attach_truth
 
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-agg-"))
     results, table = [], []

@@ -30,7 +30,7 @@ from ._common import local_client, markdown_table, measure, write_results
 def _nir_bench(values: pa.Array, repeats: int) -> dict:
     from stdnum.fr import nir as stdnir
 
-    from kernels._nir import check_nir
+    from nirlink.kernels._nir import check_nir
 
     check_nir(values.slice(0, 1000))  # compile
     kt = []
@@ -58,9 +58,10 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
-    from engine._readers import InputSpec
-    from engine._stage_ingest import run_ingest
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.io._readers import InputSpec
+    from nirlink.engine.stages._ingest import run_ingest
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-ingest-"))
     persons = max(1000, int(args.rows / 127))

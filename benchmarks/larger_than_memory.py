@@ -32,9 +32,10 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true",
                     help="keep the stages an earlier run in --dir published (their times come from the job's log)")
     args = ap.parse_args(argv)
-    from cluster import open_client
-    from engine._runner import Job
-    from engine._synth import SynthParams, synth
+    from nirlink.cluster import open_client
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-ltm-"))
     data = base / "data"
@@ -48,8 +49,8 @@ def main(argv=None) -> None:
             timings["synth"] = time.perf_counter() - t0
         inputs = [data / k for k in ("register", "career", "resource")]
         size = _size(inputs)
-        from engine._spec import load_job
-        from engine._synth import write_job_file
+        from nirlink.engine.jobs._spec import load_job
+        from nirlink.engine.synth._jobfile import write_job_file
 
         spec = load_job(write_job_file(data, base / "job.toml", output=base / "job", name="larger-than-memory",
                                        stages=["ingest", "aggregate"]))

@@ -27,9 +27,10 @@ from ._common import local_client, markdown_table, measure, write_results
 def _prepare(base: Path, persons: int, noise: float, client) -> Path:
     from dataclasses import replace
 
-    from engine._readers import InputSpec
-    from engine._stage_ingest import run_ingest
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.io._readers import InputSpec
+    from nirlink.engine.stages._ingest import run_ingest
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     data = base / f"data-{noise}"
     if not (data / "_synth.json").exists():
@@ -49,11 +50,14 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
-    from engine._stage_link import ingested_files, run_link
-    from linkage import LinkConfig, load_model
-    from linkage._evaluate import evaluate
-    from linkage._pipeline import LINK_COLUMNS, register_files, score_rules, signature_files
-    from linkage._splink import predict_all, tf_tables
+    from nirlink.engine.stages._link import ingested_files, run_link
+    from nirlink.linkage import LinkConfig, load_model
+    from nirlink.linkage._evaluate import evaluate
+    from nirlink.linkage._prepare import LINK_COLUMNS
+    from nirlink.linkage._register import register_files
+    from nirlink.linkage._scoring import score_rules
+    from nirlink.linkage._signatures import signature_files
+    from nirlink.linkage._splink import predict_all, tf_tables
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-link-"))
     results: dict = {"persons": args.persons, "repeats": args.repeats}

@@ -43,7 +43,8 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
     args = ap.parse_args(argv)
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-synth-"))
     rows_out, results = [], []

@@ -78,7 +78,7 @@ def security_from_dir(directory: str | os.PathLike, role: str = "client"):
     d = Path(directory)
     missing = [p for p in ("ca.pem", f"{role}.pem", f"{role}-key.pem") if not (d / p).exists()]
     if missing:
-        from kernels import ClusterError
+        from nirlink.kernels import ClusterError
 
         raise ClusterError(f"TLS: {d} lacks {', '.join(missing)} (make them with `nirlink cluster certs {d}`)")
     kw = {"tls_ca_file": str(d / "ca.pem"), "require_encryption": True}

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from kernels import ClusterError
+from nirlink.kernels import ClusterError
 
 __all__ = ["open_client", "local_cluster_size"]
 

@@ -34,7 +34,7 @@ class NirlinkWorkerPlugin(WorkerPlugin):
         self.env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", **(env or {})}
 
     def setup(self, worker) -> None:
-        from kernels import ClusterError
+        from nirlink.kernels import ClusterError
 
         mine = nirlink_version()
         if mine != self.version:
@@ -50,10 +50,10 @@ def _warm_kernels() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from kernels._hash import hash_rows
-    from kernels._nir import check_nir
-    from kernels._segments import group_by_key
-    from kernels._text import normalize_names
+    from nirlink.kernels._hash import hash_rows
+    from nirlink.kernels._nir import check_nir
+    from nirlink.kernels._segments import group_by_key
+    from nirlink.kernels._text import normalize_names
 
     check_nir(pa.array(["177127400100163"]))
     normalize_names(pa.array(["x"]))

@@ -1,11 +1,14 @@
-"""nirlink engine: job specs, stages, the runner, datasets and manifests, the CLI, synthetic data.
+"""nirlink engine: everything that turns a job file into published datasets.
 
+Rooms: ``jobs/`` (job files, state machine, runner, registry, job log), ``stages/`` (one
+module per stage: ingest, link, attach, aggregate, export), ``io/`` (readers, canonical
+schemas, datasets and manifests), ``synth/`` (synthetic data), ``report/`` (the HTML report),
+``reference/`` (PASS, SMIC, revaluation and cohort tables), ``cli/`` (the `nirlink` command);
+settings (``nirlink.*`` of dask.config) in ``_config.py``, ``nirlink.yaml`` and its schema.
 Heavy modules load on first use so that `nirlink --help` answers at once.
 """
 
-import importlib
-
-from kernels import (
+from nirlink.kernels import (
     ClusterError,
     InputError,
     InputFileError,
@@ -18,14 +21,11 @@ from kernels import (
     SpecError,
     StageError,
 )
+from nirlink.kernels._lazy import lazy_front
 
 _LAZY = {
-    "config": (".", "_config"),
-    "cohort_table": ("._reference", "cohort_table"),
-    "year_table": ("._reference", "year_table"),
-    "NoiseRates": ("._synth", "NoiseRates"),
-    "SynthParams": ("._synth", "SynthParams"),
-    "synth": ("._synth", "synth"),
+    ".reference": ("cohort_table", "year_table"),
+    ".synth": ("NoiseRates", "SynthParams", "synth"),
 }
 
 __all__ = [
@@ -40,14 +40,7 @@ __all__ = [
     "SchemaError",
     "SpecError",
     "StageError",
-    *_LAZY,
+    *(name for names in _LAZY.values() for name in names),
 ]
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        if module == ".":
-            return importlib.import_module("." + attr, __name__)
-        return getattr(importlib.import_module(module, __name__), attr)
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_front(__name__, _LAZY)

@@ -17,11 +17,11 @@ __all__ = ["get", "defaults", "schema", "validate"]
 
 
 def defaults() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("engine").joinpath("nirlink.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(resources.files("nirlink.engine").joinpath("nirlink.yaml").read_text(encoding="utf-8"))
 
 
 def schema() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("engine").joinpath("nirlink-schema.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(resources.files("nirlink.engine").joinpath("nirlink-schema.yaml").read_text(encoding="utf-8"))
 
 
 dask.config.update_defaults(defaults())

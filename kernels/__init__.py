@@ -4,8 +4,6 @@ No Dask and no I/O here. The exception tree lives here because this is the lowes
 Kernels are imported lazily (Numba is slow to import), errors eagerly.
 """
 
-import importlib
-
 from ._errors import (
     ClusterError,
     InputError,
@@ -19,12 +17,11 @@ from ._errors import (
     SpecError,
     StageError,
 )
+from ._lazy import lazy_front
 
 _LAZY = {
-    "format_dates": "._format",
-    "format_digits": "._format",
-    "format_nir": "._nir",
-    "nir_key": "._nir",
+    "._format": ("format_dates", "format_digits"),
+    "._nir": ("format_nir", "nir_key"),
 }
 
 __all__ = [
@@ -39,11 +36,7 @@ __all__ = [
     "SchemaError",
     "SpecError",
     "StageError",
-    *_LAZY,
+    *(name for names in _LAZY.values() for name in names),
 ]
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_front(__name__, _LAZY)

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kernels._hash import hash_rows
-from kernels._segments import group_by_key
+from nirlink.kernels._hash import hash_rows
+from nirlink.kernels._segments import group_by_key
 
 __all__ = ["key_hash", "write_buckets", "read_bucket", "bucket_ids"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels import InputError
+from nirlink.kernels import InputError
 
 __all__ = ["forest", "merge_forests", "connected_components"]
 

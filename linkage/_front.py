@@ -19,12 +19,13 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from kernels import InputError, InputFileError, ModelError
-from kernels._hash import hash_rows
+from nirlink.kernels import InputError, InputFileError, ModelError
+from nirlink.kernels._hash import hash_rows
 
 from ._clusters import connected_components
+from ._config import LinkConfig
 from ._model import ModelSpec, save_model
-from ._pipeline import LinkConfig, score_rules
+from ._scoring import score_rules
 from ._splink import tf_tables, train
 from ._tasks import Progress
 

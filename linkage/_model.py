@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernels import ModelError
+from nirlink.kernels import ModelError
 
 __all__ = ["Level", "Comparison", "Blocking", "ModelSpec", "identity_model", "register_model", "MODEL_FORMAT",
            "load_model", "save_model"]
@@ -129,7 +129,7 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str = "model") -> ModelSpec:
-        from kernels import SpecError
+        from nirlink.kernels import SpecError
 
         errors = []
         if data.get("format") != MODEL_FORMAT:

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kernels._hash import hash_rows
-from kernels._text import squeeze
+from nirlink.kernels._hash import hash_rows
+from nirlink.kernels._text import squeeze
 
 __all__ = ["signature_ids", "records_table", "register_table", "LINK_COLUMNS", "RECORD_INPUT_COLUMNS"]
 

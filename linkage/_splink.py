@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kernels import ModelError
+from nirlink.kernels import ModelError
 
 from ._model import ModelSpec
 

@@ -46,7 +46,7 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
                 results[index[fut.key]] = fut.result()
             except Exception as exc:
                 if type(exc).__name__ == "KilledWorker":
-                    from kernels import StageError
+                    from nirlink.kernels import StageError
 
                     i = index[fut.key]
                     what = (describe or _describe)(arg_list[i])

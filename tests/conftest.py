@@ -47,7 +47,8 @@ def dask_client():
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory, dask_client):
     """3,000 persons in 3 blocks (about 400k rows)."""
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     out = tmp_path_factory.mktemp("synth_small")
     summary = synth(out, persons=3000, partitions=3, client=dask_client, params=SynthParams(seed=11))
@@ -57,7 +58,8 @@ def synth_small(tmp_path_factory, dask_client):
 @pytest.fixture(scope="session")
 def synth_100k(tmp_path_factory, dask_client):
     """100,000 persons in 4 blocks (about 13M rows): the size the NIR validity test asks for."""
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     out = tmp_path_factory.mktemp("synth_100k")
     summary = synth(out, persons=100_000, partitions=4, client=dask_client, params=SynthParams(seed=2024))
@@ -66,7 +68,7 @@ def synth_100k(tmp_path_factory, dask_client):
 
 def write_job(path, data_dir, out_dir, *, stages=None, extra: str = "") -> str:
     """A job file over a synthetic dataset (register, career, resource)."""
-    from engine._synth import write_job_file
+    from nirlink.engine.synth._jobfile import write_job_file
 
     return str(write_job_file(data_dir, path, output=out_dir, name="t", stages=stages, extra=extra))
 
@@ -74,8 +76,8 @@ def write_job(path, data_dir, out_dir, *, stages=None, extra: str = "") -> str:
 @pytest.fixture(scope="session")
 def job_run(tmp_path_factory, synth_small, dask_client):
     """The full main job on the small synthetic dataset, run once per session."""
-    from engine._runner import Job
-    from engine._spec import load_job
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
 
     root, _ = synth_small
     base = tmp_path_factory.mktemp("job")

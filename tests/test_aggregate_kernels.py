@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine._reference import year_table
-from kernels import InputError, ReferenceDataError
-from kernels._career import aggregate_career
-from kernels._resources import aggregate_resources
+from nirlink.engine.reference._tables import year_table
+from nirlink.kernels import InputError, ReferenceDataError
+from nirlink.kernels._career import aggregate_career
+from nirlink.kernels._resources import aggregate_resources
 
 T = year_table()
 DAYS_PER_QUARTER = {1: 50, 2: 60, 4: 90, 5: 90}  # R351-12: unemployment, sickness, disability, military

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine._reference import year_table
-from engine._stage_aggregate import run_aggregate
-from engine._synth import attach_truth
+from nirlink.engine.reference._tables import year_table
+from nirlink.engine.stages._aggregate import run_aggregate
+from nirlink.engine.synth._truth import attach_truth
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_two_runs_publish_identical_bytes(attached, tmp_path):
 def test_dictionary_columns_from_other_writers_give_the_same_tables():
     """person and kind arrive as Parquet dictionaries; a dictionary holding a value twice or
     values no row uses (possible from other writers) must not split or invent persons."""
-    from engine._aggregate import career_partition, resource_partition
+    from nirlink.engine.stages._aggregate_partitions import career_partition, resource_partition
 
     people = ["P3", "P1", "P2", "P1", "P9"]  # P1 twice, P9 unused
     idx = pa.array([0, 1, 2, 3, 3, None, 1], pa.int32())

@@ -7,7 +7,7 @@ import time
 
 from typer.testing import CliRunner
 
-from engine.cli import app
+from nirlink.engine.cli import app
 
 runner = CliRunner()
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from tests.conftest import write_job
+from nirlink.engine.cli import app
+
+from conftest import write_job
 
 runner = CliRunner()
 RECIPES = Path(__file__).parent.parent / "cluster" / "recipes"
@@ -72,7 +73,7 @@ class LoopbackCluster:
 
         sec = None
         if self.tls:
-            from cluster import security_from_dir
+            from nirlink.cluster import security_from_dir
 
             sec = security_from_dir(self.tls, "client")
         return Client(self.address, security=sec, timeout=30)
@@ -114,7 +115,7 @@ def _worker_pids(address, security=None) -> dict:
 
 
 def _wait_state(out: Path, predicate, timeout=300):
-    from engine._runner import read_state
+    from nirlink.engine.jobs._registry import read_state
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -141,7 +142,7 @@ def test_plain_process_recipe_runs_a_job(tmp_path, synth_small, job_run):
 
 
 def test_worker_plugin_refuses_another_version(dask_client):
-    from cluster import NirlinkWorkerPlugin
+    from nirlink.cluster import NirlinkWorkerPlugin
 
     with pytest.raises(Exception, match="runs nirlink .* the client 0.0.0-other"):
         dask_client.register_plugin(NirlinkWorkerPlugin("0.0.0-other", warm=False), name="nirlink-other")
@@ -150,8 +151,8 @@ def test_worker_plugin_refuses_another_version(dask_client):
 def test_tls_only(tmp_path, synth_small):
     from distributed import Client
 
-    from cluster import make_certificates, open_client
-    from engine._synth import synth
+    from nirlink.cluster import make_certificates, open_client
+    from nirlink.engine.synth._generate import synth
 
     make_certificates(tmp_path / "tls")
     with LoopbackCluster(tmp_path, workers=1, tls=tmp_path / "tls") as cl:
@@ -179,7 +180,7 @@ def test_tls_only(tmp_path, synth_small):
 def test_slurm_and_kubernetes_recipes_load():
     import yaml
 
-    from cluster.recipes.slurm import make_cluster
+    from nirlink.cluster.recipes.slurm import make_cluster
 
     c = make_cluster(cores=2, processes=2, memory="4GiB", queue="batch", walltime="00:10:00")
     script = c.job_script()
@@ -264,7 +265,8 @@ def test_partition_larger_than_a_worker_fails_clearly(tmp_path):
     fails with an error naming the stage and the file - it does not hang."""
     import dask.config
 
-    from engine._synth import SynthParams, synth
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
 
     synth(tmp_path / "data", persons=22_000, partitions=1, params=SynthParams(seed=5))
     out = tmp_path / "out"

@@ -3,7 +3,7 @@
 import dask.config
 import pytest
 
-from engine import _config
+from nirlink.engine import _config
 
 
 def _walk_defaults(node, path=()):

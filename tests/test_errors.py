@@ -2,9 +2,9 @@ import pickle
 
 import pytest
 
-import engine
-import kernels
-from kernels import (
+import nirlink.engine as engine
+import nirlink.kernels as kernels
+from nirlink.kernels import (
     ClusterError,
     InputError,
     InputFileError,

@@ -9,8 +9,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from engine._readers import InputSpec
-from engine._stage_ingest import run_ingest
+from nirlink.engine.io._readers import InputSpec
+from nirlink.engine.stages._ingest import run_ingest
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_nir_statuses_reflect_the_generator_noise(ingested):
         with v as (select distinct t.identity_version, a.nir_status from read_parquet('{out}/career/*.parquet') a
                    join read_parquet('{root}/truth/*.parquet') t on t.source = 'career' and t.record_id = a.record_id)
         select avg((nir_status = 'bad_key')::int) from v""").fetchone()
-    from engine._synth import NoiseRates
+    from nirlink.engine.synth._params import NoiseRates
 
     noise = NoiseRates()
     assert share == pytest.approx(noise.wrong_key + noise.transposed_digits, rel=0.35)

@@ -3,14 +3,13 @@ right reason code - and the counts always reconcile (rows read = accepted + reje
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import InputFileError, SchemaError
-from engine._readers import CsvOptions, InputSpec
-from engine._stage_ingest import run_ingest
+from nirlink.engine import InputFileError, SchemaError
+from nirlink.engine.io._readers import CsvOptions, InputSpec
+from nirlink.engine.stages._ingest import run_ingest
 
 HEADER = ["record_id", "declared_nir", "last_name", "first_name", "birth_date", "employer_id", "year", "start_date",
           "end_date", "kind", "gross_salary", "days"]

@@ -15,10 +15,12 @@ import polars as pl
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from engine._runner import Job, job_paths, read_state, request_cancel
-from engine._spec import load_job
-from engine.cli import app
-from tests.conftest import write_job
+from nirlink.engine.cli import app
+from nirlink.engine.jobs._registry import job_paths, read_state, request_cancel
+from nirlink.engine.jobs._runner import Job
+from nirlink.engine.jobs._spec import load_job
+
+from conftest import write_job
 
 runner = CliRunner()
 NIR_RE = re.compile(r"(?<![0-9A-Za-z.])[1-8][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?(?![0-9A-Za-z])")
@@ -162,8 +164,8 @@ def test_detached_job_survives_its_client(synth_small, tmp_path, dask_client):
 
 
 def test_a_silent_running_job_shows_as_failed(tmp_path):
-    from engine._datasets import write_json
-    from engine._state import JobState
+    from nirlink.engine.io._datasets import write_json
+    from nirlink.engine.jobs._state import JobState
 
     old = JobState(job_id="x", name="x", stages=("ingest",), status="running", stage_index=0, stage="ingest",
                    submitted_at=1.0, started_at=1.0, heartbeat=time.time() - 3600)
@@ -174,7 +176,7 @@ def test_a_silent_running_job_shows_as_failed(tmp_path):
 
 
 def test_pseudonyms_are_keyed_stable_and_hide_every_nir(job_run, tmp_path, monkeypatch):
-    from engine._stage_export import run_export
+    from nirlink.engine.stages._export import run_export
 
     root, out, _ = job_run
     run_export(out, tmp_path / "a", key=b"k" * 32)

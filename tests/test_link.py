@@ -14,12 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import ModelError, SpecError
-from linkage import LinkConfig, identity_model, load_model, register_model
-from linkage._clusters import connected_components, forest
-from linkage._pipeline import LINK_COLUMNS, SIGNATURE_SCHEMA, score_rules
-from linkage._prepare import register_table
-from linkage._splink import predict_all, tf_tables
+from nirlink.engine import ModelError, SpecError
+from nirlink.linkage import LinkConfig, identity_model, load_model, register_model
+from nirlink.linkage._clusters import connected_components, forest
+from nirlink.linkage._prepare import LINK_COLUMNS, register_table
+from nirlink.linkage._scoring import score_rules
+from nirlink.linkage._signatures import SIGNATURE_SCHEMA
+from nirlink.linkage._splink import predict_all, tf_tables
 
 # ------------------------------------------------------------------ distributed == single process
 
@@ -27,10 +28,12 @@ from linkage._splink import predict_all, tf_tables
 @pytest.fixture(scope="module")
 def fifty_k(tmp_path_factory, dask_client):
     """At least 50k signatures (records) and their register, from a 15k-person synthetic dataset."""
-    from engine._readers import InputSpec
-    from engine._stage_ingest import run_ingest
-    from engine._synth import SynthParams, synth
-    from linkage._pipeline import build_register, build_signatures, register_files, signature_files
+    from nirlink.engine.io._readers import InputSpec
+    from nirlink.engine.stages._ingest import run_ingest
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
+    from nirlink.linkage._register import build_register, register_files
+    from nirlink.linkage._signatures import build_signatures, signature_files
 
     base = tmp_path_factory.mktemp("fifty_k")
     synth(base / "data", persons=15_000, partitions=4, client=dask_client, params=SynthParams(seed=77))
@@ -45,7 +48,7 @@ def fifty_k(tmp_path_factory, dask_client):
     right = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
     assert left.num_rows >= 50_000
     model = identity_model()
-    from linkage._splink import train
+    from nirlink.linkage._splink import train
 
     tf = tf_tables(model, right)
     model.splink = train(model, left.slice(0, 20_000), right, tf)
@@ -53,7 +56,8 @@ def fifty_k(tmp_path_factory, dask_client):
 
 
 def test_distributed_scoring_equals_splink_in_one_process(fifty_k, dask_client):
-    from linkage._pipeline import register_files, signature_files
+    from nirlink.linkage._register import register_files
+    from nirlink.linkage._signatures import signature_files
 
     work, model, tf, cfg, left, right = fifty_k
     out = work / "pairs-distributed"
@@ -76,8 +80,8 @@ def test_distributed_scoring_equals_splink_in_one_process(fifty_k, dask_client):
 def test_reused_splink_sql_equals_a_fresh_splink_call(fifty_k, monkeypatch):
     import dask.config
 
-    from linkage import _splink
-    from linkage._pipeline import partition_groups
+    from nirlink.linkage import _splink
+    from nirlink.linkage._scoring import partition_groups
 
     _, model, tf, _, left, right = fifty_k
     rules = partition_groups(model)[1][2]
@@ -102,7 +106,7 @@ def test_trained_model_loads_in_plain_splink(fifty_k, tmp_path):
 
     _, model, _, _, left, right = fifty_k
     path = tmp_path / "model.json"
-    from linkage import save_model
+    from nirlink.linkage import save_model
 
     save_model(model, path)
     settings = json.loads(path.read_text())["splink"]
@@ -125,8 +129,9 @@ def _sig(**kw):
 
 
 def _det(tmp_path, sig_rows, reg_row):
-    from linkage._pipeline import deterministic_pass, read_bucket
-    from linkage._pipeline import CANDIDATE_SCHEMA
+    from nirlink.linkage._buckets import read_bucket
+    from nirlink.linkage._deterministic import deterministic_pass
+    from nirlink.linkage._scoring import CANDIDATE_SCHEMA
 
     work = tmp_path / "w"
     (work / "signatures").mkdir(parents=True)
@@ -191,8 +196,8 @@ def test_accuracy_on_synthetic_data(job_run):
     """Floors: on 20k persons the pipeline measured precision 1.0 and recall 0.9991 (signatures);
     this dataset is 3k persons (~10k signatures), so one signature is 0.01%: the floors leave
     room for ~20 misses, not for a broken model."""
-    from engine._stage_link import ingested_files
-    from linkage._evaluate import evaluate
+    from nirlink.engine.stages._link import ingested_files
+    from nirlink.linkage._evaluate import evaluate
 
     root, out, _ = job_run
     files = ingested_files(out / "ingest")
@@ -231,9 +236,9 @@ def test_bad_model_file_lists_every_problem(tmp_path):
 def test_general_front_dedupes_a_csv(tmp_path, synth_small):
     import pyarrow.csv as pacsv
 
-    from engine._readers import InputSpec
-    from engine._stage_ingest import run_ingest
-    from linkage._front import link_datasets
+    from nirlink.engine.io._readers import InputSpec
+    from nirlink.engine.stages._ingest import run_ingest
+    from nirlink.linkage._front import link_datasets
 
     root, _ = synth_small
     run_ingest([InputSpec("register", "register", (str(root / "register"),))], tmp_path / "ing")

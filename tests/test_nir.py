@@ -6,8 +6,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnir
 
-from kernels._nir import NIR_STATUS, check_nir
-from tests.nir_reference import reference_check
+from nirlink.kernels._nir import NIR_STATUS, check_nir
+
+from nir_reference import reference_check
 
 
 def _nir_like():

@@ -11,9 +11,17 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels._csv import CsvScanner
-from kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, first_day_of_month, month_index, parse_dates
-from kernels._numbers import DECIMAL_AUTO, DECIMAL_COMMA, DECIMAL_POINT, NUM_BAD, NUM_MISSING, NUM_OK, parse_numbers
+from nirlink.kernels._csv import CsvScanner
+from nirlink.kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, first_day_of_month, month_index, parse_dates
+from nirlink.kernels._numbers import (
+    DECIMAL_AUTO,
+    DECIMAL_COMMA,
+    DECIMAL_POINT,
+    NUM_BAD,
+    NUM_MISSING,
+    NUM_OK,
+    parse_numbers,
+)
 
 # ------------------------------------------------------------------ dates
 

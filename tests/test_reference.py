@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine import ReferenceDataError
-from engine._reference import FRF_PER_EUR, cohort_table, year_table
+from nirlink.engine import ReferenceDataError
+from nirlink.engine.reference._tables import FRF_PER_EUR, cohort_table, year_table
 
 
 def test_years_are_1990_to_2026_and_in_euros():

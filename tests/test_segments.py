@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import InputError
-from kernels._segments import (
+from nirlink.kernels import InputError
+from nirlink.kernels._segments import (
     KERNELS,
     count_runs,
     group_by_key,
@@ -129,7 +129,7 @@ def test_wrappers_reject_bad_arguments(call, fragment):
 def test_kernels_are_serial_and_release_the_gil():
     # the documented choice (kernels/_segments.py): serial kernels that release the GIL,
     # so Dask threads run them in parallel without oversubscribing the cores
-    from kernels import _career, _resources
+    from nirlink.kernels import _career, _resources
 
     kernels = list(KERNELS) + [_career._scan, _career._career_fused, _resources._months, _resources._years]
     for k in kernels:

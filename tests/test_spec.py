@@ -2,8 +2,8 @@
 
 import pytest
 
-from engine import SpecError
-from engine._spec import parse_job
+from nirlink.engine import SpecError
+from nirlink.engine.jobs._spec import parse_job
 
 GOOD = """
 [job]

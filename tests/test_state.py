@@ -2,8 +2,8 @@
 
 import pytest
 
-from engine import JobError
-from engine._state import (
+from nirlink.engine import JobError
+from nirlink.engine.jobs._state import (
     Cancelled,
     DriverLost,
     Failed,
@@ -71,7 +71,7 @@ def test_failure_cancel_and_lost_driver():
 
 
 def test_a_restarted_driver_resumes_from_the_first_stage():
-    from engine._state import DriverRestarted
+    from nirlink.engine.jobs._state import DriverRestarted
 
     state, _ = run([Submitted(1, "j", "n", STAGES), Started(2), StageStarted(3, 0), StageFinished(4, 0, 1),
                     StageStarted(5, 1), DriverRestarted(6), StageSkipped(7, 0), StageStarted(8, 1)])
@@ -87,7 +87,7 @@ def test_late_reports_of_a_finished_job_change_nothing():
 
 
 def test_state_round_trips_through_json():
-    from engine._state import JobState
+    from nirlink.engine.jobs._state import JobState
 
     state, _ = run([Submitted(1, "j", "n", STAGES, "tcp://x:1"), Started(2), StageSkipped(3, 0)])
     assert JobState.from_json(state.to_json()) == state

@@ -13,10 +13,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnir
 
-from engine import InputError
-from engine._synth import CAREER_SCHEMA, RESOURCE_SCHEMA, TRUTH_SCHEMA, NoiseRates, SynthParams, _siret, synth
-from engine._synth_identity import REGISTER_SCHEMA
-from kernels import format_nir, nir_key
+from nirlink.engine import InputError
+from nirlink.engine.synth._columns import siret_column
+from nirlink.engine.synth._generate import CAREER_SCHEMA, RESOURCE_SCHEMA, TRUTH_SCHEMA, synth
+from nirlink.engine.synth._identity import REGISTER_SCHEMA
+from nirlink.engine.synth._params import NoiseRates, SynthParams
+from nirlink.kernels import format_nir, nir_key
 
 SCHEMAS = {"register": REGISTER_SCHEMA, "career": CAREER_SCHEMA, "resource": RESOURCE_SCHEMA, "truth": TRUTH_SCHEMA}
 
@@ -66,7 +68,7 @@ def test_format_nir_without_key_gives_13_characters():
 def test_sirets_pass_luhn():
     from stdnum.fr import siren, siret
 
-    values = _siret(np.arange(0, 5000, 7)).to_pylist()
+    values = siret_column(np.arange(0, 5000, 7)).to_pylist()
     assert len(set(values)) == len(values)
     assert all(siret.is_valid(v) and siren.is_valid(v[:9]) for v in values)
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels._text import FLAG_CONTROL, _SEPARATORS, _SPECIAL, first_token, normalize_names, squeeze
+from nirlink.kernels._text import _SEPARATORS, _SPECIAL, FLAG_CONTROL, first_token, normalize_names, squeeze
 
 SEPARATOR_CHARS = "".join(chr(c) for c in _SEPARATORS)
 

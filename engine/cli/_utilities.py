@@ -59,7 +59,7 @@ def handle_errors(func: Callable) -> Callable:
             if state.debug:
                 traceback.print_exc()
             name = type(exc).__name__
-            from kernels import NirlinkError
+            from nirlink.kernels import NirlinkError
 
             # our errors may list several problems (one per line); anything else: its first line
             text = str(exc) if isinstance(exc, NirlinkError) else f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

@@ -25,14 +25,14 @@ def aggregate(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Aggregate careers (quarters, capped salaries, SAM) and resources (months, years, 12-month reviews)."""
-    from cluster import open_client
-    from engine._stage_aggregate import run_aggregate
+    from nirlink.cluster import open_client
+    from nirlink.engine.stages._aggregate import run_aggregate
 
     if synthetic is None and career is None and resource is None:
         raise typer.BadParameter("give --career and/or --resource, or --synthetic")
     with open_client(scheduler, n_workers=workers, dashboard=False) as client:
         if synthetic is not None:
-            from engine._synth import attach_truth
+            from nirlink.engine.synth._truth import attach_truth
 
             rows = out.parent / f".{out.name}.rows"
             attach_truth(synthetic, rows, client=client)

@@ -20,7 +20,7 @@ def certs(directory: Path = typer.Argument(..., help="Where to write ca.pem and 
           days: int = typer.Option(365, "--days", help="Validity in days."),
           output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
     """Make a CA and scheduler, worker and client certificates signed by it."""
-    from cluster import make_certificates
+    from nirlink.cluster import make_certificates
 
     files = make_certificates(directory, hosts=tuple(hosts), days=days)
 

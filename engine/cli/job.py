@@ -18,7 +18,7 @@ app.add_typer(job_app, name="job")
 def check(file: Path = typer.Argument(..., help="Job file (TOML)."),
           output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
     """Validate FILE: every problem is reported at once, with its field path."""
-    from engine._spec import load_job
+    from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(file)
     data = {"name": spec.name, "stages": list(spec.stages), "inputs": [{"name": i.name, "kind": i.kind,

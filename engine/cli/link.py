@@ -15,7 +15,7 @@ app.add_typer(model_app, name="model")
 
 
 def _model(path: str | None, builtin: str):
-    from linkage import identity_model, load_model, register_model
+    from nirlink.linkage import identity_model, load_model, register_model
 
     if path in (None, "identity", "register"):
         return identity_model() if (path or builtin) == "identity" else register_model()
@@ -35,8 +35,8 @@ def link(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Score and cluster records with any nirlink model file (training it first if it is untrained)."""
-    from cluster import open_client
-    from linkage._front import link_datasets
+    from nirlink.cluster import open_client
+    from nirlink.linkage._front import link_datasets
 
     spec = _model(model, "identity")
     if threshold is not None and not 0 < threshold < 1:
@@ -64,8 +64,8 @@ def model_train(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Train a model on data and save it (plain Splink loads the 'splink' part unchanged)."""
-    from linkage import save_model
-    from linkage._front import read_dataset, save_charts, train_on
+    from nirlink.linkage import save_model
+    from nirlink.linkage._front import read_dataset, save_charts, train_on
 
     spec = _model(model, "identity")
     tables = [read_dataset(p, id_column=id_column) for p in inputs]
@@ -122,9 +122,9 @@ def evaluate(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status."""
-    from engine._stage_link import ingested_files
-    from linkage import load_model
-    from linkage._evaluate import evaluate as run
+    from nirlink.engine.stages._link import ingested_files
+    from nirlink.linkage import load_model
+    from nirlink.linkage._evaluate import evaluate as run
 
     files = ingested_files(rows)
     model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None

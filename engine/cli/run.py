@@ -12,8 +12,8 @@ from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 
 
 def _summary(job_dir: Path) -> dict:
-    from engine._datasets import read_json
-    from engine._runner import job_paths, read_state
+    from nirlink.engine.io._datasets import read_json
+    from nirlink.engine.jobs._registry import job_paths, read_state
 
     state = read_state(job_dir)
     out = {"job_id": state.job_id, "status": state.status, "error": state.error, "directory": str(job_dir),
@@ -68,9 +68,9 @@ def run(
     """Run FILE in the foreground, with a progress display per stage."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cluster import open_client
-    from engine._runner import Job
-    from engine._spec import load_job
+    from nirlink.cluster import open_client
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(file)
     console = stderr_console()
@@ -104,8 +104,8 @@ def _driver(job_file: str, job_id: str, restart: bool, scheduler: str | None) ->
     its own, which lives as long as the job - not as long as the client that submitted it."""
     from distributed import Client, get_worker, secede
 
-    from engine._runner import Job
-    from engine._spec import load_job
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(job_file)
     worker = get_worker()
@@ -129,9 +129,10 @@ def submit(
     """Submit FILE to a running cluster and return its job id at once; the job goes on without this terminal."""
     from distributed import fire_and_forget
 
-    from cluster import open_client
-    from engine._runner import Job, new_job_id
-    from engine._spec import load_job
+    from nirlink.cluster import open_client
+    from nirlink.engine.jobs._registry import new_job_id
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(file)
     address = scheduler or spec.cluster.address

@@ -12,9 +12,9 @@ from ._utilities import OutputFormat, emit, handle_errors
 
 def _checked_state(directory):
     """The job's state; a running job whose heartbeat stopped is recorded as failed."""
-    from engine import _config
-    from engine._runner import job_paths, read_state
-    from engine._state import TERMINAL, DriverLost, apply
+    from nirlink.engine import _config
+    from nirlink.engine.jobs._registry import job_paths, read_state
+    from nirlink.engine.jobs._state import TERMINAL, DriverLost, apply
 
     state = read_state(directory)
     if state is None or state.status in TERMINAL:
@@ -23,7 +23,7 @@ def _checked_state(directory):
     if state.heartbeat is not None and time.time() - state.heartbeat > stale:
         new, _ = apply(state, DriverLost(time.time(), f"no heartbeat for {int(time.time() - state.heartbeat)} s: "
                                                       "the job's driver stopped (scheduler or worker lost)"))
-        from engine._datasets import write_json
+        from nirlink.engine.io._datasets import write_json
 
         write_json(job_paths(directory)["state"], new.to_json())
         return new
@@ -35,7 +35,7 @@ def _checked_state(directory):
 def status(job: str = typer.Argument(..., help="Job id or job directory."),
            output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
     """State of a job: submitted, running stage k/n, succeeded, failed (with the error), cancelled."""
-    from engine._runner import find_job
+    from nirlink.engine.jobs._registry import find_job
 
     directory = find_job(job)
     state = _checked_state(directory)
@@ -46,8 +46,8 @@ def status(job: str = typer.Argument(..., help="Job id or job directory."),
 @handle_errors
 def jobs(output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
     """Jobs in the registry, newest last."""
-    from engine._runner import list_jobs
-    from engine._state import JobState
+    from nirlink.engine.jobs._registry import list_jobs
+    from nirlink.engine.jobs._state import JobState
 
     entries = list_jobs()
     for e in entries:
@@ -67,8 +67,8 @@ def jobs(output: OutputFormat = typer.Option(OutputFormat.text, "--output", help
 @handle_errors
 def cancel(job: str = typer.Argument(..., help="Job id or job directory.")) -> None:
     """Ask a running job to stop; it stops at its next task boundary and is marked cancelled."""
-    from engine._runner import find_job, read_state, request_cancel
-    from engine._state import TERMINAL
+    from nirlink.engine.jobs._registry import find_job, read_state, request_cancel
+    from nirlink.engine.jobs._state import TERMINAL
 
     directory = find_job(job)
     state = read_state(directory)
@@ -84,8 +84,8 @@ def cancel(job: str = typer.Argument(..., help="Job id or job directory.")) -> N
 def logs(job: str = typer.Argument(..., help="Job id or job directory."),
          output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
     """The job's structured log (NIRs masked)."""
-    from engine._joblog import JobLog
-    from engine._runner import find_job, job_paths
+    from nirlink.engine.jobs._joblog import JobLog
+    from nirlink.engine.jobs._registry import find_job, job_paths
 
     directory = find_job(job)
     records = JobLog(job_paths(directory)["log"], "").read()

@@ -28,8 +28,8 @@ def synth(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT."""
-    from engine._synth import SynthParams
-    from engine._synth import synth as run_synth
+    from nirlink.engine.synth._generate import synth as run_synth
+    from nirlink.engine.synth._params import SynthParams
 
     overrides = {} if seed is None else {"seed": seed}
     params = SynthParams.from_config(**overrides)
@@ -58,13 +58,13 @@ def synth(
     if local:
         summary = generate(None)
     else:
-        from cluster import open_client
+        from nirlink.cluster import open_client
 
         with open_client(scheduler, n_workers=workers, dashboard=False) as client:
             summary = generate(client)
 
     if write_job is not None:
-        from engine._synth import write_job_file
+        from nirlink.engine.synth._jobfile import write_job_file
 
         write_job_file(out, write_job, output=job_output or (Path(out).parent / "job"))
         summary["job_file"] = str(write_job)

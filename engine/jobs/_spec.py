@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernels import SpecError
-
-from ._readers import CsvOptions, InputSpec, expand_paths
-from ._schemas import COLUMNS, INPUT_KINDS
+from nirlink.engine.io._readers import CsvOptions, InputSpec, expand_paths
+from nirlink.engine.io._schemas import COLUMNS, INPUT_KINDS
+from nirlink.kernels import SpecError
 
 __all__ = ["JobSpec", "load_job", "parse_job", "STAGES"]
 

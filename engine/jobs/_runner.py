@@ -1,7 +1,7 @@
 """Running a job: its stages in order, resumable, its state persisted as it changes.
 
-A job is a front over its stages (one file each: _stage_ingest, _stage_link, _stage_attach,
-_stage_aggregate, _stage_export). Its directory (output.directory) holds each stage's
+A job is a front over its stages (one module each in engine/stages/: _ingest, _link, _attach,
+_aggregate, _export). Its directory (output.directory) holds each stage's
 published output and ``_job/``: state.json, events.jsonl, job.log, report.html.
 
 Resume: each published stage carries a fingerprint (nirlink version, the job-file parts
@@ -15,22 +15,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from kernels import JobCancelled, NirlinkError, StageError
+from nirlink.engine import _config
+from nirlink.engine.io._datasets import read_json, write_json
+from nirlink.engine.io._readers import expand_paths
+from nirlink.kernels import JobCancelled, NirlinkError, StageError
 
-from . import _config
-from ._datasets import read_json, write_json
 from ._joblog import JobLog, mask_nirs
-from ._readers import expand_paths
+from ._registry import job_paths, new_job_id, read_state, register_job, version
 from ._spec import JobSpec
 from ._state import (
     Cancelled,
@@ -50,75 +48,7 @@ from ._state import (
     apply,
 )
 
-__all__ = ["Job", "new_job_id", "job_paths", "read_state", "register_job", "find_job", "list_jobs", "version",
-           "request_cancel"]
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as v
-
-    try:
-        return v("nirlink")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
-
-
-def new_job_id(name: str) -> str:
-    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-
-
-def job_paths(directory: str | Path) -> dict[str, Path]:
-    d = Path(directory) / "_job"
-    return {"dir": d, "state": d / "state.json", "events": d / "events.jsonl", "log": d / "job.log",
-            "cancel": d / "cancel", "report": d / "report.html", "performance": d / "performance.html"}
-
-
-def read_state(directory: str | Path) -> JobState | None:
-    p = job_paths(directory)["state"]
-    if not p.exists():
-        return None
-    return JobState.from_json(read_json(p))
-
-
-def request_cancel(directory: str | Path) -> None:
-    p = job_paths(directory)["cancel"]
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(str(time.time()))
-
-
-def _registry() -> Path:
-    path = _config.get("jobs.registry") or "~/.nirlink/jobs"
-    return Path(os.path.expanduser(path))
-
-
-def register_job(job_id: str, directory: str | Path, spec: JobSpec, scheduler: str | None) -> None:
-    reg = _registry()
-    reg.mkdir(parents=True, exist_ok=True)
-    write_json(reg / f"{job_id}.json", {"job_id": job_id, "name": spec.name, "directory": str(Path(directory).resolve()),
-                                        "job_file": spec.path, "scheduler": scheduler, "registered_at": time.time()})
-
-
-def find_job(job: str) -> Path:
-    """A job's directory from its id (registry) or its directory path."""
-    if os.path.isdir(job) and job_paths(job)["state"].exists():
-        return Path(job)
-    entry = _registry() / f"{job}.json"
-    if entry.exists():
-        return Path(read_json(entry)["directory"])
-    from kernels import JobError
-
-    raise JobError(f"no job {job!r} (not a job directory, not in the registry {_registry()})")
-
-
-def list_jobs() -> list[dict[str, Any]]:
-    reg = _registry()
-    out = []
-    for p in sorted(reg.glob("*.json")) if reg.exists() else []:
-        entry = read_json(p)
-        state = read_state(entry["directory"]) if Path(entry["directory"]).exists() else None
-        out.append({**entry, "state": state.to_json() if state else None})
-    return out
+__all__ = ["Job"]
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:
@@ -232,7 +162,7 @@ class Job:
         finally:
             self._stop.set()
             with contextlib.suppress(Exception):
-                from ._report import write_report
+                from nirlink.engine.report._page import write_report
 
                 write_report(self.dir, self.paths["report"])
         return self.state
@@ -296,7 +226,7 @@ class Job:
     def _key(self) -> bytes | None:
         if not self.spec.output.pseudonymise:
             return None
-        from ._stage_export import load_key
+        from nirlink.engine.stages._export import load_key
 
         return load_key(key_env=self.spec.output.key_env, key_file=self.spec.output.key_file)
 
@@ -304,7 +234,7 @@ class Job:
         d, s, c = self.dir, self.spec, self.client
         progress = self._progress(stage)
         if stage == "ingest":
-            from ._stage_ingest import run_ingest
+            from nirlink.engine.stages._ingest import run_ingest
 
             def ingest_progress(done, total):
                 progress("read", done, total)
@@ -312,9 +242,8 @@ class Job:
             return run_ingest(list(s.inputs), d / "ingest", client=c,
                               chunk_rows=int(_config.get("ingest.chunk-rows", 1_000_000)), progress=ingest_progress)
         if stage == "link":
-            from linkage import LinkConfig, identity_model, load_model, save_model
-
-            from ._stage_link import run_link
+            from nirlink.engine.stages._link import run_link
+            from nirlink.linkage import LinkConfig, identity_model, load_model, save_model
 
             model_path = s.linkage.model
             if s.linkage.threshold is not None or s.linkage.margin is not None:
@@ -335,11 +264,11 @@ class Job:
             return run_link(d / "ingest", d / "link", client=c, model_path=model_path,
                             register_model_path=s.linkage.register_model, config=cfg, progress=progress)
         if stage == "attach":
-            from ._stage_attach import run_attach
+            from nirlink.engine.stages._attach import run_attach
 
             return run_attach(d / "ingest", d / "link", d / "attach", client=c, progress=progress)
         if stage == "aggregate":
-            from ._stage_aggregate import run_aggregate
+            from nirlink.engine.stages._aggregate import run_aggregate
 
             scratch = d / ".aggregate-input"  # without attach: person buckets, removed once published
             if (d / "attach" / "_manifest.json").exists() and "attach" in s.stages:
@@ -347,7 +276,7 @@ class Job:
                 resource = d / "attach" / "resource" if (d / "attach" / "resource").exists() else None
                 partitioned = True
             else:
-                from ._stage_attach import declared_persons
+                from nirlink.engine.stages._attach import declared_persons
 
                 shutil.rmtree(scratch, ignore_errors=True)
                 career, resource = declared_persons(d / "ingest", scratch, client=c, progress=progress)
@@ -358,7 +287,7 @@ class Job:
             shutil.rmtree(scratch, ignore_errors=True)
             return manifest
         if stage == "export":
-            from ._stage_export import run_export
+            from nirlink.engine.stages._export import run_export
 
             return run_export(d, d / "export", client=c, key=self._key(), progress=progress)
         raise StageError(f"unknown stage {stage!r}")

@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from kernels import ReferenceDataError
+from nirlink.kernels import ReferenceDataError
 
 __all__ = ["YearTable", "CohortTable", "year_table", "cohort_table", "FRF_PER_EUR"]
 
@@ -21,7 +21,7 @@ FRF_PER_EUR = 6.55957
 
 
 def _rows(name: str) -> list[dict[str, str]]:
-    text = resources.files("engine").joinpath("reference", name).read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     return list(csv.DictReader(lines, delimiter="\t"))
 

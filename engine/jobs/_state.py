@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from kernels import JobError
+from nirlink.kernels import JobError
 
 __all__ = ["JobState", "Event", "Submitted", "Started", "StageStarted", "StageSkipped", "StageFinished", "Progress",
            "Heartbeat", "DriverRestarted", "Succeeded", "Failed", "Cancelled", "DriverLost", "Persist", "Log", "apply", "TERMINAL"]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kernels import format_dates, format_nir
+from nirlink.kernels import format_dates, format_nir
 
 __all__ = ["DeclaredIdentities", "declare", "NIR_NOISE", "strip_accents"]
 

@@ -14,12 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kernels import InputError
-from kernels._career import CAREER_KINDS, aggregate_career
-from kernels._dates import first_day_of_month, month_index
-from kernels._resources import RESOURCE_KINDS, aggregate_resources
-
-from ._reference import cohort_table, year_table
+from nirlink.engine.reference._tables import cohort_table, year_table
+from nirlink.kernels import InputError
+from nirlink.kernels._career import CAREER_KINDS, aggregate_career
+from nirlink.kernels._dates import first_day_of_month, month_index
+from nirlink.kernels._resources import RESOURCE_KINDS, aggregate_resources
 
 __all__ = ["career_partition", "resource_partition", "OUTPUT_SCHEMAS", "CAREER_INPUT", "RESOURCE_INPUT",
            "DEFAULT_BEST_YEARS"]

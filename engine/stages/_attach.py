@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 
 __all__ = ["run_attach", "PERSON_COLUMNS"]
 
@@ -52,7 +52,7 @@ def _write_person_buckets(rows: pa.Table, directory: Path, n_buckets: int,
                           part: str) -> tuple[dict[int, int], np.ndarray]:
     """Rows into person buckets ``b=<k>/<part>.parquet``, rows without a person into
     ``b=nulls/``; returns the rows written per bucket and which rows had a person."""
-    from linkage._buckets import key_hash, write_buckets
+    from nirlink.linkage._buckets import key_hash, write_buckets
 
     h, valid = key_hash(rows, ["person"])
     written = write_buckets(rows, h, valid, n_buckets, directory, part)
@@ -62,7 +62,7 @@ def _write_person_buckets(rows: pa.Table, directory: Path, n_buckets: int,
 
 
 def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, part: str) -> dict[str, Any]:
-    from linkage._prepare import signature_ids
+    from nirlink.linkage._prepare import signature_ids
 
     rows = pq.read_table(path, use_threads=False)
     with pa.memory_map(lookup, "r") as source_file:
@@ -90,9 +90,9 @@ def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, 
 
 def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, *, client=None,
                person_buckets: int | None = None, progress: Callable[[str, int, int], None] | None = None) -> dict:
-    from linkage._tasks import run_tasks
+    from nirlink.linkage._tasks import run_tasks
 
-    from ._stage_link import ingested_files
+    from ._link import ingested_files
 
     files = ingested_files(ingest_dir)
     link_dir = Path(link_dir).resolve()
@@ -113,7 +113,7 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
             per_source.setdefault(r["source"], Counter()).update({k: v for k, v in r.items() if k != "source"})
         for source, c in per_source.items():
             if c["rows"] != c["rows_with_person"] + c["rows_without_person"]:
-                from kernels import StageError
+                from nirlink.kernels import StageError
 
                 raise StageError(f"attach: counts do not reconcile for {source}")
         manifest = {
@@ -155,9 +155,9 @@ def declared_persons(ingest_dir: str | Path, out_dir: str | Path, *, client=None
     NIR is not valid have no person), grouped by person into bucket directories on disk (as
     the attach stage does), so that the aggregate stage reads each bucket as one partition
     and no task holds more than a bucket's rows."""
-    from linkage._tasks import run_tasks
+    from nirlink.linkage._tasks import run_tasks
 
-    from ._stage_link import ingested_files
+    from ._link import ingested_files
 
     files = ingested_files(ingest_dir)
     out_dir = Path(out_dir)

@@ -23,9 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from kernels import InputError
-
-from ._datasets import describe_dataset, staged_directory, write_json
+from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json
+from nirlink.kernels import InputError
 
 __all__ = ["run_export", "pseudonymise", "load_key", "EXPORTS"]
 
@@ -112,7 +111,7 @@ def _export_file(src: str, name: str, partition: str | None, out: str, part: str
 
 def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    from linkage._tasks import run_tasks
+    from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
     args = []

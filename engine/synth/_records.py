@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._reference import year_table
+from nirlink.engine.reference._tables import year_table
 
 __all__ = ["Careers", "Resources", "make_careers", "make_resources", "CAREER_KINDS", "RESOURCE_KINDS", "PAYERS"]
 

@@ -1,8 +1,10 @@
 """The link stage: ingested rows and register in, a link table (signature -> person) out.
 
-Steps (linkage/_pipeline.py): signatures, register, training of the identity and register
-models (unless trained models are given), register deduplication, the deterministic pass,
-distributed Splink scoring of what it left, decisions. Published atomically with a manifest.
+Steps, one module each in linkage/: signatures (_signatures), register (_register), term
+frequencies and training of the identity and register models unless trained models are given
+(_frequencies, _training), register deduplication (_dedupe), the deterministic pass
+(_deterministic), distributed Splink scoring of what it left (_scoring), decisions
+(_decisions). Published atomically with a manifest.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kernels import InputError
-
-from ._datasets import describe_dataset, read_json, staged_directory, write_json
+from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
+from nirlink.kernels import InputError
 
 __all__ = ["run_link", "ingested_files"]
 
@@ -37,16 +38,14 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
              register_model_path: str | Path | None = None, config=None,
              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    from linkage import LinkConfig, identity_model, load_model, register_model, save_model
-    from linkage._pipeline import (
-        build_register,
-        build_signatures,
-        decide,
-        dedupe_register,
-        deterministic_pass,
-        score_rules,
-        train_models,
-    )
+    from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
+    from nirlink.linkage._decisions import decide
+    from nirlink.linkage._dedupe import dedupe_register
+    from nirlink.linkage._deterministic import deterministic_pass
+    from nirlink.linkage._register import build_register
+    from nirlink.linkage._scoring import score_rules
+    from nirlink.linkage._signatures import build_signatures
+    from nirlink.linkage._training import train_models
 
     files = ingested_files(ingest_dir)
     if not files["register"]:
@@ -75,7 +74,9 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         tf = trained["tf"]
         dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
         det = timed("deterministic", deterministic_pass, work, cfg, **kw)
-        from linkage._pipeline import LINK_COLUMNS, register_files, signature_files
+        from nirlink.linkage._prepare import LINK_COLUMNS
+        from nirlink.linkage._register import register_files
+        from nirlink.linkage._signatures import signature_files
 
         scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
                        right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,

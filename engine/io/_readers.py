@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kernels import InputFileError, SchemaError
+from nirlink.kernels import InputFileError, SchemaError
 
 from ._schemas import COLUMNS, INPUT_KINDS
 
@@ -289,7 +289,7 @@ def _read_parquet(task: ChunkTask) -> Iterator[Chunk]:
 
 
 def _scan_csv(task: ChunkTask):
-    from kernels._csv import CsvScanner
+    from nirlink.kernels._csv import CsvScanner
 
     scanner = CsvScanner(delimiter=task.separator.encode("latin-1"), quote=task.quote.encode("latin-1"),
                          expected_fields=task.header_fields)

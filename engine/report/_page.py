@@ -13,8 +13,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from ._datasets import read_json
-from ._joblog import mask_nirs
+from nirlink.engine.io._datasets import read_json
+from nirlink.engine.jobs._joblog import mask_nirs
 
 __all__ = ["write_report"]
 

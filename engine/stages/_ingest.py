@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kernels import InputFileError, StageError
+from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_chunks
+from nirlink.engine.io._schemas import REASONS
+from nirlink.kernels import InputFileError, StageError
 
-from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
-from ._ingest import process_chunk
-from ._readers import ChunkTask, InputSpec, plan_input, read_chunks
-from ._schemas import REASONS
+from ._ingest_rows import process_chunk
 
 __all__ = ["run_ingest", "plan_ingest", "ingest_task"]
 
@@ -64,7 +64,7 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
     today_year = (today or _dt.date.today()).year
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as tmp:
-        from linkage._tasks import run_tasks, without_step
+        from nirlink.linkage._tasks import run_tasks, without_step
 
         per_task = run_tasks(client, ingest_task, [(t, str(tmp.resolve()), chunk_rows, today_year) for t in tasks],
                              name="ingest", progress=without_step(progress))

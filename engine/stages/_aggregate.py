@@ -3,7 +3,7 @@
 Rows reach their person's partition either because the input is already partitioned by
 person (each file holds all the rows of its persons: the synthetic blocks, the attach
 stage's output) or through a Dask shuffle on the person. Each partition then runs the
-Numba kernels (engine/_aggregate.py) and writes its part of every output table. Rows with
+Numba kernels (engine/stages/_aggregate_partitions.py) and writes its part of every output table. Rows with
 no person are counted per input and reported in the manifest, never dropped silently.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kernels import InputError
+from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from nirlink.engine.io._readers import expand_paths
+from nirlink.kernels import InputError
 
-from ._aggregate import CAREER_INPUT, OUTPUT_SCHEMAS, RESOURCE_INPUT, career_partition, resource_partition
-from ._datasets import describe_dataset, staged_directory, write_json, write_parquet
-from ._readers import expand_paths
+from ._aggregate_partitions import CAREER_INPUT, OUTPUT_SCHEMAS, RESOURCE_INPUT, career_partition, resource_partition
 
 __all__ = ["run_aggregate", "review_month_index"]
 
@@ -75,7 +75,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
                   first_review_month: str = "2021-01",
                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Aggregate career and/or resource rows (columns: engine/_aggregate.py CAREER_INPUT,
+    """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
     RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``."""
     if career is None and resource is None:
         raise InputError("aggregate: give career and/or resource rows")
@@ -114,7 +114,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
 
 
 def _run(jobs, out_dir, first_review, client, progress):
-    from linkage._tasks import run_tasks, without_step
+    from nirlink.linkage._tasks import run_tasks, without_step
 
     if client is not None:
         # partitions of a shuffle are Dask delayed objects: turn them into futures that the
@@ -148,7 +148,7 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
             tables[name] = describe_dataset(d, relative_to=root) if d.exists() else {
                 "rows": 0, "files": [], "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable}
                                                    for f in OUTPUT_SCHEMAS[name]]}
-    from ._reference import year_table
+    from nirlink.engine.reference._tables import year_table
 
     yt = year_table()
     unpublished = [int(y) for y, ok in zip(yt.years, yt.reval_published) if not ok]

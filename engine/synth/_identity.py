@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from kernels import InputError, format_dates, format_nir, nir_key
-from linkage._geo import (
+from nirlink.kernels import InputError, format_dates, format_nir, nir_key
+from nirlink.linkage._geo import (
     COUNTRIES,
     COUNTRY_WEIGHTS,
     METRO_DEPARTMENTS,
@@ -200,7 +200,7 @@ def _body(sex_digit, yy, month_code, group, place_prefix, slot):
 
 
 def _place_strings(place_num, corsica):
-    from kernels import format_digits
+    from nirlink.kernels import format_digits
 
     arr = format_digits(place_num, 5)
     if not corsica.any():
@@ -209,7 +209,7 @@ def _place_strings(place_num, corsica):
     rows = np.flatnonzero(corsica)
     data[rows * 5] = ord("2")
     data[rows * 5 + 1] = np.where(corsica[rows] == 1, ord("A"), ord("B"))
-    from kernels._arrow import fixed_width_strings
+    from nirlink.kernels._arrow import fixed_width_strings
 
     return fixed_width_strings(data, 5)
 

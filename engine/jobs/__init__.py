@@ -1,0 +1,18 @@
+"""Jobs: the job file (TOML, validated with every error at once), the job state machine
+(pure: events in, state and instructions out), the runner (a front over the stages, resumable),
+the registry of submitted jobs and the structured job log (NIRs masked)."""
+
+from nirlink.kernels._lazy import lazy_front
+
+_LAZY = {
+    "._spec": ("JobSpec", "STAGES", "load_job", "parse_job"),
+    "._state": ("JobState", "TERMINAL", "apply"),
+    "._runner": ("Job",),
+    "._registry": ("find_job", "job_paths", "list_jobs", "new_job_id", "read_state", "register_job",
+                   "request_cancel", "version"),
+    "._joblog": ("JobLog", "mask_nirs"),
+}
+
+__all__ = [name for names in _LAZY.values() for name in names]
+
+__getattr__, __dir__ = lazy_front(__name__, _LAZY)

@@ -1,0 +1,12 @@
+"""The job report: one HTML page per job (stage timings and counts, rejects, linkage rates,
+register duplicates, the Splink charts, distributions of quarters and SAM)."""
+
+from nirlink.kernels._lazy import lazy_front
+
+_LAZY = {
+    "._page": ("write_report",),
+}
+
+__all__ = [name for names in _LAZY.values() for name in names]
+
+__getattr__, __dir__ = lazy_front(__name__, _LAZY)

@@ -1,0 +1,96 @@
+"""Arrow columns of the synthetic datasets: SIRETs with valid Luhn keys, dictionary-encoded
+columns built by a Numba remap, dates, and the Parquet writer options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numba import njit
+
+from nirlink.kernels import format_digits
+
+__all__ = ["siret_column", "dictionary_column", "dates", "write_dataset"]
+
+
+def siret_column(index: np.ndarray) -> pa.Array:
+    """14-digit SIRETs that pass the Luhn check (SIREN and the full SIRET), one per pool index."""
+    index = np.asarray(index, np.int64)
+    siren8 = (index * 48271 + 12345678) % 10**8  # a bijection of the first 10**8 indices
+    siren = siren8 * 10 + _luhn_digit(siren8, 8)
+    nic4 = 1 + (index % 97)
+    partial = siren * 10**4 + nic4
+    full = partial * 10 + _luhn_digit(partial, 13)
+    return format_digits(full, 14)
+
+
+def _luhn_digit(values: np.ndarray, n_digits: int) -> np.ndarray:
+    """Check digit c such that the number (values * 10 + c) passes the Luhn test."""
+    total = np.zeros(len(values), np.int64)
+    v = values.copy()
+    for pos in range(n_digits):  # pos 0 = rightmost digit of values, doubled
+        d = v % 10
+        v //= 10
+        if pos % 2 == 0:
+            d = d * 2
+            d = np.where(d > 9, d - 9, d)
+        total += d
+    return (10 - total % 10) % 10
+
+
+@njit(nogil=True, cache=True)
+def _remap(indices, to_unique, n_unique, out):
+    """Dictionary indices onto distinct values, renumbered to the values used (-1 stays null)."""
+    used = np.zeros(n_unique, np.bool_)
+    for i in range(indices.shape[0]):
+        if indices[i] >= 0:
+            used[to_unique[indices[i]]] = True
+    remap = np.empty(n_unique, np.int32)
+    k = 0
+    for u in range(n_unique):
+        remap[u] = k
+        if used[u]:
+            k += 1
+    for i in range(indices.shape[0]):
+        out[i] = remap[to_unique[indices[i]]] if indices[i] >= 0 else 0
+    return used
+
+
+def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | None = None) -> pa.DictionaryArray:
+    """A dictionary array over distinct values, holding only the entries ``indices`` use (-1 = null).
+
+    Not cosmetic: handed a dictionary with repeated values (two persons both named MARIE),
+    the Parquet writer falls back to plain pages, slower, and its bytes are not reproducible.
+    ``cache`` keeps the encoding of dictionaries used for several columns (one block's).
+    """
+    cached = cache.get(id(dictionary)) if cache is not None else None
+    if cached is None or cached[0] is not dictionary:
+        enc = dictionary.dictionary_encode()
+        cached = (dictionary, enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        if cache is not None:
+            cache[id(dictionary)] = cached
+    _, values, to_unique = cached
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    out = np.empty(len(indices), np.int32)
+    used = _remap(indices, to_unique, len(values), out)
+    mask = indices < 0
+    idx = pa.array(out, mask=mask) if mask.any() else pa.array(out)
+    return pa.DictionaryArray.from_arrays(idx, values.filter(pa.array(used)))
+
+
+def dates(days: np.ndarray) -> pa.Array:
+    return pa.array(days.astype(np.int32)).cast(pa.date32())
+
+
+_WRITE = dict(compression="snappy", store_schema=False, write_statistics=True)
+
+
+def write_dataset(table: pa.Table, path: Path, string_columns: list[str]) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    pq.write_table(table, tmp, use_dictionary=string_columns, **_WRITE)
+    os.replace(tmp, path)
+
+

@@ -1,0 +1,126 @@
+"""Phase 7 of the link stage: one decision per signature from its candidates."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ._buckets import read_bucket
+from ._config import LinkConfig
+from ._model import ModelSpec
+from ._scoring import CANDIDATE_SCHEMA
+from ._tasks import Progress, run_tasks, share
+
+__all__ = ["STATUS", "METHODS", "LINK_SCHEMA", "decide"]
+
+STATUS = ("linked", "ambiguous", "unlinked")
+METHODS = ("nir", "model")
+LINK_SCHEMA = pa.schema([
+    pa.field("signature", pa.int64(), nullable=False),
+    pa.field("person", pa.string()),  # canonical NIR of the person (register cluster)
+    pa.field("register_nir", pa.string()),  # the register row the signature matched
+    pa.field("method", pa.string()),
+    pa.field("match_probability", pa.float64()),
+    pa.field("match_weight", pa.float64()),
+    pa.field("runner_up_probability", pa.float64()),
+    pa.field("candidates", pa.int32(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("nir_status", pa.string()),
+    pa.field("rows", pa.int64(), nullable=False),
+])
+
+
+_DECIDE_SQL = """
+with cand as (
+  select c.signature, coalesce(k.person, c.register_nir) as person, c.register_nir, c.match_probability,
+         c.match_weight, case when c.rule < 0 then 'nir' else 'model' end as method
+  from c left join k on k.unique_id = c.register_id),
+per_person as (
+  select signature, person, max(match_probability) as p, max(match_weight) as w,
+         arg_max(register_nir, match_probability) as register_nir, arg_max(method, match_probability) as method
+  from cand group by signature, person),
+ranked as (
+  select *, row_number() over (partition by signature order by p desc, w desc, person) as rk,
+         count(*) over (partition by signature) as n
+  from per_person),
+best as (
+  select b.signature, b.person, b.register_nir, b.method, b.p, b.w, b.n, s.p as p2, s.w as w2
+  from ranked b left join ranked s on s.signature = b.signature and s.rk = 2
+  where b.rk = 1)
+select g.unique_id as signature,
+       case when status = 'linked' then x.person end as person,
+       case when status = 'linked' then x.register_nir end as register_nir,
+       x.method, x.p as match_probability, x.w as match_weight, x.p2 as runner_up_probability,
+       coalesce(x.n, 0)::int as candidates, coalesce(x.status, 'unlinked') as status, g.nir_status, g.rows
+from g left join (
+  select *, case
+    when p >= {threshold} and (p2 is null or w - w2 >= {margin} or method = 'nir') then 'linked'
+    when p >= {threshold} then 'ambiguous'
+    else 'unlinked' end as status
+  from best) x on x.signature = g.unique_id
+"""
+
+
+def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float, margin: float) -> dict[str, int]:
+    import duckdb
+
+    w = Path(work)
+    sig = pq.read_table(w / "signatures" / f"part-{bucket:05d}.parquet", columns=["unique_id", "nir_status", "rows"])
+    cands = pa.concat_tables([read_bucket(w / "deterministic", bucket, CANDIDATE_SCHEMA),
+                              read_bucket(w / "predictions", bucket, CANDIDATE_SCHEMA)])
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    con.register("g", sig)
+    con.register("c", cands)
+    con.register("k", clusters)
+    links = con.sql(_DECIDE_SQL.format(threshold=threshold, margin=margin)).to_arrow_table()
+    con.close()
+    links = links.sort_by("signature").select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
+    pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", compression="zstd")
+    st = links.column("status").to_numpy(zero_copy_only=False)
+    meth = pc.fill_null(links.column("method"), "").to_numpy(zero_copy_only=False)
+    rows = links.column("rows").to_numpy()
+    out = {}
+    for s in STATUS:
+        out[f"signatures_{s}"] = int((st == s).sum())
+        out[f"rows_{s}"] = int(rows[st == s].sum())
+    for m in METHODS:
+        out[f"linked_by_{m}"] = int(((st == "linked") & (meth == m)).sum())
+    ns = pc.fill_null(links.column("nir_status"), "unknown").to_numpy(zero_copy_only=False)
+    for status in np.unique(ns):
+        sel = ns == status
+        out[f"by_nir_status.{status}.linked_nir"] = int((sel & (st == "linked") & (meth == "nir")).sum())
+        out[f"by_nir_status.{status}.linked_model"] = int((sel & (st == "linked") & (meth == "model")).sum())
+        out[f"by_nir_status.{status}.ambiguous"] = int((sel & (st == "ambiguous")).sum())
+        out[f"by_nir_status.{status}.unlinked"] = int((sel & (st == "unlinked")).sum())
+    return out
+
+
+def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, client=None, progress: Progress | None = None) -> dict:
+    """Per signature: the best person (register clusters merged), its probability, the runner-up, the status."""
+    (work / "links").mkdir(parents=True, exist_ok=True)
+    clusters = pq.read_table(work / "clusters.parquet") if (work / "clusters.parquet").exists() else \
+        pa.table({"unique_id": pa.array([], pa.int64()), "person": pa.array([], pa.string())})
+    clusters = clusters.select(["unique_id", "person"])
+    threshold = float(model.decision.get("threshold", 0.9))
+    margin = float(model.decision.get("margin", 5.0))
+    shared = share(client, clusters)
+    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, threshold, margin)
+                                             for b in range(cfg.signature_buckets)], name="decide", progress=progress)
+    total = Counter()
+    for r in res:
+        total.update(r)
+    by: dict[str, dict[str, int]] = {}
+    flat = {}
+    for k, v in total.items():
+        if k.startswith("by_nir_status."):
+            _, status, what = k.split(".")
+            by.setdefault(status, {})[what] = v
+        else:
+            flat[k] = v
+    return {"threshold": threshold, "margin_bits": margin, **flat, "by_nir_status": by}

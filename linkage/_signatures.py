@@ -1,0 +1,103 @@
+"""Phase 1 of the link stage: distinct identity signatures of the ingested rows, per source.
+
+Rows repeat a person's identity tens of times, so linkage works on signatures: map tasks
+hash each row's identity to a signature id and a bucket, reduce tasks merge each bucket
+(checking for 64-bit collisions) into signatures/part-<b>.parquet.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nirlink.kernels import InputError, StageError
+
+from ._buckets import key_hash, read_bucket, write_buckets
+from ._config import LinkConfig
+from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table
+from ._tasks import Progress, run_tasks
+
+__all__ = ["SOURCES", "SIGNATURE_SCHEMA", "build_signatures", "signature_files"]
+
+SOURCES = ("career", "resource")
+SIGNATURE_SCHEMA = pa.schema([*LINK_COLUMNS, pa.field("rows", pa.int64(), nullable=False),
+                              pa.field("sources", pa.int8(), nullable=False)])
+
+def _sig_map(files: Sequence[str], source: int, work: str, n_buckets: int, part: str) -> dict[str, int]:
+    rows = 0
+    tables = []
+    for f in files:
+        t = pq.read_table(f, columns=RECORD_INPUT_COLUMNS, use_threads=False)
+        rows += t.num_rows
+        tables.append(records_table(t))
+    if not tables:
+        return {"rows": 0, "distinct": 0}
+    rec = pa.concat_tables(tables)
+    ids = rec.column("unique_id").to_numpy()
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    local = rec.take(pa.array(first))
+    local = local.append_column("rows", pa.array(counts.astype(np.int64)))
+    local = local.append_column("sources", pa.array(np.full(len(uniq), 1 << source, np.int8)))
+    h, valid = key_hash(local, ["unique_id"])
+    write_buckets(local, h, valid, n_buckets, Path(work) / "tmp" / "signatures", part)
+    return {"rows": rows, "distinct": len(uniq), "source": source}
+
+
+def _sig_reduce(work: str, bucket: int) -> dict[str, Any]:
+    t = read_bucket(Path(work) / "tmp" / "signatures", bucket, SIGNATURE_SCHEMA)
+    if t.num_rows:
+        ids = t.column("unique_id").to_numpy()
+        order = np.argsort(ids, kind="stable")
+        t = t.take(pa.array(order))
+        ids = ids[order]
+        starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1]
+        rows = np.add.reduceat(t.column("rows").to_numpy(), starts)
+        sources = np.bitwise_or.reduceat(t.column("sources").to_numpy(), starts)
+        # a 64-bit collision would merge two different identities: detect it
+        fields = pc.binary_join_element_wise(*[pc.cast(pc.fill_null(pc.cast(t.column(c), pa.string()), "\x00"), pa.string())
+                                               for c in ("nir_body", "last_name_key", "first_names_norm", "birth_year",
+                                                         "birth_month", "birth_day")], "\x1f")
+        firsts = fields.take(pa.array(np.repeat(starts, np.diff(np.r_[starts, len(ids)]))))
+        if not pc.all(pc.equal(fields, firsts)).as_py():
+            raise StageError(f"signature ids: a 64-bit hash collision in bucket {bucket}; rerun is not enough, "
+                             "report it (two different identities got the same id)")
+        t = t.take(pa.array(starts)).set_column(SIGNATURE_SCHEMA.names.index("rows"), "rows", pa.array(rows))
+        t = t.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources.astype(np.int8)))
+    pq.write_table(t, Path(work) / "signatures" / f"part-{bucket:05d}.parquet", compression="zstd")
+    src = t.column("sources").to_numpy() if t.num_rows else np.zeros(0, np.int8)
+    return {"signatures": t.num_rows, **{f"signatures_{s}": int(((src >> i) & 1).sum()) for i, s in enumerate(SOURCES)}}
+
+
+def build_signatures(rows: dict[str, Sequence[str]], work: Path, cfg: LinkConfig, *, client=None,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """Distinct signatures of the ingested rows of each source; counts rows and signatures per source."""
+    (work / "signatures").mkdir(parents=True, exist_ok=True)
+    args = []
+    for s, source in enumerate(SOURCES):
+        for i, f in enumerate(rows.get(source, [])):
+            args.append(([f], s, str(work), cfg.signature_buckets, f"{source}-{i:05d}"))
+    if not args:
+        raise InputError("link: no career or resource rows to link")
+    maps = run_tasks(client, _sig_map, args, name="signatures-map", progress=progress)
+    reduces = run_tasks(client, _sig_reduce, [(str(work), b) for b in range(cfg.signature_buckets)],
+                        name="signatures-reduce", progress=progress)
+    shutil.rmtree(work / "tmp" / "signatures", ignore_errors=True)
+    out: dict[str, Any] = {"signatures": sum(r["signatures"] for r in reduces)}
+    for s, source in enumerate(SOURCES):
+        out[f"rows_{source}"] = sum(m["rows"] for m in maps if m.get("source") == s)
+        out[f"signatures_{source}"] = sum(r[f"signatures_{source}"] for r in reduces)
+    out["rows"] = sum(out[f"rows_{s}"] for s in SOURCES)
+    return out
+
+
+def signature_files(work: Path) -> list[str]:
+    return [str(p) for p in sorted((work / "signatures").glob("part-*.parquet"))]
+
+
