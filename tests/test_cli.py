@@ -16,10 +16,10 @@ def test_help_lists_commands_and_is_fast():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "synth" in result.output
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from engine.cli import app"], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", "from nirlink.engine.cli import app"], capture_output=True)
     assert proc.returncode == 0
     # heavy modules are imported lazily: the CLI module must not pull in numba, dask or pyarrow
-    proc = subprocess.run([sys.executable, "-c", "import sys; from engine.cli import app; "
+    proc = subprocess.run([sys.executable, "-c", "import sys; from nirlink.engine.cli import app; "
                            "print(sorted(m for m in ('numba', 'dask', 'pyarrow', 'distributed') if m in sys.modules))"],
                           capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stdout

@@ -72,6 +72,19 @@ def test_imports_point_one_way():
     assert import_violations(ROOT) == []
 
 
+def test_tests_and_benchmarks_import_the_namespace():
+    """From the repository root the bare folders are importable too: a test importing them
+    would pass here and break on an installed nirlink."""
+    bare = []
+    for folder in ("tests", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                bare += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n.split(".")[0] in PACKAGES]
+    assert bare == []
+
+
 def test_the_direction_check_catches_a_wrong_import(tmp_path):
     for package in PACKAGES:
         (tmp_path / package).mkdir()
