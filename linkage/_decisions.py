@@ -16,10 +16,10 @@ from ._model import ModelSpec
 from ._scoring import CANDIDATE_SCHEMA
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["STATUS", "METHODS", "LINK_SCHEMA", "decide"]
+__all__ = ["STATUS", "METHODS", "LINK_SCHEMA", "CANDIDATE_RANK_SCHEMA", "CLERICAL_SCHEMA", "CANDIDATES_KEPT", "decide"]
 
 STATUS = ("linked", "ambiguous", "unlinked")
-METHODS = ("nir", "model")
+METHODS = ("nir", "model", "clerical")
 LINK_SCHEMA = pa.schema([
     pa.field("signature", pa.int64(), nullable=False),
     pa.field("person", pa.string()),  # canonical NIR of the person (register cluster)
@@ -35,38 +35,71 @@ LINK_SCHEMA = pa.schema([
 ])
 
 
-_DECIDE_SQL = """
+CANDIDATES_KEPT = 3  # per signature, in link/candidates/: what `nirlink explain` and the review show
+CANDIDATE_RANK_SCHEMA = pa.schema([
+    pa.field("signature", pa.int64(), nullable=False),
+    pa.field("rank", pa.int8(), nullable=False),
+    pa.field("person", pa.string(), nullable=False),
+    pa.field("register_id", pa.int64(), nullable=False),
+    pa.field("register_nir", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("match_weight", pa.float64(), nullable=False),
+    pa.field("match_probability", pa.float64(), nullable=False),
+    pa.field("rule", pa.int16(), nullable=False),
+])
+CLERICAL_SCHEMA = pa.schema([
+    pa.field("signature", pa.int64(), nullable=False),
+    pa.field("register_id", pa.int64()),  # null: "none of the register"
+    pa.field("register_nir", pa.string()),
+])
+
+# Candidates merged per person (register duplicates clustered into one person), ranked.
+_RANKED_SQL = """
+create temp table ranked as
 with cand as (
-  select c.signature, coalesce(k.person, c.register_nir) as person, c.register_nir, c.match_probability,
-         c.match_weight, case when c.rule < 0 then 'nir' else 'model' end as method
+  select c.signature, coalesce(k.person, c.register_nir) as person, c.register_id, c.register_nir,
+         c.match_probability, c.match_weight, c.rule, case when c.rule < 0 then 'nir' else 'model' end as method
   from c left join k on k.unique_id = c.register_id),
 per_person as (
   select signature, person, max(match_probability) as p, max(match_weight) as w,
-         arg_max(register_nir, match_probability) as register_nir, arg_max(method, match_probability) as method
-  from cand group by signature, person),
-ranked as (
-  select *, row_number() over (partition by signature order by p desc, w desc, person) as rk,
-         count(*) over (partition by signature) as n
-  from per_person),
-best as (
+         arg_max(register_nir, match_probability) as register_nir, arg_max(register_id, match_probability) as register_id,
+         arg_max(method, match_probability) as method, arg_max(rule, match_probability) as rule
+  from cand group by signature, person)
+select *, row_number() over (partition by signature order by p desc, w desc, person) as rk,
+       count(*) over (partition by signature) as n
+from per_person
+"""
+
+_DECIDE_SQL = """
+with best as (
   select b.signature, b.person, b.register_nir, b.method, b.p, b.w, b.n, s.p as p2, s.w as w2
   from ranked b left join ranked s on s.signature = b.signature and s.rk = 2
-  where b.rk = 1)
-select g.unique_id as signature,
-       case when status = 'linked' then x.person end as person,
-       case when status = 'linked' then x.register_nir end as register_nir,
-       x.method, x.p as match_probability, x.w as match_weight, x.p2 as runner_up_probability,
-       coalesce(x.n, 0)::int as candidates, coalesce(x.status, 'unlinked') as status, g.nir_status, g.rows
-from g left join (
+  where b.rk = 1),
+decided as (
   select *, case
     when p >= {threshold} and (p2 is null or w - w2 >= {margin} or method = 'nir') then 'linked'
     when p >= {threshold} then 'ambiguous'
     else 'unlinked' end as status
-  from best) x on x.signature = g.unique_id
+  from best)
+select g.unique_id as signature,
+       case when d.signature is not null then coalesce(k.person, d.register_nir)
+            when x.status = 'linked' then x.person end as person,
+       case when d.signature is not null then d.register_nir when x.status = 'linked' then x.register_nir end
+         as register_nir,
+       case when d.signature is not null then 'clerical' else x.method end as method,
+       x.p as match_probability, x.w as match_weight, x.p2 as runner_up_probability,
+       coalesce(x.n, 0)::int as candidates,
+       case when d.signature is not null then (case when d.register_nir is null then 'unlinked' else 'linked' end)
+            else coalesce(x.status, 'unlinked') end as status,
+       g.nir_status, g.rows
+from g left join decided x on x.signature = g.unique_id
+left join d on d.signature = g.unique_id
+left join k on k.unique_id = d.register_id
 """
 
 
-def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float, margin: float) -> dict[str, int]:
+def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Table, threshold: float,
+                   margin: float) -> dict[str, int]:
     import duckdb
 
     w = Path(work)
@@ -78,10 +111,17 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float,
     con.register("g", sig)
     con.register("c", cands)
     con.register("k", clusters)
+    con.register("d", clerical)
+    con.execute(_RANKED_SQL)
     links = con.sql(_DECIDE_SQL.format(threshold=threshold, margin=margin)).to_arrow_table()
+    kept = con.sql(f"""select signature, rk::tinyint as rank, person, register_id, register_nir, method,
+                              w as match_weight, p as match_probability, rule
+                       from ranked where rk <= {CANDIDATES_KEPT} order by signature, rk""").to_arrow_table()
     con.close()
     links = links.sort_by("signature").select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
     pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", compression="zstd")
+    pq.write_table(kept.cast(CANDIDATE_RANK_SCHEMA), w / "candidates" / f"part-{bucket:05d}.parquet",
+                   compression="zstd")
     st = links.column("status").to_numpy(zero_copy_only=False)
     meth = pc.fill_null(links.column("method"), "").to_numpy(zero_copy_only=False)
     rows = links.column("rows").to_numpy()
@@ -91,6 +131,7 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float,
         out[f"rows_{s}"] = int(rows[st == s].sum())
     for m in METHODS:
         out[f"linked_by_{m}"] = int(((st == "linked") & (meth == m)).sum())
+    out["decided_by_clerical"] = int((meth == "clerical").sum())
     ns = pc.fill_null(links.column("nir_status"), "unknown").to_numpy(zero_copy_only=False)
     for status in np.unique(ns):
         sel = ns == status
@@ -101,16 +142,23 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, threshold: float,
     return out
 
 
-def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, client=None, progress: Progress | None = None) -> dict:
-    """Per signature: the best person (register clusters merged), its probability, the runner-up, the status."""
+def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, clerical: pa.Table | None = None, client=None,
+           progress: Progress | None = None) -> dict:
+    """Per signature: the best person (register clusters merged), its probability, the runner-up,
+    the status; clerical decisions (``CLERICAL_SCHEMA``, validated by _clerical.py) take
+    precedence over the model and the deterministic pass. Writes ``links/`` and, for explain
+    and review, each signature's best ``CANDIDATES_KEPT`` candidates in ``candidates/``."""
     (work / "links").mkdir(parents=True, exist_ok=True)
+    (work / "candidates").mkdir(parents=True, exist_ok=True)
     clusters = pq.read_table(work / "clusters.parquet") if (work / "clusters.parquet").exists() else \
         pa.table({"unique_id": pa.array([], pa.int64()), "person": pa.array([], pa.string())})
     clusters = clusters.select(["unique_id", "person"])
     threshold = float(model.decision.get("threshold", 0.9))
     margin = float(model.decision.get("margin", 5.0))
     shared = share(client, clusters)
-    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, threshold, margin)
+    clerical = clerical if clerical is not None else CLERICAL_SCHEMA.empty_table()
+    shared_clerical = share(client, clerical)
+    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, shared_clerical, threshold, margin)
                                              for b in range(cfg.signature_buckets)], name="decide", progress=progress)
     total = Counter()
     for r in res:

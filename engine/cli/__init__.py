@@ -21,7 +21,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Print tracebacks on
 
 
 def _register() -> None:
-    from . import aggregate, cluster, job, link, run, status, synth  # noqa: F401  (commands register themselves on `app`)
+    from . import aggregate, cluster, explain, job, link, run, status, synth  # noqa: F401  (commands register themselves on `app`)
 
 
 _register()

@@ -10,7 +10,7 @@ _LAZY = {
     "._runner": ("Job",),
     "._registry": ("find_job", "job_paths", "list_jobs", "new_job_id", "read_state", "register_job",
                    "request_cancel", "version"),
-    "._joblog": ("JobLog", "mask_nirs"),
+    "._joblog": ("JobLog", "mask_fields", "mask_nirs"),
 }
 
 __all__ = [name for names in _LAZY.values() for name in names]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["mask_nirs", "JobLog"]
+__all__ = ["mask_nirs", "mask_fields", "JobLog"]
 
 _NIR = re.compile(r"(?<![0-9A-Za-z])([1-8][0-9]{4}(?:[0-9]{2}|2[ABab])[0-9]{6})([0-9]{2})?(?![0-9A-Za-z])")
 
@@ -23,13 +23,13 @@ def mask_nirs(text: str) -> str:
     return _NIR.sub(lambda m: m.group(0)[:3] + "*" * (len(m.group(0)) - 3), text)
 
 
-def _mask(value: Any) -> Any:
+def mask_fields(value: Any) -> Any:
     if isinstance(value, str):
         return mask_nirs(value)
     if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
+        return {k: mask_fields(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_mask(v) for v in value]
+        return [mask_fields(v) for v in value]
     return value
 
 
@@ -44,7 +44,7 @@ class JobLog:
 
     def write(self, level: str, message: str, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "level": level, "job": self.job_id, "message": mask_nirs(message),
-                  **_mask(fields)}
+                  **mask_fields(fields)}
         line = json.dumps(record, default=str, ensure_ascii=False)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")

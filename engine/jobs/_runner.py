@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nirlink.engine import _config
@@ -215,6 +216,8 @@ class Job:
         elif stage == "link":
             parts["linkage"] = s.linkage.__dict__
             parts["models"] = [_files_fingerprint([p]) for p in (s.linkage.model, s.linkage.register_model) if p]
+            if s.linkage.decisions:  # by content: an agent edits the file in place
+                parts["decisions"] = hashlib.sha256(Path(s.linkage.decisions).read_bytes()).hexdigest()
         elif stage == "aggregate":
             parts["first_review_month"] = s.first_review_month
         elif stage == "export":
@@ -262,7 +265,8 @@ class Job:
                 prediction_floor=float(_config.get("linkage.prediction-floor", 0.01)),
             )
             return run_link(d / "ingest", d / "link", client=c, model_path=model_path,
-                            register_model_path=s.linkage.register_model, config=cfg, progress=progress)
+                            register_model_path=s.linkage.register_model, decisions_path=s.linkage.decisions,
+                            config=cfg, progress=progress)
         if stage == "attach":
             from nirlink.engine.stages._attach import run_attach
 

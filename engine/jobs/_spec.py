@@ -28,6 +28,7 @@ class LinkageOptions:
     register_model: str | None = None
     threshold: float | None = None
     margin: float | None = None
+    decisions: str | None = None  # clerical decisions (CSV), honoured as method "clerical"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ _TOP = {"job", "inputs", "linkage", "aggregate", "output", "cluster"}
 _JOB = {"name", "stages"}
 _INPUT = {"name", "kind", "paths", "format", "columns", "csv"}
 _CSV = {"separator", "encoding", "decimal", "quote"}
-_LINKAGE = {"model", "register_model", "threshold", "margin"}
+_LINKAGE = {"model", "register_model", "threshold", "margin", "decisions"}
 _AGGREGATE = {"first_review_month"}
 _OUTPUT = {"directory", "pseudonymise", "key_env", "key_file"}
 _CLUSTER = {"address", "workers", "threads_per_worker", "memory_limit"}
@@ -209,6 +210,11 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
                 model = full
             else:
                 reg_model = full
+    decisions = c.typed(lk, "decisions", str, "linkage")
+    if decisions is not None:
+        decisions = decisions if os.path.isabs(decisions) else str(base / decisions)
+        if check_files and not os.path.isfile(decisions):
+            c.err("linkage.decisions", f"decisions file {decisions} not found")
     threshold = c.typed(lk, "threshold", float, "linkage")
     if threshold is not None and not 0 < threshold < 1:
         c.err("linkage.threshold", f"must be within (0, 1), got {threshold!r}")
@@ -258,7 +264,7 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
         raise SpecError(c.errors, source=path)
     return JobSpec(
         name=name, path=path, stages=tuple(order), inputs=tuple(inputs),
-        linkage=LinkageOptions(model, reg_model, threshold, margin), first_review_month=frm,
+        linkage=LinkageOptions(model, reg_model, threshold, margin, decisions), first_review_month=frm,
         output=OutputOptions(directory, pseud, key_env, key_file),
         cluster=ClusterOptions(address, workers, threads, memory), text=text,
     )

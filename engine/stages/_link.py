@@ -36,15 +36,18 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
 
 
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
-             register_model_path: str | Path | None = None, config=None,
+             register_model_path: str | Path | None = None, decisions_path: str | Path | None = None, config=None,
              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
+    from nirlink.linkage._clerical import load_decisions
     from nirlink.linkage._decisions import decide
     from nirlink.linkage._dedupe import dedupe_register
     from nirlink.linkage._deterministic import deterministic_pass
+    from nirlink.linkage._explain import save_tf
     from nirlink.linkage._register import build_register
     from nirlink.linkage._scoring import score_rules
     from nirlink.linkage._signatures import build_signatures
+    from nirlink.linkage._review import write_review
     from nirlink.linkage._training import train_models
 
     files = ingested_files(ingest_dir)
@@ -68,20 +71,27 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         sig = timed("signatures", build_signatures, {"career": files["career"], "resource": files["resource"]},
                     work, cfg, **kw)
         reg = timed("register", build_register, files["register"], work, **kw)
-        trained = timed("training", train_models, work, {"identity": model, "register": reg_model}, cfg, **kw)
-        save_model(model, work / "model.json")
-        save_model(reg_model, work / "register_model.json")
-        tf = trained["tf"]
-        dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
-        det = timed("deterministic", deterministic_pass, work, cfg, **kw)
         from nirlink.linkage._prepare import LINK_COLUMNS
         from nirlink.linkage._register import register_files
         from nirlink.linkage._signatures import signature_files
 
+        # clerical decisions are checked before the long phases: a bad line fails the stage at once
+        clerical = load_decisions(decisions_path, signature_files(work), register_files(work),
+                                  files["career"] + files["resource"]) if decisions_path else None
+        trained = timed("training", train_models, work, {"identity": model, "register": reg_model}, cfg, **kw)
+        save_model(model, work / "model.json")
+        save_model(reg_model, work / "register_model.json")
+        tf = trained["tf"]
+        for name, tables in tf.items():  # kept for `nirlink explain` and the review
+            save_tf(tables, work / "tf" / name)
+        dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
+        det = timed("deterministic", deterministic_pass, work, cfg, **kw)
         scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
                        right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
                        exclude_linked=True, candidates=True, **kw)
-        decided = timed("decisions", decide, work, model, cfg, **kw)
+        decided = timed("decisions", decide, work, model, cfg, clerical=clerical, **kw)
+        review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
+                       memory_limit=cfg.duckdb_memory_limit)
         shutil.rmtree(work / "tmp", ignore_errors=True)
         manifest = {
             "stage": "link",
@@ -93,9 +103,11 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
             "deterministic": det,
             "scoring": scored,
             "decisions": decided,
+            "clerical": {"file": str(decisions_path), "decisions": clerical.num_rows} if clerical is not None else None,
+            "review": review,
             "timings_s": timings,
             "tables": {name: describe_dataset(work / name, relative_to=work)
-                       for name in ("links", "signatures") if (work / name).exists()},
+                       for name in ("links", "signatures", "candidates") if (work / name).exists()},
         }
         write_json(work / "_manifest.json", manifest)
     return manifest
