@@ -119,31 +119,53 @@ def evaluate(
     link_dir: Path = typer.Option(..., "--links", help="A link stage output (job_dir/link)."),
     rows: Path = typer.Option(..., "--rows", help="The ingest stage output the links were made from."),
     truth: Path = typer.Option(..., "--truth", help="Truth dataset (nirlink synth's truth/)."),
+    memory_limit: str = typer.Option("4GB", "--memory-limit", help="DuckDB memory limit (e.g. 4GB, 500MB); "
+                                                                    "beyond it DuckDB spills to disk."),
+    temp_dir: Path = typer.Option(None, "--temp-dir", help="Where the temporary files go (removed afterwards); "
+                                                           "default: the system's temporary directory."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status."""
+    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status;
+    ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates."""
     from nirlink.engine.stages._link import ingested_files
     from nirlink.linkage import load_model
     from nirlink.linkage._evaluate import evaluate as run
 
     files = ingested_files(rows)
     model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
-    report = run(link_dir, files["career"] + files["resource"], truth, model=model)
+    report = run(link_dir, files["career"] + files["resource"], truth, model=model, memory_limit=memory_limit,
+                 temp_dir=temp_dir)
 
     def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("level", "NIR status", "precision", "recall", "F1", "true pos.", "false pos.", "false neg.",
+                    "ambiguous", "unlinked"):
+            table.add_column(col, justify="left" if col in ("level", "NIR status") else "right", no_wrap=True)
         for level in ("signatures", "rows"):
-            s = r[level]
-            typer.echo(f"{level:<11} precision {s['precision']:.5f}  recall {s['recall']:.5f}  F1 {s['f1']:.5f}  "
-                       f"(tp {s['true_positives']:,}, fp {s['false_positives']:,}, fn {s['false_negatives']:,}, "
-                       f"ambiguous {s['ambiguous']:,})")
-        for status, s in r["signatures_by_nir_status"].items():
-            typer.echo(f"  {status:<16} precision {s['precision']:.5f}  recall {s['recall']:.5f}")
+            groups = [("all", r[level]), *r[f"{level}_by_nir_status"].items()]
+            for i, (status, s) in enumerate(groups):
+                table.add_row(level if i == 0 else "", status or "(none)", f"{s['precision']:.5f}",
+                              f"{s['recall']:.5f}", f"{s['f1']:.5f}", f"{s['true_positives']:,}",
+                              f"{s['false_positives']:,}", f"{s['false_negatives']:,}", f"{s['ambiguous']:,}",
+                              f"{s['unlinked']:,}", end_section=i == len(groups) - 1)
+        console = Console(width=max(200, Console().width), highlight=False)
+        console.print("links against the truth (false negatives = ambiguous + unlinked):")
+        console.print(table)
         if "blocking" in r:
             b = r["blocking"]
-            typer.echo(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
-                       f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,})")
+            console.print(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
+                          f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,}); by rule: "
+                          + ", ".join(f"{n} {v:,}" for n, v in b["reached_by_rule"].items()), highlight=False)
+        else:
+            console.print("blocking reach: not measured (no model.json or signatures/ in the link directory)",
+                          highlight=False)
         if "register_duplicates" in r:
             d = r["register_duplicates"]
-            typer.echo(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f}")
+            console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
+                          f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
+                          f"fn {d['false_negatives']:,})", highlight=False)
 
     emit(report, output, render)
