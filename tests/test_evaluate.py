@@ -1,10 +1,12 @@
 """`nirlink evaluate` out of core: the streamed, memory-bounded evaluation gives the same report
 as the former in-memory one (kept here as the oracle) and as plain pandas counts; the
-evaluate command."""
+evaluate and `model show` commands."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +279,61 @@ def test_no_rows_gives_an_empty_report(tmp_path):
     r = evaluate(tmp_path / "link", [str(ingest)], tmp_path / "truth")
     assert r["signatures"]["true_positives"] == 0 and r["rows"]["unlinked"] == 0
     assert r["signatures_by_nir_status"] == {}
+
+
+# ------------------------------------------------------------------ nirlink model show
+
+
+def test_model_show_has_no_empty_cells_and_prints_log2_m_over_u(job_run):
+    _, out, _ = job_run
+    path = out / "link" / "model.json"
+    data = json.loads(runner.invoke(app, ["model", "show", str(path), "--output", "json"]).stdout)
+    assert data["trained"] and data["probability_two_random_records_match"] > 0
+    # the JSON keeps its structure; the prior's weight is the one key added
+    assert set(data) == {"name", "link_type", "trained", "probability_two_random_records_match", "levels",
+                         "blocking", "decision", "prior_match_weight"}
+    assert all(set(row) == {"comparison", "level", "m", "u", "weight", "tf"} for row in data["levels"])
+    prior = data["probability_two_random_records_match"]
+    assert math.isclose(data["prior_match_weight"], math.log2(prior / (1 - prior)))
+    settings = json.loads(path.read_text())["splink"]
+    levels = [lv for c in settings["comparisons"] for lv in c["comparison_levels"]]
+    assert len(levels) == len(data["levels"])
+    for lv, row in zip(levels, data["levels"]):
+        m, u = lv.get("m_probability"), lv.get("u_probability")
+        if lv.get("is_null_level"):
+            assert row["weight"] is None
+        elif m and u:
+            assert math.isclose(row["weight"], math.log2(m / u))
+
+    result = runner.invoke(app, ["model", "show", str(path)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "prior" in text and "decision" in text
+    lines = text.splitlines()
+    for line in lines:  # every cell of every table holds something
+        if line.startswith("│"):
+            assert all(c.strip() for c in line.strip("│").split("│")), f"empty cell in {line!r}"
+    header = next(i for i, line in enumerate(lines) if line.startswith("│") and "match weight" in line)
+    end = next(i for i in range(header, len(lines)) if lines[i].startswith("└"))
+    body = [line for line in lines[header + 1:end] if line.startswith("│")]
+    weights = [[c.strip() for c in line.strip("│").split("│")][5] for line in body]
+    # the level rows in order: printed weights equal log2(m / u) of the model file
+    assert len(weights) == len(levels)
+    for lv, w in zip(levels, weights):
+        m, u = lv.get("m_probability"), lv.get("u_probability")
+        if lv.get("is_null_level"):
+            assert "null level" in w
+        elif m and u:
+            assert math.isclose(float(w), math.log2(m / u), abs_tol=0.005), (w, m, u)
+        else:
+            assert re.search("untrained|inf", w), w
+    assert math.isfinite(prior)
+
+
+def test_model_show_untrained_says_so():
+    result = runner.invoke(app, ["model", "show", "identity"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "untrained" in result.stdout
+    for line in result.stdout.splitlines():
+        if line.startswith("│"):
+            assert all(c.strip() for c in line.strip("│").split("│")), line
