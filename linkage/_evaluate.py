@@ -1,13 +1,27 @@
 """Accuracy of a link table against a truth table: precision, recall and F1 at the signature
-and at the row level, by NIR status; the share of true pairs blocking reaches; register
-deduplication against the true duplicates.
+and at the row level, by NIR status, with the ambiguous and unlinked counts; the share of true
+pairs blocking reaches; register deduplication against the true duplicates.
 
 Truth: a Parquet dataset with columns source ('career' / 'resource' / 'register'),
 record_id, register_nir and true_nir (as `nirlink synth` writes it).
+
+Out of core: each ingest file's signature ids are computed batch by batch and written to a
+temporary Parquet dataset of (record_id, signature, nir_status); DuckDB then joins it with the
+truth under a memory limit, spilling to a temporary directory, and first collapses the rows
+into (signature, NIR status, true NIR, count) groups, so that every later step works on about
+as many rows as there are signatures. Memory stays near one batch plus DuckDB's limit,
+whatever the number of rows.
+
+A signature's true person is the true NIR of most of its rows (ties: the smaller NIR) and its
+NIR status that of most of its rows (ties: the smaller status; every row of a signature
+shares its declared NIR, hence, in practice, its status).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +31,40 @@ import pyarrow.parquet as pq
 from ._model import ModelSpec
 from ._prepare import signature_ids
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "DEFAULT_MEMORY_LIMIT"]
+
+DEFAULT_MEMORY_LIMIT = "4GB"
+_ROW_COLUMNS = ["record_id", "declared_nir", "last_name_key", "first_names_norm", "birth_year", "birth_month",
+                "birth_day", "nir_status"]
+_SIG_SCHEMA = pa.schema([pa.field("record_id", pa.int64()), pa.field("signature", pa.int64()),
+                         pa.field("nir_status", pa.string())])
 
 
-def _rows_with_signatures(files: list[str]) -> pa.Table:
-    parts = []
-    for f in files:
-        t = pq.read_table(f, columns=["record_id", "declared_nir", "last_name_key", "first_names_norm", "birth_year",
-                                      "birth_month", "birth_day", "nir_status"])
-        parts.append(pa.table({"record_id": t.column("record_id"), "signature": pa.array(signature_ids(t)),
-                               "nir_status": t.column("nir_status")}))
-    return pa.concat_tables(parts) if parts else pa.table({"record_id": pa.array([], pa.int64()),
-                                                          "signature": pa.array([], pa.int64()),
-                                                          "nir_status": pa.array([], pa.string())})
+def _write_row_signatures(files: list[str], out: Path, batch_rows: int) -> None:
+    """(record_id, signature, nir_status) of every ingested row, one output file per input file,
+    reading one batch of rows at a time."""
+    out.mkdir(parents=True)
+    written = 0
+    for i, f in enumerate(files):
+        pf = pq.ParquetFile(f)
+        writer = None
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=_ROW_COLUMNS):
+                if batch.num_rows == 0:
+                    continue
+                t = pa.Table.from_batches([batch])
+                part = pa.table({"record_id": t.column("record_id").cast(pa.int64()),
+                                 "signature": pa.array(signature_ids(t), pa.int64()),
+                                 "nir_status": t.column("nir_status").cast(pa.string())}, schema=_SIG_SCHEMA)
+                if writer is None:
+                    writer = pq.ParquetWriter(out / f"part-{i:06d}.parquet", _SIG_SCHEMA)
+                writer.write_table(part)
+                written += 1
+        finally:
+            if writer is not None:
+                writer.close()
+    if not written:  # DuckDB needs at least one file to read the schema from
+        pq.write_table(_SIG_SCHEMA.empty_table(), out / "part-empty.parquet")
 
 
 def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -40,75 +75,115 @@ def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
             "precision": precision, "recall": recall, "f1": f1}
 
 
+def _sql_path(p: Path | str) -> str:
+    return str(p).replace("'", "''")
+
+
 def evaluate(link_dir: str | Path, row_files: list[str], truth_dir: str | Path, *,
-             model: ModelSpec | None = None) -> dict[str, Any]:
+             model: ModelSpec | None = None, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+             temp_dir: str | Path | None = None, threads: int | None = None,
+             batch_rows: int = 1 << 20) -> dict[str, Any]:
+    """The accuracy report of ``link_dir``'s links for the ingested rows ``row_files``.
+
+    ``memory_limit`` bounds DuckDB (a DuckDB size, e.g. "4GB"), which spills to a temporary
+    directory made under ``temp_dir`` (default: the system's) and removed afterwards;
+    ``threads`` defaults to the number of cores; ``batch_rows`` rows are read at a time."""
+    link_dir, truth_dir = Path(link_dir), Path(truth_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="nirlink-evaluate-", dir=temp_dir))
+    try:
+        _write_row_signatures(row_files, scratch / "rows", batch_rows)
+        return _report(link_dir, truth_dir, scratch, model, memory_limit, threads or os.cpu_count() or 1)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _report(link_dir: Path, truth_dir: Path, scratch: Path, model: ModelSpec | None, memory_limit: str,
+            threads: int) -> dict[str, Any]:
     import duckdb
 
-    link_dir, truth_dir = Path(link_dir), Path(truth_dir)
-    con = duckdb.connect()
-    con.register("rows_sig", _rows_with_signatures(row_files))
-    con.execute(f"create view links as select * from read_parquet('{link_dir}/links/*.parquet')")
-    con.execute(f"create view truth as select * from read_parquet('{truth_dir}/*.parquet')")
-    con.execute("create temp table reg_truth as select register_nir, true_nir from truth where source = 'register'")
-    con.execute("""create temp table row_eval as
-        select r.record_id, r.signature, r.nir_status, t.true_nir, l.status, rt.true_nir as predicted
-        from rows_sig r join truth t on t.record_id = r.record_id and t.source <> 'register'
-        left join links l on l.signature = r.signature
-        left join reg_truth rt on rt.register_nir = l.person""")
-    con.execute("""create temp table sig_eval as
-        select signature, any_value(nir_status) as nir_status, mode(true_nir) as true_nir,
-               any_value(status) as status, any_value(predicted) as predicted, count(*) as rows
-        from row_eval group by signature""")
+    (scratch / "duckdb").mkdir()
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(scratch / "duckdb"),
+                                 "threads": threads, "preserve_insertion_order": False})
+    try:
+        con.execute(f"create view rows_sig as select * from read_parquet('{_sql_path(scratch / 'rows')}/*.parquet')")
+        con.execute(f"create view links as select * from read_parquet('{_sql_path(link_dir)}/links/*.parquet')")
+        con.execute(f"create view truth as select * from read_parquet('{_sql_path(truth_dir)}/*.parquet')")
+        con.execute("create temp table reg_truth as select register_nir, true_nir from truth where source = 'register'")
+        # rows collapsed into (signature, NIR status, true NIR) groups: the one pass over every row
+        con.execute("""create temp table row_groups as
+            select r.signature, r.nir_status, t.true_nir, count(*)::bigint as n
+            from rows_sig r join (select record_id, true_nir from truth where source <> 'register') t
+              on t.record_id = r.record_id
+            group by all""")
+        # per row (weighted by n): the row's true NIR against its signature's link
+        con.execute("""create temp table row_eval as
+            select g.signature, g.nir_status, g.true_nir, g.n, l.status, rt.true_nir as predicted
+            from row_groups g left join links l on l.signature = g.signature
+            left join reg_truth rt on rt.register_nir = l.person""")
+        con.execute("""create temp table sig_eval as
+            with per_nir as (select signature, true_nir, sum(n) as n from row_groups group by all),
+            per_status as (select signature, nir_status, sum(n) as n from row_groups group by all),
+            sig as (select signature, first(true_nir order by n desc, true_nir) as true_nir, sum(n) as rows
+                    from per_nir group by signature),
+            st as (select signature, first(nir_status order by n desc, nir_status) as nir_status
+                   from per_status group by signature)
+            select s.signature, st.nir_status, s.true_nir, l.status, rt.true_nir as predicted, s.rows, 1 as n
+            from sig s join st using (signature)
+            left join links l on l.signature = s.signature
+            left join reg_truth rt on rt.register_nir = l.person""")
 
-    def measure(table: str, group: str | None = None) -> Any:
-        sql = f"""select {group + ',' if group else ''}
-                    sum((status = 'linked' and predicted = true_nir)::int) as tp,
-                    sum((status = 'linked' and predicted is distinct from true_nir)::int) as fp,
-                    sum((coalesce(status, 'unlinked') <> 'linked')::int) as fn,
-                    sum((status = 'ambiguous')::int) as ambiguous
-                  from {table} {'group by ' + group + ' order by ' + group if group else ''}"""
-        rows = con.execute(sql).fetchall()
-        if group:
-            return {r[0]: {**_scores(int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)), "ambiguous": int(r[4] or 0)}
-                    for r in rows}
-        r = rows[0]
-        return {**_scores(int(r[0] or 0), int(r[1] or 0), int(r[2] or 0)), "ambiguous": int(r[3] or 0)}
+        def measure(table: str, group: str | None = None) -> Any:
+            sql = f"""select {group + ',' if group else ''}
+                        sum(case when status = 'linked' and predicted = true_nir then n else 0 end) as tp,
+                        sum(case when status = 'linked' and predicted is distinct from true_nir then n else 0 end),
+                        sum(case when coalesce(status, 'unlinked') <> 'linked' then n else 0 end) as fn,
+                        sum(case when status = 'ambiguous' then n else 0 end) as ambiguous,
+                        sum(case when coalesce(status, 'unlinked') = 'unlinked' then n else 0 end) as unlinked
+                      from {table} {'group by ' + group + ' order by ' + group if group else ''}"""
+            rows = con.execute(sql).fetchall()
 
-    report: dict[str, Any] = {
-        "signatures": measure("sig_eval"),
-        "rows": measure("row_eval"),
-        "signatures_by_nir_status": measure("sig_eval", "nir_status"),
-        "rows_by_nir_status": measure("row_eval", "nir_status"),
-    }
-    # blocking reach: signatures left to the model whose true register row some rule pairs them with
-    if model is not None and (link_dir / "signatures").exists():
-        con.execute(f"create view sigs as select * from read_parquet('{link_dir}/signatures/*.parquet')")
-        con.execute(f"create view reg as select * from read_parquet('{link_dir}/register/*.parquet')")
-        reach = " OR ".join(f"coalesce(({b.sql}), false)" for b in model.blocking)
-        per_rule = ", ".join(f"max(coalesce(({b.sql}), false)::int) as \"{b.name}\"" for b in model.blocking)
-        names = [b.name for b in model.blocking]
-        r = con.execute(f"""
-            with todo as (select s.* from sigs s join links k on k.signature = s.unique_id
-                          where k.method is distinct from 'nir'),
-            pairs as (select l.unique_id as sid, max(({reach})::int) as reached, {per_rule}
-                      from todo l join sig_eval e on e.signature = l.unique_id
-                      join reg_truth t on t.true_nir = e.true_nir join reg r on r.nir = t.register_nir
-                      group by l.unique_id)
-            select count(*), sum(reached), {", ".join(f'sum("{n}")' for n in names)} from pairs""").fetchone()
-        report["blocking"] = {"signatures_to_model": int(r[0] or 0), "true_pair_reached": int(r[1] or 0),
-                              "reach": (r[1] or 0) / r[0] if r[0] else 1.0,
-                              "reached_by_rule": {n: int(v or 0) for n, v in zip(names, r[2:])}}
-    # register duplicates: pairs of register rows of one true person
-    if (link_dir / "clusters.parquet").exists():
-        con.execute(f"create view cl as select * from read_parquet('{link_dir / 'clusters.parquet'}')")
-        con.execute(f"create view regall as select * from read_parquet('{link_dir}/register/*.parquet')")
-        true_pairs = con.execute("""select count(*) from reg_truth a join reg_truth b on a.true_nir = b.true_nir
-                                    and a.register_nir < b.register_nir""").fetchone()[0]
-        found = con.execute("""select sum((ta.true_nir = tb.true_nir)::int), count(*) from cl a join cl b
-            on a.cluster = b.cluster and a.unique_id < b.unique_id
-            join regall ra on ra.unique_id = a.unique_id join regall rb on rb.unique_id = b.unique_id
-            join reg_truth ta on ta.register_nir = ra.nir join reg_truth tb on tb.register_nir = rb.nir""").fetchone()
-        tp = int(found[0] or 0)
-        report["register_duplicates"] = _scores(tp, int(found[1] or 0) - tp, int(true_pairs) - tp)
-    con.close()
-    return report
+            def one(r):
+                return {**_scores(int(r[0] or 0), int(r[1] or 0), int(r[2] or 0)), "ambiguous": int(r[3] or 0),
+                        "unlinked": int(r[4] or 0)}
+
+            return {r[0]: one(r[1:]) for r in rows} if group else one(rows[0])
+
+        report: dict[str, Any] = {
+            "signatures": measure("sig_eval"),
+            "rows": measure("row_eval"),
+            "signatures_by_nir_status": measure("sig_eval", "nir_status"),
+            "rows_by_nir_status": measure("row_eval", "nir_status"),
+        }
+        # blocking reach: signatures left to the model whose true register row some rule pairs them with
+        if model is not None and (link_dir / "signatures").exists():
+            con.execute(f"create view sigs as select * from read_parquet('{_sql_path(link_dir)}/signatures/*.parquet')")
+            con.execute(f"create view reg as select * from read_parquet('{_sql_path(link_dir)}/register/*.parquet')")
+            reach = " OR ".join(f"coalesce(({b.sql}), false)" for b in model.blocking)
+            per_rule = ", ".join(f"max(coalesce(({b.sql}), false)::int) as \"{b.name}\"" for b in model.blocking)
+            names = [b.name for b in model.blocking]
+            r = con.execute(f"""
+                with todo as (select s.* from sigs s join links k on k.signature = s.unique_id
+                              where k.method is distinct from 'nir'),
+                pairs as (select l.unique_id as sid, max(({reach})::int) as reached, {per_rule}
+                          from todo l join sig_eval e on e.signature = l.unique_id
+                          join reg_truth t on t.true_nir = e.true_nir join reg r on r.nir = t.register_nir
+                          group by l.unique_id)
+                select count(*), sum(reached), {", ".join(f'sum("{n}")' for n in names)} from pairs""").fetchone()
+            report["blocking"] = {"signatures_to_model": int(r[0] or 0), "true_pair_reached": int(r[1] or 0),
+                                  "reach": (r[1] or 0) / r[0] if r[0] else 1.0,
+                                  "reached_by_rule": {n: int(v or 0) for n, v in zip(names, r[2:])}}
+        # register duplicates: pairs of register rows of one true person
+        if (link_dir / "clusters.parquet").exists():
+            con.execute(f"create view cl as select * from read_parquet('{_sql_path(link_dir / 'clusters.parquet')}')")
+            con.execute(f"create view regall as select * from read_parquet('{_sql_path(link_dir)}/register/*.parquet')")
+            true_pairs = con.execute("""select count(*) from reg_truth a join reg_truth b on a.true_nir = b.true_nir
+                                        and a.register_nir < b.register_nir""").fetchone()[0]
+            found = con.execute("""select sum((ta.true_nir = tb.true_nir)::int), count(*) from cl a join cl b
+                on a.cluster = b.cluster and a.unique_id < b.unique_id
+                join regall ra on ra.unique_id = a.unique_id join regall rb on rb.unique_id = b.unique_id
+                join reg_truth ta on ta.register_nir = ra.nir join reg_truth tb on tb.register_nir = rb.nir""").fetchone()
+            tp = int(found[0] or 0)
+            report["register_duplicates"] = _scores(tp, int(found[1] or 0) - tp, int(true_pairs) - tp)
+        return report
+    finally:
+        con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -75,16 +76,45 @@ def model_train(
     emit(info, output, lambda d: typer.echo(f"trained {spec.name!r} -> {out} (charts: {', '.join(d['charts'])})"))
 
 
+_DECISION_MEANING = {
+    "threshold": "match probability a signature's best person needs to be linked",
+    "margin": "bits of match weight the best person must lead the runner-up by",
+}
+
+
+def _weight(p: float) -> float:
+    """The match weight of a probability: log2(p / (1 - p))."""
+    return math.log2(p / (1 - p))
+
+
+def _level_cells(null: bool, m: float | None, u: float | None) -> tuple[str, str, str]:
+    """m, u and match weight of one level as printed: never an empty cell."""
+    if null:
+        return "n/a (null level)", "n/a (null level)", "null level: no weight"
+    m_s = "untrained" if m is None else f"{m:.6g}"
+    u_s = "untrained" if u is None else f"{u:.6g}"
+    if m is None or u is None:
+        w = "untrained"
+    elif u == 0:
+        w = "+inf (u = 0)" if m > 0 else "undefined (m = u = 0)"
+    elif m == 0:
+        w = "-inf (m = 0)"
+    else:
+        w = f"{math.log2(m / u):+.2f}"
+    return m_s, u_s, w
+
+
 @model_app.command("show")
 @handle_errors
 def model_show(
     model: str = typer.Argument("identity", help="Model file or built-in name."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Comparisons, levels and (when trained) m, u and match weights; blocking rules; decision thresholds."""
+    """Comparisons and their levels in order with m, u and match weight log2(m/u); the prior and its
+    weight; blocking rules; decision thresholds."""
     spec = _model(model, "identity")
     trained = spec.settings() if spec.trained else None
-    rows = []
+    rows, null_levels = [], []
     for i, comp in enumerate(spec.comparisons):
         levels = trained["comparisons"][i]["comparison_levels"] if trained else [None] * len(comp.levels)
         for lv, tl in zip(comp.levels, levels):
@@ -93,22 +123,61 @@ def model_show(
             w = math.log2(m / u) if m and u else None
             rows.append({"comparison": comp.name, "level": lv.label, "m": m, "u": u, "weight": w,
                          "tf": lv.tf_column})
+            null_levels.append(lv.null)
+    prior = trained["probability_two_random_records_match"] if trained else None
     data = {"name": spec.name, "link_type": spec.link_type, "trained": spec.trained,
-            "probability_two_random_records_match": trained["probability_two_random_records_match"] if trained else None,
+            "probability_two_random_records_match": prior,
+            "prior_match_weight": _weight(prior) if prior is not None and 0 < prior < 1 else None,
             "levels": rows, "blocking": [{"name": b.name, "sql": b.sql} for b in spec.blocking],
             "decision": spec.decision}
 
     def render(d):
-        typer.echo(f"model {d['name']} ({d['link_type']}, {'trained' if d['trained'] else 'untrained'})")
-        if d["trained"]:
-            typer.echo(f"  probability two random records match: {d['probability_two_random_records_match']:.3g}")
-        for r in d["levels"]:
-            w = f"{r['weight']:+7.2f}" if r["weight"] is not None else "       "
-            typer.echo(f"  {r['comparison']:<12} {r['level']:<45} {w}" + (f"  tf({r['tf']})" if r["tf"] else ""))
-        typer.echo("  blocking rules:")
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(width=max(Console().width, 240), highlight=False)
+        console.print(f"model {d['name']} ({d['link_type']}, {'trained' if d['trained'] else 'untrained'})")
+        p = d["probability_two_random_records_match"]
+        if p is None:
+            console.print("prior (probability two random records match): untrained")
+        else:
+            w = d["prior_match_weight"]
+            console.print(f"prior (probability two random records match): {p:.6g}, match weight "
+                          f"log2(p/(1-p)) = {'n/a' if w is None else f'{w:+.2f}'}")
+        console.print("\ncomparison levels, in the order they are tried (the first that applies counts); "
+                      "match weight = log2(m/u), added to the prior's:")
+        levels = Table(box=box.SQUARE)
+        for col, just in (("comparison", "left"), ("#", "right"), ("level", "left"), ("m", "right"),
+                          ("u", "right"), ("match weight", "right"), ("term frequency", "left")):
+            levels.add_column(col, justify=just, no_wrap=True)
+        rs = d["levels"]
+        for j, (r, null) in enumerate(zip(rs, null_levels)):
+            k = 0 if j == 0 or rs[j - 1]["comparison"] != r["comparison"] else k + 1
+            m_s, u_s, w_s = _level_cells(null, r["m"], r["u"])
+            levels.add_row(r["comparison"], str(k), r["level"], m_s, u_s, w_s,
+                           f"adjusted on {r['tf']}" if r["tf"] else "none",
+                           end_section=j == len(rs) - 1 or rs[j + 1]["comparison"] != r["comparison"])
+        console.print(levels)
+        console.print("blocking rules (a pair is scored when any rule admits it):")
+        blocking = Table(box=box.SQUARE)
+        blocking.add_column("rule", no_wrap=True)
+        blocking.add_column("condition", no_wrap=True)
         for b in d["blocking"]:
-            typer.echo(f"    {b['name']:<24} {b['sql']}")
-        typer.echo(f"  decision: {d['decision']}")
+            blocking.add_row(b["name"], b["sql"])
+        console.print(blocking)
+        console.print("decision:")
+        decision = Table(box=box.SQUARE)
+        for col in ("setting", "value", "meaning"):
+            decision.add_column(col, no_wrap=True)
+        for key, value in d["decision"].items():
+            meaning = _DECISION_MEANING.get(key, "(see the model file's decision section)")
+            if key == "threshold" and isinstance(value, (int, float)) and 0 < value < 1:
+                meaning += f" (match weight {_weight(value):+.2f})"
+            decision.add_row(key, json.dumps(value), meaning)
+        if not d["decision"]:
+            decision.add_row("(none)", "n/a", "the model file sets no decision thresholds: the link defaults apply")
+        console.print(decision)
 
     emit(data, output, render)
 
@@ -119,31 +188,53 @@ def evaluate(
     link_dir: Path = typer.Option(..., "--links", help="A link stage output (job_dir/link)."),
     rows: Path = typer.Option(..., "--rows", help="The ingest stage output the links were made from."),
     truth: Path = typer.Option(..., "--truth", help="Truth dataset (nirlink synth's truth/)."),
+    memory_limit: str = typer.Option("4GB", "--memory-limit", help="DuckDB memory limit (e.g. 4GB, 500MB); "
+                                                                    "beyond it DuckDB spills to disk."),
+    temp_dir: Path = typer.Option(None, "--temp-dir", help="Where the temporary files go (removed afterwards); "
+                                                           "default: the system's temporary directory."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status."""
+    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status;
+    ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates."""
     from nirlink.engine.stages._link import ingested_files
     from nirlink.linkage import load_model
     from nirlink.linkage._evaluate import evaluate as run
 
     files = ingested_files(rows)
     model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
-    report = run(link_dir, files["career"] + files["resource"], truth, model=model)
+    report = run(link_dir, files["career"] + files["resource"], truth, model=model, memory_limit=memory_limit,
+                 temp_dir=temp_dir)
 
     def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("level", "NIR status", "precision", "recall", "F1", "true pos.", "false pos.", "false neg.",
+                    "ambiguous", "unlinked"):
+            table.add_column(col, justify="left" if col in ("level", "NIR status") else "right", no_wrap=True)
         for level in ("signatures", "rows"):
-            s = r[level]
-            typer.echo(f"{level:<11} precision {s['precision']:.5f}  recall {s['recall']:.5f}  F1 {s['f1']:.5f}  "
-                       f"(tp {s['true_positives']:,}, fp {s['false_positives']:,}, fn {s['false_negatives']:,}, "
-                       f"ambiguous {s['ambiguous']:,})")
-        for status, s in r["signatures_by_nir_status"].items():
-            typer.echo(f"  {status:<16} precision {s['precision']:.5f}  recall {s['recall']:.5f}")
+            groups = [("all", r[level]), *r[f"{level}_by_nir_status"].items()]
+            for i, (status, s) in enumerate(groups):
+                table.add_row(level if i == 0 else "", status or "(none)", f"{s['precision']:.5f}",
+                              f"{s['recall']:.5f}", f"{s['f1']:.5f}", f"{s['true_positives']:,}",
+                              f"{s['false_positives']:,}", f"{s['false_negatives']:,}", f"{s['ambiguous']:,}",
+                              f"{s['unlinked']:,}", end_section=i == len(groups) - 1)
+        console = Console(width=max(200, Console().width), highlight=False)
+        console.print("links against the truth (false negatives = ambiguous + unlinked):")
+        console.print(table)
         if "blocking" in r:
             b = r["blocking"]
-            typer.echo(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
-                       f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,})")
+            console.print(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
+                          f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,}); by rule: "
+                          + ", ".join(f"{n} {v:,}" for n, v in b["reached_by_rule"].items()), highlight=False)
+        else:
+            console.print("blocking reach: not measured (no model.json or signatures/ in the link directory)",
+                          highlight=False)
         if "register_duplicates" in r:
             d = r["register_duplicates"]
-            typer.echo(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f}")
+            console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
+                          f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
+                          f"fn {d['false_negatives']:,})", highlight=False)
 
     emit(report, output, render)
