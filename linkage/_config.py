@@ -26,12 +26,16 @@ class LinkConfig:
 
     def __init__(self, *, signature_buckets: int = 8, rows_per_scoring_task: int = 200_000,
                  duckdb_threads: int = 1, duckdb_memory_limit: str | None = "2GB", prediction_floor: float = 0.01,
-                 today_year: int = 2026):
+                 today_year: int = 2026, evidence_floor: float | None = 0.0):
         self.signature_buckets = signature_buckets
         self.rows_per_scoring_task = rows_per_scoring_task
         self.duckdb_threads = duckdb_threads
         self.duckdb_memory_limit = duckdb_memory_limit
         self.prediction_floor = prediction_floor
+        # candidates of the identity pipeline are kept from this many bits of evidence (their
+        # Bayes factor, prior excluded) rather than from a probability, which would shrink
+        # with the register's size
+        self.evidence_floor = evidence_floor
         self.today_year = today_year
 
 

@@ -10,13 +10,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nirlink.kernels import ModelError
+
 from ._buckets import read_bucket
 from ._config import LinkConfig
-from ._model import ModelSpec
+from ._model import ModelSpec, prior_bits
 from ._scoring import CANDIDATE_SCHEMA
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["STATUS", "METHODS", "LINK_SCHEMA", "CANDIDATE_RANK_SCHEMA", "CLERICAL_SCHEMA", "CANDIDATES_KEPT", "decide"]
+__all__ = ["STATUS", "METHODS", "LINK_SCHEMA", "CANDIDATE_RANK_SCHEMA", "CLERICAL_SCHEMA", "CANDIDATES_KEPT",
+           "DECISION_RULE", "decide", "decision_rule"]
 
 STATUS = ("linked", "ambiguous", "unlinked")
 METHODS = ("nir", "model", "clerical")
@@ -32,6 +35,8 @@ LINK_SCHEMA = pa.schema([
     pa.field("status", pa.string(), nullable=False),
     pa.field("nir_status", pa.string()),
     pa.field("rows", pa.int64(), nullable=False),
+    pa.field("evidence", pa.float64()),  # bits: match_weight without the prior (null for 'nir' links)
+    pa.field("runner_up_evidence", pa.float64()),
 ])
 
 
@@ -43,6 +48,7 @@ CANDIDATE_RANK_SCHEMA = pa.schema([
     pa.field("register_id", pa.int64(), nullable=False),
     pa.field("register_nir", pa.string(), nullable=False),
     pa.field("method", pa.string(), nullable=False),
+    pa.field("evidence", pa.float64()),  # bits, prior excluded; null for a deterministic link
     pa.field("match_weight", pa.float64(), nullable=False),
     pa.field("match_probability", pa.float64(), nullable=False),
     pa.field("rule", pa.int16(), nullable=False),
@@ -53,33 +59,47 @@ CLERICAL_SCHEMA = pa.schema([
     pa.field("register_nir", pa.string()),
 ])
 
-# Candidates merged per person (register duplicates clustered into one person), ranked.
+# Candidates merged per person (register duplicates clustered into one person), ranked by
+# evidence: the comparisons' Bayes factor in bits, the match weight without the prior
+# (deterministic links: +inf).
 _RANKED_SQL = """
 create temp table ranked as
 with cand as (
   select c.signature, coalesce(k.person, c.register_nir) as person, c.register_id, c.register_nir,
-         c.match_probability, c.match_weight, c.rule, case when c.rule < 0 then 'nir' else 'model' end as method
+         c.match_probability, c.match_weight, c.rule, case when c.rule < 0 then 'nir' else 'model' end as method,
+         case when c.rule < 0 then 'inf'::double else c.match_weight - ({prior_bits}) end as e
   from c left join k on k.unique_id = c.register_id),
 per_person as (
-  select signature, person, max(match_probability) as p, max(match_weight) as w,
-         arg_max(register_nir, match_probability) as register_nir, arg_max(register_id, match_probability) as register_id,
-         arg_max(method, match_probability) as method, arg_max(rule, match_probability) as rule
+  select signature, person, max(e) as e, max(match_weight) as w, max(match_probability) as splink_p,
+         arg_max(register_nir, e) as register_nir, arg_max(register_id, e) as register_id,
+         arg_max(method, e) as method, arg_max(rule, e) as rule
   from cand group by signature, person)
-select *, row_number() over (partition by signature order by p desc, w desc, person) as rk,
-       count(*) over (partition by signature) as n
+select *, row_number() over (partition by signature order by e desc, person) as rk,
+       count(*) over (partition by signature) as n, max(e) over (partition by signature) as e_max
 from per_person
 """
 
 _DECIDE_SQL = """
-with best as (
-  select b.signature, b.person, b.register_nir, b.method, b.p, b.w, b.n, s.p as p2, s.w as w2
-  from ranked b left join ranked s on s.signature = b.signature and s.rk = 2
+with shares as (
+  -- 2**(e - e_max) summed over the candidates, and the 'none' option's 2**(none - e_max)
+  select *, sum(case when e = e_max then 1.0 else pow(2.0, greatest(e - e_max, -1074)) end)
+              over (partition by signature) as z,
+         case when e_max = 'inf'::double then 0.0 else pow(2.0, least({none_weight} - e_max, 1023)) end as z0
+  from ranked),
+best as (
+  select b.signature, b.person, b.register_nir, b.method, b.e, b.w, b.n, b.z, b.z0, s.e as e2
+  from shares b left join shares s on s.signature = b.signature and s.rk = 2
   where b.rk = 1),
 decided as (
-  select *, case
-    when p >= {threshold} and (p2 is null or w - w2 >= {margin} or method = 'nir') then 'linked'
-    when p >= {threshold} then 'ambiguous'
-    else 'unlinked' end as status
+  select *, 1.0 / (z + z0) as p,
+         case when e2 is null then null when e2 = 'inf'::double then 1.0 / (z + z0)
+              else pow(2.0, greatest(e2 - e, -1074)) / (z + z0) end as p2,
+         1.0 / (1.0 + z0) as p_alone,
+         case
+           when method = 'nir' then 'linked'
+           when 1.0 / (z + z0) >= {threshold} and (e2 is null or e - e2 >= {margin}) then 'linked'
+           when 1.0 / (1.0 + z0) >= {threshold} then 'ambiguous'
+           else 'unlinked' end as status
   from best)
 select g.unique_id as signature,
        case when d.signature is not null then coalesce(k.person, d.register_nir)
@@ -91,15 +111,32 @@ select g.unique_id as signature,
        coalesce(x.n, 0)::int as candidates,
        case when d.signature is not null then (case when d.register_nir is null then 'unlinked' else 'linked' end)
             else coalesce(x.status, 'unlinked') end as status,
-       g.nir_status, g.rows
+       g.nir_status, g.rows,
+       case when x.e = 'inf'::double then null else x.e end as evidence,
+       case when x.e2 = 'inf'::double then null else x.e2 end as runner_up_evidence
 from g left join decided x on x.signature = g.unique_id
 left join d on d.signature = g.unique_id
 left join k on k.unique_id = d.register_id
 """
+DECISION_RULE = ("clerical decisions first; then deterministic 'nir' links stand; otherwise, per signature, the "
+                 "candidates' evidence e (match weight minus the prior's log-odds: the comparisons' Bayes factor in "
+                 "bits, independent of the register's size), best per person; linked when the best person's share "
+                 "p = 2**e1 / (2**none_weight + sum of 2**e over the candidates) >= threshold and e1 - e2 >= margin "
+                 "bits over the runner-up; ambiguous when 2**e1 / (2**none_weight + 2**e1) >= threshold but not "
+                 "linked; else unlinked. match_probability is p, runner_up_probability the runner-up's share.")
 
 
-def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Table, threshold: float,
-                   margin: float) -> dict[str, int]:
+def decision_rule(model: ModelSpec) -> dict[str, float]:
+    """The decision's parameters (model section ``decision``) and the trained prior's log-odds."""
+    d = model.decision
+    if d.get("rule", "evidence") != "evidence":
+        raise ModelError(f"model {model.name!r}: unknown decision rule {d.get('rule')!r} (known: 'evidence')")
+    return {"threshold": float(d.get("threshold", 0.9)), "margin": float(d.get("margin", 5.0)),
+            "none_weight": float(d.get("none_weight", 8.0)), "prior_bits": prior_bits(model)}
+
+
+def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Table,
+                   rule: dict[str, float]) -> dict[str, int]:
     import duckdb
 
     w = Path(work)
@@ -112,10 +149,12 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Tabl
     con.register("c", cands)
     con.register("k", clusters)
     con.register("d", clerical)
-    con.execute(_RANKED_SQL)
-    links = con.sql(_DECIDE_SQL.format(threshold=threshold, margin=margin)).to_arrow_table()
+    values = {k: repr(float(v)) for k, v in rule.items()}
+    con.execute(_RANKED_SQL.format(**values))
+    links = con.sql(_DECIDE_SQL.format(**values)).to_arrow_table()
     kept = con.sql(f"""select signature, rk::tinyint as rank, person, register_id, register_nir, method,
-                              w as match_weight, p as match_probability, rule
+                              case when e = 'inf'::double then null else e end as evidence,
+                              w as match_weight, splink_p as match_probability, rule
                        from ranked where rk <= {CANDIDATES_KEPT} order by signature, rk""").to_arrow_table()
     con.close()
     links = links.sort_by("signature").select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
@@ -153,12 +192,11 @@ def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, clerical: pa.Table 
     clusters = pq.read_table(work / "clusters.parquet") if (work / "clusters.parquet").exists() else \
         pa.table({"unique_id": pa.array([], pa.int64()), "person": pa.array([], pa.string())})
     clusters = clusters.select(["unique_id", "person"])
-    threshold = float(model.decision.get("threshold", 0.9))
-    margin = float(model.decision.get("margin", 5.0))
+    rule = decision_rule(model)
     shared = share(client, clusters)
     clerical = clerical if clerical is not None else CLERICAL_SCHEMA.empty_table()
     shared_clerical = share(client, clerical)
-    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, shared_clerical, threshold, margin)
+    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, shared_clerical, rule)
                                              for b in range(cfg.signature_buckets)], name="decide", progress=progress)
     total = Counter()
     for r in res:
@@ -171,4 +209,6 @@ def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, clerical: pa.Table 
             by.setdefault(status, {})[what] = v
         else:
             flat[k] = v
-    return {"threshold": threshold, "margin_bits": margin, **flat, "by_nir_status": by}
+    return {"rule": DECISION_RULE, "threshold": rule["threshold"], "margin_bits": rule["margin"],
+            "none_weight_bits": rule["none_weight"], "prior_log2_odds": rule["prior_bits"], **flat,
+            "by_nir_status": by}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from nirlink.kernels import ModelError
 
 __all__ = ["Level", "Comparison", "Blocking", "ModelSpec", "identity_model", "register_model", "MODEL_FORMAT",
-           "load_model", "save_model"]
+           "load_model", "save_model", "prior_bits", "evidence_floor_probability"]
 
 MODEL_FORMAT = "nirlink-model/1"
 
@@ -162,6 +163,18 @@ class ModelSpec:
                    data.get("decision", {}), data.get("splink"))
 
 
+def prior_bits(model: ModelSpec) -> float:
+    """log2 of the prior odds lambda / (1 - lambda) of a trained model."""
+    lam = float(model.settings()["probability_two_random_records_match"])
+    return math.log2(lam / (1.0 - lam))
+
+
+def evidence_floor_probability(model: ModelSpec, evidence_floor: float) -> float:
+    """The match probability of a pair whose evidence is ``evidence_floor`` bits under the
+    model's prior: scoring keeps pairs above it, so what is kept does not depend on N."""
+    return 1.0 / (1.0 + 2.0 ** (-(evidence_floor + prior_bits(model))))
+
+
 def save_model(model: ModelSpec, path: str | Path) -> None:
     Path(path).write_text(json.dumps(model.to_json(), indent=2) + "\n", encoding="utf-8")
 
@@ -190,11 +203,11 @@ def _jw(a: str, b: str, t: float) -> str:
     return f"jaro_winkler_similarity(l.{a}, r.{b}) >= {t}"
 
 
-# The declared NIR shares nothing with the register's beyond chance: the 'else' level of the
-# NIR comparison. Fields the records side derives from that NIR (sex, birth place) then say
-# nothing independent, and counting them again would triple the NIR's weight.
-_UNRELATED = ("(l.nir_body IS NOT NULL AND r.nir_body IS NOT NULL "
-              "AND substr(l.nir_body, 1, 7) <> substr(r.nir_body, 1, 7) AND levenshtein(l.nir_body, r.nir_body) > 2)")
+# No sex or birth-place comparison: on the records side both come from the declared NIR, so
+# they are NULL when it is missing or unrelated to the register's, and otherwise repeat what
+# the NIR comparison already says (double counting; worse, their u sampled among random
+# pairs whose NIRs happen to be related made "same department" a -12.6-bit veto on every
+# transposition in the commune digits). See the training recipe's nir levels.
 
 IDENTITY_COMPARISONS = (
     Comparison("surname", (
@@ -232,11 +245,6 @@ IDENTITY_COMPARISONS = (
         Level("year only", "l.birth_year = r.birth_year"),
         ELSE,
     ), "Birth date (unknown month or day never match: they compare as different)"),
-    Comparison("sex", (Level("missing, or carried by an unrelated NIR", f"l.sex IS NULL OR r.sex IS NULL OR {_UNRELATED}",
-                             null=True),
-                       Level("exact", "l.sex = r.sex"), ELSE),
-               "Sex. On the records side it comes from the declared NIR, so when that NIR is unrelated to the "
-               "register's (another person's number) it is no evidence of its own: it compares as missing."),
     Comparison("nir", (
         Level("missing", "l.nir_body IS NULL", null=True),
         Level("body exact", "l.nir_body = r.nir_body"),
@@ -245,14 +253,6 @@ IDENTITY_COMPARISONS = (
         Level("same sex, year, month, department", "substr(l.nir_body, 1, 7) = substr(r.nir_body, 1, 7)"),
         ELSE,
     ), "Declared NIR (13-character body, whatever its key) against the register NIR"),
-    Comparison("birth_place", (
-        Level("missing, or carried by an unrelated NIR",
-              f"l.birth_place IS NULL OR r.birth_place IS NULL OR {_UNRELATED}", null=True),
-        Level("exact", "l.birth_place = r.birth_place"),
-        Level("same department", "substr(l.birth_place, 1, 2) = substr(r.birth_place, 1, 2)"),
-        ELSE,
-    ), "Birth place (INSEE code; from the declared NIR on the records side, hence missing when that NIR "
-       "is unrelated to the register's)"),
 )
 
 IDENTITY_BLOCKING = (
@@ -283,7 +283,7 @@ def identity_model() -> ModelSpec:
         blocking=IDENTITY_BLOCKING,
         training={
             "sample_max_register_rows": 300_000,
-            "u_max_pairs": 2_000_000,
+            "u_max_pairs": 3_000_000,
             "deterministic_rules": ["l.nir_body = r.nir_body AND l.last_name_key = r.last_name_key "
                                     "AND l.birth_year = r.birth_year"],
             "deterministic_recall": 0.85,
@@ -293,10 +293,25 @@ def identity_model() -> ModelSpec:
             # NIR (a spouse's, a colleague's): a few per thousand declarations
             "m_floor": 1e-4,
             "m_floors": {"nir": {"different": 0.003}},
+            # The declared NIR's levels are too rare among a sample's matches for EM (one edit:
+            # m driven to the floor in 2 runs of 3) and among random pairs for u sampling (u
+            # never observed: null). m is fixed from operational error rates of declared NIRs
+            # (per declaration carrying a NIR: transposed digits or one mistyped digit ~0.5%,
+            # another person's NIR ~0.3%, two mistakes rarer; the rest, wrong key and missing key
+            # included, is the right body), u is counted exactly on the register (`u_exact`:
+            # pairs of a register sample against the whole register, blocked on three segments
+            # of the body), so neither depends on the sample.
+            "m_fixed": {"nir": {"body exact": 0.9907, "one edit or transposition": 0.0053, "two edits": 0.0005,
+                                "same sex, year, month, department": 0.0005, "different": 0.003}},
+            "u_exact": ["nir"],
+            "u_exact_sample": 20_000,
         },
-        # linked: probability >= threshold and the best person ahead of the runner-up by
-        # at least `margin` bits of match weight (2**5 = 32 times more likely)
-        decision={"threshold": 0.9, "margin": 5.0},
+        # Decision among a signature's candidates (register clusters merged), on the evidence
+        # e = match weight - log2(lambda / (1 - lambda)) (the comparisons' Bayes factor, which
+        # does not depend on the register's size as the prior lambda does): the best person's
+        # share of 2**e among the candidates and a 'none' option of weight `none_weight` bits
+        # must reach `threshold`, and it must lead the runner-up by `margin` bits.
+        decision={"rule": "evidence", "none_weight": 8.0, "threshold": 0.9, "margin": 5.0},
     )
 
 

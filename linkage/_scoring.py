@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ._buckets import key_hash, read_bucket, write_buckets
 from ._config import LinkConfig
-from ._model import ModelSpec
+from ._model import ModelSpec, evidence_floor_probability
 from ._tasks import Progress, run_tasks, share
 
 __all__ = ["CANDIDATE_SCHEMA", "partition_groups", "score_rules"]
@@ -89,8 +89,11 @@ def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], buck
     right = None if dedupe else read_bucket(base / "right", bucket, schema)
     if left.num_rows == 0 or (right is not None and right.num_rows == 0):
         return {}
+    floor = cfg.prediction_floor
+    if sig_buckets is not None and cfg.evidence_floor is not None:  # identity candidates: a floor on evidence
+        floor = evidence_floor_probability(model, cfg.evidence_floor)
     pred = predict_rules(model, rules, left, right, tf, threads=cfg.duckdb_threads,
-                         memory_limit=cfg.duckdb_memory_limit, threshold=cfg.prediction_floor)
+                         memory_limit=cfg.duckdb_memory_limit, threshold=floor)
     per_rule = Counter(pred.column("rule").to_pylist())
     if pred.num_rows == 0:
         return {}

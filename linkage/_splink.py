@@ -25,8 +25,8 @@ from nirlink.kernels import ModelError
 
 from ._model import ModelSpec
 
-__all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "predict_rules", "predict_all", "rule_sql",
-           "PREDICTION_SCHEMA"]
+__all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "fix_levels", "fill_null_u", "predict_rules",
+           "predict_all", "rule_sql", "PREDICTION_SCHEMA"]
 
 PREDICTION_SCHEMA = pa.schema([
     pa.field("unique_id_l", pa.int64(), nullable=False),
@@ -110,19 +110,22 @@ def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[
 
 
 def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
-          threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None) -> dict:
+          threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None,
+          fixed_u: dict[str, dict[str, float]] | None = None) -> dict:
     """Train the model on a sample and return its Splink settings (plain Splink loads them).
 
     u by random sampling, the probability that two random records match from deterministic
     rules (rescaled to the full sizes when training ran on a subset), m by expectation
-    maximisation over the recipe's blocking rules.
+    maximisation over the recipe's blocking rules. Levels of the recipe's ``m_fixed`` and of
+    ``fixed_u`` (u counted outside Splink, see _training.exact_u) keep those values throughout.
     """
     from splink import block_on
 
     t = model.training
     tables = [left] if right is None else [left, right]
+    base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
     with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
-        linker, _ = make_linker(con, model.splink_settings(), tables, tf)
+        linker, _ = make_linker(con, base, tables, tf)
         rules = t.get("deterministic_rules", [])
         if rules:
             linker.training.estimate_probability_two_random_records_match(rules, recall=t.get("deterministic_recall", 0.8))
@@ -133,6 +136,7 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
                                                                                record_sample_proportion=1.0)
         settings = linker.misc.save_model_to_json()
     apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
+    fill_null_u(settings, float(t.get("u_max_pairs", 1e6)))
     if full_sizes is not None:
         # the sample keeps every match of its records, so lambda scales with the pair count
         n_left, n_right = left.num_rows, (right.num_rows if right is not None else left.num_rows)
@@ -141,6 +145,34 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
         settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if right is not None \
             else lam * (n_left / max(big_left, 1))
     return settings
+
+
+def fix_levels(settings: dict, m_fixed: dict[str, dict[str, float]], u_fixed: dict[str, dict[str, float]]) -> dict:
+    """Set and freeze (Splink's fix_m_probability / fix_u_probability) the m and u of the
+    levels named in ``m_fixed[comparison][label]`` and ``u_fixed[comparison][label]``."""
+    for comp in settings.get("comparisons", []):
+        name = comp.get("output_column_name")
+        for lv in comp["comparison_levels"]:
+            if lv.get("is_null_level"):
+                continue
+            label = lv.get("label_for_charts")
+            if label in m_fixed.get(name, {}):
+                lv["m_probability"] = float(m_fixed[name][label])
+                lv["fix_m_probability"] = True
+            if label in u_fixed.get(name, {}):
+                lv["u_probability"] = float(u_fixed[name][label])
+                lv["fix_u_probability"] = True
+    return settings
+
+
+def fill_null_u(settings: dict, pairs: float) -> None:
+    """A level no sampled random pair fell into gets u = 1 / (2 * pairs) (half a pair) instead
+    of null: Splink would otherwise give it a default u and a meaningless weight (the NIR's
+    'one edit' level weighed -4 bits with u null)."""
+    for comp in settings.get("comparisons", []):
+        for lv in comp["comparison_levels"]:
+            if not lv.get("is_null_level") and lv.get("u_probability") is None:
+                lv["u_probability"] = 0.5 / max(pairs, 1.0)
 
 
 def apply_m_floors(settings: dict, default: float, per_level: dict[str, dict[str, float]]) -> None:
@@ -157,6 +189,8 @@ def apply_m_floors(settings: dict, default: float, per_level: dict[str, dict[str
         if not levels:
             continue
         specific = per_level.get(name, {})
+        if any(lv.get("fix_m_probability") for lv in levels):
+            continue  # m fixed by the recipe: neither floored nor renormalised
         for lv in levels:
             floor = max(default, specific.get(lv.get("label_for_charts"), 0.0))
             lv["m_probability"] = max(lv["m_probability"], floor)

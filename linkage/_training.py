@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._config import LinkConfig
+from ._exact_u import exact_u
 from ._frequencies import global_tf
 from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS
@@ -48,8 +49,10 @@ def _pick_years(counts: dict[int, int], max_rows: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, full_sizes):
-    return train(model, left, right, tf, threads=threads, memory_limit=memory_limit, full_sizes=full_sizes)
+def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, full_sizes,
+                fixed_u=None):
+    return train(model, left, right, tf, threads=threads, memory_limit=memory_limit, full_sizes=full_sizes,
+                 fixed_u=fixed_u)
 
 
 def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, client=None,
@@ -80,11 +83,21 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
             full = (n_right_full, n_right_full) if len(years) < len(counts) else None
             left = right
             args = (model, right, None, tf_all[name], cfg.duckdb_threads, cfg.duckdb_memory_limit, full)
+        fixed_u, u_info = {}, {}
+        for comp in model.training.get("u_exact", []):
+            res = run_tasks(client, exact_u, [(model, comp, reg_files)], name=f"u-{name}-{comp}", progress=progress,
+                            kwargs=dict(sample=int(model.training.get("u_exact_sample", 50_000)),
+                                        seed=int(model.training.get("seed", 42)), threads=cfg.duckdb_threads,
+                                        memory_limit=cfg.duckdb_memory_limit))[0]
+            fixed_u[comp] = res["u"]
+            u_info[comp] = res
+        args = (*args, fixed_u)
         settings = run_tasks(client, _train_task, [tuple(share(client, a) if isinstance(a, pa.Table) else a
                                                          for a in args)], name=f"train-{name}", progress=progress)[0]
         model.splink = settings
         info[name] = {"sample_years": years, "sample_left_rows": left.num_rows, "sample_right_rows": right.num_rows,
-                      "probability_two_random_records_match": settings["probability_two_random_records_match"]}
+                      "probability_two_random_records_match": settings["probability_two_random_records_match"],
+                      **({"u_exact": u_info} if u_info else {})}
     return {"training": info, "tf": tf_all}
 
 

@@ -252,3 +252,55 @@ def test_general_front_dedupes_a_csv(tmp_path, synth_small):
     assert (tmp_path / "out" / "model.json").exists() and list((tmp_path / "out").glob("model.*.html"))
     with pytest.raises(ModelError, match="needs two inputs"):
         link_datasets(identity_model(), [str(csv)], tmp_path / "out2")
+
+
+# ------------------------------------------------------------------ decisions do not depend on the register's size
+
+
+def _decide_on(tmp: Path, cands: pa.Table, prior: float) -> pa.Table:
+    """decide() on hand-made candidates (one signature bucket), under a model whose trained prior is ``prior``."""
+    from nirlink.linkage._buckets import key_hash, write_buckets
+    from nirlink.linkage._decisions import decide
+    from nirlink.linkage._scoring import CANDIDATE_SCHEMA
+
+    sigs = np.unique(cands.column("signature").to_numpy())
+    (tmp / "signatures").mkdir(parents=True)
+    pq.write_table(pa.table({"unique_id": pa.array(sigs), "nir_status": pa.array(["missing"] * len(sigs)),
+                             "rows": pa.array(np.ones(len(sigs), np.int64))}), tmp / "signatures" / "part-00000.parquet")
+    # Splink's match weight of the same evidence under this prior
+    lo = np.log2(prior / (1 - prior))
+    e = cands.column("evidence").to_numpy()
+    c = pa.table({"signature": cands.column("signature"), "register_id": cands.column("register_id"),
+                  "register_nir": cands.column("register_nir"), "match_weight": pa.array(e + lo),
+                  "match_probability": pa.array(1 / (1 + 2.0 ** -(e + lo))),
+                  "rule": pa.array(np.ones(len(e), np.int16))}, schema=CANDIDATE_SCHEMA)
+    h, valid = key_hash(c, ["signature"])
+    write_buckets(c, h, valid, 1, tmp / "predictions", "p")
+    model = identity_model()
+    model.splink = {**model.splink_settings(), "probability_two_random_records_match": prior}
+    decide(tmp, model, LinkConfig(signature_buckets=1))
+    return pq.read_table(tmp / "links").sort_by("signature")
+
+
+def test_decisions_do_not_depend_on_the_register_size(tmp_path):
+    """The same candidates with the same evidence, scored against a register of 30k and of
+    3M persons (the trained prior follows 1/N): the old rule (Splink probability >= 0.9)
+    loses every signature of 20 bits of evidence at 3M; the evidence rule decides the same."""
+    rng = np.random.default_rng(1)
+    n = 2_000
+    sig = np.repeat(np.arange(n, dtype=np.int64), 2)
+    ev = np.empty(2 * n)
+    ev[0::2] = rng.uniform(14, 40, n)  # the right person
+    ev[1::2] = ev[0::2] - rng.uniform(0, 12, n)  # a runner-up
+    cands = pa.table({"signature": sig, "register_id": np.arange(2 * n, dtype=np.int64),
+                      "register_nir": [f"{i:015d}" for i in range(2 * n)], "evidence": ev})
+    small = _decide_on(tmp_path / "small", cands, 1 / 30_000)
+    big = _decide_on(tmp_path / "big", cands, 1 / 3_000_000)
+    assert small.column("status").equals(big.column("status"))
+    assert small.column("person").equals(big.column("person"))
+    assert np.allclose(small.column("evidence").to_numpy(), big.column("evidence").to_numpy())
+    linked = np.asarray(small.column("status").to_pylist()) == "linked"
+    assert 0.5 < linked.mean() < 1.0
+    # the old rule on the same candidates: probability >= 0.9 from the match weight under each prior
+    old = {N: (ev[0::2] + np.log2(1 / (N - 1))) >= np.log2(9) for N in (30_000, 3_000_000)}
+    assert old[3_000_000].sum() < old[30_000].sum() - 0.1 * n

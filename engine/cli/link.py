@@ -77,8 +77,10 @@ def model_train(
 
 
 _DECISION_MEANING = {
-    "threshold": "match probability a signature's best person needs to be linked",
-    "margin": "bits of match weight the best person must lead the runner-up by",
+    "rule": "'evidence': decide among a signature's candidates on their evidence (match weight without the prior)",
+    "threshold": "share of the best person among the candidates and 'none' (2**e / sum) needed to link",
+    "margin": "bits of evidence the best person must lead the runner-up by",
+    "none_weight": "bits of evidence of the 'none of the candidates' option",
 }
 
 
@@ -152,6 +154,7 @@ def model_show(
                           ("u", "right"), ("match weight", "right"), ("term frequency", "left")):
             levels.add_column(col, justify=just, no_wrap=True)
         rs = d["levels"]
+        k = 0
         for j, (r, null) in enumerate(zip(rs, null_levels)):
             k = 0 if j == 0 or rs[j - 1]["comparison"] != r["comparison"] else k + 1
             m_s, u_s, w_s = _level_cells(null, r["m"], r["u"])
@@ -173,7 +176,7 @@ def model_show(
         for key, value in d["decision"].items():
             meaning = _DECISION_MEANING.get(key, "(see the model file's decision section)")
             if key == "threshold" and isinstance(value, (int, float)) and 0 < value < 1:
-                meaning += f" (match weight {_weight(value):+.2f})"
+                meaning += f" (a lone candidate: evidence >= none_weight {_weight(value):+.2f} bits)"
             decision.add_row(key, json.dumps(value), meaning)
         if not d["decision"]:
             decision.add_row("(none)", "n/a", "the model file sets no decision thresholds: the link defaults apply")

@@ -249,12 +249,14 @@ class Job:
             from nirlink.linkage import LinkConfig, identity_model, load_model, save_model
 
             model_path = s.linkage.model
-            if s.linkage.threshold is not None or s.linkage.margin is not None:
+            if s.linkage.threshold is not None or s.linkage.margin is not None or s.linkage.none_weight is not None:
                 model = load_model(model_path) if model_path else identity_model()
                 if s.linkage.threshold is not None:
                     model.decision["threshold"] = s.linkage.threshold
                 if s.linkage.margin is not None:
                     model.decision["margin"] = s.linkage.margin
+                if s.linkage.none_weight is not None:
+                    model.decision["none_weight"] = s.linkage.none_weight
                 model_path = str(self.paths["dir"] / "model-requested.json")
                 save_model(model, model_path)
             cfg = LinkConfig(
@@ -263,6 +265,7 @@ class Job:
                 duckdb_threads=int(_config.get("linkage.duckdb-threads", 1)),
                 duckdb_memory_limit=_config.get("linkage.duckdb-memory-limit", "2GB"),
                 prediction_floor=float(_config.get("linkage.prediction-floor", 0.01)),
+                evidence_floor=float(_config.get("linkage.evidence-floor", 0.0)),
             )
             return run_link(d / "ingest", d / "link", client=c, model_path=model_path,
                             register_model_path=s.linkage.register_model, decisions_path=s.linkage.decisions,

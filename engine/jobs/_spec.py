@@ -28,6 +28,7 @@ class LinkageOptions:
     register_model: str | None = None
     threshold: float | None = None
     margin: float | None = None
+    none_weight: float | None = None
     decisions: str | None = None  # clerical decisions (CSV), honoured as method "clerical"
 
 
@@ -72,7 +73,7 @@ _TOP = {"job", "inputs", "linkage", "aggregate", "output", "cluster"}
 _JOB = {"name", "stages"}
 _INPUT = {"name", "kind", "paths", "format", "columns", "csv"}
 _CSV = {"separator", "encoding", "decimal", "quote"}
-_LINKAGE = {"model", "register_model", "threshold", "margin", "decisions"}
+_LINKAGE = {"model", "register_model", "threshold", "margin", "none_weight", "decisions"}
 _AGGREGATE = {"first_review_month"}
 _OUTPUT = {"directory", "pseudonymise", "key_env", "key_file"}
 _CLUSTER = {"address", "workers", "threads_per_worker", "memory_limit"}
@@ -221,6 +222,7 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     margin = c.typed(lk, "margin", float, "linkage")
     if margin is not None and margin < 0:
         c.err("linkage.margin", f"must be >= 0 (bits of match weight), got {margin!r}")
+    none_weight = c.typed(lk, "none_weight", float, "linkage")
 
     ag = c.keys(data.get("aggregate", {}), _AGGREGATE, "aggregate")
     frm = c.typed(ag, "first_review_month", str, "aggregate", default="2021-01")
@@ -264,7 +266,7 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
         raise SpecError(c.errors, source=path)
     return JobSpec(
         name=name, path=path, stages=tuple(order), inputs=tuple(inputs),
-        linkage=LinkageOptions(model, reg_model, threshold, margin, decisions), first_review_month=frm,
+        linkage=LinkageOptions(model, reg_model, threshold, margin, none_weight, decisions), first_review_month=frm,
         output=OutputOptions(directory, pseud, key_env, key_file),
         cluster=ClusterOptions(address, workers, threads, memory), text=text,
     )

@@ -1,0 +1,69 @@
+"""u of the declared-NIR levels counted exactly on the register instead of sampled.
+
+Random-pair sampling almost never meets two NIR bodies one edit apart (at 200k persons, u of
+"one edit or transposition" is about 8e-8: 3M sampled pairs see none, and Splink then uses a
+default u that made the level weigh -4 bits instead of +16). Counting the pairs of a register
+sample against the whole register, joined on the segments of the body, gives the same value
+on every run (seed to seed within 0.1 bit at 200k persons).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._model import ModelSpec
+
+__all__ = ["exact_u"]
+
+# the body's three segments (sex-year-month, place, order): two bodies within two substitutions
+# or one transposition of each other agree on at least one of them
+_BODY_SEGMENTS = ((1, 5), (6, 5), (11, 3))
+
+
+def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: int, seed: int,
+            threads: int = 1, memory_limit: str | None = None) -> dict[str, Any]:
+    """u of every level of a comparison on ``nir_body``, counted exactly instead of sampled:
+    ``sample`` register rows against the whole register (all pairs of distinct rows), each
+    pair put in its first level. Only pairs agreeing on one of the body's three segments are
+    enumerated; the levels above ELSE (equal, one edit or transposition, two edits, same first
+    7 characters) all imply such an agreement (a level needing two shifted edits could escape:
+    such pairs are counted as ELSE). Two register rows never share a body, so the 'body exact'
+    level's u among non-matches comes from another person's NIR being declared: m(ELSE) / N.
+    A level with no pair gets half a pair."""
+    from ._splink import duckdb_connection
+
+    comp = next(c for c in model.comparisons if c.name == comparison)
+    levels = [lv for lv in comp.levels if not lv.null]
+    cases = " ".join(f"when {lv.sql.replace('l.', 'a.').replace('r.', 'b.')} then {i}"
+                     for i, lv in enumerate(levels) if lv.sql.strip().upper() != "ELSE")
+    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+        con.execute(f"create table r as select unique_id, nir_body from read_parquet({reg_files!r}) "
+                    "where nir_body is not null")
+        n = con.execute("select count(*) from r").fetchall()[0][0]
+        con.execute(f"create table s as select * from r order by hash(unique_id + {int(seed)}) limit {int(sample)}")
+        k = con.execute("select count(*) from s").fetchall()[0][0]
+        seg = [f"substr(a.nir_body, {p}, {w}) = substr(b.nir_body, {p}, {w})" for p, w in _BODY_SEGMENTS]
+        # each pair once: joined on the first segment it agrees on
+        joins = " union all ".join(
+            f"select case {cases} else -1 end as level from s a join r b on {seg[i]} and a.unique_id <> b.unique_id"
+            + "".join(f" and not {seg[j]}" for j in range(i))
+            # every level above ELSE is within two edits or shares the first 7 characters
+            + " where substr(a.nir_body, 1, 7) = substr(b.nir_body, 1, 7) or levenshtein(a.nir_body, b.nir_body) <= 2"
+            for i in range(len(seg)))
+        counts = dict(con.execute(f"select level, count(*) from ({joins}) where level >= 0 group by level").fetchall())
+    pairs = float(k) * float(max(n - 1, 1))
+    u: dict[str, float] = {}
+    else_label = None
+    for i, lv in enumerate(levels):
+        if lv.sql.strip().upper() == "ELSE":
+            else_label = lv.label
+            continue
+        u[lv.label] = max(counts.get(i, 0), 0.5) / pairs
+    m_else = model.training.get("m_fixed", {}).get(comparison, {}).get(else_label, 0.003)
+    exact = levels[0].label
+    u[exact] = max(counts.get(0, 0) / pairs, m_else / max(n, 1))
+    if else_label is not None:
+        u[else_label] = 1.0 - sum(u.values())
+    return {"u": u, "pairs": pairs, "pairs_counted": {levels[i].label: int(c) for i, c in sorted(counts.items())},
+            "register_rows": n, "sample_rows": k}
+
