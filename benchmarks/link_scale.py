@@ -40,7 +40,7 @@ GOALS = {  # noise scale -> [(figure, key in the run record, bound, at least (Tr
 }
 
 
-PHASES = ("signatures", "register", "training", "register_dedupe", "deterministic", "scoring", "decisions")
+PHASES = ("signatures", "register", "training", "register_dedupe", "deterministic", "scoring", "decisions", "review")
 
 
 def _ints(text: str) -> list[int]:
