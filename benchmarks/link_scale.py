@@ -115,11 +115,41 @@ def one_run(base: Path, persons: int, seed: int, noise: float, args) -> dict[str
                      if k != "by_nir_status" and not k.startswith(("signatures_", "rows_", "linked_"))},
         "training": {k: {a: b for a, b in v.items() if a != "sample_years"} if isinstance(v, dict) else v
                      for k, v in manifest.get("training", {}).items()},
+        "level_weights": _level_weights(job / "link" / "model.json"),
         "report": report,
     }
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
+
+
+def _level_weights(path: Path) -> dict[str, float | None]:
+    """log2(m/u) of every trained level of the identity model, as "comparison / level"."""
+    settings = json.loads(path.read_text())["splink"]
+    out = {}
+    for comp in settings["comparisons"]:
+        for lv in comp["comparison_levels"]:
+            if lv.get("is_null_level"):
+                continue
+            m, u = lv.get("m_probability"), lv.get("u_probability")
+            out[f"{comp['output_column_name']} / {lv['label_for_charts']}"] = math.log2(m / u) if m and u else None
+    return out
+
+
+def _spread(runs: list[dict[str, Any]]) -> list[list[str]]:
+    """Per size x noise and level: the match weight's min, max and spread over the seeds."""
+    rows = []
+    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["persons"], r["noise"]), []).append(r)
+    for (persons, noise), rs in sorted(groups.items()):
+        for level in rs[0]["level_weights"]:
+            vals = [r["level_weights"].get(level) for r in rs]
+            vals = [v for v in vals if v is not None]
+            rows.append([f"{persons:,}", f"x{noise:g}", level, str(len(vals)),
+                         *([f"{min(vals):+.2f}", f"{max(vals):+.2f}", f"{max(vals) - min(vals):.2f}"] if vals
+                           else ["untrained"] * 3)])
+    return rows
 
 
 def _worst(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,7 +212,8 @@ def render(runs: list[dict[str, Any]], args) -> tuple[str, dict[str, Any]]:
             phase_rows.append([f"{persons:,}", f"x{noise:g}", r["seed"],
                                *[_fmt(r["link_phase_s"].get(p), 1) for p in phases],
                                f"{r['prior']:.4g}" if r["prior"] is not None else "n/a",
-                               ", ".join(f"{k} {v}" for k, v in r["decision"].items()) or "n/a"])
+                               ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in r["decision"].items() if k != "rule") or "n/a"])
             status_rows.append([f"{persons:,}", f"x{noise:g}", r["seed"],
                                 *[_fmt(r["sig_recall_by_nir_status"].get(s), 4) for s in statuses]])
         for name, key, bound in GOALS.get(noise, []):
@@ -208,7 +239,9 @@ def render(runs: list[dict[str, Any]], args) -> tuple[str, dict[str, Any]]:
           + "\n\nRecall by NIR status (signatures):\n\n"
           + markdown_table(["persons", "noise", "seed", *statuses], status_rows)
           + "\n\nLink stage seconds by phase, trained prior and decision rule (link manifest):\n\n"
-          + markdown_table(["persons", "noise", "seed", *phases, "prior", "decision"], phase_rows))
+          + markdown_table(["persons", "noise", "seed", *phases, "prior", "decision"], phase_rows)
+          + "\n\nTrained match weights, log2(m/u), over the seeds of each size (training stability):\n\n"
+          + markdown_table(["persons", "noise", "level", "runs", "min", "max", "spread"], _spread(runs)))
     summary = {"worst": worst_rows, "slopes": {f"x{n:g}": s for n, s in slopes.items()},
                "goals": [dict(zip(["persons", "noise", "goal", "worst_value", "result"], g)) for g in goal_rows]}
     return md, summary
