@@ -185,17 +185,21 @@ def apply_m_floors(settings: dict, default: float, per_level: dict[str, dict[str
     """
     for comp in settings.get("comparisons", []):
         name = comp.get("output_column_name")
-        levels = [lv for lv in comp["comparison_levels"] if not lv.get("is_null_level") and "m_probability" in lv]
-        if not levels:
-            continue
+        levels = [lv for lv in comp["comparison_levels"] if not lv.get("is_null_level")]
+        if not any(lv.get("m_probability") is not None for lv in levels):
+            continue  # an untrained comparison
+        # a level EM never saw among matches (m missing) is no impossible event either: it gets
+        # the floor, like a level EM drove to 0 (Splink would otherwise weigh it as it pleases)
         specific = per_level.get(name, {})
         if any(lv.get("fix_m_probability") for lv in levels):
             continue  # m fixed by the recipe: neither floored nor renormalised
         for lv in levels:
             floor = max(default, specific.get(lv.get("label_for_charts"), 0.0))
-            lv["m_probability"] = max(lv["m_probability"], floor)
-        total = sum(lv["m_probability"] for lv in levels)
-        for lv in levels:
+            if lv.get("m_probability") is not None or floor > 0:
+                lv["m_probability"] = max(lv.get("m_probability") or 0.0, floor)
+        trained = [lv for lv in levels if lv.get("m_probability") is not None]
+        total = sum(lv["m_probability"] for lv in trained)
+        for lv in trained:
             lv["m_probability"] /= total
 
 
