@@ -257,7 +257,20 @@ def main(argv=None) -> None:
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep every dataset and job output (under --dir)")
     ap.add_argument("--name", default="link_scale", help="results file name (benchmarks/results/NAME.json|md)")
+    ap.add_argument("--merge", default=None,
+                    help="comma-separated result names: render their runs together as NAME (no new run); "
+                         "large sizes can then run as separate invocations")
     args = ap.parse_args(argv)
+    if args.merge:
+        from ._common import RESULTS
+
+        runs = [r for name in args.merge.split(",") for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]]
+        args.persons = ",".join(str(p) for p in sorted({r["persons"] for r in runs}))
+        args.seeds = ",".join(str(s) for s in sorted({r["seed"] for r in runs}))
+        args.noise = ",".join(f"{n:g}" for n in sorted({r["noise"] for r in runs}))
+        md, summary = render(runs, args)
+        write_results(args.name, {"merged": args.merge.split(","), "runs": runs, **summary}, md)
+        return
     sizes, seeds, noises = _ints(args.persons), _ints(args.seeds), _floats(args.noise)
     base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-link-scale-"))
     base.mkdir(parents=True, exist_ok=True)
