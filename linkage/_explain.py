@@ -72,7 +72,7 @@ def compare_pairs(model: ModelSpec, left: pa.Table, right: pa.Table, tf: dict[st
         return table, html
 
 
-def _level_labels(model: ModelSpec, settings: dict[str, Any]) -> list[dict[int, str]]:
+def _level_labels(settings: dict[str, Any]) -> list[dict[int, str]]:
     """Per comparison: Splink's comparison vector value -> level label (null level: -1; the
     other levels count down from the first to 0 for ELSE)."""
     out = []
@@ -110,7 +110,7 @@ def waterfall(model: ModelSpec, pair: dict[str, Any]) -> dict[str, Any]:
     steps = [{"step": "prior", "level": f"probability two random records match {lam:.3g}", "weight": prior,
               "cumulative": prior}]
     total = prior
-    for comp, labels in zip(settings["comparisons"], _level_labels(model, settings)):
+    for comp, labels in zip(settings["comparisons"], _level_labels(settings)):
         name = comp["output_column_name"]
         gamma = int(pair[f"gamma_{name}"])
         weight = float(pair.get(f"mw_{name}") or 0.0)
@@ -124,12 +124,12 @@ def waterfall(model: ModelSpec, pair: dict[str, Any]) -> dict[str, Any]:
             "match_probability": float(pair["match_probability"]), "sum_of_steps": total}
 
 
-def _read(path: Path, where: str, columns: str = "*") -> pa.Table:
+def _read(path: Path, where: str) -> pa.Table:
     import duckdb
 
     con = duckdb.connect()
     try:
-        return con.sql(f"select {columns} from read_parquet('{path}') where {where}").to_arrow_table()
+        return con.sql(f"select * from read_parquet('{path}') where {where}").to_arrow_table()
     finally:
         con.close()
 
