@@ -81,13 +81,13 @@ def one_run(base: Path, persons: int, seed: int, noise: float, args) -> dict[str
     if args.workers:
         job_file.write_text(job_file.read_text() + f"workers = {args.workers}\n")
     out, run_s, run_rss = _measured(_nirlink("run", str(job_file), "--restart", "--output", "json"), log)
-    summary = json.loads(out)
+    summary = _json_document(out)
     if summary["status"] != "succeeded":
         raise RuntimeError(f"job {job_file} {summary['status']}: {summary.get('error')}")
     out, eval_s, eval_rss = _measured(_nirlink("evaluate", "--links", str(job / "link"), "--rows", str(job / "ingest"),
                                                "--truth", str(data / "truth"), "--memory-limit", args.memory_limit,
                                                "--output", "json"), log)
-    report = json.loads(out)
+    report = _json_document(out)
     manifest = json.loads((job / "link" / "_manifest.json").read_text())
     sig, rows = report["signatures"], report["rows"]
     by_status = {k: v["recall"] for k, v in report["signatures_by_nir_status"].items()}
@@ -121,6 +121,13 @@ def one_run(base: Path, persons: int, seed: int, noise: float, args) -> dict[str
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
+
+
+def _json_document(out: str) -> dict[str, Any]:
+    """The JSON document a command printed with ``--output json``: its stdout from the first line
+    that opens an object (a worker process may have written a line to the shared stdout first)."""
+    start = 0 if out.startswith("{") else out.find("\n{") + 1
+    return json.loads(out[start:])
 
 
 def _level_weights(path: Path) -> dict[str, float | None]:
