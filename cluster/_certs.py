@@ -10,7 +10,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-__all__ = ["make_certificates", "security_from_dir", "ROLES"]
+__all__ = ["make_certificates", "security_from_dir", "driver_security", "ROLES"]
 
 ROLES = ("scheduler", "worker", "client")
 
@@ -88,3 +88,30 @@ def security_from_dir(directory: str | os.PathLike, role: str = "client"):
     else:
         kw.update({f"tls_{role}_cert": cert, f"tls_{role}_key": key})
     return Security(**kw)
+
+
+def driver_security(worker_security):
+    """The security of a client opened inside a worker process: a submitted job's driver.
+
+    A worker started as the recipe says (`dask worker --tls-ca-file ca.pem --tls-cert
+    worker.pem --tls-key worker-key.pem`) holds a worker certificate and no client one, while
+    distributed builds a client's TLS context from the client role only (with none:
+    ``TypeError: TLS expects a ssl_context``). So, in order: the client certificates of the
+    setting ``nirlink.cluster.tls-dir`` when it is set on the worker; the worker's own client
+    certificate (Dask's ``distributed.comm.tls.client.*`` settings); else the worker's
+    certificate, which the scheduler already accepts from this very process (the worker uses
+    it for its own connections to the scheduler). Without TLS: the worker's security as is.
+    """
+    import dask.config
+    from distributed.security import Security
+
+    tls_dir = dask.config.get("nirlink.cluster.tls-dir", None)
+    if tls_dir:
+        return security_from_dir(tls_dir, "client")
+    sec = worker_security
+    if sec is None or not sec.tls_ca_file or sec.tls_client_cert or not sec.tls_worker_cert:
+        return sec
+    return Security(require_encryption=sec.require_encryption, tls_ca_file=sec.tls_ca_file, tls_ciphers=sec.tls_ciphers,
+                    tls_min_version=sec.tls_min_version, tls_max_version=sec.tls_max_version,
+                    tls_client_cert=sec.tls_worker_cert, tls_client_key=sec.tls_worker_key,
+                    extra_conn_args=sec.extra_conn_args)

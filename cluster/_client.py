@@ -44,12 +44,9 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
 
     if timeout is None:
         timeout = float(dask.config.get("nirlink.cluster.connect-timeout", 30))
-    if security is None and dask.config.get("nirlink.cluster.tls-dir", None):
-        from ._certs import security_from_dir
-
-        security = security_from_dir(dask.config.get("nirlink.cluster.tls-dir"), "client")
 
     if address:
+        security = _security_for(address, security)
         try:
             client = Client(address, timeout=timeout, security=security)
         except (OSError, TimeoutError) as exc:
@@ -75,6 +72,31 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
     finally:
         client.close()
         cluster.close()
+
+
+def _security_for(address: str, security: Any):
+    """The security to reach ``address`` with: ``security``, else the client certificates of
+    the setting nirlink.cluster.tls-dir, else Dask's own TLS settings. A clear error when TLS
+    and the address disagree (distributed would raise a TypeError or a RuntimeError)."""
+    import dask.config
+    from distributed.security import Security
+
+    tls_dir = dask.config.get("nirlink.cluster.tls-dir", None)
+    if security is None and tls_dir:
+        from ._certs import security_from_dir
+
+        security = security_from_dir(tls_dir, "client")
+    sec = security if security is not None else Security()
+    scheme = address.split("://", 1)[0] if "://" in address else dask.config.get("distributed.comm.default-scheme")
+    if scheme == "tls" and not (sec.tls_ca_file and sec.tls_client_cert):
+        raise ClusterError(f"{address} is a TLS address and no client certificate is set: give the directory holding "
+                           "ca.pem, client.pem and client-key.pem with the setting nirlink.cluster.tls-dir (environment "
+                           "variable DASK_NIRLINK__CLUSTER__TLS_DIR=DIR; `nirlink cluster certs DIR` makes a test set)")
+    if scheme != "tls" and sec.require_encryption:
+        why = f"setting nirlink.cluster.tls-dir = {tls_dir}" if tls_dir else "by the Dask security settings"
+        raise ClusterError(f"TLS is required ({why}) but {address} is not a tls:// address: use tls://HOST:PORT, "
+                           "or unset nirlink.cluster.tls-dir for a cluster without TLS")
+    return security
 
 
 def _prepare_workers(client) -> None:

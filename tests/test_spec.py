@@ -82,3 +82,35 @@ def test_every_error_is_reported_at_once(tmp_path):
     paths = {p for p, _ in info.value.errors}
     assert {"job.name", "job.stages[0]", "linkage.threshold", "cluster.workers", "inputs", "output.directory"} <= paths
     assert str(info.value).startswith(str(tmp_path / "job.toml"))
+
+
+def _pseudonymising(files, key_line: str) -> str:
+    return GOOD.format(d=files).replace('directory = "out"', f'directory = "out"\npseudonymise = true\n{key_line}')
+
+
+@pytest.mark.parametrize("key,ok", [("k" * 15, False), ("k" * 16, True), ("", False)])
+def test_the_pseudonymisation_key_is_resolved_and_checked_with_the_job(files, monkeypatch, key, ok):
+    """key_env and key_file alike: a key under 16 bytes (the documented minimum) is refused by
+    the check, naming the setting and the length, never the key."""
+    monkeypatch.setenv("NIRLINK_TEST_SPEC_KEY", key)
+    (files / "pseudonym.key").write_text(key + "\n")
+    for field, line in (("output.key_env", 'key_env = "NIRLINK_TEST_SPEC_KEY"'), ("output.key_file",
+                                                                                  'key_file = "pseudonym.key"')):
+        text = _pseudonymising(files, line)
+        if ok:
+            assert parse_job(text, path=str(files / "job.toml")).output.pseudonymise
+            continue
+        with pytest.raises(SpecError) as info:
+            parse_job(text, path=str(files / "job.toml"))
+        [(path, message)] = info.value.errors
+        assert path == field and f"is {len(key)} bytes; it needs at least 16" in message
+        assert not key or key not in message
+
+
+def test_an_unset_key_env_says_where_to_set_it(files, monkeypatch):
+    monkeypatch.delenv("NIRLINK_TEST_SPEC_KEY", raising=False)
+    with pytest.raises(SpecError) as info:
+        parse_job(_pseudonymising(files, 'key_env = "NIRLINK_TEST_SPEC_KEY"'), path=str(files / "job.toml"))
+    [(path, message)] = info.value.errors
+    assert path == "output.key_env" and "NIRLINK_TEST_SPEC_KEY is not set" in message
+    assert "`run` or `submit`" in message and "workers need not have it" in message

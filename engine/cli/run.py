@@ -98,24 +98,79 @@ def run(
     emit(_summary(spec.directory), output, _render)
 
 
-def _driver(job_file: str, job_id: str, restart: bool, scheduler: str | None) -> str:
+def _driver(spec, job_id: str, restart: bool, scheduler: str | None, pseudonym_key=None) -> str:
     """Runs on a Dask worker: the job's own driver. It leaves the worker's thread pool (so it
     does not hold a task slot while it waits) and talks to the scheduler through a client of
-    its own, which lives as long as the job - not as long as the client that submitted it."""
+    its own, which lives as long as the job - not as long as the client that submitted it.
+
+    ``spec`` is the job as checked where it was submitted (the worker need not read the job
+    file); ``pseudonym_key`` the pseudonymisation key resolved there (a PseudonymKey, hidden in
+    logs and never written), so the workers need not hold it. The client's TLS identity comes
+    from the worker (cluster.driver_security). A driver that fails before its job can record it
+    (it cannot reach the scheduler, ...) records the failure in the job's state itself.
+    """
+    import dask.config
     from distributed import Client, get_worker, secede
 
+    from nirlink.cluster import driver_security
     from nirlink.engine.jobs._runner import Job
-    from nirlink.engine.jobs._spec import load_job
+    from nirlink.kernels import ClusterError
 
-    spec = load_job(job_file)
     worker = get_worker()
     secede()
-    client = Client(worker.scheduler.address, security=worker.security, set_as_default=False)
+    client = None
     try:
-        job = Job(spec, client=client, job_id=job_id, restart=restart, scheduler=scheduler)
+        try:
+            client = Client(worker.scheduler.address, security=driver_security(worker.security), set_as_default=False,
+                            timeout=float(dask.config.get("nirlink.cluster.connect-timeout", 30)))
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the job's state must say it
+            raise ClusterError(f"the job's driver (on worker {worker.address}) cannot connect to the scheduler "
+                               f"{worker.scheduler.address}: {type(exc).__name__}: {exc}") from exc
+        job = Job(spec, client=client, job_id=job_id, restart=restart, scheduler=scheduler, key=pseudonym_key)
         return job.run().status
+    except BaseException as exc:
+        _record_driver_failure(spec, job_id, scheduler, exc)
+        raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def _record_driver_failure(spec, job_id: str, scheduler: str | None, exc: BaseException) -> None:
+    """Mark the job failed when its driver failed before the job could record it itself
+    (Job.run records its own failures; then the state is final and this changes nothing)."""
+    import contextlib
+
+    from nirlink.engine.jobs._joblog import mask_nirs
+    from nirlink.engine.jobs._registry import read_state
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._state import TERMINAL, Failed
+    from nirlink.kernels import NirlinkError
+
+    with contextlib.suppress(Exception):  # the state cannot be written: the worker's log is all there is
+        state = read_state(spec.directory)
+        if state is None or state.job_id != job_id or state.status in TERMINAL:
+            return
+        message = str(exc) if isinstance(exc, NirlinkError) else f"{type(exc).__name__}: {exc}"
+        Job(spec, job_id=job_id, scheduler=scheduler).emit(Failed(time.time(), mask_nirs(message)))
+
+
+def _pseudonym_key(spec, address: str):
+    """The pseudonymisation key, read here (output.key_env in this shell, or output.key_file)
+    to travel to the driver in the submitted task's arguments: in memory only, encrypted on
+    the way with tls://; a warning when it would cross a network in clear."""
+    if not spec.output.pseudonymise:
+        return None
+    from distributed.comm import get_address_host, parse_address
+
+    from nirlink.engine.stages._export import PseudonymKey, load_key
+
+    key = PseudonymKey(load_key(key_env=spec.output.key_env, key_file=spec.output.key_file))
+    scheme = parse_address(address)[0]
+    if scheme != "tls" and get_address_host(address) not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: the pseudonymisation key goes to the cluster unencrypted over {scheme}://; use a tls:// "
+                   "cluster on a network you do not trust (cluster/recipes/README.md)", err=True)
+    return key
 
 
 @app.command()
@@ -134,14 +189,15 @@ def submit(
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
 
-    spec = load_job(file)
+    spec = load_job(file)  # checks the pseudonymisation key too: missing or short, nothing is submitted
     address = scheduler or spec.cluster.address
     if not address:
         raise typer.BadParameter("submit needs a scheduler: --scheduler ADDR or cluster.address in the job file")
+    pseudonym_key = _pseudonym_key(spec, address)
     job_id = new_job_id(spec.name)
     Job(spec, job_id=job_id, scheduler=address).submit()
     with open_client(address) as client:
-        future = client.submit(_driver, str(Path(file).resolve()), job_id, restart, address,
+        future = client.submit(_driver, spec, job_id, restart, address, pseudonym_key,
                                key=f"nirlink-job-{job_id}", pure=False)
         fire_and_forget(future)
         time.sleep(0.2)  # let the scheduler receive the task before this client goes away

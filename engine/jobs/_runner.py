@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nirlink.engine import _config
 from nirlink.engine.io._datasets import read_json, write_json
@@ -49,6 +49,9 @@ from ._state import (
     apply,
 )
 
+if TYPE_CHECKING:
+    from nirlink.engine.stages._export import PseudonymKey
+
 __all__ = ["Job"]
 
 
@@ -69,8 +72,10 @@ class Job:
     """One run of a job file on a Dask client (``client=None``: in this process, for tests)."""
 
     def __init__(self, spec: JobSpec, *, client=None, job_id: str | None = None, restart: bool = False,
-                 progress: Callable[[str, str, int, int], None] | None = None, scheduler: str | None = None):
+                 progress: Callable[[str, str, int, int], None] | None = None, scheduler: str | None = None,
+                 key: PseudonymKey | None = None):
         self.spec = spec
+        self._given_key = key  # the pseudonymisation key resolved by whoever submitted the job
         self.client = client
         self.dir = spec.directory
         self.paths = job_paths(self.dir)
@@ -186,6 +191,7 @@ class Job:
                 self.log.write("warning", f"Dask performance report not written: {type(exc).__name__}: {exc}")
 
     def _run_stages(self) -> None:
+        self._key()  # a missing or too short pseudonymisation key stops the job before its first stage
         previous = ""
         fresh = self.restart
         for index, stage in enumerate(self.spec.stages):
@@ -227,8 +233,12 @@ class Job:
         return _fingerprint(parts)
 
     def _key(self) -> bytes | None:
+        """The pseudonymisation key: the one handed over (a submitted job's driver), else read
+        from output.key_file / output.key_env in this process."""
         if not self.spec.output.pseudonymise:
             return None
+        if self._given_key is not None:
+            return self._given_key.value
         from nirlink.engine.stages._export import load_key
 
         return load_key(key_env=self.spec.output.key_env, key_file=self.spec.output.key_file)

@@ -245,10 +245,18 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     if pseud:
         if not key_env and not key_file:
             c.err("output.pseudonymise", "needs output.key_env (an environment variable) or output.key_file")
-        if key_env and key_env not in os.environ:
-            c.err("output.key_env", f"environment variable {key_env} is not set")
-        if key_file and check_files and not os.path.isfile(key_file):
+        elif key_file and check_files and not os.path.isfile(key_file):
             c.err("output.key_file", f"key file {key_file} not found")
+        elif check_files or not key_file:
+            # resolved here, where the job is checked, run or submitted: a missing or short key
+            # stops the job before its first stage (the key itself is read again by whoever runs it)
+            from nirlink.engine.stages._export import load_key
+            from nirlink.kernels import InputError
+
+            try:
+                load_key(key_env=key_env, key_file=key_file)
+            except InputError as exc:
+                c.err("output.key_file" if key_file else "output.key_env", str(exc))
 
     cl = c.keys(data.get("cluster", {}), _CLUSTER, "cluster")
     address = c.typed(cl, "address", str, "cluster")

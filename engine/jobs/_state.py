@@ -171,7 +171,7 @@ def apply(state: JobState | None, event: Event) -> tuple[JobState, list]:
             raise JobError(f"job {state.job_id} already started")
         new = replace(state, status="running", started_at=event.at, heartbeat=event.at)
         return new, [Persist(new, event), Log("info", "job started")]
-    if state.status != "running":
+    if state.status != "running" and not isinstance(event, Failed):  # a driver may fail before it starts
         raise JobError(f"job {state.job_id} is {state.status}; {type(event).__name__} needs a running job")
     if isinstance(event, DriverRestarted):
         new = replace(state, stage_index=-1, stage=None, step=None, heartbeat=event.at, skipped=())

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json
 from nirlink.kernels import InputError
 
-__all__ = ["run_export", "pseudonymise", "load_key", "EXPORTS"]
+__all__ = ["run_export", "pseudonymise", "load_key", "PseudonymKey", "MIN_KEY_BYTES", "EXPORTS"]
 
 ROW_COLUMNS = {
     "career": ["record_id", "person", "employer_id", "year", "start_date", "end_date", "kind", "gross_salary", "days",
@@ -48,21 +48,55 @@ EXPORTS = {
 NIR_COLUMNS = ("person", "register_nir")
 
 
+MIN_KEY_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; README, "Exports for other systems"
+
+
+class PseudonymKey:
+    """A pseudonymisation key that never shows itself: its repr and str hide the bytes, so a
+    log line, a traceback or Dask's report of a failed task (which prints the task's arguments)
+    holding one prints no secret. ``nirlink submit`` hands the key to the job's driver this way,
+    inside the submitted task's arguments: it stays in memory (submitter, scheduler, driver)
+    and is never written to disk."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes):
+        self._value = bytes(value)
+
+    @property
+    def value(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "PseudonymKey(<hidden>)"
+
+    __str__ = __repr__
+
+
 def load_key(*, key_env: str | None, key_file: str | None) -> bytes:
+    """The key from ``key_file`` (its content, stripped) or else the environment variable
+    ``key_env`` of this process; at least MIN_KEY_BYTES bytes. Messages name the setting and
+    what to do, never the key."""
     if key_file:
+        where = f"key file {key_file}"
         try:
             key = Path(key_file).read_bytes().strip()
         except OSError as exc:
-            raise InputError(f"pseudonymisation key file {key_file}: {exc.strerror}") from None
+            raise InputError(f"pseudonymisation {where}: {exc.strerror}") from None
     elif key_env:
+        where = f"environment variable {key_env}"
         value = os.environ.get(key_env)
         if value is None:
-            raise InputError(f"pseudonymisation key: environment variable {key_env} is not set")
+            raise InputError(f"pseudonymisation key: {where} is not set: set it in the shell that runs "
+                             "`nirlink job check`, `run` or `submit` (submit hands the key to the job's driver "
+                             "in memory; the workers need not have it)")
         key = value.encode("utf-8")
     else:
-        raise InputError("pseudonymisation needs a key (key_file or key_env)")
-    if len(key) < 16:
-        raise InputError("pseudonymisation key must be at least 16 bytes")
+        raise InputError("pseudonymisation needs a key: set output.key_env (an environment variable) or "
+                         "output.key_file")
+    if len(key) < MIN_KEY_BYTES:
+        raise InputError(f"pseudonymisation key in {where} is {len(key)} bytes; it needs at least "
+                         f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
     return key
 
 
@@ -94,8 +128,8 @@ def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
     return table
 
 
-def _export_file(src: str, name: str, partition: str | None, out: str, part: str, key: bytes | None) -> int:
-    table = _prepare(pq.read_table(src, use_threads=False), name, key)
+def _export_file(src: str, name: str, partition: str | None, out: str, part: str, key: PseudonymKey | None) -> int:
+    table = _prepare(pq.read_table(src, use_threads=False), name, key.value if key is not None else None)
     if table.num_rows == 0:
         return 0
     target = Path(out) / name
@@ -109,11 +143,13 @@ def _export_file(src: str, name: str, partition: str | None, out: str, part: str
     return table.num_rows
 
 
-def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | None = None,
+def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | PseudonymKey | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
+    if isinstance(key, bytes):
+        key = PseudonymKey(key)  # the tasks' arguments show up in a failed task's log line: hide it
     args = []
     for name, (rel, partition) in EXPORTS.items():
         src = job_dir / rel
