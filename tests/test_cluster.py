@@ -33,31 +33,38 @@ def _free_port() -> int:
 
 
 class LoopbackCluster:
-    """`dask scheduler` and `dask worker` processes started through the recipe scripts."""
+    """`dask scheduler` and `dask worker` processes started through the recipe scripts; TLS
+    with the scripts' TLS_DIR (``tls_dir_env``) or with the explicit `--tls-*` options. Their
+    logs go to tmp/scheduler.log and tmp/worker.log."""
 
-    def __init__(self, tmp: Path, *, workers: int = 2, memory_limit: str = "3GiB", tls: Path | None = None):
+    def __init__(self, tmp: Path, *, workers: int = 2, memory_limit: str = "3GiB", tls: Path | None = None,
+                 tls_dir_env: bool = False):
         self.tmp = tmp
         self.tls = tls
+        self.tls_dir_env = tls_dir_env
         self.port = _free_port()
         self.protocol = "tls" if tls else "tcp"
         self.address = f"{self.protocol}://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.logs: list = []
         self.workers = workers
         self.memory_limit = memory_limit
         env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HOST": "127.0.0.1", "PORT": str(self.port),
                "DASHBOARD": ":0"}
+        if tls and tls_dir_env:
+            env["TLS_DIR"] = str(tls)
         self.env = env
 
     def _tls_args(self, role):
-        if not self.tls:
+        if not self.tls or self.tls_dir_env:
             return []
         return ["--tls-ca-file", str(self.tls / "ca.pem"), "--tls-cert", str(self.tls / f"{role}.pem"),
                 "--tls-key", str(self.tls / f"{role}-key.pem")]
 
     def start_scheduler(self):
-        args = [str(RECIPES / "start-scheduler.sh")] + (["--protocol", "tls"] if self.tls else []) + \
-            self._tls_args("scheduler")
-        self.scheduler = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args = [str(RECIPES / "start-scheduler.sh")] + (["--protocol", "tls"] if self.tls and not self.tls_dir_env
+                                                        else []) + self._tls_args("scheduler")
+        self.scheduler = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=self._log("scheduler"),
                                           start_new_session=True)
         self.procs.append(self.scheduler)
 
@@ -65,8 +72,13 @@ class LoopbackCluster:
         env = {**self.env, "NWORKERS": str(self.workers), "MEMORY_LIMIT": self.memory_limit,
                "LOCAL_DIRECTORY": str(self.tmp / "dask")}
         p = subprocess.Popen([str(RECIPES / "start-worker.sh"), self.address, *self._tls_args("worker")], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             stdout=subprocess.DEVNULL, stderr=self._log("worker"), start_new_session=True)
         self.procs.append(p)
+
+    def _log(self, role):
+        f = open(self.tmp / f"{role}.log", "ab")  # noqa: SIM115 - closed in __exit__
+        self.logs.append(f)
+        return f
 
     def client(self):
         from distributed import Client
@@ -100,6 +112,8 @@ class LoopbackCluster:
                 pass
         for p in self.procs:
             p.wait(timeout=30)
+        for f in self.logs:
+            f.close()
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -175,6 +189,107 @@ def test_tls_only(tmp_path, synth_small):
                                                   tls_client_cert=str(tmp_path / "other" / "client.pem"),
                                                   tls_client_key=str(tmp_path / "other" / "client-key.pem"),
                                                   require_encryption=True), timeout=5)
+
+
+def test_submit_over_tls_on_the_recipe_cluster(tmp_path, dask_client, monkeypatch):
+    """The recipe's TLS cluster exactly (its scripts with TLS_DIR, certificates from `nirlink
+    cluster certs`): a pseudonymising job is submitted from a shell that alone holds the key
+    and the client certificates. Its driver, in a worker process, reaches the scheduler with
+    the worker's certificate and gets the key in memory: the job succeeds, persons are
+    HMAC(key, NIR), and the key is in no file of the job nor in the cluster's logs."""
+    import hmac
+
+    import dask.config
+    import pyarrow.parquet as pq
+
+    from nirlink.engine.jobs._state import TERMINAL
+    from nirlink.engine.synth._generate import synth
+    from nirlink.engine.synth._params import SynthParams
+
+    synth(tmp_path / "data", persons=150, partitions=1, client=dask_client, params=SynthParams(seed=3))
+    tls = tmp_path / "tls"
+    assert runner.invoke(app, ["cluster", "certs", str(tls)]).exit_code == 0
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", tmp_path / "data", out, stages=["ingest", "aggregate", "export"],
+                         extra='pseudonymise = true\nkey_env = "NIRLINK_TEST_SUBMIT_KEY"\n')
+    key = "a-submitting-shell-only-key-0123"
+    with LoopbackCluster(tmp_path, workers=1, tls=tls, tls_dir_env=True) as cl:
+        assert cl.address.startswith("tls://") and "NIRLINK_TEST_SUBMIT_KEY" not in cl.env
+        monkeypatch.setenv("NIRLINK_TEST_SUBMIT_KEY", key)
+        with dask.config.set({"nirlink.cluster.tls-dir": str(tls)}):
+            result = runner.invoke(app, ["submit", job_file, "--scheduler", cl.address, "--output", "json"])
+        assert result.exit_code == 0, result.output
+        final = _wait_state(out, lambda s: s.status in TERMINAL, timeout=120)
+        assert final.status == "succeeded", final.error
+    nirs = set(pq.read_table(out / "ingest" / "career", columns=["declared_nir"]).column("declared_nir").to_pylist())
+    persons = set(pq.read_table(out / "export" / "career_person", columns=["person"]).column("person").to_pylist())
+    assert persons and persons <= {hmac.new(key.encode(), n.encode(), "sha256").hexdigest() for n in nirs if n}
+    for f in [*out.rglob("*"), tmp_path / "scheduler.log", tmp_path / "worker.log"]:
+        assert not f.is_file() or key.encode() not in f.read_bytes(), f
+
+
+def test_a_tls_address_without_certificates_is_one_clear_line(tmp_path, synth_small):
+    import dask.config
+
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest"])
+    with dask.config.set({"nirlink.cluster.tls-dir": None}):
+        result = runner.invoke(app, ["submit", job_file, "--scheduler", "tls://127.0.0.1:1"])
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert "tls://127.0.0.1:1 is a TLS address and no client certificate is set" in line
+    assert "nirlink.cluster.tls-dir" in line and "DASK_NIRLINK__CLUSTER__TLS_DIR" in line and "Error" not in line
+    make = runner.invoke(app, ["cluster", "certs", str(tmp_path / "tls")])
+    assert make.exit_code == 0
+    with dask.config.set({"nirlink.cluster.tls-dir": str(tmp_path / "tls")}):  # and the other way round
+        result = runner.invoke(app, ["run", job_file, "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1 and "is not a tls:// address: use tls://HOST:PORT" in result.stderr
+
+
+def test_the_driver_connects_with_the_workers_certificate(tmp_path):
+    """What `dask worker --tls-cert worker.pem` gives a worker (no client certificate) is turned
+    into a client identity; the client certificates of nirlink.cluster.tls-dir win when set."""
+    import ssl
+
+    import dask.config
+    from distributed.security import Security
+
+    from nirlink.cluster import driver_security, make_certificates
+
+    make_certificates(tmp_path)
+    worker = Security(tls_ca_file=str(tmp_path / "ca.pem"), tls_worker_cert=str(tmp_path / "worker.pem"),
+                      tls_worker_key=str(tmp_path / "worker-key.pem"), require_encryption=True)
+    assert worker.get_connection_args("client")["ssl_context"] is None  # what failed with a TypeError
+    with dask.config.set({"nirlink.cluster.tls-dir": None}):
+        sec = driver_security(worker)
+        assert sec.tls_client_cert == str(tmp_path / "worker.pem") and sec.require_encryption
+        assert isinstance(sec.get_connection_args("client")["ssl_context"], ssl.SSLContext)
+        plain = Security(require_encryption=False)
+        assert driver_security(plain) is plain
+    with dask.config.set({"nirlink.cluster.tls-dir": str(tmp_path)}):
+        assert driver_security(worker).tls_client_cert == str(tmp_path / "client.pem")
+
+
+def test_a_driver_that_cannot_start_fails_its_job(tmp_path, synth_small, dask_client, monkeypatch):
+    """The driver's own client cannot be opened: the job's state says failed, with the cause,
+    instead of staying "submitted" with the error only in a worker's log."""
+    import nirlink.cluster
+    from nirlink.engine.jobs._state import TERMINAL
+
+    def refuse(security):
+        raise TypeError("TLS expects a `ssl_context` argument (simulated)")
+
+    monkeypatch.setattr(nirlink.cluster, "driver_security", refuse)  # the in-process workers see it
+    root, _ = synth_small
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out, stages=["ingest"])
+    result = runner.invoke(app, ["submit", job_file, "--scheduler", dask_client.scheduler.address, "--output", "json"])
+    assert result.exit_code == 0, result.output
+    final = _wait_state(out, lambda s: s.status in TERMINAL, timeout=60)
+    assert final.status == "failed" and final.started_at is None
+    assert "driver" in final.error and "cannot connect to the scheduler" in final.error
+    assert "simulated" in final.error
+    assert not (out / "ingest").exists()
 
 
 def test_slurm_and_kubernetes_recipes_load():

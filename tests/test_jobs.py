@@ -13,6 +13,7 @@ import dask.config
 import duckdb
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from nirlink.engine.cli import app
@@ -228,3 +229,50 @@ def test_ingest_then_aggregate_on_declared_nirs(tmp_path, synth_small, dask_clie
         got = duckdb.sql(f"select count(distinct person) from read_parquet('{out}/aggregate/{table}/*.parquet')")
         assert got.fetchall()[0][0] == persons
     assert not (out / ".aggregate-input").exists()  # the temporary input is gone once published
+
+
+def _fail_with(key):
+    raise ValueError("task failed on purpose")
+
+
+def test_the_pseudonymisation_key_never_shows_in_a_failed_tasks_log(dask_client, caplog):
+    """A PseudonymKey (how the key travels to a submitted job's driver and to export tasks)
+    prints hidden (Dask before 2024.12 logged a failed task's arguments) and survives pickling
+    whole; a failed task holding one logs no key."""
+    import logging
+    import pickle
+
+    from nirlink.engine.stages._export import PseudonymKey
+
+    secret = b"never-print-this-key-0123456789"
+    key = PseudonymKey(secret)
+    assert f"{key} {key!r} {[key]}".count("PseudonymKey(<hidden>)") == 3 and secret.decode() not in f"{key!r}"
+    assert pickle.loads(pickle.dumps(key)).value == secret
+    with caplog.at_level(logging.WARNING, logger="distributed.worker"):
+        future = dask_client.submit(_fail_with, key, pure=False)
+        with pytest.raises(ValueError, match="on purpose"):
+            future.result()
+    assert "Compute Failed" in caplog.text
+    assert secret.decode() not in caplog.text
+
+
+def test_a_short_or_missing_key_stops_check_run_and_submit_before_anything(synth_small, tmp_path, monkeypatch,
+                                                                          dask_client):
+    root, _ = synth_small
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out, stages=["ingest", "export"],
+                         extra='pseudonymise = true\nkey_env = "NIRLINK_TEST_SHORT_KEY"\n')
+    address = dask_client.scheduler.address
+    for value, fragment in (("5byte", "NIRLINK_TEST_SHORT_KEY is 5 bytes; it needs at least 16"),
+                            (None, "NIRLINK_TEST_SHORT_KEY is not set: set it in the shell that runs")):
+        if value is None:
+            monkeypatch.delenv("NIRLINK_TEST_SHORT_KEY")
+        else:
+            monkeypatch.setenv("NIRLINK_TEST_SHORT_KEY", value)
+        for args in (["job", "check", job_file], ["run", job_file, "--scheduler", address],
+                     ["submit", job_file, "--scheduler", address]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 1, (args, result.output)
+            assert "output.key_env: pseudonymisation key" in result.stderr and fragment in result.stderr, args
+            assert "5byte" not in result.stderr
+    assert not out.exists()  # no stage ran, no job was registered

@@ -53,8 +53,8 @@ MIN_KEY_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; README, 
 
 class PseudonymKey:
     """A pseudonymisation key that never shows itself: its repr and str hide the bytes, so a
-    log line, a traceback or Dask's report of a failed task (which prints the task's arguments)
-    holding one prints no secret. ``nirlink submit`` hands the key to the job's driver this way,
+    log line or a report of a failed task that prints its arguments (Dask did before 2024.12)
+    prints no secret. ``nirlink submit`` hands the key to the job's driver this way,
     inside the submitted task's arguments: it stays in memory (submitter, scheduler, driver)
     and is never written to disk."""
 
