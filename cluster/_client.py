@@ -37,7 +37,9 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
     """Yield a ``distributed.Client``: connected to ``address``, or to a new LocalCluster.
 
     The LocalCluster (and the client) close when the block exits. ``timeout`` (seconds to
-    reach a scheduler) defaults to the ``nirlink.cluster.connect-timeout`` setting.
+    reach a scheduler) defaults to the ``nirlink.cluster.connect-timeout`` setting. An address
+    is reached with ``security``, else the client certificates of ``nirlink.cluster.tls-dir``,
+    else Dask's own TLS settings; a LocalCluster (on this machine) uses ``security`` only.
     """
     import dask.config
     from distributed import Client, LocalCluster
@@ -89,9 +91,10 @@ def _security_for(address: str, security: Any):
     sec = security if security is not None else Security()
     scheme = address.split("://", 1)[0] if "://" in address else dask.config.get("distributed.comm.default-scheme")
     if scheme == "tls" and not (sec.tls_ca_file and sec.tls_client_cert):
-        raise ClusterError(f"{address} is a TLS address and no client certificate is set: give the directory holding "
-                           "ca.pem, client.pem and client-key.pem with the setting nirlink.cluster.tls-dir (environment "
-                           "variable DASK_NIRLINK__CLUSTER__TLS_DIR=DIR; `nirlink cluster certs DIR` makes a test set)")
+        raise ClusterError(f"{address} is a TLS address and no client certificate is set: give the directory "
+                           "holding ca.pem, client.pem and client-key.pem with the setting nirlink.cluster.tls-dir "
+                           "(environment variable DASK_NIRLINK__CLUSTER__TLS_DIR=DIR; `nirlink cluster certs DIR` "
+                           "makes a test set)")
     if scheme != "tls" and sec.require_encryption:
         why = f"setting nirlink.cluster.tls-dir = {tls_dir}" if tls_dir else "by the Dask security settings"
         raise ClusterError(f"TLS is required ({why}) but {address} is not a tls:// address: use tls://HOST:PORT, "

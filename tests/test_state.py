@@ -95,5 +95,6 @@ def test_state_round_trips_through_json():
 
 def test_a_driver_that_cannot_start_fails_the_submitted_job():
     failed, instructions = run([Submitted(1, "j", "n", STAGES), Failed(2, "driver cannot connect")])
-    assert failed.status == "failed" and failed.started_at is None and failed.describe() == "failed: driver cannot connect"
+    assert failed.status == "failed" and failed.started_at is None
+    assert failed.describe() == "failed: driver cannot connect"
     assert any(isinstance(i, Persist) for i in instructions[-1])

@@ -27,7 +27,12 @@ def certs(directory: Path = typer.Argument(..., help="Where to write ca.pem and 
     def render(d):
         for role, path in d.items():
             typer.echo(f"{role:<10} {path}")
-        typer.echo(f"use: dask scheduler --tls-ca-file {d['ca']} --tls-cert {directory}/scheduler.pem "
-                   f"--tls-key {directory}/scheduler-key.pem --protocol tls")
+        typer.echo(f"scheduler: dask scheduler --protocol tls --tls-ca-file {d['ca']} "
+                   f"--tls-cert {directory}/scheduler.pem --tls-key {directory}/scheduler-key.pem")
+        typer.echo(f"workers:   dask worker tls://SCHEDULER:8786 --tls-ca-file {d['ca']} "
+                   f"--tls-cert {directory}/worker.pem --tls-key {directory}/worker-key.pem")
+        typer.echo(f"nirlink:   DASK_NIRLINK__CLUSTER__TLS_DIR={directory} nirlink submit JOB.toml --scheduler "
+                   "tls://SCHEDULER:8786")
+        typer.echo(f"(the recipe's start-scheduler.sh / start-worker.sh do the same with TLS_DIR={directory})")
 
     emit(files, output, render)

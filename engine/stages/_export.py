@@ -5,8 +5,9 @@ tables (person-year and person-month tables partitioned by year), the link table
 summary of rejects (where and why, never the rejected values). Identity fields (names,
 birth dates, declared NIRs) stay inside nirlink: other systems get the person and the facts.
 With pseudonymisation, every NIR becomes HMAC-SHA256(key, NIR) in hex: the same key gives the
-same pseudonym across jobs; the key is read from a file or an environment variable and is
-never written anywhere.
+same pseudonym across jobs; the key is read from a file or an environment variable (at
+least MIN_KEY_BYTES), is never written anywhere and travels to tasks as a PseudonymKey,
+which never prints.
 """
 
 from __future__ import annotations
