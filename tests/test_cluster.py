@@ -246,6 +246,23 @@ def test_a_tls_address_without_certificates_is_one_clear_line(tmp_path, synth_sm
     assert result.exit_code == 1 and "is not a tls:// address: use tls://HOST:PORT" in result.stderr
 
 
+def test_submit_warns_before_the_key_crosses_a_network_in_clear(tmp_path, monkeypatch, capsys):
+    from nirlink.engine.cli.run import _pseudonym_key
+    from nirlink.engine.jobs._spec import parse_job
+
+    monkeypatch.setenv("NIRLINK_TEST_CLEAR_KEY", "k" * 20)
+    spec = parse_job("[job]\nname='t'\nstages=['ingest']\n[[inputs]]\nname='c'\nkind='career'\npaths=['c.csv']\n"
+                     "[output]\ndirectory='o'\npseudonymise=true\nkey_env='NIRLINK_TEST_CLEAR_KEY'\n",
+                     path=str(tmp_path / "job.toml"), check_files=False)
+    warned = {}
+    for address in ("tcp://10.1.2.3:8786", "tls://10.1.2.3:8786", "tcp://127.0.0.1:8786", "scheduler:8786"):
+        key = _pseudonym_key(spec, address)
+        assert key.value == b"k" * 20 and "k" * 20 not in repr(key)
+        warned[address] = "unencrypted" in capsys.readouterr().err
+    assert warned == {"tcp://10.1.2.3:8786": True, "tls://10.1.2.3:8786": False, "tcp://127.0.0.1:8786": False,
+                      "scheduler:8786": True}
+
+
 def test_the_driver_connects_with_the_workers_certificate(tmp_path):
     """What `dask worker --tls-cert worker.pem` gives a worker (no client certificate) is turned
     into a client identity; the client certificates of nirlink.cluster.tls-dir win when set."""
