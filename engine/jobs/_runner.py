@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -149,6 +150,8 @@ class Job:
             self.emit(Started(time.time()))
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
+        self._ran: list[str] = []  # the stages this run started (none: a no-op re-run)
+        self._cluster = self._cluster_size()
         try:
             with self._performance_report():
                 self._run_stages()
@@ -167,11 +170,32 @@ class Job:
             raise
         finally:
             self._stop.set()
-            with contextlib.suppress(Exception):
-                from nirlink.engine.report._page import write_report
-
-                write_report(self.dir, self.paths["report"])
+            try:
+                self._write_report()
+            except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
+                self.log.write("warning", f"report not written: {type(exc).__name__}: {exc}")
         return self.state
+
+    def _cluster_size(self) -> dict[str, int] | None:
+        if self.client is None:
+            return None
+        with contextlib.suppress(Exception):
+            workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            return {"workers": len(workers), "threads": sum(w.get("nthreads", 0) for w in workers),
+                    "memory_bytes": sum(w.get("memory_limit") or 0 for w in workers)}
+        return None
+
+    def _write_report(self) -> None:
+        """This run's report, written only when the run started a stage: a re-run that skips
+        every stage leaves the report of the run that published the outputs as it is."""
+        if not self._ran:
+            return
+        from nirlink.engine.report._page import write_report
+
+        warnings = [r["message"] for r in self.log.read() if r.get("job") == self.job_id and r.get("level") == "warning"]
+        perf = self.paths["performance"]
+        write_report(self.dir, self.paths["report"], state=self.state, cluster=self._cluster,
+                     performance=perf if perf.exists() else None, warnings=warnings)
 
     @contextlib.contextmanager
     def _performance_report(self):
@@ -180,15 +204,22 @@ class Job:
             return
         from distributed import performance_report
 
-        report = performance_report(filename=str(self.paths["performance"]))
+        # BokehJS inline (readable offline); written aside, kept only if this run started a stage
+        final = self.paths["performance"]
+        tmp = final.with_name(f".{final.name}.tmp-{self.job_id}")
+        report = performance_report(filename=str(tmp), mode="inline")
         report.__enter__()
         try:
             yield
         finally:
             try:
                 report.__exit__(None, None, None)
+                if self._ran:
+                    os.replace(tmp, final)
             except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
                 self.log.write("warning", f"Dask performance report not written: {type(exc).__name__}: {exc}")
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def _run_stages(self) -> None:
         self._key()  # a missing or too short pseudonymisation key stops the job before its first stage
@@ -203,6 +234,7 @@ class Job:
             else:
                 fresh = True  # every later stage runs again
                 failing = _config.get("testing.fail-before-stage")
+                self._ran.append(stage)
                 self.emit(StageStarted(time.time(), index))
                 if failing == stage:
                     raise StageError(f"stage {stage}: failure injected by nirlink.testing.fail-before-stage")
