@@ -85,7 +85,8 @@ def build_signatures(rows: dict[str, Sequence[str]], work: Path, cfg: LinkConfig
             args.append(([f], s, str(work), cfg.signature_buckets, f"{source}-{i:05d}"))
     if not args:
         raise InputError("link: no career or resource rows to link")
-    maps = run_tasks(client, _sig_map, args, name="signatures-map", progress=progress)
+    maps = run_tasks(client, _sig_map, args, name="signatures-map", progress=progress,
+                     rows=lambda m: m["rows"])
     reduces = run_tasks(client, _sig_reduce, [(str(work), b) for b in range(cfg.signature_buckets)],
                         name="signatures-reduce", progress=progress)
     shutil.rmtree(work / "tmp" / "signatures", ignore_errors=True)

@@ -7,26 +7,40 @@ from typing import Any
 
 __all__ = ["run_tasks", "share", "Progress"]
 
-Progress = Callable[[str, int, int], None]
+Progress = Callable[..., None]
+"""``progress(step, done, total)``: ``done`` of ``total`` tasks of the step finished; steps that
+count rows add ``rows=`` (rows processed by the finished tasks)."""
 
 
 def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, progress: Progress | None = None,
-              kwargs: dict[str, Any] | None = None, describe: Callable[[tuple], str] | None = None) -> list[Any]:
+              kwargs: dict[str, Any] | None = None, describe: Callable[[tuple], str] | None = None,
+              rows: Callable[[Any], int] | None = None) -> list[Any]:
     """``[fn(*args, **kwargs) for args in arg_list]`` as Dask tasks; results in input order.
 
     On the first failure the remaining tasks are cancelled and the error is raised.
     ``describe`` names a task's partition in error messages (default: its file paths).
+    ``rows`` tells the rows a task processed from its result: progress then reports them.
     """
     kwargs = kwargs or {}
     n = len(arg_list)
-    if progress:
-        progress(name, 0, n)
+    counted = [0]
+
+    def tell(done: int, result: Any = None) -> None:
+        if not progress:
+            return
+        if rows is None:
+            progress(name, done, n)
+            return
+        if done:
+            counted[0] += int(rows(result))
+        progress(name, done, n, rows=counted[0])
+
+    tell(0)
     if client is None:
         out = []
         for i, args in enumerate(arg_list):
             out.append(fn(*args, **kwargs))
-            if progress:
-                progress(name, i + 1, n)
+            tell(i + 1, out[-1])
         return out
     import uuid
 
@@ -58,8 +72,7 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
                                      "memory limit or make partitions smaller)") from None
                 raise
             done += 1
-            if progress:
-                progress(name, done, n)
+            tell(done, results[index[fut.key]])
     except BaseException:
         client.cancel(futures)
         raise
@@ -79,9 +92,9 @@ def _describe(args: tuple) -> str:
     return f"arguments {str(args)[:80]}"
 
 
-def without_step(progress: Callable[[int, int], None] | None) -> Progress | None:
-    """A run_tasks progress callback from a ``(done, total)`` one (None stays None)."""
-    return None if progress is None else (lambda _step, done, total: progress(done, total))
+def without_step(progress: Callable[..., None] | None) -> Progress | None:
+    """A run_tasks progress callback from a ``(done, total[, rows=])`` one (None stays None)."""
+    return None if progress is None else (lambda _step, done, total, **rows: progress(done, total, **rows))
 
 
 def share(client, obj: Any) -> Any:

@@ -57,7 +57,7 @@ def test_restart_publishes_byte_identical_datasets(job_run, dask_client):
 def test_report_has_the_numbers(job_run):
     _, out, _ = job_run
     html = job_paths(out)["report"].read_text()
-    for needle in ("Ingest", "Rejects by reason", "Linkage", "linked by NIR", "Register duplicates", "Aggregates",
+    for needle in ("Inputs", "Rejects by reason", "Linkage", "linked by NIR", "Register duplicates", "Aggregates",
                    "Total quarters per person", "SAM in euros", "Export"):
         assert needle in html, needle
 
@@ -130,7 +130,7 @@ def test_cancel_stops_a_running_job(synth_small, tmp_path, dask_client):
     root, _ = synth_small
     job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out")
 
-    def progress(stage, step, done, total):
+    def progress(stage, step, done, total, rows):
         if stage == "link":
             request_cancel(tmp_path / "out")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import typer
 
 from . import app
+from ._progress import progress_display
 from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 
 
@@ -65,9 +67,7 @@ def run(
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Run FILE in the foreground, with a progress display per stage."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run FILE in the foreground, with a progress display per stage (see README, "Progress")."""
     from nirlink.cluster import open_client
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
@@ -79,22 +79,10 @@ def run(
     with open_client(address, n_workers=spec.cluster.workers, threads_per_worker=spec.cluster.threads_per_worker,
                      memory_limit=spec.cluster.memory_limit) as client:
         if show:
-            console.print(f"Dask dashboard: {client.dashboard_link}")
-        with Progress(TextColumn("{task.fields[stage]:<10}"), TextColumn("{task.description:<24}"), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not show) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(stage, step, done, total):
-                key = f"{stage}/{step}"
-                if key not in tasks:
-                    tasks[key] = bar.add_task(step, total=total, stage=stage)
-                bar.update(tasks[key], completed=done, total=total)
-
-            job = Job(spec, client=client, restart=restart, progress=progress, scheduler=address)
-            try:
-                job.run()
-            finally:
-                pass
+            console.print(f"Dask dashboard: {client.dashboard_link}", markup=False, highlight=False, soft_wrap=True)
+        display = progress_display(console) if show else contextlib.nullcontext(None)
+        with display as progress:
+            Job(spec, client=client, restart=restart, progress=progress, scheduler=address).run()
     emit(_summary(spec.directory), output, _render)
 
 

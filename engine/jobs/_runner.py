@@ -73,7 +73,7 @@ class Job:
     """One run of a job file on a Dask client (``client=None``: in this process, for tests)."""
 
     def __init__(self, spec: JobSpec, *, client=None, job_id: str | None = None, restart: bool = False,
-                 progress: Callable[[str, str, int, int], None] | None = None, scheduler: str | None = None,
+                 progress: Callable[..., None] | None = None, scheduler: str | None = None,
                  key: PseudonymKey | None = None):
         self.spec = spec
         self._given_key = key  # the pseudonymisation key resolved by whoever submitted the job
@@ -124,10 +124,10 @@ class Job:
             with contextlib.suppress(Exception):
                 self.emit(Heartbeat(time.time()))
 
-    def _progress(self, stage: str) -> Callable[[str, int, int], None]:
+    def _progress(self, stage: str) -> Callable[..., None]:
         last = [0.0]
 
-        def report(step: str, done: int, total: int) -> None:
+        def report(step: str, done: int, total: int, rows: int | None = None) -> None:
             if self.paths["cancel"].exists():
                 raise JobCancelled(f"job {self.job_id} cancelled by an operator")
             now = time.time()
@@ -135,7 +135,7 @@ class Job:
                 last[0] = now
                 self.emit(Progress(now, step, done, total))
             if self.on_progress:
-                self.on_progress(stage, step, done, total)
+                self.on_progress(stage, step, done, total, rows)
 
         return report
 
@@ -281,8 +281,8 @@ class Job:
         if stage == "ingest":
             from nirlink.engine.stages._ingest import run_ingest
 
-            def ingest_progress(done, total):
-                progress("read", done, total)
+            def ingest_progress(done, total, rows=None):
+                progress("read", done, total, rows)
 
             return run_ingest(list(s.inputs), d / "ingest", client=c,
                               chunk_rows=int(_config.get("ingest.chunk-rows", 1_000_000)), progress=ingest_progress)
@@ -332,7 +332,7 @@ class Job:
                 partitioned = True  # person buckets on disk, as the attach stage writes them
             manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                      partitioned_by_person=partitioned, first_review_month=s.first_review_month,
-                                     progress=lambda done, total: progress("aggregate", done, total))
+                                     progress=lambda done, total, rows=None: progress("aggregate", done, total, rows))
             shutil.rmtree(scratch, ignore_errors=True)
             return manifest
         if stage == "export":

@@ -74,7 +74,7 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
 def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
                   first_review_month: str = "2021-01",
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
     RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``."""
     if career is None and resource is None:
@@ -131,7 +131,8 @@ def _run(jobs, out_dir, first_review, client, progress):
         return f"{kind} partition {index} of the shuffle by person"
 
     return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review) for kind, part, index in jobs],
-                     name="aggregate", progress=without_step(progress), describe=describe)
+                     name="aggregate", progress=without_step(progress), describe=describe,
+                     rows=lambda r: r["rows_in"])
 
 
 def _manifest(inputs, results, root: Path, partitioned, first_review_month, started) -> dict[str, Any]:

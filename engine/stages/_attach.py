@@ -89,7 +89,7 @@ def _attach_file(path: str, source: str, lookup: str, out: str, n_buckets: int, 
 
 
 def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, *, client=None,
-               person_buckets: int | None = None, progress: Callable[[str, int, int], None] | None = None) -> dict:
+               person_buckets: int | None = None, progress: Callable[..., None] | None = None) -> dict:
     from nirlink.linkage._tasks import run_tasks
 
     from ._link import ingested_files
@@ -106,7 +106,8 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
                                progress=progress)[0]
         args = [(f, source, lookup, str(work), n_buckets, f"part-{i:05d}")
                 for source in ("career", "resource") for i, f in enumerate(files[source])]
-        results = run_tasks(client, _attach_file, args, name="attach", progress=progress)
+        results = run_tasks(client, _attach_file, args, name="attach", progress=progress,
+                            rows=lambda r: r["rows"])
         os.remove(lookup)
         per_source: dict[str, Counter] = {}
         for r in results:
@@ -150,7 +151,7 @@ def _declared_files(files: list[str], source: str, out: str, n_buckets: int, par
 
 
 def declared_persons(ingest_dir: str | Path, out_dir: str | Path, *, client=None,
-                     progress: Callable[[str, int, int], None] | None = None) -> tuple[Path | None, Path | None]:
+                     progress: Callable[..., None] | None = None) -> tuple[Path | None, Path | None]:
     """Without linkage: the ingested rows with their own valid NIR as the person (rows whose
     NIR is not valid have no person), grouped by person into bucket directories on disk (as
     the attach stage does), so that the aggregate stage reads each bucket as one partition
@@ -174,5 +175,5 @@ def declared_persons(ingest_dir: str | Path, out_dir: str | Path, *, client=None
             rows += n
         if group:
             args.append((group, source, str(out_dir), n_buckets, f"part-{len(args):05d}"))
-    run_tasks(client, _declared_files, args, name="person-buckets", progress=progress)
+    run_tasks(client, _declared_files, args, name="person-buckets", progress=progress, rows=lambda r: r["rows"])
     return tuple(out_dir / source if files[source] else None for source in ("career", "resource"))

@@ -145,7 +145,7 @@ def _export_file(src: str, name: str, partition: str | None, out: str, part: str
 
 
 def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | PseudonymKey | None = None,
-               progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+               progress: Callable[..., None] | None = None) -> dict[str, Any]:
     from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
@@ -162,7 +162,7 @@ def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: by
     with staged_directory(out_dir) as work:
         work = work.resolve()
         args = [(f, n, p, str(work), part, k) for f, n, p, _, part, k in args]
-        counts = run_tasks(client, _export_file, args, name="export", progress=progress)
+        counts = run_tasks(client, _export_file, args, name="export", progress=progress, rows=int)
         rejects = _rejects_summary(job_dir, work)
         tables = {}
         for name, (_, partition) in EXPORTS.items():

@@ -58,7 +58,7 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int)
 
 
 def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chunk_rows: int = 1_000_000,
-               today: _dt.date | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+               today: _dt.date | None = None, progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run the stage; publish ``out_dir`` (accepted datasets per input, ``rejects/``, ``_manifest.json``)."""
     tasks = plan_ingest(inputs, chunk_rows=chunk_rows)
     today_year = (today or _dt.date.today()).year
@@ -67,7 +67,8 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
         from nirlink.linkage._tasks import run_tasks, without_step
 
         per_task = run_tasks(client, ingest_task, [(t, str(tmp.resolve()), chunk_rows, today_year) for t in tasks],
-                             name="ingest", progress=without_step(progress))
+                             name="ingest", progress=without_step(progress),
+                             rows=lambda chunks: sum(c["rows_read"] for c in chunks))
         results: list[dict[str, Any]] = [r for rs in per_task for r in rs]
         manifest = _manifest(inputs, tasks, results, tmp)
         write_json(tmp / "_manifest.json", manifest)

@@ -37,7 +37,7 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
 
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
              register_model_path: str | Path | None = None, decisions_path: str | Path | None = None, config=None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[..., None] | None = None) -> dict[str, Any]:
     from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
     from nirlink.linkage._clerical import load_decisions
     from nirlink.linkage._decisions import decide
