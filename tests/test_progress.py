@@ -37,7 +37,8 @@ def test_step_eta_and_rate():
     assert s.rate(110.0) == pytest.approx(5_000.0)
     assert "2/8 tasks, 10.0 s, ETA 30.0 s, 50,000 rows, 5,000 rows/s" in s.describe(110.0)
     s.done, s.finished = 8, 120.0
-    assert s.eta(500.0) == 0.0 and s.describe(500.0) == "ingest/read done: 8/8 tasks in 20.0 s, 50,000 rows, 2,500 rows/s"
+    assert s.eta(500.0) == 0.0
+    assert s.describe(500.0) == "ingest/read done: 8/8 tasks in 20.0 s, 50,000 rows, 2,500 rows/s"
 
 
 def test_lines_per_step_and_in_silence():

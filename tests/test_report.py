@@ -78,8 +78,8 @@ def _wait(predicate, what: str, timeout: float = 60.0):
 def _no_remote_resources(page: Path) -> None:
     """No script, style sheet, image or frame from elsewhere (a favicon link may stay)."""
     text = page.read_text(encoding="utf-8")
-    remote = [m.group(0) for m in re.finditer(r"<(script|link|img|iframe)[^>]+(src|href)=[\"']?(https?:)?//[^>]*>", text, re.I)
-              if "icon" not in m.group(0)]
+    tags = re.finditer(r"<(script|link|img|iframe)[^>]+(src|href)=[\"']?(https?:)?//[^>]*>", text, re.I)
+    remote = [m.group(0) for m in tags if "icon" not in m.group(0)]
     assert not remote, (page, remote)
 
 

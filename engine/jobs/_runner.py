@@ -192,7 +192,8 @@ class Job:
             return
         from nirlink.engine.report._page import write_report
 
-        warnings = [r["message"] for r in self.log.read() if r.get("job") == self.job_id and r.get("level") == "warning"]
+        warnings = [r["message"] for r in self.log.read()
+                    if r.get("job") == self.job_id and r.get("level") == "warning"]
         perf = self.paths["performance"]
         write_report(self.dir, self.paths["report"], state=self.state, cluster=self._cluster,
                      performance=perf if perf.exists() else None, warnings=warnings)

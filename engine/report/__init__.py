@@ -1,5 +1,6 @@
-"""The job report: one HTML page per job (stage timings and counts, rejects, linkage rates,
-register duplicates, the Splink charts, distributions of quarters and SAM)."""
+"""The job report: one self-contained HTML page per run, readable offline (the run and its
+warnings, stage timings and counts, rejects, linkage rates, register duplicates, the Splink
+charts, distributions of quarters and SAM), beside the run's Dask performance report."""
 
 from nirlink.kernels._lazy import lazy_front
 

@@ -61,7 +61,8 @@ def _run_section(state: dict, cluster: dict | None, manifests: dict, job: Path) 
         ["scheduler", state.get("scheduler") or "a local cluster started by the job"],
     ]
     if cluster:
-        rows.append(["cluster", f"{f.count(cluster.get('workers'))} workers, {f.count(cluster.get('threads'))} threads, "
+        rows.append(["cluster", f"{f.count(cluster.get('workers'))} workers, "
+                                f"{f.count(cluster.get('threads'))} threads, "
                                 f"{f.decimal(cluster.get('memory_bytes', 0) / 2**30, 1)} GiB of memory"])
     dec = manifests.get("link", {}).get("decisions", {})
     if dec:
@@ -132,7 +133,8 @@ def _ingest_section(m: dict) -> str:
     rows.append(["all", "", sum(r[2] for r in rows), tot["read"], tot["accepted"], tot["rejected"],
                  f.share(tot["rejected"], tot["read"])])
     meaning = m.get("reasons", {})
-    out = ["<h2>Inputs</h2>", f.table(["input", "kind", "files", "rows read", "accepted", "rejected", "rejected %"], rows),
+    out = ["<h2>Inputs</h2>",
+           f.table(["input", "kind", "files", "rows read", "accepted", "rejected", "rejected %"], rows),
            "<p>Rejects by reason</p>",
            f.table(["reason", "meaning", "rows", "% of rows read"],
                    [[k, meaning.get(k, ""), v, f.share(v, tot["read"])]
@@ -195,7 +197,8 @@ def _splink_charts(model_path: Path, charts: Charts) -> str:
         return f"<p class='small'>Splink charts unavailable: {html.escape(mask_nirs(str(exc)))}</p>"
 
 
-def histogram_bins(con, source: str, column: str, *, width: int, cap: int, where: str = "true") -> list[tuple[int, int]]:
+def histogram_bins(con, source: str, column: str, *, width: int, cap: int,
+                   where: str = "true") -> list[tuple[int, int]]:
     """``[(left edge, count)]`` of ``column`` in bins of ``width`` from 0, values past ``cap`` in
     the last bin, negative ones in the first (at most cap / width + 1 bins, whatever the rows)."""
     # floor(), not //: in DuckDB 2 `//` on a DOUBLE divides without flooring (a bin per value)
