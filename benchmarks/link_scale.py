@@ -1,5 +1,5 @@
 """Link accuracy and cost against size: `python -m benchmarks.link_scale [--persons 30000,200000,1000000]
-[--seeds 1,2,3] [--noise 1,2] [--workers N] [--memory-limit 4GB] [--dir DIR] [--keep]`.
+[--seeds 1,2,3] [--noise 1,2] [--workers N] [--memory-limit 4GB] [--dir DIR] [--keep] [--resume]`.
 
 For every (persons, noise, seed): `nirlink synth` (seed, `--noise-scale`), then `nirlink run` on a
 job with the stages ingest and link only, then `nirlink evaluate` with the link stage's trained
@@ -264,6 +264,8 @@ def main(argv=None) -> None:
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep every dataset and job output (under --dir)")
     ap.add_argument("--name", default="link_scale", help="results file name (benchmarks/results/NAME.json|md)")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip the runs already recorded in results/NAME.partial.json (written after every run)")
     ap.add_argument("--merge", default=None,
                     help="comma-separated result names: render their runs together as NAME (no new run); "
                          "large sizes can then run as separate invocations")
@@ -281,19 +283,31 @@ def main(argv=None) -> None:
     sizes, seeds, noises = _ints(args.persons), _ints(args.seeds), _floats(args.noise)
     base = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-link-scale-"))
     base.mkdir(parents=True, exist_ok=True)
-    runs = []
+    from ._common import RESULTS
+
+    # every finished run is kept at once: a 1M-person run takes 10-45 min, an interrupted
+    # invocation resumes with --resume instead of starting over
+    partial = RESULTS / f"{args.name}.partial.json"
+    runs = json.loads(partial.read_text())["runs"] if args.resume and partial.exists() else []
+    done = {(r["persons"], r["seed"], r["noise"]) for r in runs}
     for persons in sizes:
         for noise in noises:
             for seed in seeds:
+                if (persons, seed, noise) in done:
+                    print(f"persons {persons:,} noise x{noise:g} seed {seed}: recorded in {partial}", flush=True)
+                    continue
                 print(f"persons {persons:,} noise x{noise:g} seed {seed} ...", flush=True)
                 r = one_run(base, persons, seed, noise, args)
                 print(f"  signatures P {r['sig_precision']:.5f} R {r['sig_recall']:.5f}; link {r['link_stage_s']} s; "
                       f"peak RSS {r['run_peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
                 runs.append(r)
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n")
     md, summary = render(runs, args)
     payload = {"persons": sizes, "seeds": seeds, "noise": noises, "workers": args.workers,
                "evaluate_memory_limit": args.memory_limit, "runs": runs, **summary}
     write_results(args.name, payload, md, scratch=None if (args.keep or args.dir) else base)
+    partial.unlink(missing_ok=True)
     if args.keep:
         print(f"datasets and job outputs kept under {base}")
 
