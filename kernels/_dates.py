@@ -1,8 +1,11 @@
 """Date parsing kernel over UTF-8 Arrow buffers, keeping unknown parts unknown.
 
 Accepted forms (surrounding spaces ignored): YYYY-MM-DD, YYYY/MM/DD, YYYYMMDD,
-DD/MM/YYYY, DD-MM-YYYY, DD.MM.YYYY, YYYY-MM-DD followed by a time ('T...' or ' hh:mm...'),
-and the month forms YYYY-MM, YYYY/MM, MM/YYYY (day 0). With ``allow_unknown`` a month or
+DD/MM/YYYY, DD-MM-YYYY, DD.MM.YYYY, YYYY-MM-DD followed by a time, and the month forms
+YYYY-MM, YYYY/MM, MM/YYYY (day 0). The time (ignored: only the day is kept) must be a real
+one: 'T' or a space, then hh:mm[:ss[.fraction]] (hh <= 23, mm and ss <= 59, ',' also
+separates the fraction), then optionally Z, +hh:mm, +hhmm or +hh (or '-'); anything else
+after the date ('2015-01-01 xyz', '2015-01-01T25:99:99') makes the value a bad date. With ``allow_unknown`` a month or
 day of 00 means unknown (1962-00-00: born in 1962, month unknown); otherwise it is an error.
 """
 
@@ -159,6 +162,50 @@ def _num(data, a, b):
 
 
 @njit(nogil=True, cache=True)
+def _two(data, a, b, i, most):
+    """The 2-digit number at data[i:i+2] if within [a, b) and <= most, else -1."""
+    if i + 2 > b:
+        return -1
+    v = _num(data, i, i + 2)
+    return v if v <= most else -1
+
+
+@njit(nogil=True, cache=True)
+def _time_ok(data, a, b):
+    """Is data[a:b] a time hh:mm[:ss[(.|,)digits]] with an optional offset Z, +hh:mm,
+    +hhmm, +hh ('-' too)? (Python's datetime.fromisoformat accepts all of these.)"""
+    if _two(data, a, b, a, 23) < 0 or a + 2 >= b or data[a + 2] != 58 or _two(data, a, b, a + 3, 59) < 0:
+        return False
+    i = a + 5
+    if i < b and data[i] == 58:  # :ss
+        if _two(data, a, b, i + 1, 59) < 0:
+            return False
+        i += 3
+        if i < b and (data[i] == 46 or data[i] == 44):  # .fraction or ,fraction
+            j = i + 1
+            while j < b and 48 <= data[j] <= 57:
+                j += 1
+            if j == i + 1:
+                return False
+            i = j
+    if i == b:
+        return True
+    if data[i] == 90:  # Z
+        return i + 1 == b
+    if data[i] != 43 and data[i] != 45:  # + or -
+        return False
+    i += 1
+    if _two(data, a, b, i, 23) < 0:
+        return False
+    i += 2
+    if i == b:
+        return True
+    if data[i] == 58:
+        i += 1
+    return _two(data, a, b, i, 59) >= 0 and i + 2 == b
+
+
+@njit(nogil=True, cache=True)
 def _parse(offsets, data, valid, allow_unknown, year, month, day, ordinal, status):
     for i in range(offsets.shape[0] - 1):
         year[i] = 0
@@ -181,6 +228,8 @@ def _parse(offsets, data, valid, allow_unknown, year, month, day, ordinal, statu
             y = _num(data, a, a + 4)
             m = _num(data, a + 5, a + 7)
             d = _num(data, a + 8, a + 10)
+            if n > 10 and not _time_ok(data, a + 11, b):
+                y = -1
         elif n == 10 and (data[a + 2] == 47 or data[a + 2] == 45 or data[a + 2] == 46) and data[a + 5] == data[a + 2]:
             d = _num(data, a, a + 2)
             m = _num(data, a + 3, a + 5)

@@ -56,7 +56,7 @@ def test_defaults_are_registered_under_the_nirlink_namespace():
     "tree,path,fragment",
     [
         ({"nirlink": {"synth": {"sed": 1}}}, "nirlink.synth.sed", "unknown setting"),
-        ({"nirlink": {"synth": {"seed": "x"}}}, "nirlink.synth.seed", "expected integer"),
+        ({"nirlink": {"synth": {"seed": "x"}}}, "nirlink.synth.seed", "expected an integer"),
         ({"nirlink": {"synth": {"noise": {"missing-nir": 1.5}}}}, "nirlink.synth.noise.missing-nir", "<= 1"),
         ({"nirlink": {"synth": {"noise": 3}}}, "nirlink.synth.noise", "expected a table"),
     ],

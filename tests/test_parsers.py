@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
@@ -26,8 +27,23 @@ from nirlink.kernels._numbers import (
 # ------------------------------------------------------------------ dates
 
 
+# The time forms nirlink accepts after a date (a subset of ISO 8601 that Python's
+# datetime.fromisoformat also accepts); fromisoformat judges whether the values are real.
+TIME_FORM = re.compile(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
+
+
+def ref_time_ok(tail):
+    if not TIME_FORM.fullmatch(tail):
+        return False
+    try:
+        dt.datetime.fromisoformat("2000-01-01T" + tail)
+    except ValueError:
+        return False
+    return True
+
+
 def ref_date(text, allow_unknown):
-    """(status, y, m, d) with Python's datetime as the judge of real dates."""
+    """(status, y, m, d) with Python's datetime as the judge of real dates and times."""
     if text is None or text.strip() == "":
         return DATE_MISSING, 0, 0, 0
     s = text.strip(" \t\r")
@@ -43,6 +59,8 @@ def ref_date(text, allow_unknown):
     elif len(s) == 7 and s[2] == "/":
         forms.append((s[3:7], s[0:2], "00"))
     if not forms:
+        return DATE_BAD, 0, 0, 0
+    if len(s) > 10 and not ref_time_ok(s[11:]):
         return DATE_BAD, 0, 0, 0
     ys, ms, ds = forms[0]
     if not all(part.isascii() and part.isdigit() for part in (ys, ms, ds)):
@@ -85,6 +103,37 @@ def test_dates_match_datetime(values, allow_unknown):
             assert (r["year"][i], r["month"][i], r["day"][i]) == (y, m, d), v
             if m > 0:
                 assert r["ordinal"][i] == (dt.date(y, m, max(d, 1)) - dt.date(1970, 1, 1)).days
+
+
+two_digits = st.integers(0, 99).map(lambda v: f"{v:02d}")
+time_text = st.builds(
+    lambda hh, mm, ss, frac, tz, junk: f"{hh}:{mm}{ss}{frac if ss else ''}{tz}{junk}",
+    st.one_of(two_digits, st.sampled_from(["1", "2a", "", "24"])),
+    two_digits,
+    st.one_of(st.just(""), two_digits.map(lambda v: ":" + v)),
+    st.one_of(st.just(""), st.tuples(st.sampled_from(".,"), st.text("0123456789", max_size=9)).map("".join)),
+    st.one_of(st.sampled_from(["", "Z", "z", "+", "-01:"]),
+              st.tuples(st.sampled_from("+-"), two_digits, st.sampled_from(["", ":", "x"]),
+                        st.one_of(st.just(""), two_digits)).map("".join)),
+    st.one_of(st.just(""), st.just(""), st.text(st.sampled_from(" xyzT:0"), max_size=3)),
+)
+
+
+@given(st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31)), st.sampled_from(["T", " ", "t", "_"]), time_text)
+@example(dt.date(2015, 1, 1), " ", "xyz")
+@example(dt.date(2015, 1, 1), "T", "25:99:99")
+@example(dt.date(2015, 1, 1), "T", "23:59:59.999999+01:00")
+@example(dt.date(2015, 1, 1), " ", "10:30Z")
+def test_a_time_after_the_date_must_be_a_real_time(day, sep, time):
+    """The date is kept only when what follows it is a real time (datetime.fromisoformat agrees)."""
+    text = f"{day.isoformat()}{sep}{time}"
+    r = parse_dates(pa.array([text]), allow_unknown=False)
+    ok = sep in "T " and ref_time_ok(time.rstrip(" ")) and not time.startswith(" ")
+    assert r["status"][0] == (DATE_OK if ok else DATE_BAD), text
+    if ok:
+        assert (r["year"][0], r["month"][0], r["day"][0]) == (day.year, day.month, day.day)
+        assert r["ordinal"][0] == (day - dt.date(1970, 1, 1)).days
+        assert dt.datetime.fromisoformat(text.strip()).date() == day
 
 
 @given(st.lists(st.one_of(st.integers(-800_000, 2_900_000), st.integers(7000, 7400)), max_size=50))

@@ -1,9 +1,18 @@
-"""Helpers shared by every CLI command: one error exit, JSON or table output, progress."""
+"""Helpers shared by every CLI command: one error exit, JSON or table output, progress.
+
+Exit codes (README, "Exit codes"): 0 success; 1 the command ran and something was wrong (a
+job file, an input, a failed job, an unreachable cluster); 2 the command line itself is
+wrong (unknown command or option, missing or malformed argument); 130 interrupted. Every
+error is printed as ``error: ...`` on stderr - one line, or one line per problem of a job
+file - and, with ``--output json``, also as ``{"error": ..., "exit_code": ...}`` on stdout.
+Messages never carry a Python class name, and NIRs in them are masked.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -12,7 +21,12 @@ from typing import Any
 
 import typer
 
-__all__ = ["OutputFormat", "exit_with_error", "handle_errors", "emit", "state", "stderr_console"]
+__all__ = ["OutputFormat", "exit_with_error", "handle_errors", "emit", "state", "stderr_console", "describe_error",
+           "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "print_error", "click_errors"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class OutputFormat(str, Enum):
@@ -33,37 +47,104 @@ def stderr_console():
     return Console(stderr=True)
 
 
-def exit_with_error(message: str, code: int = 1) -> None:
-    """Print ``error: message`` on one line to stderr and exit with ``code``."""
-    first = str(message).strip()
-    typer.echo(f"error: {first}", err=True)
+def _mask(text: str) -> str:
+    from nirlink.engine.jobs._joblog import mask_nirs
+
+    return mask_nirs(text)
+
+
+def print_error(message: str, code: int, *, as_json: bool = False) -> None:
+    """``error: message`` on stderr (NIRs masked); with ``as_json`` also the JSON error object
+    ``{"error", "problems", "exit_code"}`` on stdout."""
+    text = _mask(str(message).strip()) or "unknown error"
+    typer.echo(f"error: {text}", err=True)
+    if as_json:
+        lines = text.splitlines()
+        problems = [line.strip() for line in lines[1:] if line.strip()]
+        payload = {"error": lines[0] if problems else text, "problems": problems, "exit_code": code}
+        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+
+def exit_with_error(message: str, code: int = EXIT_ERROR, *, as_json: bool = False) -> None:
+    """Print the error (``print_error``) and exit with ``code``."""
+    print_error(message, code, as_json=as_json)
     raise typer.Exit(code)
 
 
-def handle_errors(func: Callable) -> Callable:
-    """Turn any exception of a command into a one-line message and exit code 1.
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, in words: nirlink's own message; for an OS error its reason and the
+    file; for anything else its message, marked as unexpected. Never the class name."""
+    from nirlink.kernels import NirlinkError
 
-    ``--debug`` (before the command) prints the traceback instead. Multi-line messages
-    (a SpecError listing every problem) are printed whole.
+    if isinstance(exc, NirlinkError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected failure: {text or 'no message'} (--debug shows where)"
+
+
+def _warn_unknown_settings() -> None:
+    from nirlink.engine import _config
+
+    for path, hint in _config.unknown_settings():
+        typer.echo(f"warning: unknown setting {path} is ignored ({hint})", err=True)
+
+
+def _private_umask() -> int | None:
+    """Set the process umask from ``nirlink.privacy.directory-mode`` (so every file and
+    directory this command - and the local workers it starts - creates is private); the old
+    umask, to restore."""
+    from nirlink.engine.io._datasets import private_modes
+
+    try:
+        dir_mode, _ = private_modes()
+    except Exception:  # noqa: BLE001 - a bad setting is reported when the command reads it
+        return None
+    return os.umask(0o777 & ~dir_mode)
+
+
+def click_errors():
+    """Typer's click exception module (vendored as ``typer._click`` by recent Typer releases,
+    plain ``click`` before): found from ``typer.BadParameter`` so both work."""
+    return sys.modules[typer.BadParameter.__module__]
+
+
+def _is_json(kwargs: dict[str, Any]) -> bool:
+    return kwargs.get("output") == OutputFormat.json
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Turn any exception of a command into an ``error: ...`` message and its exit code.
+
+    ``--debug`` (before the command) prints the traceback too. Multi-line messages (a
+    SpecError listing every problem) are printed whole. Before the command runs, unknown
+    ``nirlink.*`` settings are warned about and the private umask is set.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        as_json = _is_json(kwargs)
+        old_umask = None
         try:
+            _warn_unknown_settings()
+            old_umask = _private_umask()
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            exit_with_error("interrupted", code=130)
+            exit_with_error("interrupted", EXIT_INTERRUPTED, as_json=as_json)
         except Exception as exc:  # noqa: BLE001 - the CLI's single error exit
             if state.debug:
                 traceback.print_exc()
-            name = type(exc).__name__
-            from nirlink.kernels import NirlinkError
-
-            # our errors may list several problems (one per line); anything else: its first line
-            text = str(exc) if isinstance(exc, NirlinkError) else f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            exit_with_error(text)
+            if isinstance(exc, click_errors().UsageError):  # a command's own check of its options
+                exit_with_error(exc.message, EXIT_USAGE, as_json=as_json)
+            exit_with_error(describe_error(exc), EXIT_ERROR, as_json=as_json)
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
 
     return wrapper
 

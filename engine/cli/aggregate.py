@@ -24,7 +24,10 @@ def aggregate(
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Aggregate careers (quarters, capped salaries, SAM) and resources (months, years, 12-month reviews)."""
+    """Aggregate careers (quarters, capped salaries, SAM) and resources (months, years, 12-month reviews).
+
+    Example: nirlink aggregate --synthetic data/ --out aggregates/
+    """
     from nirlink.cluster import open_client
     from nirlink.engine.stages._aggregate import run_aggregate
 

@@ -9,7 +9,8 @@ import typer
 from . import app
 from ._utilities import OutputFormat, emit, handle_errors
 
-cluster_app = typer.Typer(help="Cluster helpers.", no_args_is_help=True)
+cluster_app = typer.Typer(help="Cluster helpers.\n\nExample: nirlink cluster certs tls/ --host scheduler.example.org",
+                          no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
 
 
@@ -19,7 +20,10 @@ def certs(directory: Path = typer.Argument(..., help="Where to write ca.pem and 
           hosts: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="Host names / IPs of the certs."),
           days: int = typer.Option(365, "--days", help="Validity in days."),
           output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
-    """Make a CA and scheduler, worker and client certificates signed by it."""
+    """Make a CA and scheduler, worker and client certificates signed by it.
+
+    Example: nirlink cluster certs tls/ --host scheduler.example.org --host 10.0.0.5
+    """
     from nirlink.cluster import make_certificates
 
     files = make_certificates(directory, hosts=tuple(hosts), days=days)

@@ -9,7 +9,7 @@ import typer
 from . import app
 from ._utilities import OutputFormat, emit, handle_errors
 
-job_app = typer.Typer(help="Job files.", no_args_is_help=True)
+job_app = typer.Typer(help="Job files.\n\nExample: nirlink job check job.toml", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 
 
@@ -17,7 +17,10 @@ app.add_typer(job_app, name="job")
 @handle_errors
 def check(file: Path = typer.Argument(..., help="Job file (TOML)."),
           output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
-    """Validate FILE: every problem is reported at once, with its field path."""
+    """Validate FILE: every problem is reported at once, with its field path.
+
+    Example: nirlink job check job.toml --output json
+    """
     from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(file)

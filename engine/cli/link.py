@@ -11,7 +11,8 @@ import typer
 from . import app
 from ._utilities import OutputFormat, emit, handle_errors
 
-model_app = typer.Typer(help="Linkage models (Splink settings plus their training recipe).", no_args_is_help=True)
+model_app = typer.Typer(help="Linkage models (Splink settings plus their training recipe).\n\n"
+                             "Example: nirlink model show identity", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 
@@ -35,7 +36,10 @@ def link(
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Score and cluster records with any nirlink model file (training it first if it is untrained)."""
+    """Score and cluster records with any nirlink model file (training it first if it is untrained).
+
+    Example: nirlink link --model identity --input records.parquet --input register.parquet --out links/
+    """
     from nirlink.cluster import open_client
     from nirlink.linkage._front import link_datasets
 
@@ -64,7 +68,10 @@ def model_train(
     id_column: str = typer.Option("unique_id", "--id-column"),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Train a model on data and save it (plain Splink loads the 'splink' part unchanged)."""
+    """Train a model on data and save it (plain Splink loads the 'splink' part unchanged).
+
+    Example: nirlink model train --input records.parquet --input register.parquet --out models/trained.json
+    """
     from nirlink.linkage import save_model
     from nirlink.linkage._front import read_dataset, save_charts, train_on
 
@@ -113,7 +120,10 @@ def model_show(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Comparisons and their levels in order with m, u and match weight log2(m/u); the prior and its
-    weight; blocking rules; decision thresholds."""
+    weight; blocking rules; decision thresholds.
+
+    Example: nirlink model show /jobs/careers-2026/link/model.json
+    """
     spec = _model(model, "identity")
     trained = spec.settings() if spec.trained else None
     rows, null_levels = [], []
@@ -198,7 +208,10 @@ def evaluate(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status;
-    ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates."""
+    ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates.
+
+    Example: nirlink evaluate --links demo/job/link --rows demo/job/ingest --truth demo/data/truth
+    """
     from nirlink.engine.stages._link import ingested_files
     from nirlink.linkage import load_model
     from nirlink.linkage._evaluate import evaluate as run

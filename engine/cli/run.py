@@ -67,7 +67,10 @@ def run(
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Run FILE in the foreground, with a progress display per stage (see README, "Progress")."""
+    """Run FILE in the foreground, with a progress display per stage (see README, "Progress").
+
+    Example: nirlink run job.toml --scheduler tcp://scheduler:8786
+    """
     from nirlink.cluster import open_client
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
@@ -169,7 +172,10 @@ def submit(
     restart: bool = typer.Option(False, "--restart", help="Run every stage again."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Submit FILE to a running cluster and return its job id at once; the job goes on without this terminal."""
+    """Submit FILE to a running cluster and return its job id at once; the job goes on without this terminal.
+
+    Example: nirlink submit job.toml --scheduler tls://scheduler:8786
+    """
     from distributed import fire_and_forget
 
     from nirlink.cluster import open_client

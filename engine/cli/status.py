@@ -34,7 +34,10 @@ def _checked_state(directory):
 @handle_errors
 def status(job: str = typer.Argument(..., help="Job id or job directory."),
            output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
-    """State of a job: submitted, running stage k/n, succeeded, failed (with the error), cancelled."""
+    """State of a job: submitted, running stage k/n, succeeded, failed (with the error), cancelled.
+
+    Example: nirlink status /jobs/careers-2026
+    """
     from nirlink.engine.jobs._registry import find_job
 
     directory = find_job(job)
@@ -45,7 +48,10 @@ def status(job: str = typer.Argument(..., help="Job id or job directory."),
 @app.command()
 @handle_errors
 def jobs(output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
-    """Jobs in the registry, newest last."""
+    """Jobs in the registry, newest last.
+
+    Example: nirlink jobs --output json
+    """
     from nirlink.engine.jobs._registry import list_jobs
     from nirlink.engine.jobs._state import JobState
 
@@ -66,7 +72,10 @@ def jobs(output: OutputFormat = typer.Option(OutputFormat.text, "--output", help
 @app.command()
 @handle_errors
 def cancel(job: str = typer.Argument(..., help="Job id or job directory.")) -> None:
-    """Ask a running job to stop; it stops at its next task boundary and is marked cancelled."""
+    """Ask a running job to stop; it stops at its next task boundary and is marked cancelled.
+
+    Example: nirlink cancel careers-2026-20260105-093000-1a2b
+    """
     from nirlink.engine.jobs._registry import find_job, read_state, request_cancel
     from nirlink.engine.jobs._state import TERMINAL
 
@@ -83,7 +92,10 @@ def cancel(job: str = typer.Argument(..., help="Job id or job directory.")) -> N
 @handle_errors
 def logs(job: str = typer.Argument(..., help="Job id or job directory."),
          output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json.")) -> None:
-    """The job's structured log (NIRs masked)."""
+    """The job's structured log (NIRs masked).
+
+    Example: nirlink logs /jobs/careers-2026
+    """
     from nirlink.engine.jobs._joblog import JobLog
     from nirlink.engine.jobs._registry import find_job, job_paths
 

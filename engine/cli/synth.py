@@ -27,7 +27,10 @@ def synth(
                                                                  "(default: OUT/../job)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT."""
+    """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT.
+
+    Example: nirlink synth --persons 10000 --out data/ --write-job job.toml
+    """
     from nirlink.engine.synth._generate import synth as run_synth
     from nirlink.engine.synth._params import SynthParams
 

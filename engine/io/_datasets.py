@@ -4,6 +4,12 @@ A stage writes everything under a hidden temporary directory next to its final p
 publishes it with one rename, so readers never see half a stage and a failed stage leaves
 the previous published output untouched. The manifest (``_manifest.json``) records each
 dataset's schema, files, row counts and checksums.
+
+Privacy: datasets hold NIRs, names and birth dates, so every directory nirlink creates is
+made with ``nirlink.privacy.directory-mode`` (0700) and every file it writes gets
+``nirlink.privacy.file-mode`` (0600); a stage's directory is swept to those modes before it
+is published, whatever wrote into it (DuckDB, a worker with another umask). Directories
+that already exist are left alone: nirlink never loosens or tightens what it did not create.
 """
 
 from __future__ import annotations
@@ -22,21 +28,64 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["write_parquet", "staged_directory", "describe_dataset", "file_sha256", "write_json", "read_json",
-           "WRITE_OPTIONS"]
+           "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes"]
 
 WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True)
+
+
+def private_modes() -> tuple[int, int]:
+    """(directory mode, file mode) from the settings ``nirlink.privacy.*``."""
+    from nirlink.engine import _config
+
+    return int(_config.get("privacy.directory-mode", "0700"), 8), int(_config.get("privacy.file-mode", "0600"), 8)
+
+
+def make_private_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` and its missing parents with the private directory mode (those that
+    exist keep theirs)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if missing:
+        mode = private_modes()[0]
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=mode)
+                os.chmod(d, mode)  # mkdir's mode is filtered by the umask
+    elif not path.is_dir():
+        path.mkdir()  # not a directory: raise the usual FileExistsError / NotADirectoryError
+    return path
+
+
+def apply_private_modes(root: str | os.PathLike) -> None:
+    """Give ``root`` and everything below it the private modes (files and directories this
+    user does not own are left as they are)."""
+    dir_mode, file_mode = private_modes()
+    with contextlib.suppress(PermissionError):
+        os.chmod(root, dir_mode)
+    for here, dirs, files in os.walk(root):
+        for name in dirs:
+            with contextlib.suppress(PermissionError, FileNotFoundError):
+                os.chmod(os.path.join(here, name), dir_mode)
+        for name in files:
+            with contextlib.suppress(PermissionError, FileNotFoundError):
+                os.chmod(os.path.join(here, name), file_mode)
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> None:
     """Write ``table`` to ``path`` through a temporary name (a reader never sees a partial file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     if "use_dictionary" not in options and not any(pa.types.is_nested(f.type) for f in table.schema):
         # amounts are nearly all distinct: trying a dictionary on them costs write time for
         # a larger file; strings, dates and integers repeat and keep their dictionaries
         options["use_dictionary"] = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     pq.write_table(table, tmp, **{**WRITE_OPTIONS, **options})
+    os.chmod(tmp, private_modes()[1])
     os.replace(tmp, path)
 
 
@@ -47,14 +96,16 @@ def staged_directory(final: str | os.PathLike) -> Iterator[Path]:
     On failure the temporary directory is removed and ``final`` is left as it was.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(final.parent)
     # leftovers of an attempt that died (its process killed) are garbage now
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp.mkdir(mode=private_modes()[0])
     try:
+        os.chmod(tmp, private_modes()[0])
         yield tmp
+        apply_private_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -96,9 +147,12 @@ def describe_dataset(directory: str | os.PathLike, *, relative_to: str | os.Path
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, private_modes()[1])
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.chmod(tmp, private_modes()[1])
     os.replace(tmp, path)
 
 

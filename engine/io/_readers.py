@@ -14,6 +14,7 @@ import csv
 import glob
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ class ChunkTask:
     decimal: str = "auto"
     quote: str = '"'
     header_fields: int = 0
+    header: tuple[str, ...] = ()  # the header's names, trimmed (CSV)
 
 
 @dataclass
@@ -154,15 +156,31 @@ def _match_columns(spec: InputSpec, available: list[str], where: str, errors: li
     return tuple(pairs)
 
 
+# A header cell that holds a value rather than a name: a date (1977-12-16, 16/12/1977,
+# 2021-03), a run of 5+ digits (NIR, SIRET, amount, record id) or a decimal number.
+_DATA_LIKE = re.compile(r"\d{1,4}[-/.]\d{1,2}([-/.]\d{1,4})?|.*\d{5}.*|[-+]?\d*[.,]\d+")
+
+
+def data_like_fields(header: list[str]) -> list[int]:
+    """1-based positions of the header cells that look like values (a file without a header
+    line, whose first row was read as one)."""
+    return [i + 1 for i, h in enumerate(header) if _DATA_LIKE.fullmatch(h.strip())]
+
+
 def _sniff_csv(path: Path, opts: CsvOptions) -> tuple[str, str, bool, list[str]]:
-    """(separator, encoding, strict_utf8, header columns) from the first line of a CSV file."""
+    """(separator, encoding, strict_utf8, header columns) from the first line of a CSV file.
+
+    Header names are trimmed (" NIR " is the column NIR). A first line that looks like a data
+    row is refused without echoing it: its cells would be a person's NIR, names, birth date.
+    Lines may end with LF, CRLF or CR alone.
+    """
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     if not head.strip():
         raise InputFileError(f"{path}: empty file (no header line)")
     if head.startswith(b"\xef\xbb\xbf"):
         head = head[3:]
-    line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     encoding = opts.encoding
     try:
         text = line.decode("utf-8")
@@ -183,8 +201,16 @@ def _sniff_csv(path: Path, opts: CsvOptions) -> tuple[str, str, bool, list[str]]
             sep = ","
     header = next(csv.reader(io.StringIO(text), delimiter=sep, quotechar=opts.quote))
     header = [h.strip() for h in header]
+    data_like = data_like_fields(header)
+    if data_like:
+        shown = ", ".join(map(str, data_like[:10])) + (" ..." if len(data_like) > 10 else "")
+        raise InputFileError(f"{path}: the first line looks like a data row, not a header (field(s) {shown} of "
+                             f"{len(header)} hold dates or numbers, not column names): the file needs a header "
+                             "line naming its columns (values are not shown: they may identify a person)")
     if any(h == "" for h in header):
-        raise InputFileError(f"{path}: empty column name in the header line")
+        empty = [i + 1 for i, h in enumerate(header) if h == ""]
+        raise InputFileError(f"{path}: empty column name in the header line (field(s) "
+                             f"{', '.join(map(str, empty[:10]))} of {len(header)})")
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
         raise InputFileError(f"{path}: duplicate column names in the header: {', '.join(dup)}")
@@ -210,7 +236,7 @@ def plan_input(spec: InputSpec, input_index: int, *, chunk_rows: int) -> list[Ch
                 try:
                     pf = pq.ParquetFile(path)
                 except Exception as exc:  # noqa: BLE001 - any failure to open is the file's fault
-                    raise InputFileError(f"{path}: not a readable Parquet file ({exc})") from None
+                    raise InputFileError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
                 schema = pf.schema_arrow
                 columns = _match_columns(spec, schema.names, where, schema_errors)
                 for canonical, actual in columns:
@@ -238,7 +264,8 @@ def plan_input(spec: InputSpec, input_index: int, *, chunk_rows: int) -> list[Ch
                 columns = _match_columns(spec, header, where, schema_errors)
                 tasks.append(ChunkTask(spec.name, input_index, spec.kind, str(path), file_index, "csv", columns,
                                        separator=sep, encoding=encoding, strict_utf8=strict,
-                                       decimal=spec.csv.decimal, quote=spec.csv.quote, header_fields=len(header)))
+                                       decimal=spec.csv.decimal, quote=spec.csv.quote, header_fields=len(header),
+                                       header=tuple(header)))
         except InputFileError as exc:
             file_errors.append((where, str(exc).removeprefix(f"{path}: ")))
         except OSError as exc:
@@ -269,6 +296,14 @@ def _listing(name: str, errors: list[tuple[str, str]]) -> str:
 # --------------------------------------------------------------------------------- reading
 
 
+def _reason(exc: Exception) -> str:
+    """A reader library's message, first line, without the row text it may quote (Arrow
+    appends the offending line: a person's fields) and without a class name."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    text = re.sub(r"(got \d+ columns?|got \d+)\s*:.*$", r"\1", text)
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", text)
+
+
 def read_chunks(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
     if task.format == "parquet":
         yield from _read_parquet(task)
@@ -282,7 +317,7 @@ def _read_parquet(task: ChunkTask) -> Iterator[Chunk]:
         table = pf.read_row_groups(list(task.row_groups), columns=[a for _, a in task.columns], use_threads=False)
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(f"{task.path}: cannot read row groups {task.row_groups[0]}-{task.row_groups[-1]} "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({_reason(exc)})") from None
     table = table.rename_columns([c for c, _ in task.columns])
     rows = np.arange(task.first_row, task.first_row + table.num_rows, dtype=np.int64)
     yield Chunk(table, rows, [], 0)
@@ -328,15 +363,17 @@ def _read_csv(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
     try:
         reader = pacsv.open_csv(
             task.path,
+            # the trimmed header names, the header line itself skipped: " NIR " is the column NIR
             read_options=pacsv.ReadOptions(block_size=block_size, encoding="latin-1" if task.encoding == "latin-1"
-                                           else "utf8", use_threads=False),
+                                           else "utf8", use_threads=False, column_names=list(task.header) or None,
+                                           skip_rows=1 if task.header else 0),
             parse_options=pacsv.ParseOptions(delimiter=task.separator, quote_char=task.quote, newlines_in_values=True,
                                              invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={a: pa.binary() for a in wanted}, include_columns=wanted,
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except Exception as exc:  # noqa: BLE001
-        raise InputFileError(f"{task.path}: cannot read as CSV ({type(exc).__name__}: {exc})") from None
+        raise InputFileError(f"{task.path}: cannot read as CSV ({_reason(exc)})") from None
 
     # good-row rank -> row number, skipping the bad records (sorted data-record numbers)
     shift = bad - np.arange(len(bad)) - 1
@@ -377,7 +414,7 @@ def _read_csv(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
                 yield flush()
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(f"{task.path}: CSV parse error after row {good + pending_rows} "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({_reason(exc)})") from None
     if pending or index == 0 or reported_bad < len(bad):
         yield flush()
     if good != total_good or len(skipped) != len(bad):

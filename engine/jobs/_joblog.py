@@ -8,13 +8,14 @@ order, optional key) keeps its first 3 characters; the rest becomes '*'.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["mask_nirs", "mask_fields", "JobLog"]
+__all__ = ["mask_nirs", "mask_fields", "JobLog", "private_opener"]
 
 _NIR = re.compile(r"(?<![0-9A-Za-z])([1-8][0-9]{4}(?:[0-9]{2}|2[ABab])[0-9]{6})([0-9]{2})?(?![0-9A-Za-z])")
 
@@ -33,6 +34,17 @@ def mask_fields(value: Any) -> Any:
     return value
 
 
+def private_opener(path, flags):
+    """Open (creating) with the private file mode, whatever the umask."""
+    from nirlink.engine.io._datasets import private_modes
+
+    mode = private_modes()[1]
+    fd = os.open(path, flags, mode)
+    if os.fstat(fd).st_uid == os.getuid():
+        os.fchmod(fd, mode)
+    return fd
+
+
 class JobLog:
     """Appends JSON lines {ts, level, job, message, ...fields} to a job's log file."""
 
@@ -46,7 +58,7 @@ class JobLog:
         record = {"ts": round(time.time(), 3), "level": level, "job": self.job_id, "message": mask_nirs(message),
                   **mask_fields(fields)}
         line = json.dumps(record, default=str, ensure_ascii=False)
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+        with self._lock, open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
             f.write(line + "\n")
 
     def read(self) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nirlink.engine import _config
-from nirlink.engine.io._datasets import read_json, write_json
+from nirlink.engine.io._datasets import make_private_dir, read_json, write_json
 
 from ._spec import JobSpec
 from ._state import JobState
@@ -58,8 +58,7 @@ def _registry() -> Path:
 
 
 def register_job(job_id: str, directory: str | Path, spec: JobSpec, scheduler: str | None) -> None:
-    reg = _registry()
-    reg.mkdir(parents=True, exist_ok=True)
+    reg = make_private_dir(_registry())
     write_json(reg / f"{job_id}.json", {"job_id": job_id, "name": spec.name, "directory": str(Path(directory).resolve()),
                                         "job_file": spec.path, "scheduler": scheduler, "registered_at": time.time()})
 

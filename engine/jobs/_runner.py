@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nirlink.engine import _config
-from nirlink.engine.io._datasets import read_json, write_json
+from nirlink.engine.io._datasets import make_private_dir, read_json, write_json
 from nirlink.engine.io._readers import expand_paths
 from nirlink.kernels import JobCancelled, NirlinkError, StageError
 
-from ._joblog import JobLog, mask_nirs
+from ._joblog import JobLog, mask_nirs, private_opener
 from ._registry import job_paths, new_job_id, read_state, register_job, version
 from ._spec import JobSpec
 from ._state import (
@@ -80,7 +80,7 @@ class Job:
         self.client = client
         self.dir = spec.directory
         self.paths = job_paths(self.dir)
-        self.paths["dir"].mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.paths["dir"])  # the job directory holds identities: private
         existing = read_state(self.dir)
         if existing and job_id is None and existing.status not in ("submitted", "succeeded", "failed", "cancelled"):
             from ._state import DriverLost
@@ -105,7 +105,7 @@ class Job:
                 if isinstance(ins, Persist):
                     write_json(self.paths["state"], ins.state.to_json())
                     if not isinstance(ins.event, (Heartbeat, Progress)):
-                        with open(self.paths["events"], "a", encoding="utf-8") as f:
+                        with open(self.paths["events"], "a", encoding="utf-8", opener=private_opener) as f:
                             fields = {k: round(v, 3) if isinstance(v, float) else v
                                       for k, v in ins.event.__dict__.items()}
                             f.write(json.dumps({"event": type(ins.event).__name__, **fields}, default=str) + "\n")
