@@ -109,7 +109,7 @@ def test_job_check_reports_errors(tmp_path):
     bad.write_text("[job]\nname = 1\n[linkage]\nthreshold = 3\n")
     result = runner.invoke(app, ["job", "check", str(bad)])
     assert result.exit_code == 1
-    assert "job.name: expected str" in result.stderr and "linkage.threshold" in result.stderr
+    assert "job.name: expected a string" in result.stderr and "linkage.threshold" in result.stderr
 
 
 def test_resume_after_a_stage_failure(synth_small, tmp_path, dask_client):

@@ -47,7 +47,9 @@ BAD = [
     ("unknown top-level key", "[jobb]\nname='x'\n", "jobb", "unknown key"),
     ("unknown stage", "[job]\nstages = ['ingest', 'score']\n", "job.stages[1]", "unknown stage"),
     ("stages out of order", "[job]\nstages = ['link', 'ingest']\n", "job.stages", "order"),
-    ("wrong type", "[job]\nname = 3\n", "job.name", "expected str"),
+    ("wrong type", "[job]\nname = 3\n", "job.name", "expected a string, got 3"),
+    ("wrong type, TOML spelling", "[output]\ndirectory='o'\npseudonymise='yes'\n", "output.pseudonymise",
+     'expected true or false, got "yes"'),
     ("bad threshold", "[linkage]\nthreshold = 1.5\n", "linkage.threshold", "within (0, 1)"),
     ("negative margin", "[linkage]\nmargin = -1\n", "linkage.margin", ">= 0"),
     ("missing model file", "[linkage]\nmodel = 'nope.json'\n", "linkage.model", "not found"),
@@ -60,6 +62,13 @@ BAD = [
     ("workers with address", "[cluster]\naddress='tcp://h:1'\nworkers=2\n", "cluster", "local cluster"),
     ("zero workers", "[cluster]\nworkers=0\n", "cluster.workers", ">= 1"),
     ("review month", "[aggregate]\nfirst_review_month='2021-13'\n", "aggregate.first_review_month", "YYYY-MM"),
+    ("review month not a quarter's first", "[aggregate]\nfirst_review_month='2021-02'\n",
+     "aggregate.first_review_month", "give 2021-01 or 2021-04"),
+    ("review month in the last quarter", "[aggregate]\nfirst_review_month='2021-11'\n",
+     "aggregate.first_review_month", "give 2021-10 or 2022-01"),
+    ("input name as a path", "[[inputs]]\nname='../x'\nkind='career'\npaths=['x']\n", "inputs[0].name", "letters"),
+    ("input named rejects", "[[inputs]]\nname='rejects'\nkind='career'\npaths=['x']\n", "inputs[0].name",
+     "not 'rejects'"),
     ("pseudonymise without key", "[output]\ndirectory='o'\npseudonymise=true\n", "output.pseudonymise", "key"),
     ("key env unset", "[output]\ndirectory='o'\npseudonymise=true\nkey_env='NIRLINK_TEST_UNSET_KEY'\n",
      "output.key_env", "not set"),
@@ -114,3 +123,47 @@ def test_an_unset_key_env_says_where_to_set_it(files, monkeypatch):
     [(path, message)] = info.value.errors
     assert path == "output.key_env" and "NIRLINK_TEST_SPEC_KEY is not set" in message
     assert "`run` or `submit`" in message and "workers need not have it" in message
+
+
+def _job_with(tmp_path, input_path, output):
+    return f"""
+[job]
+name = "j"
+stages = ["ingest"]
+[[inputs]]
+name = "career"
+kind = "career"
+paths = ["{input_path}"]
+[output]
+directory = "{output}"
+"""
+
+
+@pytest.mark.parametrize("input_path,output,fragment", [
+    ("data", "data/out", "inside the input directory"),
+    ("data/", "data", "inside the input directory"),
+    ("data/**/*.parquet", "data/job", "where the input pattern"),
+    ("data/*/*.csv", "data/job", "where the input pattern"),
+    ("data/job/ingest/career", "data/job", "is inside"),
+    ("data/c.csv", "data/c.csv", "an existing file"),
+    ("data/c.csv", "data/c.csv/out", "lies under"),
+])
+def test_output_directory_overlapping_an_input_or_a_file_is_refused(tmp_path, input_path, output, fragment):
+    (tmp_path / "data" / "job" / "ingest" / "career").mkdir(parents=True)
+    (tmp_path / "data" / "c.csv").write_text("a\n")
+    (tmp_path / "data" / "job" / "ingest" / "career" / "x.csv").write_text("a\n")
+    (tmp_path / "data" / "sub").mkdir()
+    (tmp_path / "data" / "sub" / "y.csv").write_text("a\n")
+    (tmp_path / "data" / "y.parquet").write_bytes(b"x")
+    with pytest.raises(SpecError) as info:
+        parse_job(_job_with(tmp_path, input_path, output), path=str(tmp_path / "job.toml"))
+    assert any(p == "output.directory" and fragment in m for p, m in info.value.errors), info.value.errors
+
+
+@pytest.mark.parametrize("input_path,output", [("data/*.csv", "data/job"), ("data", "elsewhere/job"),
+                                               ("data/c.csv", "data/job")])
+def test_output_beside_its_inputs_is_fine(tmp_path, input_path, output):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.csv").write_text("a\n")
+    spec = parse_job(_job_with(tmp_path, input_path, output), path=str(tmp_path / "job.toml"))
+    assert spec.output.directory == str(tmp_path / output)

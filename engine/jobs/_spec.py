@@ -6,6 +6,7 @@ README ("Job files") for the format; `nirlink job check FILE` runs this validati
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import tomllib
@@ -17,7 +18,7 @@ from nirlink.engine.io._readers import CsvOptions, InputSpec, expand_paths
 from nirlink.engine.io._schemas import COLUMNS, INPUT_KINDS
 from nirlink.kernels import SpecError
 
-__all__ = ["JobSpec", "load_job", "parse_job", "STAGES"]
+__all__ = ["JobSpec", "load_job", "parse_job", "STAGES", "review_month_problem"]
 
 STAGES = ("ingest", "link", "attach", "aggregate", "export")
 
@@ -79,6 +80,19 @@ _OUTPUT = {"directory", "pseudonymise", "key_env", "key_file"}
 _CLUSTER = {"address", "workers", "threads_per_worker", "memory_limit"}
 
 
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
+def _toml_text(value: Any) -> str:
+    """A value as it reads in TOML (true, "text", [1, 2]), not as Python spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value).replace("'", '"') if isinstance(value, (str, list)) else repr(value)
+
+
 class _Checker:
     def __init__(self):
         self.errors: list[tuple[str, str]] = []
@@ -106,8 +120,8 @@ class _Checker:
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
-            names = typ.__name__ if not isinstance(typ, tuple) else " or ".join(t.__name__ for t in typ)
-            self.err(full, f"expected {names}, got {type(value).__name__} {value!r}")
+            names = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in (typ if isinstance(typ, tuple) else (typ,)))
+            self.err(full, f"expected {names}, got {_toml_text(value)}")
             return default
         return value
 
@@ -148,6 +162,9 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
         p = f"inputs[{i}]"
         raw = c.keys(raw, _INPUT, p)
         iname = c.typed(raw, "name", str, p, required=True, default=f"input{i}")
+        if iname and (not all(ch.isalnum() or ch in "-_." for ch in iname) or iname[0] in "._" or iname == "rejects"):
+            c.err(f"{p}.name", "use letters, digits, '-', '_' or '.' only, not first '.' or '_', not 'rejects' "
+                               f"(it names directories), got {iname!r}")
         kind = c.typed(raw, "kind", str, p, required=True, default="career")
         if kind not in INPUT_KINDS:
             c.err(f"{p}.kind", f"must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
@@ -226,17 +243,17 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
 
     ag = c.keys(data.get("aggregate", {}), _AGGREGATE, "aggregate")
     frm = c.typed(ag, "first_review_month", str, "aggregate", default="2021-01")
-    try:
-        y, m = (int(x) for x in frm.split("-"))
-        if not (1990 <= y <= 2100 and 1 <= m <= 12):
-            raise ValueError
-    except (ValueError, AttributeError):
-        c.err("aggregate.first_review_month", f"expected YYYY-MM, got {frm!r}")
+    problem = review_month_problem(frm)
+    if problem:
+        c.err("aggregate.first_review_month", problem)
 
     out = c.keys(data.get("output", {}), _OUTPUT, "output")
     directory = c.typed(out, "directory", str, "output", required=True, default="")
     if directory and not os.path.isabs(directory):
         directory = str(base / directory)
+    if directory and check_files:
+        for problem in _output_problems(directory, [p for i in inputs for p in i.paths]):
+            c.err("output.directory", problem)
     pseud = c.typed(out, "pseudonymise", bool, "output", default=False)
     key_env = c.typed(out, "key_env", str, "output")
     key_file = c.typed(out, "key_file", str, "output")
@@ -278,6 +295,67 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
         output=OutputOptions(directory, pseud, key_env, key_file),
         cluster=ClusterOptions(address, workers, threads, memory), text=text,
     )
+
+
+def review_month_problem(text: str) -> str | None:
+    """Why ``text`` is not a first review month (None when it is one). Reviews are quarterly,
+    in January, April, July and October: any other month is refused, not moved."""
+    try:
+        y, m = (int(x) for x in text.split("-"))
+    except (ValueError, AttributeError):
+        return f"expected YYYY-MM, got {text!r}"
+    if not (1990 <= y <= 2100 and 1 <= m <= 12):
+        return f"expected YYYY-MM (years 1990-2100), got {text!r}"
+    if m not in (1, 4, 7, 10):
+        start = m - (m - 1) % 3
+        after = f"{y}-{start + 3:02d}" if start < 10 else f"{y + 1}-01"
+        return (f"reviews are quarterly, in January, April, July and October: give {y}-{start:02d} or {after}, "
+                f"got {text!r}")
+    return None
+
+
+def _inside(child: str, parent: str) -> bool:
+    return os.path.commonpath([child, parent]) == parent
+
+
+def _output_problems(directory: str, input_paths: list[str]) -> list[str]:
+    """An output directory that is a file, or that overlaps an input (each run would ingest
+    its own outputs again, or replace its inputs)."""
+    problems = []
+    out = os.path.realpath(directory)
+    probe = out
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        what = "is" if probe == out else f"lies under {probe}, which is"
+        problems.append(f"{directory} {what} an existing file, not a directory")
+    for pattern in input_paths:
+        glob_at = next((i for i, ch in enumerate(pattern) if ch in "*?["), None)
+        if glob_at is None:
+            src = os.path.realpath(pattern)
+            if _inside(out, src) and os.path.isdir(src):
+                problems.append(f"{directory} is inside the input directory {pattern}: each run would read its own "
+                                "outputs again")
+            elif _inside(src, out):
+                problems.append(f"the input {pattern} is inside {directory}: the job would read what it writes")
+            continue
+        static = os.path.realpath(os.path.dirname(pattern[:glob_at]) or ".")
+        if _inside(out, static) and _reaches(pattern, static, out):
+            problems.append(f"{directory} is where the input pattern {pattern} reads: each run would read its "
+                            "own outputs again")
+        elif _inside(static, out):
+            problems.append(f"the input pattern {pattern} reads inside {directory}: the job would read what it writes")
+    return problems
+
+
+def _reaches(pattern: str, static: str, out: str) -> bool:
+    """Can the glob ``pattern`` (whose fixed part is the directory ``static``) match a file
+    below the directory ``out``?"""
+    rest = os.path.relpath(os.path.abspath(pattern), os.path.abspath(static)).split(os.sep)
+    below = [] if out == static else os.path.relpath(out, static).split(os.sep)
+    if "**" in rest[:len(below) + 1]:
+        return all(fnmatch.fnmatch(b, r) for b, r in zip(below, rest[:rest.index("**")]))
+    return len(rest) > len(below) and all(fnmatch.fnmatch(b, r) for b, r in zip(below, rest))
 
 
 def load_job(path: str | os.PathLike, *, check_files: bool = True) -> JobSpec:

@@ -31,6 +31,12 @@ RESOURCE_TABLES = ("resource_person_month", "resource_person_year", "resource_pe
 
 
 def review_month_index(text: str) -> int:
+    """Absolute month index of a first review month (YYYY-MM, a quarter's first month)."""
+    from nirlink.engine.jobs._spec import review_month_problem
+
+    problem = review_month_problem(text)
+    if problem:
+        raise InputError(f"first review month: {problem}")
     y, m = (int(x) for x in text.split("-"))
     return y * 12 + m - 1
 
