@@ -75,6 +75,8 @@ REJECT_CASES = [
     ("year not a number", [_row(year="20x5")], "bad_number", "year"),
     ("birth date 1900-02-30", [_row(birth_date="1900-02-30")], "bad_date", "birth_date"),
     ("birth date garbage", [_row(birth_date="16/13/1977")], "bad_date", "birth_date"),
+    ("date with trailing text", [_row(start_date="2015-01-01 xyz")], "bad_date", "start_date"),
+    ("date with an impossible time", [_row(end_date="2015-12-31T25:99:99")], "bad_date", "end_date"),
     ("start date impossible", [_row(start_date="2015-02-30")], "bad_date", "start_date"),
     ("period outside its year", [_row(start_date="2014-12-01")], "date_outside_year", "start_date"),
     ("end before start", [_row(start_date="2015-06-01", end_date="2015-05-01")], "end_before_start", "end_date"),
@@ -105,7 +107,7 @@ def test_mixed_encoding_strict_utf8_rejects_the_latin1_row(tmp_path):
 
 
 def test_mixed_encoding_auto_transcodes_and_counts(tmp_path):
-    text = _csv_text([_row(), _row(last_name="LEFÈVRE")]).encode("utf-8")
+    text = _csv_text([_row(), _row(record_id="2", last_name="LEFÈVRE")]).encode("utf-8")
     text = text.replace("LEFÈVRE".encode("utf-8"), "LEFÈVRE".encode("latin-1"))
     totals, accepted, _ = _run(tmp_path, _write(tmp_path, "mixed.csv", text))
     assert totals["accepted"] == 2 and totals["values_transcoded_from_latin1"] == 1
@@ -123,7 +125,7 @@ def test_latin1_file_with_accented_header(tmp_path):
 
 
 def test_wrong_field_count_row_is_rejected_with_its_row_number(tmp_path):
-    text = _csv_text([_row(), _row()]) + "1;2;3\n" + _csv_text([_row(record_id="9")]).split("\n", 1)[1]
+    text = _csv_text([_row(), _row(record_id="2")]) + "1;2;3\n" + _csv_text([_row(record_id="9")]).split("\n", 1)[1]
     totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "shape.csv", text))
     assert totals == {**totals, "rows_read": 4, "accepted": 3, "rejected": 1}
     assert rejects.to_pylist()[0]["reason"] == "bad_row" and rejects.to_pylist()[0]["row_number"] == 3
@@ -143,7 +145,7 @@ def test_french_decimal_comma_and_thousands(tmp_path):
 
 
 def test_comma_separated_file(tmp_path):
-    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "comma.csv", _csv_text([_row(), _row()], sep=",")))
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "comma.csv", _csv_text([_row(), _row(record_id="2")], sep=",")))
     assert totals["accepted"] == 2
 
 
@@ -295,3 +297,55 @@ def test_parquet_native_types_are_accepted(tmp_path):
                          last_name=pa.array(["DUPUY"]).dictionary_encode())
     totals, accepted, _ = _run(tmp_path, path)
     assert totals["accepted"] == 1 and accepted.column("record_id").to_pylist() == [7]
+
+
+# ------------------------------------------------------------------ duplicate record ids
+
+def test_duplicate_record_ids_within_and_across_inputs_keep_the_first_row(tmp_path):
+    """Policy: one accepted row per record id and kind; later ones (job order: input, file,
+    row) are rejected as duplicate_record_id, and each file's counts still reconcile."""
+    a = _write(tmp_path, "a.csv", _csv_text([_row(record_id="1"), _row(record_id="2"), _row(record_id="1"),
+                                             _row(record_id="3", birth_date="bad")]))
+    b = _write(tmp_path, "b.csv", _csv_text([_row(record_id="2"), _row(record_id="3"), _row(record_id="4")]))
+    specs = [InputSpec("first", "career", (str(a),)), InputSpec("second", "career", (str(b),))]
+    manifest = run_ingest(specs, tmp_path / "out")
+    for name, (read, accepted, rejected, dups) in {"first": (4, 2, 2, 1), "second": (3, 2, 1, 1)}.items():
+        t = manifest["inputs"][name]["totals"]
+        assert (t["rows_read"], t["accepted"], t["rejected"]) == (read, accepted, rejected), (name, t)
+        assert t["reasons"].get("duplicate_record_id", 0) == dups
+        assert manifest["inputs"][name]["accepted"]["rows"] == accepted
+        assert manifest["inputs"][name]["rejects"]["rows"] == rejected
+    first = pq.read_table(tmp_path / "out" / "first")
+    second = pq.read_table(tmp_path / "out" / "second")
+    assert first.column("record_id").to_pylist() == [1, 2]
+    # id 3's first row was rejected (bad date): the accepted row of id 3 in the second input stands
+    assert second.column("record_id").to_pylist() == [3, 4]
+    rejects = pq.read_table(tmp_path / "out" / "rejects").to_pylist()
+    dup = sorted((r["source_file"], r["row_number"], r["record_id"]) for r in rejects
+                 if r["reason"] == "duplicate_record_id")
+    assert dup == [(str(a), 3, 1), (str(b), 1, 2)]
+    kept_at = {r["record_id"]: r["value"] for r in rejects if r["reason"] == "duplicate_record_id"}
+    assert "input first" in kept_at[2] and f"{a} row 2" in kept_at[2]
+    assert all(r["raw"]["last_name"] == "DUPUY" for r in rejects if r["reason"] == "duplicate_record_id")
+
+
+def test_generated_record_ids_are_not_checked_and_never_collide(tmp_path):
+    header = [h for h in HEADER if h != "record_id"]
+    path = _write(tmp_path, "n.csv", _csv_text([_row(), _row()], header=header))
+    totals, accepted, _ = _run(tmp_path, path)
+    assert totals["accepted"] == 2 and len(set(accepted.column("record_id").to_pylist())) == 2
+    assert not (tmp_path / "out" / "_duplicates").exists()
+
+
+def test_header_names_with_spaces_are_trimmed(tmp_path):
+    header = [f" {h.upper()} " for h in HEADER]
+    text = _csv_text([dict(zip(header, GOOD))], header=header)
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "sp.csv", text))
+    assert totals["accepted"] == 1 and accepted.column("last_name").to_pylist() == ["DUPUY"]
+
+
+def test_cr_only_line_endings(tmp_path):
+    text = _csv_text([_row(), _row(record_id="2", start_date="2015-01-01 xyz")]).replace("\n", "\r")
+    totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "cr.csv", text))
+    assert (totals["accepted"], totals["rejected"]) == (1, 1)
+    assert rejects.column("reason").to_pylist() == ["bad_date"] and rejects.column("row_number").to_pylist() == [2]

@@ -89,6 +89,8 @@ REASONS = {
     "bad_characters": "control characters (NUL...) in a field",
     "field_too_long": "a field longer than its maximum length",
     "bad_row": "a CSV line with the wrong number of fields",
+    "duplicate_record_id": "a record id an earlier accepted row of the same kind already has (in job order: "
+                           "input, file, row); that first row is kept",
 }
 
 _IDENTITY = [

@@ -1,6 +1,7 @@
 """The ingest stage: plan every input (all problems reported at once), read and check every
-chunk as a Dask task, publish accepted rows and rejects atomically with a manifest whose
-counts reconcile per file (rows read = accepted + rejected).
+chunk as a Dask task, reject later rows of a record id already seen (_ingest_duplicates.py),
+publish accepted rows and rejects atomically with a manifest whose counts reconcile per file
+(rows read = accepted + rejected).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_ch
 from nirlink.engine.io._schemas import REASONS
 from nirlink.kernels import InputFileError, StageError
 
+from ._ingest_duplicates import bucket_count, checked_kinds, part_name, reject_duplicates, write_ids
 from ._ingest_rows import process_chunk
 
 __all__ = ["run_ingest", "plan_ingest", "ingest_task"]
@@ -42,15 +44,19 @@ def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
     return tasks
 
 
-def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int) -> list[dict[str, Any]]:
-    """Read, check and write one task's chunks; one stats dict per chunk."""
+def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
+                id_buckets: int = 0) -> list[dict[str, Any]]:
+    """Read, check and write one task's chunks; one stats dict per chunk. With ``id_buckets``
+    the accepted rows' record ids also go into buckets for the duplicate check."""
     results = []
     first = task.row_groups[0] if task.row_groups else 0
     for chunk in read_chunks(task, chunk_rows=chunk_rows):
         res = process_chunk(chunk, task, today_year=today_year)
-        name = f"part-{task.input_index:02d}-{task.file_index:05d}-{first:05d}-{chunk.index:05d}.parquet"
+        name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
             write_parquet(res.accepted, Path(out_dir) / task.input_name / name)
+            if id_buckets:
+                write_ids(res.accepted, task, chunk.index, out_dir, id_buckets)
         if res.rejects.num_rows:
             write_parquet(res.rejects, Path(out_dir) / "rejects" / task.input_name / name)
         results.append({"input": task.input_name, "file": task.path, **res.stats})
@@ -63,13 +69,19 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
     tasks = plan_ingest(inputs, chunk_rows=chunk_rows)
     today_year = (today or _dt.date.today()).year
     out_dir = Path(out_dir)
+    kinds = checked_kinds(tasks)
+    buckets = bucket_count(tasks) if kinds else 0
     with staged_directory(out_dir) as tmp:
         from nirlink.linkage._tasks import run_tasks, without_step
 
-        per_task = run_tasks(client, ingest_task, [(t, str(tmp.resolve()), chunk_rows, today_year) for t in tasks],
+        root = tmp.resolve()
+        per_task = run_tasks(client, ingest_task, [(t, str(root), chunk_rows, today_year,
+                                                    buckets if t.kind in kinds else 0) for t in tasks],
                              name="ingest", progress=without_step(progress),
                              rows=lambda chunks: sum(c["rows_read"] for c in chunks))
         results: list[dict[str, Any]] = [r for rs in per_task for r in rs]
+        if kinds:
+            results += reject_duplicates(client, root, tasks, kinds, buckets)
         manifest = _manifest(inputs, tasks, results, tmp)
         write_json(tmp / "_manifest.json", manifest)
     return manifest

@@ -34,7 +34,7 @@ _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _NEWLINE = r"[\r\n]"
 REASON_CODES = ("missing_value", "bad_number", "negative_amount", "bad_date", "year_out_of_range",
                 "date_outside_year", "end_before_start", "bad_days", "bad_kind", "bad_sex", "bad_nir",
-                "bad_encoding", "bad_characters", "field_too_long", "bad_row")
+                "bad_encoding", "bad_characters", "field_too_long", "bad_row", "duplicate_record_id")
 _R = {name: i + 1 for i, name in enumerate(REASON_CODES)}  # 0 = no error
 
 

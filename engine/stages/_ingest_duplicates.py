@@ -1,0 +1,179 @@
+"""Duplicate record ids: one accepted row per record id and kind, the others rejected.
+
+A record id names one row for everything after ingest (explain, clerical decisions, the
+export), and a row delivered twice would count a salary twice. So among the accepted rows
+of one kind (career or resource), across every input of that kind, the first row of each
+record id - in job order: input, then file (sorted), then row number - is kept and every
+later one is moved to the rejects with reason ``duplicate_record_id`` (its ``value`` says
+where the kept row is). Counts stay reconciled: rows read = accepted + rejected per file.
+
+Only kinds where some input gives its own ids are checked (generated ids are unique by
+construction). The check is a shuffle on disk (linkage/_buckets.py): each ingest task also
+writes the (record id, position) of its accepted rows into buckets by record id; a task per
+bucket finds the ids seen twice; a task per bucket of affected part files moves their rows.
+Memory per task is one bucket, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nirlink.engine.io._datasets import write_parquet
+from nirlink.engine.io._readers import ChunkTask
+from nirlink.engine.io._schemas import COLUMNS, rejects_schema
+
+__all__ = ["SCRATCH", "checked_kinds", "bucket_count", "write_ids", "reject_duplicates", "part_name"]
+
+SCRATCH = "_duplicates"  # below the stage's temporary directory; removed before publication
+_BYTES_PER_BUCKET = 128 << 20  # input bytes per id bucket: a few million rows
+
+IDS_SCHEMA = pa.schema([
+    pa.field("record_id", pa.int64()), pa.field("input", pa.int32()), pa.field("file", pa.int32()),
+    pa.field("row", pa.int64()), pa.field("group", pa.int32()), pa.field("chunk", pa.int32()),
+    pa.field("pos", pa.int32()),
+])
+FOUND_SCHEMA = pa.schema([
+    pa.field("input", pa.int32()), pa.field("file", pa.int32()), pa.field("group", pa.int32()),
+    pa.field("chunk", pa.int32()), pa.field("pos", pa.int32()), pa.field("record_id", pa.int64()),
+    pa.field("first_input", pa.int32()), pa.field("first_file", pa.int32()), pa.field("first_row", pa.int64()),
+])
+_PART = ["input", "file", "group", "chunk"]
+
+
+def part_name(input_index: int, file_index: int, group: int, chunk: int) -> str:
+    """File name of an ingest task's chunk (accepted rows and rejects alike)."""
+    return f"part-{input_index:02d}-{file_index:05d}-{group:05d}-{chunk:05d}.parquet"
+
+
+def checked_kinds(tasks: list[ChunkTask]) -> set[str]:
+    """Kinds with an input that gives its own record ids."""
+    return {t.kind for t in tasks if t.kind != "register" and any(c == "record_id" for c, _ in t.columns)}
+
+
+def bucket_count(tasks: list[ChunkTask]) -> int:
+    size = sum(os.path.getsize(p) for p in {t.path for t in tasks})
+    return int(min(1024, max(1, len(tasks), math.ceil(size / _BYTES_PER_BUCKET))))
+
+
+def write_ids(accepted: pa.Table, task: ChunkTask, chunk: int, out_dir: str, n_buckets: int) -> None:
+    """The ids of one chunk's accepted rows, into buckets by record id (map side)."""
+    from nirlink.linkage._buckets import key_hash, write_buckets
+
+    n = accepted.num_rows
+    group = task.row_groups[0] if task.row_groups else 0
+    ids = pa.table({
+        "record_id": accepted.column("record_id"),
+        "input": pa.array(np.full(n, task.input_index, np.int32)),
+        "file": pa.array(np.full(n, task.file_index, np.int32)),
+        "row": accepted.column("row_number"),
+        "group": pa.array(np.full(n, group, np.int32)),
+        "chunk": pa.array(np.full(n, chunk, np.int32)),
+        "pos": pa.array(np.arange(n, dtype=np.int32)),
+    }, schema=IDS_SCHEMA)
+    h, valid = key_hash(ids, ["record_id"])
+    write_buckets(ids, h, valid, n_buckets, Path(out_dir) / SCRATCH / task.kind / "ids",
+                  part_name(task.input_index, task.file_index, group, chunk).removesuffix(".parquet"))
+
+
+def _find(root: str, kind: str, bucket: int, n_buckets: int) -> int:
+    """Every row of one id bucket whose record id an earlier row already has; written into
+    buckets by part file. Returns how many."""
+    from nirlink.linkage._buckets import key_hash, read_bucket, write_buckets
+
+    t = read_bucket(Path(root) / SCRATCH / kind / "ids", bucket, IDS_SCHEMA)
+    if t.num_rows < 2:
+        return 0
+    col = {name: t.column(name).to_numpy() for name in IDS_SCHEMA.names}
+    order = np.lexsort((col["row"], col["file"], col["input"], col["record_id"]))
+    rid = col["record_id"][order]
+    later = np.zeros(len(rid), bool)
+    later[1:] = rid[1:] == rid[:-1]
+    if not later.any():
+        return 0
+    run_start = np.maximum.accumulate(np.where(~later, np.arange(len(rid)), 0))  # the first row of each id
+    dup, first = order[later], order[run_start[later]]
+    found = pa.table({**{k: pa.array(col[k][dup]) for k in (*_PART, "pos", "record_id")},
+                      "first_input": pa.array(col["input"][first]), "first_file": pa.array(col["file"][first]),
+                      "first_row": pa.array(col["row"][first])}, schema=FOUND_SCHEMA)
+    h, valid = key_hash(found, _PART)
+    write_buckets(found, h, valid, n_buckets, Path(root) / SCRATCH / kind / "found", f"from-{bucket:05d}")
+    return len(dup)
+
+
+def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[tuple[int, int], str]) -> list[dict]:
+    """Move the duplicate rows of the part files of one bucket from accepted to rejects."""
+    from nirlink.linkage._buckets import read_bucket
+
+    found = read_bucket(Path(root) / SCRATCH / kind / "found", bucket, FOUND_SCHEMA)
+    if found.num_rows == 0:
+        return []
+    found = found.sort_by([(k, "ascending") for k in (*_PART, "pos")])
+    part = np.stack([found.column(k).to_numpy().astype(np.int64) for k in _PART])
+    starts = np.flatnonzero(np.r_[True, (part[:, 1:] != part[:, :-1]).any(axis=0), True])
+    stats = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        inp, fil, group, chunk = (int(v) for v in part[:, a])
+        mine = found.slice(a, b - a)
+        name = part_name(inp, fil, group, chunk)
+        path = Path(root) / names[inp] / name
+        table = pq.read_table(path)
+        moved = np.zeros(table.num_rows, bool)
+        moved[mine.column("pos").to_numpy()] = True
+        kept = table.filter(pa.array(~moved))
+        if kept.num_rows:
+            write_parquet(kept, path)
+        else:
+            path.unlink()
+        rejects = _rejects(table.filter(pa.array(moved)), mine, kind, names, files)
+        write_parquet(rejects, Path(root) / "rejects" / names[inp] / name.replace(".parquet", "-duplicates.parquet"))
+        k = int(moved.sum())
+        stats.append({"input": names[inp], "file": files[(inp, fil)], "accepted": -k, "rejected": k,
+                      "reason_duplicate_record_id": k})
+    return stats
+
+
+def _rejects(rows: pa.Table, found: pa.Table, kind: str, names: dict[int, str],
+             files: dict[tuple[int, int], str]) -> pa.Table:
+    schema = rejects_schema(kind)
+    n = rows.num_rows
+    where = [f"{rid} (kept: input {names[i]}, {files[(i, f)]} row {r})" for rid, i, f, r in zip(
+        *(found.column(c).to_pylist() for c in ("record_id", "first_input", "first_file", "first_row")))]
+    raw = [pc.cast(rows.column(c.name), pa.string()).combine_chunks() for c in COLUMNS[kind]]
+    return pa.table({
+        "source_file": rows.column("source_file"),
+        "row_number": rows.column("row_number"),
+        "record_id": rows.column("record_id"),
+        "column": pa.array(["record_id"] * n, pa.string()),
+        "reason": pa.array(["duplicate_record_id"] * n, pa.string()),
+        "reasons": pa.array(["record_id:duplicate_record_id"] * n, pa.string()),
+        "value": pa.array(where, pa.string()),
+        "raw": pa.StructArray.from_arrays(raw, fields=list(schema.field("raw").type)),
+        "line": pa.nulls(n, pa.string()),
+    }, schema=schema)
+
+
+def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str], n_buckets: int) -> list[dict]:
+    """Find and move every duplicate of ``kinds`` under the stage directory ``root``; per-file
+    count changes, to add to the ingest results. Removes the scratch files."""
+    from nirlink.linkage._tasks import run_tasks
+
+    names = {t.input_index: t.input_name for t in tasks}
+    files = {(t.input_index, t.file_index): t.path for t in tasks}
+    stats: list[dict] = []
+    for kind in sorted(kinds):
+        counts = run_tasks(client, _find, [(str(root), kind, b, n_buckets) for b in range(n_buckets)],
+                           name=f"ingest-{kind}-duplicates")
+        if sum(counts):
+            moved = run_tasks(client, _move, [(str(root), kind, b, names, files) for b in range(n_buckets)],
+                              name=f"ingest-{kind}-duplicates-moved")
+            stats += [s for per_bucket in moved for s in per_bucket]
+    shutil.rmtree(root / SCRATCH, ignore_errors=True)
+    return stats
