@@ -16,6 +16,7 @@ from ._errors import (
     SchemaError,
     SpecError,
     StageError,
+    describe_error,
 )
 from ._lazy import lazy_front
 
@@ -36,6 +37,7 @@ __all__ = [
     "SchemaError",
     "SpecError",
     "StageError",
+    "describe_error",
     *(name for names in _LAZY.values() for name in names),
 ]
 

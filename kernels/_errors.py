@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "describe_error",
     "NirlinkError",
     "SpecError",
     "SchemaError",
@@ -119,3 +120,16 @@ def format_values(values: Sequence[object], limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in list(values)[:limit])
     more = len(values) - limit
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def describe_error(exc: BaseException) -> str:
+    """How an exception reads to an operator: nirlink's own message; for an OS error its
+    reason and the file; for anything else its first line, marked as unexpected. Never a
+    Python class name (``ValueError: ...`` tells an operator nothing)."""
+    if isinstance(exc, NirlinkError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected failure: {text or 'no message'} (--debug or the job log's traceback shows where)"

@@ -80,12 +80,64 @@ def test_exports_read_with_no_options(job_run):
             assert col in df.columns
 
 
-def test_logs_and_manifests_hold_no_full_nir(job_run):
+def _identities(root: Path) -> tuple[set[str], set[str]]:
+    """Every register name (words of 5+ letters) and birth date before 1990 (later dates could
+    be career periods) of a synthetic dataset."""
+    reg = pq.read_table(root / "register", columns=["last_name", "usage_name", "first_names", "birth_date"])
+    names = {w for col in ("last_name", "usage_name", "first_names") for v in reg.column(col).to_pylist() if v
+             for w in re.split(r"[ -]", v) if len(w) >= 5}
+    dates = {d for d in reg.column("birth_date").to_pylist() if d and d < "1990"}
+    return names, dates
+
+
+def _leaks(text: str, names: set[str], dates: set[str]) -> set[str]:
+    # inline JavaScript libraries are code, not data (chart data sits in JSON script blocks)
+    text = re.sub(r"<script(?: type=\"text/javascript\")?>.*?</script>", "", text, flags=re.S)
+    found = {m.group(0) for m in NIR_RE.finditer(text)}
+    found |= {w for w in re.findall(r"(?<![\w])[A-ZÀ-Ý][A-ZÀ-Ý']{4,}(?![\w])", text) if w in names}
+    return found | (set(re.findall(r"\d{4}-\d{2}-\d{2}", text)) & dates)
+
+
+def test_logs_state_manifests_and_report_hold_no_identity(job_run):
+    """No NIR, name or birth date of any person in the job's log, events, state, manifests or report."""
+    root, out, _ = job_run
+    names, dates = _identities(root)
+    assert len(names) > 1000 and len(dates) > 1000
+    paths = job_paths(out)
+    files = [paths["log"], paths["events"], paths["state"], paths["report"], *out.glob("*/_manifest.json")]
+    for f in files:
+        assert not _leaks(f.read_text(encoding="utf-8"), names, dates), (f, sorted(_leaks(f.read_text(), names, dates))[:5])
+
+
+def test_job_outputs_and_registry_are_private(job_run):
+    """Directories 0700 and files 0600 (the defaults of nirlink.privacy.*) across the job directory."""
     _, out, _ = job_run
-    texts = [job_paths(out)["log"].read_text(), job_paths(out)["events"].read_text()]
-    texts += [p.read_text() for p in out.glob("*/_manifest.json")]
+    entries = [out, *out.rglob("*")]
+    assert len(entries) > 50
+    for p in entries:
+        mode = p.stat().st_mode & 0o777
+        assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
+
+
+def test_header_less_csv_leaks_no_identity_anywhere(tmp_path, dask_client):
+    """A CSV without a header line: its first row would be read as the header; the job stops
+    naming the file, and that row's NIR, names and birth date appear in no message or file."""
+    row = ["7", "177127400100163", "ZYGOMATIX", "PHILIBERTINE", "1931-07-23", "12345678200010", "2015",
+           "2015-01-01", "2015-12-31", "salary", "25000.50", "365"]
+    data = tmp_path / "career.csv"
+    data.write_text(";".join(row) + "\n" + ";".join(row).replace("ZYGOMATIX", "ZYGOMATOX") + "\n")
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'[job]\nname = "leak"\nstages = ["ingest"]\n[[inputs]]\nname = "career"\n'
+                        f'kind = "career"\npaths = ["{data}"]\n[output]\ndirectory = "{tmp_path / "out"}"\n')
+    result = runner.invoke(app, ["run", str(job_file), "--scheduler", dask_client.scheduler.address])
+    assert result.exit_code == 1
+    assert "career.csv" in result.stderr and "looks like a data row" in result.stderr
+    paths = job_paths(tmp_path / "out")
+    texts = [result.stdout, result.stderr, *(paths[k].read_text() for k in ("state", "events", "log", "report"))]
+    assert "looks like a data row" in paths["state"].read_text()
     for text in texts:
-        assert not NIR_RE.search(text), NIR_RE.search(text).group(0)
+        for value in ("177127400100163", "ZYGOMATIX", "PHILIBERTINE", "1931-07-23", "12345678200010"):
+            assert value not in text, (value, text[:300])
 
 
 def test_status_jobs_logs_and_check_commands(job_run):

@@ -73,17 +73,9 @@ def exit_with_error(message: str, code: int = EXIT_ERROR, *, as_json: bool = Fal
 
 
 def describe_error(exc: BaseException) -> str:
-    """What went wrong, in words: nirlink's own message; for an OS error its reason and the
-    file; for anything else its message, marked as unexpected. Never the class name."""
-    from nirlink.kernels import NirlinkError
+    from nirlink.kernels import describe_error as describe
 
-    if isinstance(exc, NirlinkError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror.lower()}{where}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"unexpected failure: {text or 'no message'} (--debug shows where)"
+    return describe(exc)
 
 
 def _warn_unknown_settings() -> None:

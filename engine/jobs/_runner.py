@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nirlink.engine import _config
-from nirlink.engine.io._datasets import make_private_dir, read_json, write_json
+from nirlink.engine.io._datasets import apply_private_modes, make_private_dir, read_json, write_json
 from nirlink.engine.io._readers import expand_paths
-from nirlink.kernels import JobCancelled, NirlinkError, StageError
+from nirlink.kernels import JobCancelled, StageError, describe_error
 
 from ._joblog import JobLog, mask_nirs, private_opener
 from ._registry import job_paths, new_job_id, read_state, register_job, version
@@ -159,7 +159,7 @@ class Job:
         except JobCancelled:
             self.emit(Cancelled(time.time()))
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then raised again
-            message = mask_nirs(str(exc) if isinstance(exc, NirlinkError) else f"{type(exc).__name__}: {exc}")
+            message = mask_nirs(describe_error(exc))
             stage = self.state.stage if self.state else None
             if stage and not message.startswith(f"stage {stage}"):
                 message = f"stage {stage}: {message}"
@@ -174,6 +174,8 @@ class Job:
                 self._write_report()
             except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
                 self.log.write("warning", f"report not written: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                apply_private_modes(self.paths["dir"])  # reports and logs: the owner's only
         return self.state
 
     def _cluster_size(self) -> dict[str, int] | None:
