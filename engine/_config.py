@@ -134,7 +134,8 @@ def unknown_settings() -> list[tuple[str, str]]:
     if not isinstance(tree, dict):
         return [("nirlink", "expected a table of settings")]
     return [(p, m.removeprefix("unknown setting ").strip("()"))
-            for p, m in validate(tree, _schema()["properties"]["nirlink"], "nirlink") if m.startswith("unknown setting")]
+            for p, m in validate(tree, _schema()["properties"]["nirlink"], "nirlink")
+            if m.startswith("unknown setting")]
 
 
 def _leaves(node: dict[str, Any], path: str):

@@ -65,3 +65,114 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
                                      "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("nirlink ")
+
+
+def test_every_command_help_has_an_example():
+    import typer.main
+
+    commands = list(_commands(typer.main.get_command(app)))
+    assert len(commands) >= 15 and ("config", "show") in commands
+    for path in commands:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example: nirlink" in result.stdout or "Example: DASK_" in result.stdout, path
+
+
+def test_usage_errors_are_one_line_with_exit_code_2():
+    for args, fragment in ((["run"], "missing argument"), (["status", "--outptu", "json", "x"], "no such option"),
+                           (["synth", "--persons", "many", "--out", "x"], "invalid value for '--persons'"),
+                           (["bogus"], "no such command"),
+                           (["link", "--input", "a", "--out", "b", "--threshold", "3"], "--threshold must be")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, lines)
+        assert "BadParameter" not in lines[0] and "Usage:" not in result.output
+        assert result.stdout == ""
+
+
+def test_output_json_prints_an_error_object_on_failure(tmp_path):
+    usage = runner.invoke(app, ["run", "--output", "json"])
+    assert usage.exit_code == 2
+    assert json.loads(usage.stdout) == {"error": "missing argument 'file' (see 'nirlink run --help')",
+                                        "exit_code": 2, "problems": []}
+    failed = runner.invoke(app, ["status", str(tmp_path / "nothing"), "--output", "json"])
+    data = json.loads(failed.stdout)
+    assert failed.exit_code == 1 and data["exit_code"] == 1 and "no job" in data["error"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[job]\nname = 1\n[linkage]\nthreshold = 3\n")
+    check = runner.invoke(app, ["job", "check", str(bad), "--output", "json"])
+    data = json.loads(check.stdout)
+    assert check.exit_code == 1 and "errors" in data["error"]
+    assert any(p.startswith("job.name: expected a string") for p in data["problems"]), data
+
+
+def test_a_bad_setting_value_is_an_error_naming_the_setting(tmp_path):
+    import dask.config
+
+    from nirlink.engine.io._datasets import write_json
+    from nirlink.engine.jobs._registry import job_paths
+    from nirlink.engine.jobs._state import JobState
+
+    state = JobState(job_id="x", name="x", stages=("ingest",), status="running", stage_index=0, stage="ingest",
+                     submitted_at=1.0, started_at=1.0, heartbeat=time.time())
+    write_json(job_paths(tmp_path)["state"], state.to_json())
+    with dask.config.set({"nirlink.jobs.stale-after-seconds": "abc"}):
+        result = runner.invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "nirlink.jobs.stale-after-seconds: expected a number, got 'abc'" in message, message
+    assert "DASK_NIRLINK__JOBS__STALE_AFTER_SECONDS" in message
+    assert "ValueError" not in message and "could not convert" not in message
+
+
+def test_a_misspelt_setting_is_warned_about():
+    import dask.config
+
+    with dask.config.set({"nirlink.jobs.stale-afer-seconds": 5}):
+        result = runner.invoke(app, ["config", "show", "--output", "json"])
+    assert result.exit_code == 0
+    assert "warning: unknown setting nirlink.jobs.stale-afer-seconds is ignored (did you mean stale-after-seconds?)" \
+        in result.stderr
+    entries = {e["setting"]: e for e in json.loads(result.stdout)["settings"]}
+    assert entries["nirlink.jobs.stale-afer-seconds"]["problem"].startswith("unknown setting")
+
+
+def test_config_show_prints_the_effective_settings():
+    import dask.config
+
+    with dask.config.set({"nirlink.ingest.chunk-rows": 1234}):
+        text = runner.invoke(app, ["config", "show"])
+        data = json.loads(runner.invoke(app, ["config", "show", "--output", "json"]).stdout)
+    assert text.exit_code == 0
+    assert "nirlink.ingest.chunk-rows" in text.stdout and "1234   (default 1000000)" in text.stdout
+    entries = {e["setting"]: e for e in data["settings"]}
+    assert entries["nirlink.ingest.chunk-rows"] == {**entries["nirlink.ingest.chunk-rows"], "value": 1234,
+                                                    "default": 1000000, "changed": True, "problem": None}
+    assert entries["nirlink.privacy.directory-mode"]["value"] == "0700"
+    assert "yaml_files" in data["sources"]
+    changed = runner.invoke(app, ["config", "show", "--changed"]).stdout
+    assert "nirlink.synth.seed" not in changed
+
+
+def test_unexpected_errors_are_described_without_class_names():
+    from nirlink.kernels import InputError, describe_error
+
+    assert describe_error(ValueError("could not convert string to float: 'abc'")).startswith(
+        "unexpected failure: could not convert")
+    missing = FileNotFoundError(2, "No such file or directory", "/x/y")
+    assert describe_error(missing) == "no such file or directory: /x/y"
+    assert describe_error(InputError("bad thing")) == "bad thing"

@@ -145,7 +145,8 @@ def test_french_decimal_comma_and_thousands(tmp_path):
 
 
 def test_comma_separated_file(tmp_path):
-    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "comma.csv", _csv_text([_row(), _row(record_id="2")], sep=",")))
+    text = _csv_text([_row(), _row(record_id="2")], sep=",")
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "comma.csv", text))
     assert totals["accepted"] == 2
 
 

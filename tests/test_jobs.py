@@ -106,7 +106,8 @@ def test_logs_state_manifests_and_report_hold_no_identity(job_run):
     paths = job_paths(out)
     files = [paths["log"], paths["events"], paths["state"], paths["report"], *out.glob("*/_manifest.json")]
     for f in files:
-        assert not _leaks(f.read_text(encoding="utf-8"), names, dates), (f, sorted(_leaks(f.read_text(), names, dates))[:5])
+        found = _leaks(f.read_text(encoding="utf-8"), names, dates)
+        assert not found, (f, sorted(found)[:5])
 
 
 def test_job_outputs_and_registry_are_private(job_run):

@@ -108,13 +108,16 @@ def _is_json(kwargs: dict[str, Any]) -> bool:
     return kwargs.get("output") == OutputFormat.json
 
 
-def handle_errors(func: Callable) -> Callable:
+def handle_errors(func: Callable | None = None, *, private: bool = True) -> Callable:
     """Turn any exception of a command into an ``error: ...`` message and its exit code.
 
     ``--debug`` (before the command) prints the traceback too. Multi-line messages (a
     SpecError listing every problem) are printed whole. Before the command runs, unknown
-    ``nirlink.*`` settings are warned about and the private umask is set.
+    ``nirlink.*`` settings are warned about and, unless ``private=False`` (a command that
+    writes nothing personal, such as TLS certificates), the private umask is set.
     """
+    if func is None:
+        return functools.partial(handle_errors, private=private)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -122,7 +125,7 @@ def handle_errors(func: Callable) -> Callable:
         old_umask = None
         try:
             _warn_unknown_settings()
-            old_umask = _private_umask()
+            old_umask = _private_umask() if private else None
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise

@@ -15,7 +15,7 @@ app.add_typer(cluster_app, name="cluster")
 
 
 @cluster_app.command("certs")
-@handle_errors
+@handle_errors(private=False)  # certificates are public; their keys are written 0600 anyway
 def certs(directory: Path = typer.Argument(..., help="Where to write ca.pem and the role certificates."),
           hosts: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="Host names / IPs of the certs."),
           days: int = typer.Option(365, "--days", help="Validity in days."),
