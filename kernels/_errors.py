@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "describe_error",
+    "hide_quoted_values",
     "NirlinkError",
     "SpecError",
     "SchemaError",
@@ -131,5 +132,15 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = hide_quoted_values(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
     return f"unexpected failure: {text or 'no message'} (--debug or the job log's traceback shows where)"
+
+
+def hide_quoted_values(text: str) -> str:
+    """A library quoting the value it choked on (DuckDB: ``Could not convert string 'DUPUY'``)
+    may be quoting a person's name or birth date: quoted identifiers (lower-case names, keys)
+    and absolute paths stay, any other quoted text becomes '...'."""
+    import re
+
+    return re.sub(r"(['\"])(.*?)\1", lambda m: m.group(0) if re.fullmatch(r"[a-z_][a-z0-9_.-]*|/\S*", m.group(2))
+                  else f"{m.group(1)}...{m.group(1)}", text)

@@ -172,7 +172,9 @@ def test_unexpected_errors_are_described_without_class_names():
     from nirlink.kernels import InputError, describe_error
 
     assert describe_error(ValueError("could not convert string to float: 'abc'")).startswith(
-        "unexpected failure: could not convert")
+        "unexpected failure: could not convert string to float: 'abc'")
+    duck = describe_error(RuntimeError("Conversion Error: Could not convert string 'DUPUY' to INT64 in 'last_name'"))
+    assert "DUPUY" not in duck and "'...'" in duck and "'last_name'" in duck
     missing = FileNotFoundError(2, "No such file or directory", "/x/y")
     assert describe_error(missing) == "no such file or directory: /x/y"
     assert describe_error(InputError("bad thing")) == "bad thing"

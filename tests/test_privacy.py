@@ -73,3 +73,15 @@ def test_a_bad_mode_setting_names_the_setting():
     with dask.config.set({"nirlink.privacy.file-mode": "rw-r--r--"}), pytest.raises(SpecError) as info:
         private_modes()
     assert "nirlink.privacy.file-mode" in str(info.value) and "rw-r--r--" in str(info.value)
+
+
+def test_the_job_log_hides_row_values_quoted_by_a_library(tmp_path):
+    from nirlink.engine.jobs._joblog import JobLog
+
+    tb = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    con.sql(q)\n"
+          "duckdb.ConversionException: Could not convert string 'DUPUY' (born '1977-12-16') in 'last_name'\n")
+    log = JobLog(tmp_path / "job.log", "j")
+    log.write("error", "traceback", traceback=tb)
+    text = (tmp_path / "job.log").read_text()
+    assert "DUPUY" not in text and "1977-12-16" not in text and "'last_name'" in text and "con.sql(q)" in text
+    assert (tmp_path / "job.log").stat().st_mode & 0o777 == 0o600

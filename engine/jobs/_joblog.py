@@ -45,6 +45,14 @@ def private_opener(path, flags):
     return fd
 
 
+def _hide_row_values(tb: str) -> str:
+    """A traceback's exception lines (not indented, unlike its source lines) without quoted
+    values a library may have taken from a row."""
+    from nirlink.kernels._errors import hide_quoted_values
+
+    return "\n".join(line if line[:1].isspace() else hide_quoted_values(line) for line in tb.split("\n"))
+
+
 class JobLog:
     """Appends JSON lines {ts, level, job, message, ...fields} to a job's log file."""
 
@@ -55,6 +63,8 @@ class JobLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, level: str, message: str, **fields: Any) -> None:
+        if isinstance(fields.get("traceback"), str):
+            fields["traceback"] = _hide_row_values(fields["traceback"])
         record = {"ts": round(time.time(), 3), "level": level, "job": self.job_id, "message": mask_nirs(message),
                   **mask_fields(fields)}
         line = json.dumps(record, default=str, ensure_ascii=False)
