@@ -95,7 +95,9 @@ def test_usage_errors_are_one_line_with_exit_code_2():
     for args, fragment in ((["run"], "missing argument"), (["status", "--outptu", "json", "x"], "no such option"),
                            (["synth", "--persons", "many", "--out", "x"], "invalid value for '--persons'"),
                            (["bogus"], "no such command"),
-                           (["link", "--input", "a", "--out", "b", "--threshold", "3"], "--threshold must be")):
+                           (["link", "--input", "a", "--out", "b", "--threshold", "3"], "--threshold must be"),
+                           (["aggregate", "--out", "o", "--synthetic", "s", "--first-review-month", "2021-02"],
+                            "--first-review-month: reviews are quarterly")):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         lines = result.stderr.strip().splitlines()

@@ -29,10 +29,13 @@ def aggregate(
     Example: nirlink aggregate --synthetic data/ --out aggregates/
     """
     from nirlink.cluster import open_client
+    from nirlink.engine.jobs._spec import review_month_problem
     from nirlink.engine.stages._aggregate import run_aggregate
 
     if synthetic is None and career is None and resource is None:
         raise typer.BadParameter("give --career and/or --resource, or --synthetic")
+    if review_month_problem(first_review_month):
+        raise typer.BadParameter(f"--first-review-month: {review_month_problem(first_review_month)}")
     with open_client(scheduler, n_workers=workers, dashboard=False) as client:
         if synthetic is not None:
             from nirlink.engine.synth._truth import attach_truth
