@@ -105,7 +105,7 @@ def _driver(spec, job_id: str, restart: bool, scheduler: str | None, pseudonym_k
 
     from nirlink.cluster import driver_security
     from nirlink.engine.jobs._runner import Job
-    from nirlink.kernels import ClusterError
+    from nirlink.kernels import ClusterError, describe_error
 
     worker = get_worker()
     secede()
@@ -116,7 +116,7 @@ def _driver(spec, job_id: str, restart: bool, scheduler: str | None, pseudonym_k
                             timeout=float(dask.config.get("nirlink.cluster.connect-timeout", 30)))
         except Exception as exc:  # noqa: BLE001 - whatever it is, the job's state must say it
             raise ClusterError(f"the job's driver (on worker {worker.address}) cannot connect to the scheduler "
-                               f"{worker.scheduler.address}: {type(exc).__name__}: {exc}") from exc
+                               f"{worker.scheduler.address}: {describe_error(exc)}") from exc
         job = Job(spec, client=client, job_id=job_id, restart=restart, scheduler=scheduler, key=pseudonym_key)
         return job.run().status
     except BaseException as exc:
@@ -136,13 +136,13 @@ def _record_driver_failure(spec, job_id: str, scheduler: str | None, exc: BaseEx
     from nirlink.engine.jobs._registry import read_state
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._state import TERMINAL, Failed
-    from nirlink.kernels import NirlinkError
+    from nirlink.kernels import describe_error
 
     with contextlib.suppress(Exception):  # the state cannot be written: the worker's log is all there is
         state = read_state(spec.directory)
         if state is None or state.job_id != job_id or state.status in TERMINAL:
             return
-        message = str(exc) if isinstance(exc, NirlinkError) else f"{type(exc).__name__}: {exc}"
+        message = describe_error(exc)
         Job(spec, job_id=job_id, scheduler=scheduler).emit(Failed(time.time(), mask_nirs(message)))
 
 
