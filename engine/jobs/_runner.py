@@ -1,7 +1,7 @@
 """Running a job: its stages in order, resumable, its state persisted as it changes.
 
 A job is a front over its stages (one module each in engine/stages/: _ingest, _link, _attach,
-_aggregate, _export). Its directory (output.directory) holds each stage's
+_aggregate, _signals, _export). Its directory (output.directory) holds each stage's
 published output and ``_job/``: state.json, events.jsonl, job.log, report.html.
 
 Resume: each published stage carries a fingerprint (nirlink version, the job-file parts
@@ -261,7 +261,10 @@ class Job:
                 parts["decisions"] = hashlib.sha256(Path(s.linkage.decisions).read_bytes()).hexdigest()
         elif stage == "aggregate":
             parts["first_review_month"] = s.first_review_month
+        elif stage == "signals":
+            parts["signals"] = s.signals.as_json() if s.signals is not None else None
         elif stage == "export":
+            parts["signals"] = "signals" in s.stages
             parts["pseudonymise"] = s.output.pseudonymise
             key = self._key()
             parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
@@ -338,8 +341,13 @@ class Job:
                                      progress=lambda done, total, rows=None: progress("aggregate", done, total, rows))
             shutil.rmtree(scratch, ignore_errors=True)
             return manifest
+        if stage == "signals":
+            from nirlink.engine.stages._signals import run_signals
+
+            return run_signals(d, d / "signals", client=c, settings=s.signals, progress=progress)
         if stage == "export":
             from nirlink.engine.stages._export import run_export
 
-            return run_export(d, d / "export", client=c, key=self._key(), progress=progress)
+            return run_export(d, d / "export", client=c, key=self._key(), progress=progress,
+                              signals="signals" in s.stages)
         raise StageError(f"unknown stage {stage!r}")

@@ -18,9 +18,10 @@ from nirlink.engine.io._readers import CsvOptions, InputSpec, expand_paths
 from nirlink.engine.io._schemas import COLUMNS, INPUT_KINDS
 from nirlink.kernels import SpecError
 
-__all__ = ["JobSpec", "load_job", "parse_job", "STAGES", "review_month_problem"]
+__all__ = ["JobSpec", "load_job", "parse_job", "STAGES", "DEFAULT_STAGES", "review_month_problem"]
 
-STAGES = ("ingest", "link", "attach", "aggregate", "export")
+STAGES = ("ingest", "link", "attach", "aggregate", "signals", "export")
+DEFAULT_STAGES = ("ingest", "link", "attach", "aggregate", "export")  # signals is asked for by name
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class JobSpec:
     linkage: LinkageOptions = field(default_factory=LinkageOptions)
     first_review_month: str = "2021-01"
     output: OutputOptions = field(default_factory=OutputOptions)
+    signals: Any = None  # SignalSettings (engine/stages/_signals_rules.py) when [signals] or the stage is given
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
     text: str = ""
 
@@ -70,7 +72,7 @@ class JobSpec:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-_TOP = {"job", "inputs", "linkage", "aggregate", "output", "cluster"}
+_TOP = {"job", "inputs", "linkage", "aggregate", "signals", "output", "cluster"}
 _JOB = {"name", "stages"}
 _INPUT = {"name", "kind", "paths", "format", "columns", "csv"}
 _CSV = {"separator", "encoding", "decimal", "quote"}
@@ -143,7 +145,7 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     name = c.typed(job, "name", str, "job", required=True, default="job")
     if name and not all(ch.isalnum() or ch in "-_." for ch in name):
         c.err("job.name", f"use letters, digits, '-', '_' or '.' only, got {name!r}")
-    stages = c.typed(job, "stages", list, "job", default=list(STAGES))
+    stages = c.typed(job, "stages", list, "job", default=list(DEFAULT_STAGES))
     stages = [s for s in stages if isinstance(s, str)] if stages else []
     for i, s in enumerate(stages):
         if s not in STAGES:
@@ -247,6 +249,12 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     if problem:
         c.err("aggregate.first_review_month", problem)
 
+    signals = _signal_settings(c, data.get("signals", {}))
+    if "signals" in order:
+        for needed in ("link", "attach", "aggregate"):
+            if needed not in order:
+                c.err("job.stages", f"the signals stage needs the {needed} stage")
+
     out = c.keys(data.get("output", {}), _OUTPUT, "output")
     directory = c.typed(out, "directory", str, "output", required=True, default="")
     if directory and not os.path.isabs(directory):
@@ -292,7 +300,7 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     return JobSpec(
         name=name, path=path, stages=tuple(order), inputs=tuple(inputs),
         linkage=LinkageOptions(model, reg_model, threshold, margin, none_weight, decisions), first_review_month=frm,
-        output=OutputOptions(directory, pseud, key_env, key_file),
+        output=OutputOptions(directory, pseud, key_env, key_file), signals=signals,
         cluster=ClusterOptions(address, workers, threads, memory), text=text,
     )
 
@@ -356,6 +364,33 @@ def _reaches(pattern: str, static: str, out: str) -> bool:
     if "**" in rest[:len(below) + 1]:
         return all(fnmatch.fnmatch(b, r) for b, r in zip(below, rest[:rest.index("**")]))
     return len(rest) > len(below) and all(fnmatch.fnmatch(b, r) for b, r in zip(below, rest))
+
+
+def _signal_settings(c: _Checker, raw: Any):
+    """The [signals] table: every key a SignalSettings field, of its type."""
+    from dataclasses import fields
+
+    from nirlink.engine.stages._signals_rules import SignalSettings
+
+    raw = c.keys(raw, SignalSettings.names(), "signals")
+    values = {}
+    for f in fields(SignalSettings):
+        default = f.default
+        typ = (list if isinstance(default, tuple) else str if f.name == "as_of_month"
+               else type(default))
+        value = c.typed(raw, f.name, typ, "signals")
+        if value is None:
+            continue
+        if isinstance(default, tuple):
+            if not all(isinstance(v, str) for v in value):
+                c.err(f"signals.{f.name}", f"expected a list of strings, got {value!r}")
+                continue
+            value = tuple(value)
+        values[f.name] = value
+    settings = SignalSettings(**values)
+    for path, msg in settings.check():
+        c.err(path, msg)
+    return settings
 
 
 def load_job(path: str | os.PathLike, *, check_files: bool = True) -> JobSpec:

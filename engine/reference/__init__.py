@@ -4,7 +4,7 @@ revaluation, cohort rules), read from the TSV files beside this module (sources 
 from nirlink.kernels._lazy import lazy_front
 
 _LAZY = {
-    "._tables": ("CohortTable", "FRF_PER_EUR", "YearTable", "cohort_table", "year_table"),
+    "._tables": ("AspaTable", "CohortTable", "FRF_PER_EUR", "YearTable", "aspa_table", "cohort_table", "year_table"),
 }
 
 __all__ = [name for names in _LAZY.values() for name in names]

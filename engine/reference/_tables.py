@@ -15,7 +15,7 @@ import numpy as np
 
 from nirlink.kernels import ReferenceDataError
 
-__all__ = ["YearTable", "CohortTable", "year_table", "cohort_table", "FRF_PER_EUR"]
+__all__ = ["YearTable", "CohortTable", "AspaTable", "year_table", "cohort_table", "aspa_table", "FRF_PER_EUR"]
 
 FRF_PER_EUR = 6.55957
 
@@ -67,6 +67,8 @@ class CohortTable:
     month_to: np.ndarray  # int8
     quarters_required: np.ndarray  # int16 (LFSS 2026)
     sam_best_years: np.ndarray  # int8
+    legal_age_months: np.ndarray  # int16: legal retirement age in months (62y9m = 753)
+    full_rate_age_months: np.ndarray  # int16: age at which the full rate is automatic (no decote)
 
     def best_years(self, birth_year, birth_month=None) -> np.ndarray:
         """Number of best years in the SAM for each person (cohorts outside the table are refused)."""
@@ -74,6 +76,14 @@ class CohortTable:
 
     def required_quarters(self, birth_year, birth_month=None) -> np.ndarray:
         return self._lookup(self.quarters_required, birth_year, birth_month)
+
+    def legal_age(self, birth_year, birth_month=None) -> np.ndarray:
+        """Legal retirement age of each person, in months."""
+        return self._lookup(self.legal_age_months, birth_year, birth_month)
+
+    def full_rate_age(self, birth_year, birth_month=None) -> np.ndarray:
+        """Age (months) from which the full rate is granted whatever the quarters."""
+        return self._lookup(self.full_rate_age_months, birth_year, birth_month)
 
     def _lookup(self, column, birth_year, birth_month):
         birth_year = np.asarray(birth_year, dtype=np.int64)
@@ -126,4 +136,41 @@ def cohort_table() -> CohortTable:
         month_to=np.array([int(r["month_to"]) for r in rows], dtype=np.int8),
         quarters_required=np.array([int(r["quarters_required_lfss2026"]) for r in rows], dtype=np.int16),
         sam_best_years=np.array([int(r["sam_best_years"]) for r in rows], dtype=np.int8),
+        legal_age_months=np.array([_age_months(r["legal_age"]) for r in rows], dtype=np.int16),
+        full_rate_age_months=np.array([_age_months(r["age_annulation_decote"]) for r in rows], dtype=np.int16),
     )
+
+
+def _age_months(text: str) -> int:
+    """'62y9m' or '62' -> months."""
+    years, _, months = text.strip().rstrip("m").partition("y")
+    try:
+        return int(years) * 12 + (int(months) if months else 0)
+    except ValueError:
+        raise ReferenceDataError(f"cohort table: age {text!r} is not like 62 or 62y9m") from None
+
+
+@dataclass(frozen=True)
+class AspaTable:
+    """Single-person resource ceiling of the minimum old-age benefit (ASPA), per month."""
+
+    month_from: np.ndarray  # int64 month index (year * 12 + month - 1) from which each amount applies
+    monthly: np.ndarray  # float64 EUR
+
+    def yearly_ceiling(self, month_index) -> np.ndarray:
+        """12 x the monthly ceiling in force in each month (NaN before the first row or after
+        the last known year)."""
+        month_index = np.asarray(month_index, dtype=np.int64)
+        pos = np.searchsorted(self.month_from, month_index, side="right") - 1
+        last_known = (self.month_from[-1] // 12) * 12 + 11  # through December of the last row's year
+        out = 12.0 * self.monthly[np.maximum(pos, 0)]
+        return np.where((pos < 0) | (month_index > last_known), np.nan, out)
+
+
+@functools.cache
+def aspa_table() -> AspaTable:
+    rows = _rows("aspa_ceiling.tsv")
+    months = np.array([int(r["date_from"][:4]) * 12 + int(r["date_from"][5:7]) - 1 for r in rows], dtype=np.int64)
+    if not np.all(np.diff(months) > 0):
+        raise ReferenceDataError("aspa_ceiling table: dates are not increasing")
+    return AspaTable(month_from=months, monthly=np.array([float(r["monthly_single_eur"]) for r in rows]))

@@ -46,7 +46,12 @@ EXPORTS = {
     "resource_person_review": ("aggregate/resource_person_review", None),
     "links": ("link/links", None),
 }
-NIR_COLUMNS = ("person", "register_nir")
+# the signals stage's case datasets, exported as signals/<rule> when the job ran that stage
+SIGNAL_EXPORTS = {f"signals/{name}": (f"signals/{name}", None) for name in (
+    "income_after_death", "nir_shared", "identity_conflict", "possible_pension_non_take_up",
+    "low_resources_no_minimum", "declarant_quality", "declarant_scorecard")}
+NIR_COLUMNS = ("person", "register_nir", "nir_owner")
+NIR_LIST_COLUMNS = ("other_persons",)
 
 
 MIN_KEY_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; README, "Exports for other systems"
@@ -126,6 +131,12 @@ def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
         for col in NIR_COLUMNS:
             if col in table.column_names:
                 table = table.set_column(table.column_names.index(col), col, pseudonymise(table.column(col), key))
+        for col in NIR_LIST_COLUMNS:
+            if col in table.column_names:
+                lists = table.column(col).combine_chunks()
+                values = pseudonymise(lists.flatten(), key)
+                table = table.set_column(table.column_names.index(col), col,
+                                         pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null()))
     return table
 
 
@@ -145,14 +156,16 @@ def _export_file(src: str, name: str, partition: str | None, out: str, part: str
 
 
 def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | PseudonymKey | None = None,
-               progress: Callable[..., None] | None = None) -> dict[str, Any]:
+               progress: Callable[..., None] | None = None, signals: bool = False) -> dict[str, Any]:
+    """Export the job's datasets; ``signals``: also the signals stage's (``export/signals/<rule>/``)."""
     from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
     if isinstance(key, bytes):
         key = PseudonymKey(key)  # the tasks' arguments show up in a failed task's log line: hide it
+    exports = {**EXPORTS, **(SIGNAL_EXPORTS if signals else {})}
     args = []
-    for name, (rel, partition) in EXPORTS.items():
+    for name, (rel, partition) in exports.items():
         src = job_dir / rel
         if not src.exists():
             continue
@@ -165,7 +178,7 @@ def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: by
         counts = run_tasks(client, _export_file, args, name="export", progress=progress, rows=int)
         rejects = _rejects_summary(job_dir, work)
         tables = {}
-        for name, (_, partition) in EXPORTS.items():
+        for name, (_, partition) in exports.items():
             if (work / name).exists():
                 tables[name] = {**describe_dataset(work / name, relative_to=work), "hive_partitioning": partition}
         manifest = {

@@ -40,12 +40,12 @@ def write_job_file(data_dir: str | os.PathLike, job_path: str | os.PathLike, *, 
                    extra: str = "") -> Path:
     """A job file that runs the main job (or ``stages``) on a synthetic dataset (paths absolute);
     ``extra`` lines go into its [output] table."""
-    from nirlink.engine.jobs._spec import STAGES
+    from nirlink.engine.jobs._spec import DEFAULT_STAGES
 
     job_path = Path(job_path)
     job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(JOB_TEMPLATE.format(data=Path(data_dir).resolve().as_posix(), name=name,
                                             output=Path(output).resolve().as_posix(), extra=extra,
-                                            stages=", ".join(f'"{s}"' for s in (stages or STAGES))),
+                                            stages=", ".join(f'"{s}"' for s in (stages or DEFAULT_STAGES))),
                         encoding="utf-8")
     return job_path

@@ -1,0 +1,474 @@
+"""The signal rules on one person bucket: rows of some persons in, case tables out.
+
+A bucket holds every row of its persons (the attach stage's person buckets), so each
+person-level rule is decided inside it, with no exchange between tasks. Each function takes
+Arrow tables and returns one case table per rule, sorted by person; every case row carries
+the rule's settings (``settings``) and the record ids of its evidence (at most
+``max_record_ids``). Rules that cross persons (``nir_shared``, ``declarant_quality``) return
+partial counts here, summed by the stage (engine/stages/_signals.py).
+
+The rules are plain vectorised numpy and pyarrow.compute over the bucket (one sort or hash
+per rule, no per-person Python loop): nothing in them is a hot loop for Numba.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nirlink.engine.reference._tables import aspa_table, cohort_table
+from nirlink.kernels import InputError
+from nirlink.kernels._dates import first_day_of_month, month_index
+
+__all__ = ["SignalSettings", "PERSON_RULES", "RULES", "CASE_SCHEMAS", "person_signals", "nir_pairs",
+           "declarant_counts", "Register"]
+
+PERSON_RULES = ("income_after_death", "identity_conflict", "possible_pension_non_take_up",
+                "low_resources_no_minimum")
+RULES = ("income_after_death", "nir_shared", "identity_conflict", "possible_pension_non_take_up",
+         "low_resources_no_minimum", "declarant_quality")
+VALID = ("valid", "valid_temporary")
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """Thresholds and windows of the rules (job file ``[signals]``; defaults documented in the README)."""
+
+    as_of_month: str | None = None  # YYYY-MM judged by the non-take-up and low-resources rules; None: latest resource month
+    death_grace_months: int = 0  # income of the months after death + this many is a case
+    pension_window_months: int = 12  # no pension declared in this many months up to as_of
+    pension_kinds: tuple[str, ...] = ("pension",)
+    low_resources_age: int = 65
+    low_resources_window_months: int = 12
+    minimum_benefit_kind: str = "minimum_old_age_benefit"
+    min_declarant_rows: int = 100  # declarants with fewer rows are not ranked
+    max_record_ids: int = 20
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = []
+        if self.as_of_month is not None:
+            try:
+                y, m = (int(x) for x in self.as_of_month.split("-"))
+                if not (1990 <= y <= 2100 and 1 <= m <= 12):
+                    raise ValueError
+            except (ValueError, AttributeError):
+                errors.append(("signals.as_of_month", f"expected YYYY-MM, got {self.as_of_month!r}"))
+        for name in ("death_grace_months", "min_declarant_rows"):
+            if getattr(self, name) < 0:
+                errors.append((f"signals.{name}", f"must be >= 0, got {getattr(self, name)}"))
+        for name in ("pension_window_months", "low_resources_window_months", "max_record_ids", "low_resources_age"):
+            if getattr(self, name) < 1:
+                errors.append((f"signals.{name}", f"must be >= 1, got {getattr(self, name)}"))
+        return errors
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+# the settings each rule reads: written into every case row of the rule
+RULE_SETTINGS = {
+    "income_after_death": ("death_grace_months",),
+    "identity_conflict": (),
+    "nir_shared": (),
+    "possible_pension_non_take_up": ("as_of_month", "pension_window_months", "pension_kinds"),
+    "low_resources_no_minimum": ("as_of_month", "low_resources_age", "low_resources_window_months",
+                                 "minimum_benefit_kind"),
+    "declarant_quality": ("min_declarant_rows",),
+}
+
+
+def settings_label(rule: str, s: SignalSettings, as_of: int | None = None) -> str:
+    values = {k: getattr(s, k) for k in RULE_SETTINGS[rule]}
+    if "as_of_month" in values and as_of is not None:
+        values["as_of_month"] = f"{as_of // 12:04d}-{as_of % 12 + 1:02d}"
+    return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, sort_keys=True,
+                      separators=(",", ":"))
+
+
+_COMMON = [pa.field("person", pa.string(), nullable=False), pa.field("rule", pa.string(), nullable=False),
+           pa.field("period", pa.date32(), nullable=False), pa.field("score", pa.float64(), nullable=False),
+           pa.field("settings", pa.string(), nullable=False), pa.field("rows", pa.int32(), nullable=False),
+           pa.field("record_ids", pa.list_(pa.int64()), nullable=False)]
+CASE_SCHEMAS = {
+    "income_after_death": pa.schema(_COMMON + [
+        pa.field("death_date", pa.date32(), nullable=False), pa.field("first_period", pa.date32(), nullable=False),
+        pa.field("last_period", pa.date32(), nullable=False), pa.field("months_after_death", pa.int16(), nullable=False),
+        pa.field("amount", pa.float64(), nullable=False), pa.field("career_rows", pa.int32(), nullable=False),
+        pa.field("resource_rows", pa.int32(), nullable=False)]),
+    "identity_conflict": pa.schema(_COMMON + [
+        pa.field("nir_owner", pa.string(), nullable=False), pa.field("first_period", pa.date32(), nullable=False),
+        pa.field("last_period", pa.date32(), nullable=False), pa.field("amount", pa.float64(), nullable=False),
+        pa.field("link_method", pa.string())]),
+    "nir_shared": pa.schema(_COMMON + [
+        pa.field("persons", pa.int32(), nullable=False), pa.field("other_persons", pa.list_(pa.string()), nullable=False)]),
+    "possible_pension_non_take_up": pa.schema(_COMMON + [
+        pa.field("birth_year", pa.int16(), nullable=False), pa.field("age_months", pa.int16(), nullable=False),
+        pa.field("legal_age_months", pa.int16(), nullable=False), pa.field("quarters", pa.int32(), nullable=False),
+        pa.field("quarters_required", pa.int16(), nullable=False), pa.field("full_rate_by", pa.string(), nullable=False)]),
+    "low_resources_no_minimum": pa.schema(_COMMON + [
+        pa.field("age_months", pa.int16(), nullable=False), pa.field("income_12m", pa.float64(), nullable=False),
+        pa.field("ceiling_12m", pa.float64(), nullable=False), pa.field("months_with_income", pa.int16(), nullable=False)]),
+}
+
+
+@dataclass
+class Register:
+    """What the rules need of the register, sorted by NIR: each NIR's person (its cluster's
+    representative when the register holds the person twice), birth year and month, death date."""
+
+    nir: pa.Array
+    owner: pa.Array
+    birth_year: np.ndarray  # int64, 0 = unknown
+    birth_month: np.ndarray  # int64, 0 = unknown
+    death_day: np.ndarray  # int64 days since epoch, -1 = alive
+
+    @classmethod
+    def from_table(cls, t: pa.Table) -> Register:
+        death = t.column("death_date")
+        dd = pc.fill_null(pc.cast(death, pa.int32()), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(nir=_arr(t.column("nir")), owner=_arr(t.column("owner")),
+                   birth_year=pc.fill_null(t.column("birth_year"), 0).to_numpy(zero_copy_only=False).astype(np.int64),
+                   birth_month=pc.fill_null(t.column("birth_month"), 0).to_numpy(zero_copy_only=False).astype(np.int64),
+                   death_day=dd)
+
+    def find(self, values) -> np.ndarray:
+        """Row of each value in the register, -1 when absent."""
+        pos = pc.index_in(values, value_set=self.nir)
+        return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _arr(col) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col
+
+
+def _np(col, fill=0) -> np.ndarray:
+    return pc.fill_null(_arr(col), fill).to_numpy(zero_copy_only=False)
+
+
+def _days(col) -> np.ndarray:
+    return _np(pc.cast(_arr(col), pa.int32()), -1).astype(np.int64)
+
+
+def _month_dates(months) -> pa.Array:
+    return pa.array(first_day_of_month(np.asarray(months, np.int64)), pa.int32()).cast(pa.date32())
+
+
+def _record_lists(group: np.ndarray, record_id: np.ndarray, n_groups: int, limit: int) -> pa.Array:
+    """Per group (rows sorted by group, then record id), its first ``limit`` record ids."""
+    order = np.lexsort((record_id, group))
+    g, r = group[order], record_id[order]
+    starts = np.searchsorted(g, np.arange(n_groups))
+    rank = np.arange(len(g)) - starts[g]
+    keep = rank < limit
+    counts = np.bincount(g[keep], minlength=n_groups)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(r[keep], pa.int64()))
+
+
+def _rows(career: pa.Table | None, resource: pa.Table | None) -> dict[str, np.ndarray | pa.Array]:
+    """Career and resource rows as one set of columns: person, record id, month, kind, amount,
+    declared NIR and its status, link method, and which source each row comes from."""
+    parts = []
+    for source, t in (("career", career), ("resource", resource)):
+        if t is None or t.num_rows == 0:
+            continue
+        day = _days(t.column("start_date" if source == "career" else "period"))
+        amount = _np(t.column("gross_salary" if source == "career" else "amount"), 0.0).astype(np.float64)
+        parts.append({
+            "person": _arr(t.column("person")), "record_id": _np(t.column("record_id"), -1).astype(np.int64),
+            "day": day, "month": month_index(day, day >= -719162),
+            "kind": _arr(t.column("kind")), "amount": np.nan_to_num(amount),
+            "nir": _arr(t.column("nir")) if "nir" in t.column_names else pa.nulls(t.num_rows, pa.string()),
+            "nir_status": _arr(t.column("nir_status")) if "nir_status" in t.column_names
+            else pa.nulls(t.num_rows, pa.string()),
+            "link_method": _arr(t.column("link_method")) if "link_method" in t.column_names
+            else pa.nulls(t.num_rows, pa.string()),
+            "is_career": np.full(t.num_rows, source == "career"),
+        })
+    if not parts:
+        return {}
+    out: dict[str, Any] = {}
+    for k in parts[0]:
+        vals = [p[k] for p in parts]
+        out[k] = pa.concat_arrays([v.cast(pa.string()) if pa.types.is_large_string(v.type) else v for v in vals]) \
+            if isinstance(vals[0], pa.Array) else np.concatenate(vals)
+    return out
+
+
+def person_signals(career: pa.Table | None, resource: pa.Table | None, quarters: pa.Table | None,
+                   register: Register, settings: SignalSettings, *, as_of: int | None) -> dict[str, pa.Table]:
+    """The four person-level rules on the rows of one bucket (rows without a person are
+    ignored here; ``quarters``: the aggregate's career_person table of these persons)."""
+    rows = _rows(career, resource)
+    out = {rule: CASE_SCHEMAS[rule].empty_table() for rule in PERSON_RULES}
+    if not rows:
+        return out
+    has_person = pc.is_valid(rows["person"]).to_numpy(zero_copy_only=False)
+    if not has_person.all():
+        keep = pa.array(has_person)
+        rows = {k: (v.filter(keep) if isinstance(v, pa.Array) else v[has_person]) for k, v in rows.items()}
+    if len(rows["record_id"]) == 0:
+        return out
+    enc = pc.dictionary_encode(rows["person"])
+    order = pc.array_sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    pidx = rank[enc.indices.to_numpy(zero_copy_only=False)]
+    persons = enc.dictionary.take(pa.array(order))
+    reg = register.find(persons)
+    known = reg >= 0
+    n = len(persons)
+
+    def take(a, fill):
+        return np.where(known, a[np.maximum(reg, 0)], fill)
+
+    ctx = {"pidx": pidx, "persons": persons, "n": n, "death": take(register.death_day, -1),
+           "birth_year": take(register.birth_year, 0), "birth_month": take(register.birth_month, 0)}
+    out["income_after_death"] = _income_after_death(rows, ctx, settings)
+    out["identity_conflict"] = _identity_conflict(rows, ctx, register, settings)
+    if as_of is not None:
+        q = np.zeros(n, np.int64)
+        if quarters is not None and quarters.num_rows:
+            pos = pc.fill_null(pc.index_in(persons, value_set=_arr(quarters.column("person"))), -1)
+            pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
+            qv = _np(quarters.column("quarters"), 0).astype(np.int64)
+            q = np.where(pos >= 0, qv[np.maximum(pos, 0)], 0)
+        ctx["quarters"] = q
+        out["possible_pension_non_take_up"] = _non_take_up(rows, ctx, settings, as_of)
+        out["low_resources_no_minimum"] = _low_resources(rows, ctx, settings, as_of)
+    return out
+
+
+def _alive_age(ctx, as_of: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Who is alive at the end of month ``as_of``, has a known birth year, and their age in months
+    (an unknown birth month counts as January: the earliest the person can be that old)."""
+    death = ctx["death"]
+    death_month = month_index(death, death >= 0)
+    alive = (death < 0) | (death_month > as_of)
+    by, bm = ctx["birth_year"], ctx["birth_month"]
+    bm = np.where((bm >= 1) & (bm <= 12), bm, 1)
+    age = as_of - (by * 12 + bm - 1)
+    return alive & (by > 0), age, by
+
+
+def _income_after_death(rows, ctx, s: SignalSettings) -> pa.Table:
+    death = ctx["death"]
+    pidx = ctx["pidx"]
+    d_row = death[pidx]
+    death_month = month_index(d_row, d_row >= 0)
+    after = (d_row >= 0) & (rows["month"] > death_month + s.death_grace_months)
+    if not after.any():
+        return CASE_SCHEMAS["income_after_death"].empty_table()
+    p = pidx[after]
+    cases, g = np.unique(p, return_inverse=True)
+    k = len(cases)
+    month = rows["month"][after]
+    first = np.full(k, np.iinfo(np.int64).max)
+    np.minimum.at(first, g, month)
+    last = np.full(k, -1, np.int64)
+    np.maximum.at(last, g, month)
+    amount = np.bincount(g, weights=rows["amount"][after], minlength=k)
+    is_career = rows["is_career"][after]
+    n_rows = np.bincount(g, minlength=k)
+    career_rows = np.bincount(g, weights=is_career, minlength=k).astype(np.int32)
+    dm = month_index(death[cases], np.ones(k, bool))
+    return pa.table({
+        "person": ctx["persons"].take(pa.array(cases)), "rule": pa.array(["income_after_death"] * k),
+        "period": _month_dates(first), "score": pa.array(np.round(amount, 2)),
+        "settings": pa.array([settings_label("income_after_death", s)] * k),
+        "rows": pa.array(n_rows.astype(np.int32)),
+        "record_ids": _record_lists(g, rows["record_id"][after], k, s.max_record_ids),
+        "death_date": pa.array(death[cases].astype(np.int32)).cast(pa.date32()),
+        "first_period": _month_dates(first), "last_period": _month_dates(last),
+        "months_after_death": pa.array((last - dm).astype(np.int16)), "amount": pa.array(np.round(amount, 2)),
+        "career_rows": pa.array(career_rows), "resource_rows": pa.array((n_rows - career_rows).astype(np.int32)),
+    }, schema=CASE_SCHEMAS["income_after_death"])
+
+
+def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.Table:
+    status_ok = pc.fill_null(pc.is_in(rows["nir_status"], value_set=pa.array(VALID)), False)
+    cand = status_ok.to_numpy(zero_copy_only=False)
+    if not cand.any():
+        return CASE_SCHEMAS["identity_conflict"].empty_table()
+    idx = np.flatnonzero(cand)
+    pos = register.find(rows["nir"].take(pa.array(idx)))
+    registered = pos >= 0
+    idx, pos = idx[registered], pos[registered]
+    owner = register.owner.take(pa.array(pos))
+    person = ctx["persons"].take(pa.array(ctx["pidx"][idx]))
+    differ = pc.not_equal(owner, person).to_numpy(zero_copy_only=False)
+    idx, owner = idx[differ], owner.filter(pa.array(differ))
+    if len(idx) == 0:
+        return CASE_SCHEMAS["identity_conflict"].empty_table()
+    # one case per (person, owner of the declared NIR)
+    owner_code = pc.dictionary_encode(owner)
+    okey = pc.array_sort_indices(owner_code.dictionary).to_numpy()
+    orank = np.empty(len(okey), np.int64)
+    orank[okey] = np.arange(len(okey))
+    oc = orank[owner_code.indices.to_numpy(zero_copy_only=False)]
+    key = ctx["pidx"][idx] * (len(okey) + 1) + oc
+    keys, g = np.unique(key, return_inverse=True)
+    k = len(keys)
+    month = rows["month"][idx]
+    first = np.full(k, np.iinfo(np.int64).max)
+    np.minimum.at(first, g, month)
+    last = np.full(k, -1, np.int64)
+    np.maximum.at(last, g, month)
+    n_rows = np.bincount(g, minlength=k)
+    amount = np.round(np.bincount(g, weights=rows["amount"][idx], minlength=k), 2)
+    first_row = np.full(k, len(idx))
+    np.minimum.at(first_row, g, np.arange(len(idx)))
+    methods = rows["link_method"].take(pa.array(idx[first_row]))
+    return pa.table({
+        "person": ctx["persons"].take(pa.array(keys // (len(okey) + 1))), "rule": pa.array(["identity_conflict"] * k),
+        "period": _month_dates(first), "score": pa.array(n_rows.astype(np.float64)),
+        "settings": pa.array([settings_label("identity_conflict", s)] * k), "rows": pa.array(n_rows.astype(np.int32)),
+        "record_ids": _record_lists(g, rows["record_id"][idx], k, s.max_record_ids),
+        "nir_owner": owner_code.dictionary.take(pa.array(okey[keys % (len(okey) + 1)])),
+        "first_period": _month_dates(first), "last_period": _month_dates(last), "amount": pa.array(amount),
+        "link_method": methods,
+    }, schema=CASE_SCHEMAS["identity_conflict"])
+
+
+def _kind_mask(rows, kinds) -> np.ndarray:
+    return pc.fill_null(pc.is_in(rows["kind"], value_set=pa.array(list(kinds), pa.string())), False) \
+        .to_numpy(zero_copy_only=False)
+
+
+def _non_take_up(rows, ctx, s: SignalSettings, as_of: int) -> pa.Table:
+    ok, age, by = _alive_age(ctx, as_of)
+    n = ctx["n"]
+    in_table = (by >= 1900) & (by <= 2030)
+    ok &= in_table
+    ct = cohort_table()
+    byc = np.where(in_table, by, 1950)
+    bm = ctx["birth_month"]
+    legal = ct.legal_age(byc, bm).astype(np.int64)
+    full_age = ct.full_rate_age(byc, bm).astype(np.int64)
+    required = ct.required_quarters(byc, bm).astype(np.int64)
+    q = ctx["quarters"]
+    by_quarters = q >= required
+    by_age = age >= full_age
+    window = (rows["month"] > as_of - s.pension_window_months) & (rows["month"] <= as_of)
+    pension = window & _kind_mask(rows, s.pension_kinds) & ~rows["is_career"]
+    has_pension = np.bincount(ctx["pidx"][pension], minlength=n) > 0
+    case = ok & (age >= legal) & (by_quarters | by_age) & ~has_pension
+    cases = np.flatnonzero(case)
+    k = len(cases)
+    # evidence: the person's rows in the window (what they did receive), most recent first
+    sel = window & case[ctx["pidx"]]
+    g = np.searchsorted(cases, ctx["pidx"][sel])
+    n_rows = np.bincount(g, minlength=k)
+    return pa.table({
+        "person": ctx["persons"].take(pa.array(cases)), "rule": pa.array(["possible_pension_non_take_up"] * k),
+        "period": _month_dates(np.full(k, as_of)), "score": pa.array((age[cases] - legal[cases]).astype(np.float64)),
+        "settings": pa.array([settings_label("possible_pension_non_take_up", s, as_of)] * k),
+        "rows": pa.array(n_rows.astype(np.int32)),
+        "record_ids": _record_lists(g, rows["record_id"][sel], k, s.max_record_ids),
+        "birth_year": pa.array(by[cases].astype(np.int16)), "age_months": pa.array(age[cases].astype(np.int16)),
+        "legal_age_months": pa.array(legal[cases].astype(np.int16)), "quarters": pa.array(q[cases].astype(np.int32)),
+        "quarters_required": pa.array(required[cases].astype(np.int16)),
+        "full_rate_by": pa.array(np.where(by_quarters[cases], "quarters", "age").astype(object), pa.string()),
+    }, schema=CASE_SCHEMAS["possible_pension_non_take_up"])
+
+
+def _low_resources(rows, ctx, s: SignalSettings, as_of: int) -> pa.Table:
+    ceiling = float(aspa_table().yearly_ceiling([as_of])[0])
+    if np.isnan(ceiling):
+        return CASE_SCHEMAS["low_resources_no_minimum"].empty_table()
+    ok, age, _ = _alive_age(ctx, as_of)
+    n = ctx["n"]
+    window = (rows["month"] > as_of - s.low_resources_window_months) & (rows["month"] <= as_of) & ~rows["is_career"]
+    p = ctx["pidx"][window]
+    income = np.bincount(p, weights=np.round(rows["amount"][window] * 100), minlength=n) / 100.0
+    minimum = np.bincount(ctx["pidx"][window & _kind_mask(rows, (s.minimum_benefit_kind,))], minlength=n) > 0
+    pm = np.unique(p * 1_000_000 + rows["month"][window])
+    months = np.bincount(pm // 1_000_000, minlength=n)
+    # income is scaled to 12 months when the window is shorter or longer
+    income_12m = income * 12.0 / s.low_resources_window_months
+    case = ok & (age >= s.low_resources_age * 12) & (income_12m < ceiling) & ~minimum
+    cases = np.flatnonzero(case)
+    k = len(cases)
+    sel = window & case[ctx["pidx"]]
+    g = np.searchsorted(cases, ctx["pidx"][sel])
+    return pa.table({
+        "person": ctx["persons"].take(pa.array(cases)), "rule": pa.array(["low_resources_no_minimum"] * k),
+        "period": _month_dates(np.full(k, as_of)),
+        "score": pa.array(np.round(ceiling - income_12m[cases], 2)),
+        "settings": pa.array([settings_label("low_resources_no_minimum", s, as_of)] * k),
+        "rows": pa.array(np.bincount(g, minlength=k).astype(np.int32)),
+        "record_ids": _record_lists(g, rows["record_id"][sel], k, s.max_record_ids),
+        "age_months": pa.array(age[cases].astype(np.int16)), "income_12m": pa.array(np.round(income_12m[cases], 2)),
+        "ceiling_12m": pa.array(np.full(k, ceiling)), "months_with_income": pa.array(months[cases].astype(np.int16)),
+    }, schema=CASE_SCHEMAS["low_resources_no_minimum"])
+
+
+PAIR_SCHEMA = pa.schema([pa.field("nir", pa.string(), nullable=False), pa.field("person", pa.string(), nullable=False),
+                         pa.field("rows", pa.int64(), nullable=False), pa.field("record_id", pa.int64(), nullable=False),
+                         pa.field("month", pa.int32(), nullable=False)])
+
+
+def nir_pairs(career: pa.Table | None, resource: pa.Table | None) -> pa.Table:
+    """Partial input of ``nir_shared``: each (valid declared NIR, linked person) of the bucket,
+    with its row count and smallest record id."""
+    rows = _rows(career, resource)
+    if not rows:
+        return PAIR_SCHEMA.empty_table()
+    ok = pc.and_(pc.fill_null(pc.is_in(rows["nir_status"], value_set=pa.array(VALID)), False),
+                 pc.is_valid(rows["person"]))
+    t = pa.table({"nir": rows["nir"], "person": rows["person"], "record_id": rows["record_id"],
+                  "month": pa.array(rows["month"], pa.int32())}).filter(ok)
+    g = t.group_by(["nir", "person"], use_threads=False).aggregate([("record_id", "count"), ("record_id", "min"),
+                                                                     ("month", "min")])
+    return pa.table({"nir": g.column("nir"), "person": g.column("person"), "rows": g.column("record_id_count"),
+                     "record_id": g.column("record_id_min"), "month": g.column("month_min")}, schema=PAIR_SCHEMA)
+
+
+COUNT_COLUMNS = ("rows", "nir_missing", "nir_bad_key", "nir_bad_format", "unlinked", "ambiguous", "problem_rows")
+COUNTS_SCHEMA = pa.schema([pa.field("declarant", pa.string(), nullable=False), pa.field("source", pa.string(), nullable=False),
+                           pa.field("month", pa.int32(), nullable=False),
+                           *[pa.field(c, pa.int64(), nullable=False) for c in COUNT_COLUMNS]])
+
+
+def declarant_counts(table: pa.Table | None, source: str) -> pa.Table:
+    """Partial input of ``declarant_quality``: per declarant and month of these rows, the row
+    count, the NIR problems, the rows left unlinked or ambiguous, and rows with any of those."""
+    if table is None or table.num_rows == 0:
+        return COUNTS_SCHEMA.empty_table()
+    decl = "employer_id" if source == "career" else "payer_id"
+    for c in (decl, "nir_status", "link_status"):
+        if c not in table.column_names:
+            raise InputError(f"signals: {source} rows lack column {c}")
+    day = _days(table.column("start_date" if source == "career" else "period"))
+    status = _arr(table.column("nir_status"))
+    link = _arr(table.column("link_status"))
+
+    def flag(col, value):
+        return pc.cast(pc.fill_null(pc.equal(col, value), False), pa.int64())
+
+    bad_nir = pc.invert(pc.fill_null(pc.is_in(status, value_set=pa.array(VALID)), False))
+    not_linked = pc.invert(pc.fill_null(pc.equal(link, "linked"), False))
+    t = pa.table({
+        "declarant": pc.fill_null(_arr(table.column(decl)), ""), "month": pa.array(month_index(day, day >= -719162), pa.int32()),
+        "rows": pa.array(np.ones(table.num_rows, np.int64)),
+        "nir_missing": flag(status, "missing"), "nir_bad_key": flag(status, "bad_key"),
+        "nir_bad_format": flag(status, "bad_format"), "unlinked": flag(link, "unlinked"),
+        "ambiguous": flag(link, "ambiguous"), "problem_rows": pc.cast(pc.or_(bad_nir, not_linked), pa.int64()),
+    })
+    g = t.group_by(["declarant", "month"], use_threads=False).aggregate([(c, "sum") for c in COUNT_COLUMNS])
+    return pa.table({"declarant": g.column("declarant"), "source": pa.array([source] * g.num_rows),
+                     "month": g.column("month"), **{c: g.column(f"{c}_sum") for c in COUNT_COLUMNS}},
+                    schema=COUNTS_SCHEMA)
