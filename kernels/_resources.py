@@ -16,7 +16,8 @@ from ._segments import count_runs, grouping_order, integer_input, rolling_window
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
-RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other")
+RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other",
+                  "minimum_old_age_benefit")
 
 
 @njit(nogil=True, cache=True)

@@ -69,7 +69,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 
 KINDS = {
     "career": ("salary", "unemployment", "sickness", "maternity", "disability", "military"),
-    "resource": ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other"),
+    "resource": ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance", "other",
+                 "minimum_old_age_benefit"),
 }
 
 # Reason codes of rejected rows (documented in README, "Rejects").

@@ -26,11 +26,14 @@ from ._columns import dates, dictionary_column, siret_column, write_dataset
 from ._identity import make_persons, register_table
 from ._noise import declare
 from ._params import SynthParams
-from ._records import CAREER_KINDS, PAYERS, RESOURCE_KINDS, VersionSpace, make_careers, make_resources
+from ._records import CAREER_KINDS, P_PENSION, PAYERS, RESOURCE_KINDS, Resources, VersionSpace, make_careers, make_resources
+from ._signals import bad_employers, clip_careers_at_death, plant_resources, signal_truth
 
 __all__ = ["DATASETS", "CAREER_SCHEMA", "RESOURCE_SCHEMA", "TRUTH_SCHEMA", "generate_block", "plan_blocks", "synth"]
 
 DATASETS = ("register", "career", "resource", "truth")
+SIGNAL_TRUTH = "truth_signals"  # the signals' truth (engine/synth/_signals.py), beside truth/
+ROW_FIELDS = ("person", "version", "employer", "year", "start", "end", "kind", "gross", "days")
 RESOURCE_FLAG = 1 << 62
 
 CAREER_SCHEMA = pa.schema([
@@ -77,11 +80,26 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
     versions = VersionSpace(n_persons, n_employers)
     careers = make_careers(rng, persons, p=params, n_employers=n_employers, versions=versions)
     resources = make_resources(rng, persons, careers, p=params, n_employers=n_employers, versions=versions)
+    # cases for the signals stage, from their own random stream (engine/synth/_signals.py)
+    plant_rng = np.random.default_rng(np.random.SeedSequence([params.seed, block, 14]))
+    keep = clip_careers_at_death(careers, persons)
+    for f in ROW_FIELDS:
+        setattr(careers, f, getattr(careers, f)[keep])
+    fy, fm = (int(x) for x in params.first_resource_month.split("-"))
+    ly, lm = (int(x) for x in params.last_resource_month.split("-"))
+    last_month = ly * 12 + lm - 1
+    planted = plant_resources(plant_rng, resources, persons, p=params, last_month=last_month,
+                              first_month=fy * 12 + fm - 1,
+                              pension_version=lambda who: versions.payer(who, P_PENSION))
+    planted["payer"][planted["payer"] < 0] = n_employers + P_PENSION
+    resources = Resources(**planted)
     v_person, v_decl = versions.arrays()
     used = np.zeros(len(v_person), bool)
     used[careers.version] = True
     used[resources.version] = True
-    ident = declare(rng, persons, v_person, used, params.noise)
+    bad = bad_employers(params.seed, n_employers, params.bad_declarant_rate)
+    ident = declare(rng, persons, v_person, used, params.noise, heavy=np.isin(v_decl, bad),
+                    heavy_scale=params.bad_declarant_noise_scale, heavy_rng=plant_rng)
 
     # employers and payers as SIRET dictionaries (only those used by the block)
     emp_used = np.unique(np.concatenate([careers.employer, resources.payer]))
@@ -149,6 +167,11 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
                                      + (np.int64(block) << 32), mask=np.repeat([False, True], [nc + nr, n_reg])),
     })
     write_dataset(truth, root / "truth" / name, ["source", "register_nir", "true_nir", "nir_noise"])
+    signals = signal_truth(persons, careers.person, careers.start,
+                           {"person": resources.person, "period": resources.period, "kind": resources.kind,
+                            "amount": resources.amount}, v_person, ident.nir_noise, ident.other_person, used,
+                           last_month=last_month, bad_sirets=siret_column(bad) if block == 0 else None)
+    write_dataset(signals, root / SIGNAL_TRUTH / name, ["rule"])
     return {"block": block, "persons": n_persons, "register": reg.num_rows, "career": nc, "resource": nr,
             "truth": truth.num_rows, "versions": int(used.sum())}
 
@@ -182,13 +205,13 @@ def synth(out: str | os.PathLike, *, persons: int, client=None, partitions: int 
     if root.exists() and any(root.iterdir()):
         if not overwrite:
             raise InputError(f"output directory {root} is not empty (pass overwrite to replace it)")
-        for name in (*DATASETS, "_synth.json"):
+        for name in (*DATASETS, SIGNAL_TRUTH, "_synth.json"):
             target = root / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    for name in DATASETS:
+    for name in (*DATASETS, SIGNAL_TRUTH):
         (root / name).mkdir(parents=True, exist_ok=True)
     per_partition = int(_config.get("synth.persons-per-partition", 50000))
     workers = len(client.scheduler_info().get("workers", {})) if client is not None else 1

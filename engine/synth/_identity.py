@@ -273,7 +273,9 @@ def _deaths(rng, birth_year, p):
     year = (lo + np.floor(rng.random(n) * np.maximum(hi - lo + 1, 1))).astype(np.int16)
     dead &= lo <= hi
     day_of_year = rng.integers(0, 365, n)
-    ordinal = (np.array(year, dtype="datetime64[Y]").astype("datetime64[D]").astype(np.int64) + day_of_year)
+    # years since 1970 (a plain integer array cast to datetime64[Y] counts from 1970, not from year 0)
+    ordinal = ((year.astype(np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
+               + day_of_year)
     return np.where(dead, year, 0).astype(np.int16), np.where(dead, ordinal, -1).astype(np.int32)
 
 

@@ -73,16 +73,23 @@ class DeclaredIdentities:
     birth_idx: np.ndarray
     birth_dict: pa.Array
     nir_noise: np.ndarray  # int8 per version: 0 none, 1.. index+1 in NIR_NOISE
+    other_person: np.ndarray  # int64 per version: the person whose NIR an other-person-nir version carries, else -1
 
 
-def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used: np.ndarray, noise) -> DeclaredIdentities:
-    """Draw the declared identity of every version (noise applies to the used ones)."""
+def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used: np.ndarray, noise, *,
+            heavy: np.ndarray | None = None, heavy_scale: float = 1.0,
+            heavy_rng: np.random.Generator | None = None) -> DeclaredIdentities:
+    """Draw the declared identity of every version (noise applies to the used ones); the
+    ``heavy`` versions (those of declarants with bad practices) draw their NIR errors at
+    ``heavy_scale`` times the rates, from ``heavy_rng`` (the main stream is unchanged)."""
     n = len(persons)
     v = len(version_person)
     vp = version_person
     rates = np.array([getattr(noise, k.replace("-", "_")) for k in NIR_NOISE])
     u = rng.random(v)
     cat = np.searchsorted(np.cumsum(rates), u, side="right")  # len(rates) = no NIR noise
+    if heavy is not None and heavy.any():
+        cat[heavy] = np.searchsorted(np.cumsum(rates * heavy_scale), heavy_rng.random(int(heavy.sum())), side="right")
     nir_noise = np.where(cat < len(rates), cat + 1, 0).astype(np.int8)
     nir_noise[~used] = 0
 
@@ -118,10 +125,12 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
         tr = tr[~ok]
     # another person's NIR
     op = np.flatnonzero(ctype == 4)
+    other_person = np.full(v, -1, np.int64)
     if len(op) and n > 1:
         shift = rng.integers(1, n, len(op))
         other = (vp[custom][op] + shift) % n
         cbody[op], ckey[op], ccors[op] = persons.body[other], persons.key[other], persons.corsica[other]
+        other_person[np.flatnonzero(custom)[op]] = other
     with_key[ctype == 5] = False
     nir_custom = format_nir(cbody, ccors, ckey, with_key=with_key)
     nir_idx[custom] = 2 * n + np.arange(int(custom.sum()))
@@ -181,7 +190,7 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     last_dict = pa.array(np.concatenate([last_base, np.array(custom_last, dtype=object)]), pa.string())
     first_dict = pa.array(np.concatenate([first_base, np.array(custom_first, dtype=object)]), pa.string())
     return DeclaredIdentities(nir_idx, nir_dict, last_idx, last_dict, first_idx, first_dict, birth_idx, birth_dict,
-                              nir_noise)
+                              nir_noise, other_person)
 
 
 def _plain(arr):

@@ -55,6 +55,11 @@ class SynthParams:
     temporary_share: float = 0.03
     register_duplicate_rate: float = 0.01
     employers_per_1000_persons: float = 40
+    dead_income_rate: float = 0.3  # persons dying in the resource window paid 1-6 months after death
+    non_take_up_rate: float = 0.05  # persons past the full-rate age with no pension row
+    minimum_benefit_rate: float = 0.5  # persons 65+ under the ASPA ceiling who receive the minimum benefit
+    bad_declarant_rate: float = 0.01  # employers with bad practices
+    bad_declarant_noise_scale: float = 8.0  # their NIR error rates, times this
     noise: NoiseRates = field(default_factory=NoiseRates)
 
     @classmethod
@@ -89,6 +94,10 @@ class SynthParams:
         if sum(getattr(self.noise, k) for k in ("missing_nir", "wrong_key", "transposed_digits", "other_person_nir",
                                                   "nir_without_key")) > 1:
             errors.append("the NIR noise rates (missing, wrong key, transposed, other person, without key) sum above 1")
+        nir_rates = sum(getattr(self.noise, k) for k in ("missing_nir", "wrong_key", "transposed_digits",
+                                                          "other_person_nir", "nir_without_key"))
+        if self.bad_declarant_noise_scale < 1 or nir_rates * self.bad_declarant_noise_scale > 1:
+            errors.append("bad-declarant-noise-scale must be >= 1 and keep the NIR noise rates times it within 1")
         if self.temporary_share > self.born_abroad_share or self.unknown_month_share > self.born_abroad_share:
             errors.append("temporary-share and unknown-month-share must not exceed born-abroad-share")
         if self.born_abroad_share + self.overseas_share > 1:

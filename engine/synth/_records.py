@@ -30,7 +30,8 @@ from nirlink.engine.reference._tables import year_table
 __all__ = ["Careers", "Resources", "make_careers", "make_resources", "CAREER_KINDS", "RESOURCE_KINDS", "PAYERS"]
 
 CAREER_KINDS = ("salary", "unemployment", "sickness", "maternity")
-RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance")
+RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_benefit", "daily_allowance",
+                  "minimum_old_age_benefit")
 # Payers other than employers; they take the employer indices M .. M+3 of the pool.
 PAYERS = ("pension_fund", "complementary_fund", "unemployment_agency", "health_insurance")
 P_PENSION, P_COMPLEMENTARY, P_UNEMPLOYMENT, P_HEALTH = range(4)

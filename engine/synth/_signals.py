@@ -1,0 +1,178 @@
+"""Cases planted for the signals stage, and their truth.
+
+Planting draws from its own random stream (``SeedSequence([seed, block, 14])``, and for the
+employers ``[seed, 14]``, the same in every block), so the rest of a block is unchanged by it.
+What is planted (rates are settings, ``nirlink.synth.*``):
+
+- ``dead-income-rate``: of the persons who die within the resource window and have resource
+  rows, this share keep receiving their last monthly payment 1-6 months after the death month.
+  (Career rows starting after the death month are clipped first: the career model draws short
+  periods anywhere in the death year.)
+- ``non-take-up-rate``: of the persons alive at the last resource month and past the age of
+  the automatic full rate of their cohort, this share have no ``pension`` row at all.
+- ``minimum-benefit-rate``: of the persons aged 65+ at the last resource month whose last
+  12 months of resources are below the ASPA ceiling, this share receive the minimum benefit
+  (``minimum_old_age_benefit`` rows topping each month up to the monthly ceiling).
+- ``bad-declarant-rate``: this share of employers declare badly: their identity versions draw
+  the NIR noise at ``bad-declarant-noise-scale`` times the normal rates.
+- shared NIRs come from the noise model's ``other-person-nir`` (a valid NIR of another person).
+
+Truth (``truth/signals/part-<block>.parquet``: rule, true person, declarant): each
+person-level rule applied to the true data of the block (every row with its true person, the
+true register), so that the stage's precision and recall measure what linkage does to the
+signals; and the planted bad employers (``declarant_quality``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from nirlink.engine.reference._tables import aspa_table, cohort_table
+
+__all__ = ["bad_employers", "plant_resources", "clip_careers_at_death", "signal_truth", "TRUTH_SCHEMA"]
+
+PENSION, MINIMUM = 1, 5  # indices in _records.RESOURCE_KINDS
+TRUTH_SCHEMA = pa.schema([pa.field("rule", pa.string(), nullable=False), pa.field("person", pa.string()),
+                          pa.field("declarant", pa.string())])
+
+
+def _month(days) -> np.ndarray:
+    return np.asarray(days, np.int64).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+
+
+def _first_day(months) -> np.ndarray:
+    return (np.asarray(months, np.int64) - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+
+
+def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
+    """Pool indices of the employers with bad practices (the same in every block)."""
+    u = np.random.default_rng(np.random.SeedSequence([seed, 14])).random(n_employers)
+    return np.flatnonzero(u < rate)
+
+
+def clip_careers_at_death(careers, persons) -> np.ndarray:
+    """Mask of the career rows to keep: none starting after the death month."""
+    death = persons.death_ordinal[careers.person]
+    return ~((death >= 0) & (_month(careers.start) > _month(np.maximum(death, 0))))
+
+
+def _ages(persons, as_of: int) -> np.ndarray:
+    bm = np.where((persons.birth_month >= 1) & (persons.birth_month <= 12), persons.birth_month, 1).astype(np.int64)
+    return as_of - (persons.birth_year.astype(np.int64) * 12 + bm - 1)
+
+
+def _alive(persons, as_of: int) -> np.ndarray:
+    d = persons.death_ordinal
+    return (d < 0) | (_month(np.maximum(d, 0)) > as_of)
+
+
+def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, pension_version):
+    """Return the resources with the planted cases (arrays of the same fields, grouped by person)."""
+    n = len(persons)
+    cols = {k: getattr(res, k) for k in ("person", "version", "payer", "period", "kind", "amount")}
+    month = _month(cols["period"])
+    # income after death: repeat the last payment 1-6 months after the death month
+    death = persons.death_ordinal
+    dm = np.where(death >= 0, _month(np.maximum(death, 0)), -1)
+    has_rows = np.bincount(cols["person"], minlength=n) > 0
+    eligible = (dm >= first_month) & (dm < last_month) & has_rows
+    chosen = np.flatnonzero(eligible & (rng.random(n) < p.dead_income_rate))
+    extra = []
+    if len(chosen):
+        order = np.lexsort((month, cols["person"]))
+        last_row = np.full(n, -1)
+        last_row[cols["person"][order]] = order  # the last (latest) row of each person wins
+        k = np.minimum(rng.integers(1, 7, len(chosen)), last_month - dm[chosen])
+        who = np.repeat(chosen, k)
+        after = dm[who] + 1 + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
+        src = last_row[who]
+        extra.append({"person": cols["person"][src], "version": cols["version"][src], "payer": cols["payer"][src],
+                      "period": _first_day(after).astype(np.int32), "kind": cols["kind"][src],
+                      "amount": cols["amount"][src]})
+    # non-take-up: past the full-rate age, alive, no pension row at all
+    ct = cohort_table()
+    age = _ages(persons, last_month)
+    by = np.clip(persons.birth_year, 1900, 2030)
+    full_age = ct.full_rate_age(by, persons.birth_month)
+    has_pension = np.bincount(cols["person"][cols["kind"] == PENSION], minlength=n) > 0
+    drop_pension = _alive(persons, last_month) & (age >= full_age) & has_pension & (rng.random(n) < p.non_take_up_rate)
+    keep = ~((cols["kind"] == PENSION) & drop_pension[cols["person"]])
+    cols = {k: v[keep] for k, v in cols.items()}
+    month = month[keep]
+    # minimum benefit: top up the low resources of some persons aged 65+
+    ceiling = aspa_table().yearly_ceiling([last_month])[0]
+    if not np.isnan(ceiling):
+        window = month > last_month - 12
+        income = np.bincount(cols["person"][window], weights=cols["amount"][window], minlength=n)
+        low = _alive(persons, last_month) & (age >= 65 * 12) & (income < ceiling)
+        topped = np.flatnonzero(low & (rng.random(n) < p.minimum_benefit_rate))
+        if len(topped):
+            per_month = np.zeros((len(topped), 12))
+            pos = np.full(n, -1)
+            pos[topped] = np.arange(len(topped))
+            sel = window & (pos[cols["person"]] >= 0)
+            np.add.at(per_month, (pos[cols["person"][sel]], month[sel] - (last_month - 11)), cols["amount"][sel])
+            who = np.repeat(topped, 12)
+            m = np.tile(np.arange(last_month - 11, last_month + 1), len(topped))
+            amount = np.round(np.maximum(ceiling / 12 - per_month.ravel(), 1.0), 2)
+            extra.append({"person": who.astype(cols["person"].dtype), "version": pension_version(who),
+                          "payer": np.full(len(who), cols["payer"].dtype.type(-1)),  # set by the caller
+                          "period": _first_day(m).astype(np.int32), "kind": np.full(len(who), MINIMUM, np.int8),
+                          "amount": amount})
+    if extra:
+        cols = {k: np.concatenate([cols[k], *[e[k].astype(cols[k].dtype) for e in extra]]) for k in cols}
+    order = np.lexsort((cols["period"], cols["person"]))
+    return {k: v[order] for k, v in cols.items()}
+
+
+def signal_truth(persons, careers_person, careers_start, res: dict, versions_person, nir_noise, other_person,
+                 used, *, last_month: int, bad_sirets: pa.Array | None) -> pa.Table:
+    """The person-level rules on the true data of a block, and the planted bad declarants."""
+    n = len(persons)
+    out_rule, out_person = [], []
+
+    def add(rule, mask):
+        idx = np.flatnonzero(mask)
+        out_rule.extend([rule] * len(idx))
+        out_person.append(idx)
+
+    death = persons.death_ordinal
+    dm = np.where(death >= 0, _month(np.maximum(death, 0)), np.iinfo(np.int64).max)
+    r_month = _month(res["period"])
+    after = np.zeros(n, bool)
+    after[res["person"][r_month > dm[res["person"]]]] = True
+    after[careers_person[_month(careers_start) > dm[careers_person]]] = True
+    add("income_after_death", after)
+    # other-person NIR: the declaring person (identity_conflict) and the NIR's owner (nir_shared)
+    op = (nir_noise == 4) & used
+    has_rows = np.zeros(n, bool)
+    has_rows[res["person"]] = True
+    has_rows[careers_person] = True
+    add("identity_conflict", np.bincount(versions_person[op], minlength=n) > 0)
+    owners = other_person[op]
+    add("nir_shared", (np.bincount(owners[owners >= 0], minlength=n) > 0) & has_rows)
+    alive = _alive(persons, last_month)
+    age = _ages(persons, last_month)
+    ct = cohort_table()
+    by = np.clip(persons.birth_year, 1900, 2030)
+    window = r_month > last_month - 12
+    pension = np.bincount(res["person"][window & (res["kind"] == PENSION)], minlength=n) > 0
+    # the quarters path of the full rate cannot occur here: careers from 1990 give at most 144
+    # quarters, fewer than any cohort needs; the age path is what the synthetic data exercise
+    add("possible_pension_non_take_up", alive & (age >= ct.legal_age(by, persons.birth_month))
+        & (age >= ct.full_rate_age(by, persons.birth_month)) & ~pension)
+    ceiling = aspa_table().yearly_ceiling([last_month])[0]
+    if not np.isnan(ceiling):
+        income = np.bincount(res["person"][window], weights=np.round(res["amount"][window] * 100), minlength=n) / 100
+        minimum = np.bincount(res["person"][window & (res["kind"] == MINIMUM)], minlength=n) > 0
+        add("low_resources_no_minimum", alive & (age >= 65 * 12) & (income < ceiling) & ~minimum)
+    idx = np.concatenate(out_person) if out_person else np.zeros(0, np.int64)
+    persons_col = persons.nir.take(pa.array(idx.astype(np.int64)))
+    rule = pa.array(out_rule, pa.string())
+    decl = pa.nulls(len(idx), pa.string())
+    if bad_sirets is not None and len(bad_sirets):
+        rule = pa.concat_arrays([rule, pa.array(["declarant_quality"] * len(bad_sirets))])
+        persons_col = pa.concat_arrays([persons_col, pa.nulls(len(bad_sirets), pa.string())])
+        decl = pa.concat_arrays([decl, bad_sirets.cast(pa.string())])
+    return pa.table({"rule": rule, "person": persons_col, "declarant": decl}, schema=TRUTH_SCHEMA)
