@@ -198,9 +198,12 @@ def model_show(
 @app.command("evaluate")
 @handle_errors
 def evaluate(
-    link_dir: Path = typer.Option(..., "--links", help="A link stage output (job_dir/link)."),
-    rows: Path = typer.Option(..., "--rows", help="The ingest stage output the links were made from."),
+    link_dir: Path = typer.Option(None, "--links", help="A link stage output (job_dir/link)."),
+    rows: Path = typer.Option(None, "--rows", help="The ingest stage output the links were made from."),
     truth: Path = typer.Option(..., "--truth", help="Truth dataset (nirlink synth's truth/)."),
+    signals: Path = typer.Option(None, "--signals", help="Evaluate a signals stage output (job_dir or "
+                                                         "job_dir/signals) instead of links: per rule precision "
+                                                         "and recall against the planted truth."),
     memory_limit: str = typer.Option("4GB", "--memory-limit", help="DuckDB memory limit (e.g. 4GB, 500MB); "
                                                                     "beyond it DuckDB spills to disk."),
     temp_dir: Path = typer.Option(None, "--temp-dir", help="Where the temporary files go (removed afterwards); "
@@ -209,9 +212,17 @@ def evaluate(
 ) -> None:
     """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status;
     ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates.
+    With --signals, each signal rule's precision and recall against the planted truth instead.
 
     Example: nirlink evaluate --links demo/job/link --rows demo/job/ingest --truth demo/data/truth
     """
+    if signals is not None:
+        _evaluate_signals(signals, truth, output)
+        return
+    if link_dir is None or rows is None:
+        from nirlink.kernels import InputError
+
+        raise InputError("evaluate: give --links and --rows (or --signals JOB_DIR)")
     from nirlink.engine.stages._link import ingested_files
     from nirlink.linkage import load_model
     from nirlink.linkage._evaluate import evaluate as run
@@ -252,5 +263,31 @@ def evaluate(
             console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
                           f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
                           f"fn {d['false_negatives']:,})", highlight=False)
+
+    emit(report, output, render)
+
+
+def _evaluate_signals(signals: Path, truth: Path, output: OutputFormat) -> None:
+    from nirlink.engine.synth._evaluate_signals import evaluate_signals
+
+    report = evaluate_signals(signals, truth)
+
+    def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("rule", "precision", "recall", "cases", "truth", "true pos.", "false pos.", "false neg."):
+            table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
+        rows = list(r["rules"].items())
+        if "declarants" in r:
+            d = r["declarants"]
+            rows += [("declarants: top k", d["top_k"]), ("declarants: top 1%", d["top_1_percent"])]
+        for name, s in rows:
+            table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['cases']:,}", f"{s['truth']:,}",
+                          f"{s['true_positives']:,}", f"{s['false_positives']:,}", f"{s['false_negatives']:,}")
+        console = Console(width=max(160, Console().width), highlight=False)
+        console.print("signals against the planted truth:")
+        console.print(table)
 
     emit(report, output, render)
