@@ -370,7 +370,7 @@ def _signal_settings(c: _Checker, raw: Any):
     """The [signals] table: every key a SignalSettings field, of its type."""
     from dataclasses import fields
 
-    from nirlink.engine.stages._signals_rules import SignalSettings
+    from nirlink.engine.stages._signals_settings import SignalSettings
 
     raw = c.keys(raw, SignalSettings.names(), "signals")
     values = {}

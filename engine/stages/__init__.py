@@ -1,6 +1,7 @@
 """The stages of a job, one module each: ingest (with its row checks in _ingest_rows and
 _ingest_checks), link (the phases live in nirlink.linkage), attach, aggregate (per-partition
-work in _aggregate_partitions) and export. Each reads published datasets and publishes its own
+work in _aggregate_partitions), signals (rules in _signals_rules, settings and case schemas
+in _signals_settings) and export. Each reads published datasets and publishes its own
 directory atomically with a manifest."""
 
 from nirlink.kernels._lazy import lazy_front
@@ -11,6 +12,8 @@ _LAZY = {
     "._attach": ("run_attach", "declared_persons"),
     "._aggregate": ("run_aggregate",),
     "._aggregate_partitions": ("career_partition", "resource_partition"),
+    "._signals": ("run_signals",),
+    "._signals_settings": ("SignalSettings",),
     "._export": ("run_export", "load_key", "pseudonymise"),
 }
 
