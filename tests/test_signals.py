@@ -234,3 +234,60 @@ def test_planted_truth(signals_job):
         assert s["truth"] > 0, rule
         assert s["precision"] >= 0.85 and s["recall"] >= 0.85, (rule, s)
     assert report["declarants"]["top_k"]["precision"] >= 0.5
+
+
+def test_scorecard_counts_rejects_per_declarant_and_ranks(tmp_path):
+    """Ingest rejects count for their declarant (by month when their date parses); declarants
+    under min_declarant_rows are not ranked; the worst share ranks first."""
+    from nirlink.engine.io._schemas import rejects_schema
+    from nirlink.engine.stages._signals import _reduce_task
+
+    career, resource, _, _ = _bucket(3)
+    counts = pa.concat_tables([declarant_counts(career, "career"), declarant_counts(resource, "resource")])
+    pq.write_table(counts, tmp_path / "d.parquet")
+    (tmp_path / ".declarants").mkdir()
+    shutil.move(tmp_path / "d.parquet", tmp_path / ".declarants" / "part-0.parquet")
+    schema = rejects_schema("resource")
+    raw_type = schema.field("raw").type
+    raws = [{f.name: None for f in raw_type} for _ in range(3)]
+    for r, (payer, period) in zip(raws, [("P1", "2024-03-01"), ("P1", "not a date"), ("P9", "2024-03")]):
+        r.update(payer_id=payer, period=period)
+    rejects = pa.table({"source_file": ["f"] * 3, "row_number": [1, 2, 3], "record_id": [None] * 3,
+                        "column": ["amount"] * 3, "reason": ["bad_number", "bad_date", "negative_amount"],
+                        "reasons": ["x"] * 3, "value": ["v"] * 3, "raw": pa.array(raws, raw_type), "line": [None] * 3},
+                       schema=schema)
+    pq.write_table(rejects, tmp_path / "rejects.parquet")
+    result = _reduce_task(str(tmp_path), "", [(str(tmp_path / "rejects.parquet"), "resource")],
+                          SignalSettings(min_declarant_rows=50), 5)
+    card = pq.read_table(tmp_path / "declarant_scorecard").to_pandas().set_index("declarant")
+    assert result["declarant_scorecard"] == len(card)
+    assert card.loc["P1", "rejects"] == 2 and card.loc["P9", "rejects"] == 1 and pd.isna(card.loc["P9", "rank"])
+    c = counts.to_pandas().groupby("declarant")[["rows", "problem_rows"]].sum()
+    for d in ("E1", "E2", "E3", "P1", "P2"):
+        assert card.loc[d, "rows"] == c.loc[d, "rows"]
+        rej = card.loc[d, "rejects"]
+        assert card.loc[d, "score"] == pytest.approx((c.loc[d, "problem_rows"] + rej) / (c.loc[d, "rows"] + rej))
+    ranked = card.dropna(subset=["rank"]).sort_values("rank")
+    assert list(ranked["score"]) == sorted(ranked["score"], reverse=True)
+    monthly = pq.read_table(tmp_path / "declarant_quality").to_pandas()
+    p1 = monthly[(monthly["declarant"] == "P1") & (monthly["rejects"] > 0)]
+    assert sorted(str(x) if pd.notna(x) else "no month" for x in p1["period"]) == ["2024-03-01", "no month"]
+
+
+def test_evaluate_signals_command(signals_job):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nirlink.engine.cli import app
+    from nirlink.engine.synth._evaluate_signals import evaluate_signals
+
+    root, out, _ = signals_job
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "--signals", str(out), "--truth", str(root / "truth"), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(json.dumps(evaluate_signals(out, root)))
+    text = runner.invoke(app, ["evaluate", "--signals", str(out), "--truth", str(root / "truth")])
+    assert text.exit_code == 0 and "possible_pension_non_take_up" in text.stdout
+    missing = runner.invoke(app, ["evaluate", "--truth", str(root / "truth")])
+    assert missing.exit_code == 1 and "--links and --rows" in missing.output

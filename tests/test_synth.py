@@ -206,7 +206,7 @@ def test_same_seed_and_partitions_give_byte_identical_files(tmp_path, dask_clien
     synth(tmp_path / "c", persons=1500, partitions=3, params=SynthParams(seed=6))
     assert a["rows"] == b["rows"]
     da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
-    assert len(da) == 12 and da == db
+    assert len(da) == 15 and da == db  # 4 datasets and the signals truth, 3 blocks each
     assert da != dc
 
 

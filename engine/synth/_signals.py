@@ -81,8 +81,8 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
     extra = []
     if len(chosen):
         order = np.lexsort((month, cols["person"]))
-        last_row = np.full(n, -1)
-        last_row[cols["person"][order]] = order  # the last (latest) row of each person wins
+        ends = np.searchsorted(cols["person"][order], np.arange(n), side="right") - 1
+        last_row = order[np.maximum(ends, 0)]  # each person's latest row (persons chosen have rows)
         k = np.minimum(rng.integers(1, 7, len(chosen)), last_month - dm[chosen])
         who = np.repeat(chosen, k)
         after = dm[who] + 1 + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
