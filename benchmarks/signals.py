@@ -49,16 +49,16 @@ def main(argv=None) -> None:
     report = evaluate_signals(out, data)
     manifest = json.loads((out / "signals" / "_manifest.json").read_text())
     rows = [[k, round(v, 1), f"{v / others:.1%}" if k == "signals" else ""] for k, v in stages.items()]
-    rules = [[rule, s["cases"], s["truth"], round(s["precision"], 4), round(s["recall"], 4)]
+    rules = [[rule, s["cases"], s["truth"], f"{s['precision']:.4f}", f"{s['recall']:.4f}"]
              for rule, s in report["rules"].items()]
     d = report.get("declarants")
     if d:
         rules.append([f"declarants: top k (k = {d['planted_ranked']} planted of {d['ranked']} ranked)",
-                      d["top_k"]["cases"], d["top_k"]["truth"], round(d["top_k"]["precision"], 4),
-                      round(d["top_k"]["recall"], 4)])
+                      d["top_k"]["cases"], d["top_k"]["truth"], f"{d['top_k']['precision']:.4f}",
+                      f"{d['top_k']['recall']:.4f}"])
         t1 = d["top_1_percent"]
-        rules.append([f"declarants: top 1% ({t1['size']})", t1["cases"], t1["truth"], round(t1["precision"], 4),
-                      round(t1["recall"], 4)])
+        rules.append([f"declarants: top 1% ({t1['size']})", t1["cases"], t1["truth"], f"{t1['precision']:.4f}",
+                      f"{t1['recall']:.4f}"])
     table = (f"{args.persons:,} persons ({summary['rows']['career'] + summary['rows']['resource']:,} rows), "
              f"{args.workers} workers; job {job_s:,.0f} s, synth {synth_s:,.0f} s\n\n"
              + markdown_table(["stage", "seconds", "signals / rest of the job"], rows) + "\n\n"

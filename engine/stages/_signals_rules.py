@@ -55,12 +55,45 @@ class Register:
         return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _arr(col) -> pa.Array:
+def _plain(col) -> pa.Array:
+    """One array; dictionary columns (as read with ``read_dictionary``) stay dictionaries, with
+    their chunks' dictionaries unified."""
     if isinstance(col, pa.ChunkedArray):
+        if pa.types.is_dictionary(col.type) and col.num_chunks > 1:
+            col = col.unify_dictionaries()
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+def _arr(col) -> pa.Array:
+    col = _plain(col)
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     return col
+
+
+def _on_values(col, fn) -> pa.Array:
+    """``fn`` on a string column, computed once per distinct value for a dictionary column."""
+    col = _plain(col)
+    if pa.types.is_dictionary(col.type):
+        return fn(col.dictionary).take(col.indices)
+    return fn(col)
+
+
+def _flags(col, values) -> np.ndarray:
+    """Rows whose value is one of ``values`` (null: False)."""
+    out = _on_values(col, lambda v: pc.is_in(v, value_set=pa.array(list(values), pa.string())))
+    return pc.fill_null(out, False).to_numpy(zero_copy_only=False)
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _as_dict(col) -> pa.Array:
+    col = _plain(col)
+    if pa.types.is_dictionary(col.type):
+        return col if col.type == _DICT else col.cast(_DICT)
+    return pc.dictionary_encode(col.cast(pa.string()))
 
 
 def _np(col, fill=0) -> np.ndarray:
@@ -97,14 +130,11 @@ def _rows(career: pa.Table | None, resource: pa.Table | None) -> dict[str, np.nd
         day = _days(t.column("start_date" if source == "career" else "period"))
         amount = _np(t.column("gross_salary" if source == "career" else "amount"), 0.0).astype(np.float64)
         parts.append({
-            "person": _arr(t.column("person")), "record_id": _np(t.column("record_id"), -1).astype(np.int64),
+            "person": _as_dict(t.column("person")), "record_id": _np(t.column("record_id"), -1).astype(np.int64),
             "day": day, "month": month_index(day, day >= -719162),
-            "kind": _arr(t.column("kind")), "amount": np.nan_to_num(amount),
-            "nir": _arr(t.column("nir")) if "nir" in t.column_names else pa.nulls(t.num_rows, pa.string()),
-            "nir_status": _arr(t.column("nir_status")) if "nir_status" in t.column_names
-            else pa.nulls(t.num_rows, pa.string()),
-            "link_method": _arr(t.column("link_method")) if "link_method" in t.column_names
-            else pa.nulls(t.num_rows, pa.string()),
+            "kind": _as_dict(t.column("kind")), "amount": np.nan_to_num(amount),
+            **{c: _as_dict(t.column(c)) if c in t.column_names else pa.nulls(t.num_rows, _DICT)
+               for c in ("nir", "nir_status", "link_method")},
             "is_career": np.full(t.num_rows, source == "career"),
         })
     if not parts:
@@ -112,8 +142,7 @@ def _rows(career: pa.Table | None, resource: pa.Table | None) -> dict[str, np.nd
     out: dict[str, Any] = {}
     for k in parts[0]:
         vals = [p[k] for p in parts]
-        out[k] = pa.concat_arrays([v.cast(pa.string()) if pa.types.is_large_string(v.type) else v for v in vals]) \
-            if isinstance(vals[0], pa.Array) else np.concatenate(vals)
+        out[k] = _plain(pa.chunked_array(vals, type=_DICT)) if isinstance(vals[0], pa.Array) else np.concatenate(vals)
     return out
 
 
@@ -131,12 +160,14 @@ def person_signals(career: pa.Table | None, resource: pa.Table | None, quarters:
         rows = {k: (v.filter(keep) if isinstance(v, pa.Array) else v[has_person]) for k, v in rows.items()}
     if len(rows["record_id"]) == 0:
         return out
-    enc = pc.dictionary_encode(rows["person"])
-    order = pc.array_sort_indices(enc.dictionary).to_numpy()
+    enc = rows["person"]
+    used, codes = np.unique(enc.indices.to_numpy(zero_copy_only=False), return_inverse=True)
+    values = enc.dictionary.take(pa.array(used))
+    order = pc.array_sort_indices(values).to_numpy()
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    pidx = rank[enc.indices.to_numpy(zero_copy_only=False)]
-    persons = enc.dictionary.take(pa.array(order))
+    pidx = rank[codes]
+    persons = values.take(pa.array(order))
     reg = register.find(persons)
     known = reg >= 0
     n = len(persons)
@@ -208,12 +239,13 @@ def _income_after_death(rows, ctx, s: SignalSettings) -> pa.Table:
 
 
 def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.Table:
-    status_ok = pc.fill_null(pc.is_in(rows["nir_status"], value_set=pa.array(VALID)), False)
-    cand = status_ok.to_numpy(zero_copy_only=False)
+    cand = _flags(rows["nir_status"], VALID)
     if not cand.any():
         return CASE_SCHEMAS["identity_conflict"].empty_table()
     idx = np.flatnonzero(cand)
-    pos = register.find(rows["nir"].take(pa.array(idx)))
+    nir = rows["nir"]  # a dictionary: each distinct NIR looked up once
+    pos = pa.array(register.find(nir.dictionary)).take(nir.indices.take(pa.array(idx)))
+    pos = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     registered = pos >= 0
     idx, pos = idx[registered], pos[registered]
     owner = register.owner.take(pa.array(pos))
@@ -240,7 +272,7 @@ def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.T
     amount = np.round(np.bincount(g, weights=rows["amount"][idx], minlength=k), 2)
     first_row = np.full(k, len(idx))
     np.minimum.at(first_row, g, np.arange(len(idx)))
-    methods = rows["link_method"].take(pa.array(idx[first_row]))
+    methods = _arr(rows["link_method"].take(pa.array(idx[first_row])))
     return pa.table({
         "person": ctx["persons"].take(pa.array(keys // (len(okey) + 1))), "rule": pa.array(["identity_conflict"] * k),
         "period": _month_dates(first), "score": pa.array(n_rows.astype(np.float64)),
@@ -253,8 +285,7 @@ def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.T
 
 
 def _kind_mask(rows, kinds) -> np.ndarray:
-    return pc.fill_null(pc.is_in(rows["kind"], value_set=pa.array(list(kinds), pa.string())), False) \
-        .to_numpy(zero_copy_only=False)
+    return _flags(rows["kind"], kinds)
 
 
 def _non_take_up(rows, ctx, s: SignalSettings, as_of: int) -> pa.Table:
@@ -336,13 +367,12 @@ def nir_pairs(career: pa.Table | None, resource: pa.Table | None) -> pa.Table:
     rows = _rows(career, resource)
     if not rows:
         return PAIR_SCHEMA.empty_table()
-    ok = pc.and_(pc.fill_null(pc.is_in(rows["nir_status"], value_set=pa.array(VALID)), False),
-                 pc.is_valid(rows["person"]))
+    ok = pa.array(_flags(rows["nir_status"], VALID) & pc.is_valid(rows["person"]).to_numpy(zero_copy_only=False))
     t = pa.table({"nir": rows["nir"], "person": rows["person"], "record_id": rows["record_id"],
                   "month": pa.array(rows["month"], pa.int32())}).filter(ok)
     g = t.group_by(["nir", "person"], use_threads=False).aggregate([("record_id", "count"), ("record_id", "min"),
                                                                      ("month", "min")])
-    return pa.table({"nir": g.column("nir"), "person": g.column("person"), "rows": g.column("record_id_count"),
+    return pa.table({"nir": _arr(g.column("nir")), "person": _arr(g.column("person")), "rows": g.column("record_id_count"),
                      "record_id": g.column("record_id_min"), "month": g.column("month_min")}, schema=PAIR_SCHEMA)
 
 
@@ -362,22 +392,24 @@ def declarant_counts(table: pa.Table | None, source: str) -> pa.Table:
         if c not in table.column_names:
             raise InputError(f"signals: {source} rows lack column {c}")
     day = _days(table.column("start_date" if source == "career" else "period"))
-    status = _arr(table.column("nir_status"))
-    link = _arr(table.column("link_status"))
+    status = table.column("nir_status")
+    link = table.column("link_status")
 
     def flag(col, value):
-        return pc.cast(pc.fill_null(pc.equal(col, value), False), pa.int64())
+        return pa.array(_flags(col, (value,)).astype(np.int64))
 
-    bad_nir = pc.invert(pc.fill_null(pc.is_in(status, value_set=pa.array(VALID)), False))
-    not_linked = pc.invert(pc.fill_null(pc.equal(link, "linked"), False))
+    bad_nir = ~_flags(status, VALID)
+    not_linked = ~_flags(link, ("linked",))
+    declarant = _as_dict(table.column(decl))
     t = pa.table({
-        "declarant": pc.fill_null(_arr(table.column(decl)), ""), "month": pa.array(month_index(day, day >= -719162), pa.int32()),
+        "declarant": declarant, "month": pa.array(month_index(day, day >= -719162), pa.int32()),
         "rows": pa.array(np.ones(table.num_rows, np.int64)),
         "nir_missing": flag(status, "missing"), "nir_bad_key": flag(status, "bad_key"),
         "nir_bad_format": flag(status, "bad_format"), "unlinked": flag(link, "unlinked"),
-        "ambiguous": flag(link, "ambiguous"), "problem_rows": pc.cast(pc.or_(bad_nir, not_linked), pa.int64()),
+        "ambiguous": flag(link, "ambiguous"), "problem_rows": pa.array((bad_nir | not_linked).astype(np.int64)),
     })
     g = t.group_by(["declarant", "month"], use_threads=False).aggregate([(c, "sum") for c in COUNT_COLUMNS])
-    return pa.table({"declarant": g.column("declarant"), "source": pa.array([source] * g.num_rows),
+    return pa.table({"declarant": pc.fill_null(_arr(g.column("declarant")), ""),
+                     "source": pa.array([source] * g.num_rows),
                      "month": g.column("month"), **{c: g.column(f"{c}_sum") for c in COUNT_COLUMNS}},
                     schema=COUNTS_SCHEMA)
