@@ -291,3 +291,23 @@ def test_evaluate_signals_command(signals_job):
     assert text.exit_code == 0 and "possible_pension_non_take_up" in text.stdout
     missing = runner.invoke(app, ["evaluate", "--truth", str(root / "truth")])
     assert missing.exit_code == 1 and "--links and --rows" in missing.output
+
+
+def test_signals_fingerprint_follows_its_settings(tmp_path):
+    """The stage re-runs when its settings change, not when another section does."""
+    from nirlink.engine.jobs._runner import Job
+
+    base = """[job]\nname = "s"\nstages = ["ingest", "link", "attach", "aggregate", "signals"]
+[[inputs]]\nname = "register"\nkind = "register"\npaths = ["r.parquet"]
+[output]\ndirectory = "{out}"\n{extra}"""
+
+    def fingerprint(extra):
+        spec = parse_job(base.format(out=tmp_path / "out", extra=extra), path=str(tmp_path / "j.toml"),
+                         check_files=False)
+        return Job(spec)._stage_fingerprint("signals", "previous")
+
+    default = fingerprint("")
+    assert fingerprint("[signals]\ndeath_grace_months = 0") == default
+    assert fingerprint("[aggregate]\nfirst_review_month = \"2022-01\"") == default
+    assert fingerprint("[signals]\ndeath_grace_months = 2") != default
+    assert fingerprint("[signals]\nas_of_month = \"2024-01\"") != default
