@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 from nirlink.engine import SpecError
 from nirlink.engine.jobs._spec import parse_job
 from nirlink.engine.reference._tables import aspa_table, cohort_table
-from nirlink.engine.stages._signals_rules import (
-    Register,
-    SignalSettings,
-    declarant_counts,
-    nir_pairs,
-    person_signals,
-)
+from nirlink.engine.stages._signals_partials import declarant_counts, declarant_persons, nir_pairs
+from nirlink.engine.stages._signals_rules import Register, SignalSettings, person_signals
 
 AS_OF = 2025 * 12 + 11  # 2025-12
 
@@ -162,6 +157,9 @@ def test_partials_match_duckdb(seed):
     t = counts.to_pandas()
     got = sorted(map(tuple, t[["declarant", "rows", "nir_missing", "nir_bad_key", "unlinked", "problem_rows"]].values.tolist()))
     assert got == [tuple(w) for w in want]
+    persons = declarant_persons(career, "career").to_pylist()
+    want = con.sql("""select employer_id, count(distinct coalesce(person, nir, '')) from c group by 1 order by 1""")
+    assert sorted((p["declarant"], p["persons"]) for p in persons) == want.fetchall()
 
 
 def test_signals_section_of_the_job_file(tmp_path):

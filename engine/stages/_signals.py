@@ -5,8 +5,8 @@ Mechanism: the register's facts the rules need (each NIR's person, birth, death)
 once into an Arrow IPC file that every task memory-maps (as the attach stage does with the
 link table). Then one task per person bucket of the attach stage (``b=<k>/``, read once:
 every row of its persons) runs the person-level rules (engine/stages/_signals_rules.py) and
-writes its cases, plus two small partial tables: (declared NIR, person) pairs and counts per
-declarant and month. A last task sums those partials with DuckDB (out of core) into the
+writes its cases, plus small partial tables (engine/stages/_signals_partials.py): (declared
+NIR, person) pairs, counts per declarant and month, distinct persons per declarant. A last task sums those partials with DuckDB (out of core) into the
 ``nir_shared`` cases and the declarant scorecard, adding the ingest rejects per declarant.
 Rows without a person (``b=nulls``) count for the declarants only.
 """
@@ -25,16 +25,8 @@ import pyarrow.parquet as pq
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 from nirlink.kernels import InputError
 
-from ._signals_rules import (
-    CASE_SCHEMAS,
-    PERSON_RULES,
-    RULES,
-    Register,
-    SignalSettings,
-    declarant_counts,
-    nir_pairs,
-    settings_label,
-)
+from ._signals_partials import declarant_counts, declarant_persons, nir_pairs
+from ._signals_rules import CASE_SCHEMAS, PERSON_RULES, RULES, Register, SignalSettings, settings_label
 
 __all__ = ["run_signals", "SignalSettings", "RULES", "latest_month"]
 
@@ -124,6 +116,9 @@ def _bucket_task(bucket: str, career: list[str], resource: list[str], quarters: 
     dc = pa.concat_tables(parts)
     if dc.num_rows:
         write_parquet(dc, Path(out) / ".declarants" / part)
+    dp = pa.concat_tables([declarant_persons(c, "career"), declarant_persons(r, "resource")])
+    if dp.num_rows:
+        write_parquet(dp, Path(out) / ".declarant_persons" / part)
     return counts
 
 
@@ -189,17 +184,29 @@ def _reduce_task(out: str, register: str, rejects: list[tuple[str, str]], settin
                end as period, rows, nir_missing, nir_bad_key, nir_bad_format, unlinked, ambiguous, problem_rows,
                rejects, rejects_by_reason {shares.replace('/ rows', '/ nullif(rows, 0)')}, '{label}' as settings
         from dm order by declarant, period nulls first""").to_arrow_table()
-    card = con.sql(f"""with t as (select declarant, cast(sum(rows) as bigint) as rows, cast(sum(nir_missing) as bigint) as nir_missing,
-               cast(sum(nir_bad_key) as bigint) as nir_bad_key, cast(sum(nir_bad_format) as bigint) as nir_bad_format, cast(sum(unlinked) as bigint) as unlinked,
-               cast(sum(ambiguous) as bigint) as ambiguous, cast(sum(problem_rows) as bigint) as problem_rows, cast(sum(rejects) as bigint) as rejects,
-               count(*) as months from dm group by declarant)
-        select declarant, 'declarant_quality' as rule, months, rows, nir_missing, nir_bad_key, nir_bad_format,
-               unlinked, ambiguous, problem_rows, rejects {shares.replace('/ rows', '/ nullif(rows, 0)')},
+    persons = f"read_parquet('{root}/.declarant_persons/*.parquet')" if (root / ".declarant_persons").exists() \
+        else "(select '' as declarant, 0 as persons where false)"
+    sums = ", ".join(f"cast(sum({c}) as bigint) as {c}" for c in (
+        "rows", "nir_missing", "nir_bad_key", "nir_bad_format", "unlinked", "ambiguous", "problem_rows", "rejects"))
+    # ranked on the Wilson lower bound (95%) of the problem share over the persons declared: a
+    # declarant's errors come per declared person, so a small declarant's raw share is noisy
+    card = con.sql(f"""
+        with p as (select declarant, cast(sum(persons) as bigint) as persons from {persons} group by declarant),
+             t0 as (select declarant, {sums}, count(*) as months from dm group by declarant),
+             t as (select t0.*, greatest(coalesce(p.persons, 0), 1) as persons,
+                          (problem_rows + rejects) / (rows + rejects) as share
+                   from t0 left join p using (declarant)),
+             w as (select *, (share + 1.9208 / persons - 1.96 * sqrt(share * (1 - share) / persons
+                              + 0.9604 / (persons * persons))) / (1 + 3.8416 / persons) as score_lower_bound
+                   from t)
+        select declarant, 'declarant_quality' as rule, months, rows, persons, nir_missing, nir_bad_key,
+               nir_bad_format, unlinked, ambiguous, problem_rows, rejects
+               {shares.replace('/ rows', '/ nullif(rows, 0)')}, score_lower_bound,
                case when rows + rejects >= {int(settings.min_declarant_rows)} then
                     rank() over (partition by rows + rejects >= {int(settings.min_declarant_rows)}
-                                 order by (problem_rows + rejects) / (rows + rejects) desc, declarant) end as rank,
+                                 order by score_lower_bound desc, declarant) end as rank,
                '{label}' as settings
-        from t order by rank nulls last, declarant""").to_arrow_table()
+        from w order by rank nulls last, declarant""").to_arrow_table()
     con.close()
     write_parquet(monthly, root / "declarant_quality" / "part-00000.parquet")
     write_parquet(card, root / "declarant_scorecard" / "part-00000.parquet")
@@ -256,7 +263,7 @@ def run_signals(job_dir: str | Path, out_dir: str | Path, *, client=None, settin
                             name="signals-reduce", progress=progress)[0]
         import shutil
 
-        for scratch in (".pairs", ".declarants"):
+        for scratch in (".pairs", ".declarants", ".declarant_persons"):
             shutil.rmtree(work / scratch, ignore_errors=True)
         (work / ".register.arrow").unlink()
         cases = {rule: sum(r.get(rule, 0) for r in results) for rule in PERSON_RULES}

@@ -4,8 +4,8 @@ A bucket holds every row of its persons (the attach stage's person buckets), so 
 person-level rule is decided inside it, with no exchange between tasks. Each function takes
 Arrow tables and returns one case table per rule, sorted by person; every case row carries
 the rule's settings (``settings``) and the record ids of its evidence (at most
-``max_record_ids``). Rules that cross persons (``nir_shared``, ``declarant_quality``) return
-partial counts here, summed by the stage (engine/stages/_signals.py).
+``max_record_ids``). Rules that cross persons (``nir_shared``, ``declarant_quality``) have
+partial tables per bucket (engine/stages/_signals_partials.py), summed by the stage.
 
 The rules are plain vectorised numpy and pyarrow.compute over the bucket (one sort or hash
 per rule, no per-person Python loop): nothing in them is a hot loop for Numba.
@@ -26,8 +26,8 @@ from nirlink.kernels._dates import first_day_of_month, month_index
 
 from ._signals_settings import CASE_SCHEMAS, PERSON_RULES, RULES, VALID, SignalSettings, settings_label
 
-__all__ = ["SignalSettings", "PERSON_RULES", "RULES", "CASE_SCHEMAS", "person_signals", "nir_pairs",
-           "declarant_counts", "Register", "settings_label"]
+__all__ = ["SignalSettings", "PERSON_RULES", "RULES", "CASE_SCHEMAS", "person_signals", "Register",
+           "settings_label"]
 
 @dataclass
 class Register:
@@ -354,62 +354,3 @@ def _low_resources(rows, ctx, s: SignalSettings, as_of: int) -> pa.Table:
         "age_months": pa.array(age[cases].astype(np.int16)), "income_12m": pa.array(np.round(income_12m[cases], 2)),
         "ceiling_12m": pa.array(np.full(k, ceiling)), "months_with_income": pa.array(months[cases].astype(np.int16)),
     }, schema=CASE_SCHEMAS["low_resources_no_minimum"])
-
-
-PAIR_SCHEMA = pa.schema([pa.field("nir", pa.string(), nullable=False), pa.field("person", pa.string(), nullable=False),
-                         pa.field("rows", pa.int64(), nullable=False), pa.field("record_id", pa.int64(), nullable=False),
-                         pa.field("month", pa.int32(), nullable=False)])
-
-
-def nir_pairs(career: pa.Table | None, resource: pa.Table | None) -> pa.Table:
-    """Partial input of ``nir_shared``: each (valid declared NIR, linked person) of the bucket,
-    with its row count and smallest record id."""
-    rows = _rows(career, resource)
-    if not rows:
-        return PAIR_SCHEMA.empty_table()
-    ok = pa.array(_flags(rows["nir_status"], VALID) & pc.is_valid(rows["person"]).to_numpy(zero_copy_only=False))
-    t = pa.table({"nir": rows["nir"], "person": rows["person"], "record_id": rows["record_id"],
-                  "month": pa.array(rows["month"], pa.int32())}).filter(ok)
-    g = t.group_by(["nir", "person"], use_threads=False).aggregate([("record_id", "count"), ("record_id", "min"),
-                                                                     ("month", "min")])
-    return pa.table({"nir": _arr(g.column("nir")), "person": _arr(g.column("person")), "rows": g.column("record_id_count"),
-                     "record_id": g.column("record_id_min"), "month": g.column("month_min")}, schema=PAIR_SCHEMA)
-
-
-COUNT_COLUMNS = ("rows", "nir_missing", "nir_bad_key", "nir_bad_format", "unlinked", "ambiguous", "problem_rows")
-COUNTS_SCHEMA = pa.schema([pa.field("declarant", pa.string(), nullable=False), pa.field("source", pa.string(), nullable=False),
-                           pa.field("month", pa.int32(), nullable=False),
-                           *[pa.field(c, pa.int64(), nullable=False) for c in COUNT_COLUMNS]])
-
-
-def declarant_counts(table: pa.Table | None, source: str) -> pa.Table:
-    """Partial input of ``declarant_quality``: per declarant and month of these rows, the row
-    count, the NIR problems, the rows left unlinked or ambiguous, and rows with any of those."""
-    if table is None or table.num_rows == 0:
-        return COUNTS_SCHEMA.empty_table()
-    decl = "employer_id" if source == "career" else "payer_id"
-    for c in (decl, "nir_status", "link_status"):
-        if c not in table.column_names:
-            raise InputError(f"signals: {source} rows lack column {c}")
-    day = _days(table.column("start_date" if source == "career" else "period"))
-    status = table.column("nir_status")
-    link = table.column("link_status")
-
-    def flag(col, value):
-        return pa.array(_flags(col, (value,)).astype(np.int64))
-
-    bad_nir = ~_flags(status, VALID)
-    not_linked = ~_flags(link, ("linked",))
-    declarant = _as_dict(table.column(decl))
-    t = pa.table({
-        "declarant": declarant, "month": pa.array(month_index(day, day >= -719162), pa.int32()),
-        "rows": pa.array(np.ones(table.num_rows, np.int64)),
-        "nir_missing": flag(status, "missing"), "nir_bad_key": flag(status, "bad_key"),
-        "nir_bad_format": flag(status, "bad_format"), "unlinked": flag(link, "unlinked"),
-        "ambiguous": flag(link, "ambiguous"), "problem_rows": pa.array((bad_nir | not_linked).astype(np.int64)),
-    })
-    g = t.group_by(["declarant", "month"], use_threads=False).aggregate([(c, "sum") for c in COUNT_COLUMNS])
-    return pa.table({"declarant": pc.fill_null(_arr(g.column("declarant")), ""),
-                     "source": pa.array([source] * g.num_rows),
-                     "month": g.column("month"), **{c: g.column(f"{c}_sum") for c in COUNT_COLUMNS}},
-                    schema=COUNTS_SCHEMA)
