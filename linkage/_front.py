@@ -1,78 +1,195 @@
-"""The general front: any model file, one dataset (deduplication) or two (link), CSV or Parquet.
+"""The general front (`nirlink link`): any model file, one dataset (deduplication) or two (link).
 
-Inputs need a unique id column (int64, or any column hashed to int64) and the columns the
-model compares. An untrained model is trained first (on a bounded random sample, or on the
-years of `training.sample_column` when the data has it). Outputs: scored pairs, clusters
-(connected components of pairs above the threshold), the trained model and its charts.
+Two phases. ``prepare`` works in this process on the tables the engine read and checks
+everything before any output is written or any worker is asked for anything: the number of
+inputs against the model's link type, the record ids (present, unique), every SQL piece of
+the model compiled on empty tables shaped like the inputs (_model_sql.compile_errors). It
+gives each record an internal id, the rank of its id as given in sorted order (so Splink's
+``l.unique_id < r.unique_id`` orients a deduplication's pairs as it would on the ids
+themselves, and the smallest internal id of a cluster is its smallest id), and computes the
+blocking keys that are expressions (``substr(surname, 1, 3)``) as columns, so scoring can
+partition both sides on them. ``run`` trains an untrained model (on the ids as given, so u
+sampling, which Splink seeds on the ids, picks the pairs a plain Splink run picks), scores
+(in this process in one Splink call, or across the cluster partitioned on each rule group's
+key: _scoring.score_rules), decides (_front_decide) and writes every output with the ids
+as given. Term frequencies are counted on both inputs together, as Splink does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from nirlink.kernels import InputError, InputFileError, ModelError
-from nirlink.kernels._hash import hash_rows
+from nirlink.kernels import InputError, ModelError, SpecError
 
-from ._clusters import connected_components
 from ._config import LinkConfig
-from ._model import ModelSpec, save_model
-from ._scoring import score_rules
-from ._splink import tf_tables, train
+from ._model import Blocking, ModelSpec, save_model
+from ._model_sql import compile_errors, is_identifier, model_columns
+from ._splink import PREDICTION_SCHEMA, predict_all, tf_tables, train
 from ._tasks import Progress
 
-__all__ = ["link_datasets", "read_dataset", "train_on", "save_charts"]
+__all__ = ["Side", "Prepared", "FrontOptions", "prepare", "run", "train_on", "save_charts", "SIDE_NAMES"]
+
+SIDE_NAMES = ("left", "right")  # the two inputs of a link, in the outputs (source_dataset)
+# Splink's names for inputs registered without one (its source_dataset): training uses them, so
+# u sampling, which hashes source_dataset with the ids, picks the pairs a plain Splink run picks
+SPLINK_NAMES = ("__splink__input_table_0", "__splink__input_table_1")
 
 
-def read_dataset(path: str | Path, *, id_column: str = "unique_id") -> pa.Table:
-    """A CSV or Parquet dataset as an Arrow table with an int64 ``unique_id``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or directory")
-    try:
-        if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
-            table = pacsv.read_csv(path)
-        else:
-            table = ds.dataset(str(path), format="parquet").to_table()
-    except Exception as exc:  # noqa: BLE001
-        raise InputFileError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
-    if id_column not in table.column_names:
-        raise InputError(f"{path}: no id column {id_column!r} (columns: {', '.join(table.column_names[:20])})")
-    ids = table.column(id_column)
-    if not pa.types.is_integer(ids.type):
-        ids = pa.array(hash_rows(pc.cast(ids, pa.string())))
-    else:
-        ids = pc.cast(ids, pa.int64())
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        raise InputError(f"{path}: column {id_column!r} is not unique")
-    table = table.drop_columns([c for c in ("unique_id",) if c in table.column_names and c != id_column] +
-                               ([id_column] if id_column != "unique_id" else []))
-    if "unique_id" in table.column_names:
-        table = table.drop_columns(["unique_id"])
-    return table.add_column(0, "unique_id", ids)
+@dataclass
+class Side:
+    name: str  # "left" / "right"
+    path: str
+    ids: pa.Array  # the ids as given, sorted: internal id k is ids[k]
+    order: np.ndarray  # the input's row of internal id k
+    table: pa.Table  # unique_id (internal id), the model's columns, derived blocking keys
+    train: pa.Table  # unique_id (the id as given), the model's columns, in input order
 
 
-def _check_columns(model: ModelSpec, table: pa.Table, what: str) -> None:
-    import re
+@dataclass
+class Prepared:
+    model: ModelSpec
+    scoring: ModelSpec  # the model with its expression keys replaced by the derived key columns
+    sides: list[Side]
+    id_column: str
+    derived_keys: dict[str, str]  # derived column -> the key expression it holds
 
-    wanted = set()
-    for c in model.comparisons:
-        for lv in c.levels:
-            wanted.update(re.findall(r"\b[lr]\.([A-Za-z_][A-Za-z0-9_]*)", lv.sql))
+    @property
+    def dedupe(self) -> bool:
+        return len(self.sides) == 1
+
+    @property
+    def rows(self) -> int:
+        return sum(s.table.num_rows for s in self.sides)
+
+
+@dataclass
+class FrontOptions:
+    threshold: float | None = None  # clusters / best match (default: the model's decision.threshold)
+    decision: str | None = None  # "clusters" or "best-match" (default: the model's, else clusters)
+    margin: float | None = None  # best match: bits the best candidate must lead the runner-up by
+    min_probability: float = 0.01  # pairs below it are not kept (the prediction floor)
+    config: LinkConfig = dataclasses.field(default_factory=LinkConfig)
+    threads: int = 0  # DuckDB threads when running in this process (0: every core)
+    charts: bool = True
+
+
+def _rows(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask) + 1
+    return ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+
+
+def _ids(path: str, table: pa.Table, id_column: str) -> tuple[pa.Array, np.ndarray]:
+    ids = table.column(id_column).combine_chunks()
+    if ids.null_count:
+        raise InputError(f"{path}: column {id_column!r} (the record id) is empty on {ids.null_count} row(s) "
+                         f"(data rows {_rows(~np.asarray(ids.is_valid()))})")
+    order = pc.sort_indices(ids).to_numpy()
+    sorted_ids = ids.take(pa.array(order))
+    same = np.asarray(pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)) \
+        if len(ids) > 1 else np.zeros(0, bool)
+    if same.any():
+        raise InputError(f"{path}: column {id_column!r} (the record id) is not unique: {int(same.sum())} "
+                         f"duplicate value(s)")
+    return sorted_ids, order
+
+
+def _hashable(typ: pa.DataType) -> str | None:
+    if pa.types.is_integer(typ):
+        return "int"
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "str"
+    return None
+
+
+def _derive_keys(model: ModelSpec, schemas: list[pa.Schema]) -> tuple[ModelSpec, dict[str, str]]:
+    """The model with every blocking key that is not a plain column of a type the partitioner
+    hashes (text, integer; the same on both sides) replaced by a derived text column."""
+    derived: dict[str, str] = {}
+    by_expr: dict[str, str] = {}
+
+    def name_of(expr: str) -> str:
+        if expr not in by_expr:
+            by_expr[expr] = f"__key{len(by_expr)}"
+            derived[by_expr[expr]] = expr
+        return by_expr[expr]
+
+    rules = []
     for b in model.blocking:
-        wanted.update(b.left_keys)
-        wanted.update(b.right_keys)
-    missing = sorted(wanted - set(table.column_names))
-    if missing:
-        raise InputError(f"{what}: the model compares column(s) {', '.join(missing)} that the data lacks")
+        left, right = [], []
+        for a, c in zip(b.left_keys, b.right_keys):
+            kinds = {_hashable(s.field(k).type) if k in s.names else None for s in schemas for k in (a, c)}
+            if is_identifier(a) and is_identifier(c) and len(kinds) == 1 and None not in kinds:
+                left.append(a)
+                right.append(c)
+            else:
+                left.append(name_of(a))
+                right.append(name_of(c))
+        rules.append(Blocking(b.name, tuple(left), tuple(right), b.condition))
+    return dataclasses.replace(model, blocking=tuple(rules)), derived
+
+
+def _with_keys(table: pa.Table, derived: dict[str, str]) -> pa.Table:
+    if not derived:
+        return table
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        sql = ", ".join(f'CAST(({expr}) AS VARCHAR) AS "{name}"' for name, expr in derived.items())
+        keys = con.sql(f"SELECT {sql} FROM t").to_arrow_table()
+    finally:
+        con.close()
+    for name in derived:
+        table = table.append_column(name, keys.column(name).cast(pa.string()))
+    return table
+
+
+def prepare(model: ModelSpec, inputs: list[tuple[str, pa.Table]], *, id_column: str | None = None) -> Prepared:
+    """Check the model against the inputs (each a path and its table: the id column and the
+    model's columns) and build the internal tables; raises before anything is written."""
+    id_column = id_column or model.id_column
+    if len(inputs) not in (1, 2):
+        raise InputError("link: give one input (deduplication) or two (link)")
+    if len(inputs) == 1 and model.link_type != "dedupe_only":
+        raise ModelError(f"model {model.name!r} is a {model.link_type} model: it needs two inputs")
+    if len(inputs) == 2 and model.link_type != "link_only":
+        raise ModelError(f"model {model.name!r} is a {model.link_type} model: it needs one input")
+    columns = [c for c in model_columns(model) if c != id_column]
+    tables = [t.select([id_column, *columns]) for _, t in inputs]
+    if len(tables) == 2:
+        for c in columns:
+            lt, rt = tables[0].schema.field(c).type, tables[1].schema.field(c).type
+            if lt != rt:
+                raise InputError(f"column {c!r} is {lt} in {inputs[0][0]} but {rt} in {inputs[1][0]}: declare its "
+                                 "type in the model's columns")
+    schemas = [t.select(columns).schema for t in tables]
+    errors = compile_errors(model, schemas[0], schemas[-1])
+    if errors:
+        raise SpecError(errors, source=f"model {model.name!r}")
+    scoring, derived = _derive_keys(model, schemas)
+    id_types = {t.schema.field(id_column).type for t in tables}
+    sides = []
+    for (path, _), table, name in zip(inputs, tables, SIDE_NAMES):
+        sorted_ids, order = _ids(path, table, id_column)
+        body = table.drop_columns([id_column])
+        internal = body.take(pa.array(order)).add_column(0, "unique_id", pa.array(np.arange(len(order), dtype=np.int64)))
+        given = table.column(id_column)
+        if len(id_types) > 1:
+            given = pc.cast(given, pa.string())
+        sides.append(Side(name, path, sorted_ids, order, _with_keys(internal, derived),
+                          body.add_column(0, "unique_id", given)))
+    return Prepared(model, scoring, sides, id_column, derived)
 
 
 def _sample(table: pa.Table, max_rows: int, seed: int) -> pa.Table:
@@ -82,36 +199,28 @@ def _sample(table: pa.Table, max_rows: int, seed: int) -> pa.Table:
     return table.take(pa.array(idx))
 
 
-def train_on(model: ModelSpec, left: pa.Table, right: pa.Table | None, *, threads: int = 1) -> dict[str, Any]:
-    """Train ``model`` in this process on (a bounded sample of) the data; sets model.splink."""
+def term_frequencies(model: ModelSpec, tables: list[pa.Table]) -> dict[str, pa.Table]:
+    """Term frequencies counted on every input together, as Splink counts them."""
+    cols = model.tf_columns()
+    if not cols:
+        return {}
+    return tf_tables(model, pa.concat_tables([t.select(cols) for t in tables]))
+
+
+def train_on(model: ModelSpec, left: pa.Table, right: pa.Table | None, *, threads: int = 1,
+             tf: dict[str, pa.Table] | None = None) -> dict[str, Any]:
+    """Train ``model`` in this process on (a bounded sample of) the data; sets model.splink.
+    Both tables carry ``unique_id`` (the ids as given) and the model's columns."""
     t = model.training
     max_rows = int(t.get("sample_max_register_rows", 300_000))
     seed = int(t.get("seed", 42))
-    ref = right if right is not None else left
-    tf = tf_tables(model, ref)
-    col = t.get("sample_column", "birth_year")
+    tf = tf if tf is not None else term_frequencies(model, [left] if right is None else [left, right])
+    sl = _sample(left, max_rows, seed)
+    sr = _sample(right, max_rows, seed) if right is not None else None
     full = None
-    if ref.num_rows > max_rows and col in ref.column_names:
-        counts = pc.value_counts(pc.drop_null(ref.column(col)))
-        values = counts.field("values").to_pylist()
-        sizes = dict(zip(values, counts.field("counts").to_pylist()))
-        rng = np.random.default_rng(seed)
-        rng.shuffle(values)
-        chosen, total = [], 0
-        for v in values:
-            if not chosen or total + sizes[v] <= max_rows:
-                chosen.append(v)
-                total += sizes[v]
-        keep = pa.array(chosen, ref.schema.field(col).type)
-        sl = left.filter(pc.fill_null(pc.is_in(left.column(col), value_set=keep), False))
-        sr = right.filter(pc.fill_null(pc.is_in(right.column(col), value_set=keep), False)) if right is not None else None
-        full = (left.num_rows, ref.num_rows)
-    else:
-        sl = _sample(left, max_rows, seed)
-        sr = _sample(right, max_rows, seed) if right is not None else None
-        if sl.num_rows < left.num_rows or (right is not None and sr.num_rows < right.num_rows):
-            full = (left.num_rows, ref.num_rows)
-    model.splink = train(model, sl, sr, tf, threads=threads, full_sizes=full)
+    if sl.num_rows < left.num_rows or (right is not None and sr.num_rows < right.num_rows):
+        full = (left.num_rows, (right if right is not None else left).num_rows)
+    model.splink = train(model, sl, sr, tf, threads=threads, full_sizes=full, names=SPLINK_NAMES)
     return {"sample_left_rows": sl.num_rows, "sample_right_rows": sr.num_rows if sr is not None else None,
             "probability_two_random_records_match": model.splink["probability_two_random_records_match"]}
 
@@ -132,7 +241,7 @@ def save_charts(model: ModelSpec, directory: str | Path, stem: str) -> list[str]
     return out
 
 
-def _write_parts(table: pa.Table, directory: Path, rows_per_part: int = 500_000) -> list[str]:
+def _write_parts(table: pa.Table, directory: Path, rows_per_part: int) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for i, start in enumerate(range(0, max(table.num_rows, 1), rows_per_part)):
@@ -142,83 +251,103 @@ def _write_parts(table: pa.Table, directory: Path, rows_per_part: int = 500_000)
     return files
 
 
-def link_datasets(model: ModelSpec, inputs: list[str], out: str | Path, *, id_column: str = "unique_id",
-                  threshold: float | None = None, client=None, config: LinkConfig | None = None,
-                  progress: Progress | None = None) -> dict[str, Any]:
-    if len(inputs) not in (1, 2):
-        raise InputError("link: give one input (deduplication) or two (link)")
-    dedupe = len(inputs) == 1
-    if dedupe and model.link_type != "dedupe_only":
-        raise ModelError(f"model {model.name!r} is a {model.link_type} model: it needs two inputs")
-    if not dedupe and model.link_type != "link_only":
-        raise ModelError(f"model {model.name!r} is a {model.link_type} model: it needs one input")
-    cfg = config or LinkConfig()
-    left = read_dataset(inputs[0], id_column=id_column)
-    right = None if dedupe else read_dataset(inputs[1], id_column=id_column)
-    _check_columns(model, left, inputs[0])
-    if right is not None:
-        _check_columns(model, right, inputs[1])
-        common = [c for c in left.column_names if c in right.column_names]
-        left, right = left.select(common), right.select(common)
+def _given_pairs(prep: Prepared, pred: pa.Table) -> pa.Table:
+    """Scored pairs with the ids as given (``<id>_l`` from the left input, ``<id>_r`` from the right)."""
+    left, right = prep.sides[0], prep.sides[-1]
+    return pa.table({f"{prep.id_column}_l": left.ids.take(pred.column("unique_id_l")),
+                     f"{prep.id_column}_r": right.ids.take(pred.column("unique_id_r")),
+                     "match_weight": pred.column("match_weight"),
+                     "match_probability": pred.column("match_probability"), "rule": pred.column("rule")})
+
+
+def _score(prep: Prepared, tf, opts: FrontOptions, work: Path, client, progress) -> tuple[list[str], dict]:
+    """Scored pairs (internal ids) as Parquet files under ``work``, and what scoring did."""
+    cfg = opts.config
+    threads = opts.threads or os.cpu_count() or 1
+    left = prep.sides[0].table
+    right = prep.sides[1].table if not prep.dedupe else None
+    if client is None and left.num_rows <= cfg.rows_per_scoring_task:
+        pred = predict_all(prep.scoring, left, right, tf, threads=threads, threshold=opts.min_probability)
+        f = work / "scored" / "part-00000.parquet"
+        f.parent.mkdir(parents=True)
+        pq.write_table(pred, f)
+        per_rule = np.bincount(pred.column("rule").to_numpy(), minlength=len(prep.model.blocking))
+        return [str(f)], {"tasks": 1, "pairs": pred.num_rows,
+                          "pairs_per_rule": {b.name: int(n) for b, n in zip(prep.model.blocking, per_rule)}}
+    from ._scoring import score_rules
+
+    floor_cfg = LinkConfig(signature_buckets=cfg.signature_buckets, rows_per_scoring_task=cfg.rows_per_scoring_task,
+                           duckdb_threads=cfg.duckdb_threads if client is not None else threads,
+                           duckdb_memory_limit=cfg.duckdb_memory_limit, prediction_floor=opts.min_probability,
+                           evidence_floor=None)
+    rows = max(1, cfg.rows_per_scoring_task)
+    left_files = _write_parts(left, work / "left", rows)
+    right_files = _write_parts(right, work / "right", rows) if right is not None else None
+    info = score_rules(work, prep.scoring, tf, floor_cfg, left_files=left_files, right_files=right_files,
+                       out=work / "scored", schema=left.schema, client=client, progress=progress)
+    info["pairs_per_rule"] = {m.name: info["pairs_per_rule"][s.name]
+                              for m, s in zip(prep.model.blocking, prep.scoring.blocking)}
+    info.pop("partition_groups", None)
+    return sorted(str(p) for p in (work / "scored").glob("*.parquet")), info
+
+
+def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None, client=None,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Train (when untrained), score, decide; write ``model.json``, ``pairs/`` and ``clusters/``
+    or ``links/`` under ``out`` (which must exist). ``client=None`` runs in this process."""
+    from ._front_decide import best_match, clusters
+
+    opts = options or FrontOptions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    model = prep.model
+    info: dict[str, Any] = {"rows": [s.table.num_rows for s in prep.sides], "mode": "dedupe" if prep.dedupe else "link"}
+    tf = term_frequencies(model, [s.table for s in prep.sides])
+    if not model.trained:
+        tables = [s.train for s in prep.sides]
+        if client is None:
+            info["training"] = train_on(model, tables[0], tables[1] if len(tables) > 1 else None,
+                                        threads=opts.threads or os.cpu_count() or 1, tf=tf)
+        else:
+            info["training"] = _train_remote(client, model, tables[0], tables[1] if len(tables) > 1 else None, tf)
+        prep.scoring.splink = model.splink
+    save_model(model, out / "model.json")
+    info["charts"] = [Path(p).name for p in save_charts(model, out, "model")] if opts.charts else []
     work = out / ".work"
     shutil.rmtree(work, ignore_errors=True)
-    info: dict[str, Any] = {"inputs": inputs, "rows": [left.num_rows] + ([right.num_rows] if right is not None else [])}
-    if not model.trained:
-        info["training"] = train_on(model, left, right) if client is None else _train_remote(client, model, left, right)
-    save_model(model, out / "model.json")
-    info["charts"] = save_charts(model, out, "model")
-    tf = tf_tables(model, right if right is not None else left)
-    left_files = _write_parts(left, work / "left")
-    right_files = _write_parts(right, work / "right") if right is not None else None
-    shutil.rmtree(out / "pairs", ignore_errors=True)
-    info["scoring"] = score_rules(work, model, tf, cfg, left_files=left_files, right_files=right_files,
-                                  out=out / "pairs", schema=left.schema, client=client, progress=progress)
-    thr = threshold if threshold is not None else float(model.decision.get("threshold", 0.9))
-    edges = []
-    for f in sorted((out / "pairs").glob("*.parquet")):
-        t = pq.read_table(f)
-        t = t.filter(pc.greater_equal(t.column("match_probability"), thr))
-        a = t.column("unique_id_l").to_numpy()
-        b = t.column("unique_id_r").to_numpy()
-        if not dedupe:  # ids of the two inputs live in one node space: tag the side
-            a, b = _node(a, 0), _node(b, 1)
-        edges.append((a, b))
-    nodes, comps = connected_components(edges, client=None)
-    side = np.where(np.isin(nodes, _node(left.column("unique_id").to_numpy(), 0)), 0, 1) if not dedupe \
-        else np.zeros(len(nodes), np.int64)
-    ids = _unnode(nodes, side, left, right) if not dedupe else nodes
-    clusters = pa.table({"source_dataset": pa.array(np.where(side == 0, "left", "right") if not dedupe
-                                                    else np.full(len(nodes), "input")),
-                         "unique_id": pa.array(ids.astype(np.int64)), "cluster_id": pa.array(comps)})
-    (out / "clusters").mkdir(exist_ok=True)
-    pq.write_table(clusters, out / "clusters" / "part-00000.parquet")
-    shutil.rmtree(work, ignore_errors=True)
-    info.update(threshold=thr, clustered_records=clusters.num_rows,
-                clusters=int(len(np.unique(comps))) if len(comps) else 0)
+    work.mkdir()
+    try:
+        files, info["scoring"] = _score(prep, tf, opts, work, client, progress)
+        pred = pa.concat_tables([pq.read_table(f) for f in files]) if files else PREDICTION_SCHEMA.empty_table()
+        pairs = _given_pairs(prep, pred)
+        rows = max(1, opts.config.rows_per_scoring_task) * 5
+        _write_parts(pairs, out / "pairs", rows)
+        rule = opts.decision or model.decision.get("rule", "clusters")
+        rule = "clusters" if rule == "evidence" else rule
+        if rule == "best-match" and prep.dedupe:
+            raise ModelError("--decision best-match links two inputs: a deduplication makes clusters")
+        thr = opts.threshold if opts.threshold is not None else float(model.decision.get("threshold", 0.9))
+        if rule == "best-match":
+            margin = opts.margin if opts.margin is not None else float(model.decision.get("margin", 1.0))
+            table, summary = best_match(prep, pred, threshold=thr, margin=margin)
+            _write_parts(table, out / "links", rows)
+            info["decision"] = {"rule": rule, "threshold": thr, "margin": margin, **summary}
+        else:
+            table, summary = clusters(prep, pred, threshold=thr)
+            _write_parts(table, out / "clusters", rows)
+            info["decision"] = {"rule": "clusters", "threshold": thr, **summary}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info["min_probability"] = opts.min_probability
     return info
 
 
-def _node(ids: np.ndarray, side: int) -> np.ndarray:
-    return hash_rows(np.full(len(ids), side, np.int64), ids.astype(np.int64))
-
-
-def _unnode(nodes, side, left, right):
-    lid = left.column("unique_id").to_numpy()
-    rid = right.column("unique_id").to_numpy()
-    lmap = dict(zip(_node(lid, 0).tolist(), lid.tolist()))
-    rmap = dict(zip(_node(rid, 1).tolist(), rid.tolist()))
-    return np.array([lmap[n] if s == 0 else rmap[n] for n, s in zip(nodes.tolist(), side.tolist())], np.int64)
-
-
-def _train_remote(client, model, left, right):
-    fut = client.submit(_train_and_return, model, left, right, pure=False)
+def _train_remote(client, model, left, right, tf):
+    fut = client.submit(_train_and_return, model, left, right, tf, pure=False)
     info, settings = fut.result()
     model.splink = settings
     return info
 
 
-def _train_and_return(model, left, right):
-    info = train_on(model, left, right)
+def _train_and_return(model, left, right, tf):
+    info = train_on(model, left, right, tf=tf)
     return info, model.splink

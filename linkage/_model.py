@@ -1,8 +1,10 @@
 """Linkage models: comparisons made of levels, blocking rules with their hash keys, training.
 
 A model is declared here as plain objects (Comparison, Level, Blocking) and rendered to a
-Splink settings dictionary in one place (`splink_settings`). The identity model is nirlink's
-model for French identities: records (signatures of career and resource rows) on the left,
+Splink settings dictionary in one place (`splink_settings`); a model imported from plain
+Splink settings keeps them as given (`splink_base`) and renders those instead. Model files are validated
+and converted in _model_file.py (the file format is documented in docs/model-file.md). The
+identity model is nirlink's model for French identities: records (signatures of career and resource rows) on the left,
 the identity register on the right. A model file (JSON, format `nirlink-model/1`) holds the
 Splink settings (trained or not, loadable by plain Splink), the training recipe, the
 blocking keys used to distribute scoring, and the decision thresholds.
@@ -14,7 +16,7 @@ import copy
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ class Level:
     sql: str  # condition on l.<col> / r.<col>; "ELSE" for the last level
     null: bool = False
     tf_column: str | None = None  # term-frequency adjustment on this column (exact-match levels)
+    tf_weight: float = 1.0  # Splink's tf_adjustment_weight (1: the full adjustment)
 
     def splink(self) -> dict[str, Any]:
         # Declared as l.<col> / r.<col>; Splink evaluates levels on <col>_l / <col>_r columns.
@@ -47,7 +50,13 @@ class Level:
             d["is_null_level"] = True
         if self.tf_column:
             d["tf_adjustment_column"] = self.tf_column
-            d["tf_adjustment_weight"] = 1.0
+            d["tf_adjustment_weight"] = float(self.tf_weight)
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label, "sql": self.sql, "null": self.null, "tf_column": self.tf_column}
+        if self.tf_weight != 1.0:
+            d["tf_weight"] = self.tf_weight
         return d
 
 
@@ -56,10 +65,19 @@ class Comparison:
     name: str
     levels: tuple[Level, ...]
     description: str = ""
+    # the comparison as Splink's comparison library builds it ({"function", "args", "configure"}):
+    # the levels are what that call returns, the model file keeps the call
+    library: dict[str, Any] | None = None
 
     def splink(self) -> dict[str, Any]:
         return {"output_column_name": self.name, "comparison_description": self.description or self.name,
                 "comparison_levels": [lv.splink() for lv in self.levels]}
+
+    def to_json(self) -> dict[str, Any]:
+        if self.library is not None:
+            d = {"name": self.name, "library": self.library}
+            return {**d, "description": self.description} if self.description else d
+        return {"name": self.name, "levels": [lv.to_json() for lv in self.levels], "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -68,12 +86,22 @@ class Blocking:
     are equal land in the same partition, so every pair the rule admits is scored once."""
 
     name: str
-    left_keys: tuple[str, ...]  # expressions on the left (records) table's columns
-    right_keys: tuple[str, ...]  # expressions on the right (register) table's columns
+    left_keys: tuple[str, ...]  # columns or expressions on the left (records) table's columns
+    right_keys: tuple[str, ...]  # columns or expressions on the right (register) table's columns
+    condition: str = ""  # more SQL on l. and r. that the pairs the keys bring together must meet
 
     @property
     def sql(self) -> str:
-        return " AND ".join(f"l.{a} = r.{b}" for a, b in zip(self.left_keys, self.right_keys))
+        from ._model_sql import qualify
+
+        sql = " AND ".join(f"{qualify(a, 'l')} = {qualify(b, 'r')}" for a, b in zip(self.left_keys, self.right_keys))
+        return f"{sql} AND ({self.condition})" if self.condition else sql
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "left_keys": list(self.left_keys), "right_keys": list(self.right_keys)}
+        if self.condition:
+            d["condition"] = self.condition
+        return d
 
 
 @dataclass
@@ -85,9 +113,18 @@ class ModelSpec:
     training: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
     splink: dict[str, Any] | None = None  # trained settings (None until trained)
+    id_column: str = "unique_id"  # the inputs' record id column (`nirlink link`)
+    columns: dict[str, str] = field(default_factory=dict)  # column -> type to read it as (default: text)
+    splink_base: dict[str, Any] | None = None  # plain Splink settings the model was imported from
 
     def splink_settings(self) -> dict[str, Any]:
-        """Untrained Splink settings rendered from the declaration."""
+        """Untrained Splink settings rendered from the declaration (or the imported Splink settings)."""
+        if self.splink_base is not None:
+            return {**copy.deepcopy(self.splink_base), "unique_id_column_name": "unique_id",
+                    "source_dataset_column_name": "source_dataset", "retain_matching_columns": False,
+                    "retain_intermediate_calculation_columns": False, "additional_columns_to_retain": [],
+                    "blocking_rules_to_generate_predictions": [{"blocking_rule": b.sql, "sql_dialect": "duckdb"}
+                                                               for b in self.blocking]}
         return {
             "link_type": self.link_type,
             "sql_dialect": "duckdb",
@@ -117,50 +154,25 @@ class ModelSpec:
         return cols
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": MODEL_FORMAT,
-            "name": self.name,
-            "link_type": self.link_type,
-            "comparisons": [asdict(c) for c in self.comparisons],
-            "blocking": [asdict(b) for b in self.blocking],
-            "training": self.training,
-            "decision": self.decision,
-            "splink": self.splink,
-        }
+        d: dict[str, Any] = {"format": MODEL_FORMAT, "name": self.name, "link_type": self.link_type}
+        if self.id_column != "unique_id":
+            d["id_column"] = self.id_column
+        if self.columns:
+            d["columns"] = dict(self.columns)
+        if self.splink_base is not None:
+            d["splink_settings"] = self.splink_base
+        else:
+            d["comparisons"] = [c.to_json() for c in self.comparisons]
+        return {**d, "blocking": [b.to_json() for b in self.blocking], "training": self.training,
+                "decision": self.decision, "splink": self.splink}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str = "model") -> ModelSpec:
-        from nirlink.kernels import SpecError
+        """A model from a model file's content (``nirlink-model/1``, or plain Splink settings or a
+        trained Splink model); raises SpecError listing every problem with its path."""
+        from ._model_file import model_from_data
 
-        errors = []
-        if data.get("format") != MODEL_FORMAT:
-            errors.append(("format", f"expected {MODEL_FORMAT!r}, got {data.get('format')!r}"))
-        for key in ("name", "link_type", "comparisons", "blocking"):
-            if key not in data:
-                errors.append((key, "missing"))
-        if data.get("link_type") not in (None, "link_only", "dedupe_only"):
-            errors.append(("link_type", f"must be 'link_only' or 'dedupe_only', got {data.get('link_type')!r}"))
-        comparisons, blocking = [], []
-        for i, c in enumerate(data.get("comparisons", [])):
-            try:
-                levels = tuple(Level(**lv) for lv in c["levels"])
-                if not levels or levels[-1].sql.strip().upper() != "ELSE":
-                    errors.append((f"comparisons[{i}].levels", "the last level must be ELSE"))
-                comparisons.append(Comparison(c["name"], levels, c.get("description", "")))
-            except (KeyError, TypeError) as exc:
-                errors.append((f"comparisons[{i}]", f"malformed comparison ({exc})"))
-        for i, b in enumerate(data.get("blocking", [])):
-            try:
-                rule = Blocking(b["name"], tuple(b["left_keys"]), tuple(b["right_keys"]))
-                if not rule.left_keys or len(rule.left_keys) != len(rule.right_keys):
-                    errors.append((f"blocking[{i}]", "left_keys and right_keys must be non-empty and of equal length"))
-                blocking.append(rule)
-            except (KeyError, TypeError) as exc:
-                errors.append((f"blocking[{i}]", f"malformed blocking rule ({exc})"))
-        if errors:
-            raise SpecError(errors, source=source)
-        return cls(data["name"], data["link_type"], tuple(comparisons), tuple(blocking), data.get("training", {}),
-                   data.get("decision", {}), data.get("splink"))
+        return model_from_data(data, source=source)
 
 
 def prior_bits(model: ModelSpec) -> float:

@@ -95,12 +95,15 @@ def _recording_api(con):
     return RecordingDuckDBAPI(con)
 
 
-def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[str, pa.Table]):
-    """A Splink Linker on ``con`` over the given tables (left, right) with registered TF tables."""
+def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[str, pa.Table], *,
+                names: tuple[str, str] = ("records", "register")):
+    """A Splink Linker on ``con`` over the given tables (left, right) with registered TF tables.
+    ``names`` are the tables' dataset names (Splink's source_dataset: u sampling hashes them
+    with the record ids)."""
     from splink import Linker
 
     db_api = _recording_api(con)
-    frames = [db_api.register(t, dataset_display_name=name) for t, name in zip(tables, ("records", "register"))]
+    frames = [db_api.register(t, dataset_display_name=name) for t, name in zip(tables, names)]
     linker = Linker(frames if len(frames) > 1 else frames[0], settings, log_level=logging.WARNING,
                     validate_settings=False)
     for col, table in tf.items():
@@ -111,13 +114,15 @@ def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[
 
 def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
           threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None,
-          fixed_u: dict[str, dict[str, float]] | None = None) -> dict:
+          fixed_u: dict[str, dict[str, float]] | None = None,
+          names: tuple[str, str] = ("records", "register")) -> dict:
     """Train the model on a sample and return its Splink settings (plain Splink loads them).
 
     u by random sampling, the probability that two random records match from deterministic
     rules (rescaled to the full sizes when training ran on a subset), m by expectation
     maximisation over the recipe's blocking rules. Levels of the recipe's ``m_fixed`` and of
     ``fixed_u`` (u counted outside Splink, see _training.exact_u) keep those values throughout.
+    An EM blocking entry is a list of columns or expressions (Splink's block_on) or SQL.
     """
     from splink import block_on
 
@@ -125,15 +130,15 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
     tables = [left] if right is None else [left, right]
     base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
     with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
-        linker, _ = make_linker(con, base, tables, tf)
+        linker, _ = make_linker(con, base, tables, tf, names=names)
         rules = t.get("deterministic_rules", [])
         if rules:
             linker.training.estimate_probability_two_random_records_match(rules, recall=t.get("deterministic_recall", 0.8))
         linker.training.estimate_u_using_random_sampling(max_pairs=float(t.get("u_max_pairs", 1e6)),
                                                          seed=int(t.get("seed", 42)))
         for cols in t.get("em_blocking", []):
-            linker.training.estimate_parameters_using_expectation_maximisation(block_on(*cols),
-                                                                               record_sample_proportion=1.0)
+            rule = cols if isinstance(cols, str) else block_on(*cols)
+            linker.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
         settings = linker.misc.save_model_to_json()
     apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
     fill_null_u(settings, float(t.get("u_max_pairs", 1e6)))

@@ -236,22 +236,28 @@ def test_bad_model_file_lists_every_problem(tmp_path):
 def test_general_front_dedupes_a_csv(tmp_path, synth_small):
     import pyarrow.csv as pacsv
 
+    from nirlink.engine.cli._linkfront import CsvArgs, read_inputs
     from nirlink.engine.io._readers import InputSpec
     from nirlink.engine.stages._ingest import run_ingest
-    from nirlink.linkage._front import link_datasets
+    from nirlink.linkage._front import prepare, run
 
     root, _ = synth_small
     run_ingest([InputSpec("register", "register", (str(root / "register"),))], tmp_path / "ing")
     reg = register_table(pq.read_table(tmp_path / "ing" / "register"))
     csv = tmp_path / "register.csv"
     pacsv.write_csv(reg.drop_columns(["nir_status"]), csv)
-    info = link_datasets(register_model(), [str(csv)], tmp_path / "out")
+    model = register_model()
+    model.columns.update({"birth_year": "integer", "birth_month": "integer", "birth_day": "integer"})
+    tables = read_inputs(model, [csv], id_column="unique_id", csv=CsvArgs())
+    (tmp_path / "out").mkdir()
+    info = run(prepare(model, tables), tmp_path / "out")
     clusters = pq.read_table(tmp_path / "out" / "clusters")
-    # the register holds ~1% persons under two numbers (3k persons: ~30)
-    assert 15 <= info["clusters"] <= 60 and clusters.num_rows >= 2 * info["clusters"]
+    # the register holds ~1% persons under two numbers (3k persons: ~30); every record is in a cluster
+    assert clusters.num_rows == reg.num_rows
+    assert 15 <= info["decision"]["records_in_clusters_of_two_or_more"] // 2 <= 60
     assert (tmp_path / "out" / "model.json").exists() and list((tmp_path / "out").glob("model.*.html"))
     with pytest.raises(ModelError, match="needs two inputs"):
-        link_datasets(identity_model(), [str(csv)], tmp_path / "out2")
+        prepare(identity_model(), tables)
 
 
 # ------------------------------------------------------------------ decisions do not depend on the register's size

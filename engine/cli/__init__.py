@@ -85,6 +85,7 @@ def _register() -> None:
         explain,
         job,
         link,
+        model,
         run,
         status,
         synth,

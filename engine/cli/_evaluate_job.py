@@ -1,0 +1,55 @@
+"""`nirlink evaluate` of a job's link stage against the synthetic truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._utilities import OutputFormat, emit
+
+
+def evaluate_job(link_dir: Path, rows: Path, truth: Path, *, memory_limit: str, temp_dir: Path | None,
+                 output: OutputFormat) -> None:
+    """Precision, recall and F1 of a link table against the truth, per signature and per row, by NIR status;
+    ambiguous and unlinked counts; blocking reach (with the link stage's model); register duplicates."""
+    from nirlink.engine.stages._link import ingested_files
+    from nirlink.linkage import load_model
+    from nirlink.linkage._evaluate import evaluate as run
+
+    files = ingested_files(rows)
+    model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
+    report = run(link_dir, files["career"] + files["resource"], truth, model=model, memory_limit=memory_limit,
+                 temp_dir=temp_dir)
+
+    def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("level", "NIR status", "precision", "recall", "F1", "true pos.", "false pos.", "false neg.",
+                    "ambiguous", "unlinked"):
+            table.add_column(col, justify="left" if col in ("level", "NIR status") else "right", no_wrap=True)
+        for level in ("signatures", "rows"):
+            groups = [("all", r[level]), *r[f"{level}_by_nir_status"].items()]
+            for i, (status, s) in enumerate(groups):
+                table.add_row(level if i == 0 else "", status or "(none)", f"{s['precision']:.5f}",
+                              f"{s['recall']:.5f}", f"{s['f1']:.5f}", f"{s['true_positives']:,}",
+                              f"{s['false_positives']:,}", f"{s['false_negatives']:,}", f"{s['ambiguous']:,}",
+                              f"{s['unlinked']:,}", end_section=i == len(groups) - 1)
+        console = Console(width=max(200, Console().width), highlight=False)
+        console.print("links against the truth (false negatives = ambiguous + unlinked):")
+        console.print(table)
+        if "blocking" in r:
+            b = r["blocking"]
+            console.print(f"blocking reaches the true pair of {b['reach']:.4%} of the signatures left to the model "
+                          f"({b['true_pair_reached']:,}/{b['signatures_to_model']:,}); by rule: "
+                          + ", ".join(f"{n} {v:,}" for n, v in b["reached_by_rule"].items()), highlight=False)
+        else:
+            console.print("blocking reach: not measured (no model.json or signatures/ in the link directory)",
+                          highlight=False)
+        if "register_duplicates" in r:
+            d = r["register_duplicates"]
+            console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
+                          f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
+                          f"fn {d['false_negatives']:,})", highlight=False)
+
+    emit(report, output, render)
