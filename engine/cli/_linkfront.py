@@ -55,12 +55,14 @@ def read_inputs(model, inputs: list[Path], *, id_column: str, csv: CsvArgs,
     from nirlink.engine.io._tables import read_table
     from nirlink.linkage._model_sql import model_columns
 
-    wanted = list(dict.fromkeys([id_column, *model_columns(model), *extra]))
+    used = model_columns(model)
+    wanted = list(dict.fromkeys([id_column, *used, *extra]))
+    uses = {c: f"{w} of the model {model.name!r}" for c, w in used.items()}
+    uses[id_column] = "the record id: --id-column or the model's id_column"
     out = []
     for p in inputs:
         table = read_table(p, wanted, types=dict(model.columns), keep_native=[id_column], format=csv.format,
-                           csv_options=csv.options(), null_values=csv.null_values,
-                           what=f"model {model.name!r} and id column {id_column!r}")
+                           csv_options=csv.options(), null_values=csv.null_values, what="asked for", uses=uses)
         out.append((str(p), table))
     return out
 

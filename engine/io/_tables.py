@@ -136,10 +136,11 @@ def _native(arr: pa.Array, typ: str) -> pa.Array | None:
 
 def read_table(path: str | Path, columns: Sequence[str], *, types: dict[str, str] | None = None,
                keep_native: Sequence[str] = (), format: str = "auto", csv_options: CsvOptions | None = None,
-               null_values: Sequence[str] = (), what: str = "input") -> pa.Table:
+               null_values: Sequence[str] = (), what: str = "input", uses: dict[str, str] | None = None) -> pa.Table:
     """The ``columns`` of the dataset at ``path`` (a file, a directory or a glob of CSV or
     Parquet files) as one Arrow table, in this order. Columns are text (empty -> null) unless
     ``types`` names another type; columns of ``keep_native`` keep a Parquet file's own type.
+    ``uses`` says what needs each column (in the error about a missing one).
     Raises InputFileError / InputError naming the file before returning anything."""
     types = types or {}
     opts = csv_options or CsvOptions()
@@ -159,8 +160,8 @@ def read_table(path: str | Path, columns: Sequence[str], *, types: dict[str, str
         missing = [c for c in columns if c not in available]
         if missing:
             shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
-            raise InputError(f"{f}: no column {', '.join(repr(c) for c in missing)} (for the {what}); "
-                             f"the file has: {shown}")
+            needed = "; ".join(f"{c!r} ({(uses or {}).get(c, what)})" for c in missing)
+            raise InputError(f"{f}: no column {needed}; the file has: {shown}")
         if fmt == "parquet":
             meta = pf.metadata
             task = ChunkTask(what, 0, "", str(f), 0, "parquet", tuple((c, c) for c in columns),
