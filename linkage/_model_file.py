@@ -319,8 +319,11 @@ def model_from_data(data: Any, *, source: str = "model") -> ModelSpec:
         blocking = tuple(Blocking(b.name, tuple(b.left_keys), tuple(b.right_keys if b.right_keys is not None
                                                                     else b.left_keys), b.condition)
                          for b in spec.blocking)
+    id_column = spec.id_column
+    if base is not None and "id_column" not in data:
+        id_column = base.get("unique_id_column_name", "unique_id")
     model = ModelSpec(spec.name, link_type, comparisons, blocking, spec.training.model_dump(exclude_unset=True),
-                      spec.decision.model_dump(exclude_unset=True), spec.splink, id_column=spec.id_column,
+                      spec.decision.model_dump(exclude_unset=True), spec.splink, id_column=id_column,
                       columns=dict(spec.columns), splink_base=base)
     _cross_checks(model, errors)
     if errors:

@@ -91,11 +91,14 @@ def link(
     prep = prepare(spec, tables, id_column=id_column)
     cfg, floor = link_config(min_probability)
     where, why = _where(run_on, scheduler, prep.rows)
+    from nirlink.engine import _config
+
+    threads = int(_config.get("linkage.in-process-threads", 0)) or os.cpu_count() or 1
     opts = FrontOptions(threshold=threshold, decision=decision, margin=margin, min_probability=floor, config=cfg,
-                        charts=charts)
+                        charts=charts, threads=threads)
     settings = {"min_probability": floor, "min_probability_from": "--min-probability" if min_probability is not None
                 else "nirlink.linkage.prediction-floor", "rows_per_scoring_task": cfg.rows_per_scoring_task,
-                "duckdb_threads": cfg.duckdb_threads if where == "cluster" else os.cpu_count(),
+                "duckdb_threads": cfg.duckdb_threads if where == "cluster" else threads,
                 "duckdb_memory_limit": cfg.duckdb_memory_limit if where == "cluster" else None}
     with staged_directory(out) as tmp:
         if where == "process":
