@@ -279,3 +279,59 @@ def test_clusters_hold_every_record_under_their_smallest_id():
     link = _Prep(["a", "b"], ["a", "c"])
     table, _ = clusters(link, _pred([(1, 0, 10.0)]), threshold=0.5)
     assert table.column("cluster_id").to_pylist() == ["left-__-a", "left-__-b", "left-__-b", "right-__-c"]
+
+
+# ------------------------------------------------------------------ settings, the size rule, the cluster
+
+
+def test_settings_and_the_size_rule_are_honoured(person_files, tmp_path, monkeypatch, dask_client):
+    """Small inputs run in this process; above nirlink.linkage.in-process-rows on the cluster, partitioned
+    by rows-per-scoring-task and on the expression keys, with the same pairs; the prediction floor comes
+    from the setting or --min-probability and is stated in the manifest."""
+    import contextlib
+
+    import dask.config
+
+    import nirlink.cluster
+
+    @contextlib.contextmanager
+    def test_cluster(*a, **k):
+        yield dask_client
+
+    monkeypatch.setattr(nirlink.cluster, "open_client", test_cluster)
+    args = ["link", "--model", _small_model(tmp_path, trained=True), "--input", person_files / "dedupe.csv",
+            "--output", "json"]
+
+    def run(name, *extra, **settings):
+        with dask.config.set({f"nirlink.linkage.{k.replace('_', '-')}": v for k, v in settings.items()}):
+            result = _cli(*args, "--out", tmp_path / name, *extra)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads(result.output[result.output.index("{"):])
+        pairs = pq.read_table(tmp_path / name / "pairs").to_pandas().sort_values(["id_l", "id_r"])
+        return manifest, pairs.reset_index(drop=True)
+
+    here, here_pairs = run("here")
+    assert here["execution"]["where"] == "this process" and here["settings"]["min_probability"] == 0.01
+    assert here["settings"]["min_probability_from"] == "nirlink.linkage.prediction-floor"
+    there, there_pairs = run("there", in_process_rows=1000, rows_per_scoring_task=400)
+    assert there["execution"]["where"] == "cluster" and there["result"]["scoring"]["tasks"] >= 6
+    assert there["settings"]["rows_per_scoring_task"] == 400
+    assert there_pairs[["id_l", "id_r", "rule"]].equals(here_pairs[["id_l", "id_r", "rule"]])
+    assert np.abs(there_pairs["match_weight"] - here_pairs["match_weight"]).max() < 1e-9
+    floor, floor_pairs = run("floor", prediction_floor=0.5)
+    assert floor["settings"]["min_probability"] == 0.5 and floor_pairs["match_probability"].min() >= 0.5
+    assert len(floor_pairs) < len(here_pairs)
+    everything, all_pairs = run("all", "--min-probability", "0", prediction_floor=0.5)
+    assert everything["settings"]["min_probability_from"] == "--min-probability"
+    assert len(all_pairs) > len(here_pairs) and all_pairs["match_probability"].min() < 0.01
+
+
+def test_term_frequencies_come_from_both_inputs():
+    from nirlink.linkage._front import term_frequencies
+    from nirlink.linkage._model_file import model_from_data
+
+    model = model_from_data({"format": "nirlink-model/1", "name": "tf", "link_type": "link_only", "comparisons": [
+        {"name": "s", "levels": [{"label": "exact", "sql": "l.s = r.s", "tf_column": "s"},
+                                 {"label": "else", "sql": "ELSE"}]}], "blocking": [{"name": "s", "left_keys": ["s"]}]})
+    tf = term_frequencies(model, [pa.table({"s": ["a", "a", "b"]}), pa.table({"s": ["b", "c", None]})])["s"]
+    assert dict(zip(tf.column("s").to_pylist(), tf.column("tf_s").to_pylist())) == {"a": 0.4, "b": 0.4, "c": 0.2}

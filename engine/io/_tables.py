@@ -75,6 +75,10 @@ def _as_text(arr: pa.Array, *, strict: bool, where: str, numbers: np.ndarray) ->
     from nirlink.kernels._numbers import latin1_to_utf8, utf8_valid
 
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        try:  # Arrow validates UTF-8 when it casts: the usual case, without loading a kernel
+            return pc.cast(arr, pa.string() if pa.types.is_binary(arr.type) else pa.large_string())
+        except pa.ArrowInvalid:
+            pass
         ok = utf8_valid(arr)
         bad = ~ok & np.asarray(arr.is_valid())
         if bad.any():
