@@ -17,8 +17,10 @@ as given. Term frequencies are counted on both inputs together, as Splink does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,12 +305,12 @@ def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None,
     info: dict[str, Any] = {"rows": [s.table.num_rows for s in prep.sides], "mode": "dedupe" if prep.dedupe else "link"}
     tf = term_frequencies(model, [s.table for s in prep.sides])
     if not model.trained:
+        # in this process with every core, on a cluster too: the records are here already, and
+        # one DuckDB with all threads trains faster than one single-threaded worker task
         tables = [s.train for s in prep.sides]
-        if client is None:
+        with _splink_errors("training"):
             info["training"] = train_on(model, tables[0], tables[1] if len(tables) > 1 else None,
                                         threads=opts.threads or os.cpu_count() or 1, tf=tf)
-        else:
-            info["training"] = _train_remote(client, model, tables[0], tables[1] if len(tables) > 1 else None, tf)
         prep.scoring.splink = model.splink
     save_model(model, out / "model.json")
     info["charts"] = [Path(p).name for p in save_charts(model, out, "model")] if opts.charts else []
@@ -316,7 +318,8 @@ def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None,
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        files, info["scoring"] = _score(prep, tf, opts, work, client, progress)
+        with _splink_errors("scoring"):
+            files, info["scoring"] = _score(prep, tf, opts, work, client, progress)
         pred = pa.concat_tables([pq.read_table(f) for f in files]) if files else PREDICTION_SCHEMA.empty_table()
         pairs = _given_pairs(prep, pred)
         rows = max(1, opts.config.rows_per_scoring_task) * 5
@@ -341,13 +344,18 @@ def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None,
     return info
 
 
-def _train_remote(client, model, left, right, tf):
-    fut = client.submit(_train_and_return, model, left, right, tf, pure=False)
-    info, settings = fut.result()
-    model.splink = settings
-    return info
-
-
-def _train_and_return(model, left, right, tf):
-    info = train_on(model, left, right, tf=tf)
-    return info, model.splink
+@contextlib.contextmanager
+def _splink_errors(step: str):
+    """Splink's errors in one line with the database's own message (Splink wraps it after the
+    whole SQL it ran), as a ModelError; anything else unchanged. Quoted values are masked: a
+    runtime error may quote a record's field (a name)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is Splink's
+        if type(exc).__name__ != "SplinkException":
+            raise
+        text = str(exc)
+        cause = text.split("Error was:", 1)[1] if "Error was:" in text else text
+        lines = [ln.strip() for ln in cause.strip().splitlines() if ln.strip() and not ln.startswith("LINE ")]
+        message = re.sub(r"'[^']*'", "'...'", " ".join(lines))[:500]
+        raise ModelError(f"{step}: Splink failed: {message} (values masked)") from None

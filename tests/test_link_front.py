@@ -173,6 +173,24 @@ def test_sql_errors_name_the_level_with_duckdbs_message(tmp_path):
         "surname, postcode, dob" in result.output
 
 
+def test_an_error_inside_splink_comes_out_in_one_line_with_duckdbs_message(tmp_path):
+    csv = tmp_path / "raw.csv"
+    csv.write_text(RAW)
+    base = json.loads(_small_model(tmp_path, trained=True).read_text())
+    cast = "CAST(l.first_name AS INTEGER) = CAST(r.first_name AS INTEGER)"  # binds on empty tables, fails on data
+    base["comparisons"][0]["levels"][1]["sql"] = cast
+    for lv in base["splink"]["comparisons"][0]["comparison_levels"]:
+        if lv["label_for_charts"] == "exact":
+            lv["sql_condition"] = 'CAST("first_name_l" AS INTEGER) = CAST("first_name_r" AS INTEGER)'
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(base))
+    result = _cli("link", "--model", path, "--input", csv, "--out", tmp_path / "out")
+    assert result.exit_code == 1 and not (tmp_path / "out").exists()
+    line = result.output.strip()
+    assert line.startswith("error: scoring: Splink failed: Conversion Error:") and "\n" not in line
+    assert "__splink__" not in line and "SELECT" not in line and "Anne" not in line and "Paul" not in line
+
+
 def test_the_reference_names_every_field_of_the_schema():
     from nirlink.linkage._model_file import schema_fields
 

@@ -47,7 +47,8 @@ def model_train(
 
 
 _DECISION_MEANING = {
-    "rule": "'evidence': decide among a signature's candidates on their evidence (match weight without the prior)",
+    "rule": "'evidence' (the job): decide among a signature's candidates on their evidence (match weight without "
+            "the prior); 'clusters' / 'best-match': nirlink link's decisions (docs/model-file.md)",
     "threshold": "share of the best person among the candidates and 'none' (2**e / sum) needed to link",
     "margin": "bits of evidence the best person must lead the runner-up by",
     "none_weight": "bits of evidence of the 'none of the candidates' option",
