@@ -11,7 +11,8 @@ shipped example model `linkage/models/person-link.json` by
   as text with empty fields null, the same comparisons and blocking rules (the model file's
   Splink settings), trained with the same estimators, seed and sample sizes, every pair
   above the same prediction floor (0.01) written to Parquet.
-Per size (medians of alternating runs: the machine is shared): wall time, peak RSS of the whole process tree (Dask workers included), and pair
+Per size (medians of alternating runs: the machine is shared): wall time, CPU time and peak RSS
+of the whole process tree (Dask workers included), and pair
 precision / recall / F1 of both against the truth at p >= 0.5, 0.9 and 0.99, and the share of
 nirlink's pairs at p >= 0.9 that Splink also gives. Results: benchmarks/results/link_front.json
 and link_front.md.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -75,14 +77,19 @@ def _generate(base: Path, records: int) -> tuple[list[Path], Path]:
     return files, d / "true_pairs.parquet"
 
 
-def _timed(cmd: list[str]) -> tuple[float, int]:
+def _timed(cmd: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system, the process and every process it waited for:
+    its Dask workers) and peak RSS of the process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} failed:\n{proc.stderr[-3000:]}")
-    return seconds, rss.peak
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu, rss.peak
 
 
 def _alternating(commands: dict[str, list[str]], repeats: int) -> dict[str, dict]:
@@ -92,8 +99,9 @@ def _alternating(commands: dict[str, list[str]], repeats: int) -> dict[str, dict
     for _ in range(repeats):
         for name, cmd in commands.items():
             runs[name].append(_timed(cmd))
-    return {name: {"seconds": statistics.median(s for s, _ in r), "times_s": [s for s, _ in r],
-                   "peak_rss_bytes": max(m for _, m in r)} for name, r in runs.items()}
+    return {name: {"seconds": statistics.median(s for s, _, _ in r), "times_s": [s for s, _, _ in r],
+                   "cpu_s": statistics.median(c for _, c, _ in r), "cpu_times_s": [c for _, c, _ in r],
+                   "peak_rss_bytes": max(m for _, _, m in r)} for name, r in runs.items()}
 
 
 def _accuracy(pairs: Path, truth: Path) -> dict:
@@ -167,12 +175,14 @@ def main(argv=None) -> None:
             acc = x["accuracy"]
             rows.append([f"{r['records']:,}", who if who == "splink" else f"nirlink ({x['where']})",
                          len(x["times_s"]),
-                         round(x["seconds"], 2), round(x["peak_rss_bytes"] / 2**30, 2),
-                         round(x["seconds"] / r["splink"]["seconds"], 2),
+                         round(x["seconds"], 2), round(x["seconds"] / r["splink"]["seconds"], 2),
+                         round(x["cpu_s"], 2), round(x["cpu_s"] / r["splink"]["cpu_s"], 2),
+                         round(x["peak_rss_bytes"] / 2**30, 2),
                          *(f"{acc[str(t)]['precision']:.4f} / {acc[str(t)]['recall']:.4f} / {acc[str(t)]['f1']:.4f}"
                            for t in THRESHOLDS),
                          f"{r['same_pairs_at_0.9']:.4f}" if who == "nirlink" else ""])
-    table = markdown_table(["records", "engine", "runs", "wall s (median)", "peak RSS GiB", "time vs Splink",
+    table = markdown_table(["records", "engine", "runs", "wall s (median)", "wall vs Splink", "CPU s (median)",
+                            "CPU vs Splink", "peak RSS GiB",
                             *(f"P / R / F1 at p >= {t}" for t in THRESHOLDS), "same pairs as Splink at 0.9"], rows)
     write_results("link_front", {"model": str(MODEL.name), "results": results}, table,
                   scratch=None if args.dir else base)

@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._clusters import forest
-
 __all__ = ["clusters", "best_match"]
 
 
 def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Per node 0..n-1, the smallest node of its component (itself when alone)."""
+    from ._clusters import forest  # Numba: loaded only when clusters are made
+
     label = np.arange(n, dtype=np.int64)
     nodes, roots = forest(src, dst)
     label[nodes] = roots

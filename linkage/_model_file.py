@@ -266,6 +266,8 @@ def _cross_checks(model: ModelSpec, errors: list) -> None:
             errors.append((f"training.u_exact[{i}]", f"no comparison named {comp!r}"))
     if len(names) != len(model.comparisons):
         errors.append(("comparisons", "two comparisons have the same name"))
+    if model.decision.get("rule") == "best-match" and model.link_type != "link_only":
+        errors.append(("decision.rule", "best-match links two inputs (link_only); a deduplication makes clusters"))
 
 
 def model_from_data(data: Any, *, source: str = "model") -> ModelSpec:
