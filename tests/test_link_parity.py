@@ -116,3 +116,7 @@ def test_nirlink_equals_plain_splink(mode, tmp_path):
     _same(_nirlink(tmp_path, "trained-by-nirlink", model, files), theirs)
     # the model plain Splink trained, as plain Splink saved it, runs unchanged
     _same(_nirlink(tmp_path, "trained-by-splink", trained, files), theirs)
+    if mode == "dedupe":  # bare untrained Splink settings: trained by the default recipe (u only), then run
+        bare = _nirlink(tmp_path, "bare-settings", _splink_settings(link_type), files)
+        model = json.loads((tmp_path / "bare-settings" / "model.json").read_text())
+        assert bare.num_rows > 300 and model["splink"] is not None and model["name"] == "bare-settings"
