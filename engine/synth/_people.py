@@ -59,8 +59,11 @@ def _persons(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             if len(idx):
                 voc = first_names(s, DECADES[d])
                 first[idx] = voc.names[voc.draw(rng, len(idx))]
-    ranks = np.minimum(rng.zipf(1.3, n), 3000) - 1
-    codes = (ranks * 7919 + 1000) % 98000 + 1000  # 01000-98999, some with a leading zero
+    # 5,000 postcodes, p(rank r) ~ 1 / (r + 50): the largest town holds ~0.4% of the people,
+    # so a block on postcode grows with the data as a town's does
+    weights = 1.0 / (np.arange(5000) + 50.0)
+    ranks = np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(n), side="right")
+    codes = (np.minimum(ranks, 4999) * 7919 + 1000) % 98000 + 1000  # 01000-98999, some with a leading zero
     return {"first_name": np.array([f.title() for f in first], object),
             "surname": np.array([s.title() for s in surname], object),
             "year": year, "month": month, "day": day, "postcode": codes, "email_n": rng.integers(1, 100, n)}
