@@ -1,4 +1,4 @@
-"""`nirlink evaluate` of a job's link stage against the synthetic truth."""
+"""`nirlink evaluate` of a job's link stage, or of its signals stage, against the synthetic truth."""
 
 from __future__ import annotations
 
@@ -51,5 +51,32 @@ def evaluate_job(link_dir: Path, rows: Path, truth: Path, *, memory_limit: str, 
             console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
                           f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
                           f"fn {d['false_negatives']:,})", highlight=False)
+
+    emit(report, output, render)
+
+
+def evaluate_signals(signals: Path, truth: Path, output: OutputFormat) -> None:
+    """Each signal rule's precision and recall against the planted truth."""
+    from nirlink.engine.synth._evaluate_signals import evaluate_signals as run
+
+    report = run(signals, truth)
+
+    def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("rule", "precision", "recall", "cases", "truth", "true pos.", "false pos.", "false neg."):
+            table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
+        rows = list(r["rules"].items())
+        if "declarants" in r:
+            d = r["declarants"]
+            rows += [("declarants: top k", d["top_k"]), ("declarants: top 1%", d["top_1_percent"])]
+        for name, s in rows:
+            table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['cases']:,}", f"{s['truth']:,}",
+                          f"{s['true_positives']:,}", f"{s['false_positives']:,}", f"{s['false_negatives']:,}")
+        console = Console(width=max(160, Console().width), highlight=False)
+        console.print("signals against the planted truth:")
+        console.print(table)
 
     emit(report, output, render)

@@ -67,7 +67,10 @@ def link(
 
     Everything is checked before anything runs: the model file, the inputs and their columns,
     the record ids, every SQL condition of the model. Small inputs run in this process, large
-    ones on a Dask cluster (local unless --scheduler)."""
+    ones on a Dask cluster (local unless --scheduler).
+
+    Example: nirlink link --model linkage/models/person-link.json --input a.csv --input b.csv --out run/
+    """
     from nirlink.engine.io._datasets import staged_directory
     from nirlink.linkage._front import FrontOptions, prepare, run
 
@@ -132,9 +135,12 @@ def link(
 @app.command("evaluate")
 @handle_errors
 def evaluate(
-    link_dir: Path = typer.Option(..., "--links", help="A link stage output (JOB/link) or a `nirlink link` output."),
+    link_dir: Path = typer.Option(None, "--links", help="A link stage output (JOB/link) or a `nirlink link` output."),
     rows: Path = typer.Option(None, "--rows", help="Job: the ingest stage output the links were made from."),
     truth: Path = typer.Option(None, "--truth", help="Job: the truth dataset (nirlink synth's truth/)."),
+    signals: Path = typer.Option(None, "--signals", help="Evaluate a signals stage output (job_dir or "
+                                                         "job_dir/signals) instead of links: per rule precision "
+                                                         "and recall against the planted truth."),
     labels: str = typer.Option(None, "--labels", help="`nirlink link` run: the inputs' column holding each record's "
                                                       "true cluster (entity) label."),
     true_pairs: Path = typer.Option(None, "--true-pairs", help="`nirlink link` run: a CSV or Parquet file of true "
@@ -148,13 +154,29 @@ def evaluate(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """A job's links against the synthetic truth (precision, recall, F1 per signature and row, by NIR
-    status, blocking reach, register duplicates), or a `nirlink link` run's pairs against true labels or
-    true pairs (pair precision, recall and F1 at several thresholds, blocking reach)."""
+    status, blocking reach, register duplicates); with --signals, each signal rule's precision and recall
+    against the planted truth; or a `nirlink link` run's pairs against true labels or true pairs (pair
+    precision, recall and F1 at several thresholds, blocking reach).
+
+    Example: nirlink evaluate --links demo/job/link --rows demo/job/ingest --truth demo/data/truth
+    Example: nirlink evaluate --links run/ --labels person_id
+    """
+    if signals is not None:
+        if truth is None:
+            raise InputError("evaluate: --signals needs --truth")
+        from ._evaluate_job import evaluate_signals
+
+        return evaluate_signals(signals, truth, output)
+    from nirlink.kernels import InputError
+
+    if link_dir is None:
+        raise InputError("evaluate: give --links and --rows (or --signals JOB_DIR), or --links with --labels or "
+                         "--true-pairs for a `nirlink link` run")
     if read_manifest(link_dir) is not None or labels is not None or true_pairs is not None:
         return _evaluate_front(link_dir, labels, true_pairs, thresholds, output)
     if rows is None or truth is None:
-        raise typer.BadParameter("a job's links need --rows and --truth; a `nirlink link` run needs --labels or "
-                                 "--true-pairs")
+        raise InputError("evaluate: a job's links need --links and --rows and --truth; a `nirlink link` run "
+                         "needs --labels or --true-pairs")
     from ._evaluate_job import evaluate_job
 
     evaluate_job(link_dir, rows, truth, memory_limit=memory_limit, temp_dir=temp_dir, output=output)

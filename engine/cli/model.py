@@ -13,7 +13,8 @@ from . import app
 from ._linkfront import CsvArgs, load_model_arg, read_inputs
 from ._utilities import OutputFormat, emit, handle_errors
 
-model_app = typer.Typer(help="Linkage models (Splink settings plus their training recipe).", no_args_is_help=True)
+model_app = typer.Typer(help="Linkage models (Splink settings plus their training recipe).\n\n"
+                             "Example: nirlink model show identity", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 
 
@@ -31,7 +32,10 @@ def model_train(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Train a model on data and save it (plain Splink loads the 'splink' part unchanged); the inputs are
-    read and checked as `nirlink link` reads them."""
+    read and checked as `nirlink link` reads them.
+
+    Example: nirlink model train --model linkage/models/person-dedupe.json --input people.csv --out trained.json
+    """
     from nirlink.linkage import save_model
     from nirlink.linkage._front import prepare, save_charts, train_on
 
@@ -84,7 +88,10 @@ def model_show(
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Comparisons and their levels in order with m, u and match weight log2(m/u); the prior and its
-    weight; blocking rules; decision thresholds."""
+    weight; blocking rules; decision thresholds.
+
+    Example: nirlink model show /jobs/careers-2026/link/model.json
+    """
     spec = load_model_arg(model)
     trained = spec.settings() if spec.trained else None
     rows, null_levels = [], []

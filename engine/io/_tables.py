@@ -14,9 +14,6 @@ that are not of the asked type, bytes that are not UTF-8 when UTF-8 was asked.
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -28,7 +25,8 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError, InputFileError
 
-from ._readers import ChunkTask, CsvOptions, _format_of, _sniff_csv, expand_paths, read_chunks
+from ._csv_header import sniff_csv
+from ._readers import ChunkTask, CsvOptions, _format_of, expand_paths, read_chunks
 
 __all__ = ["ColumnType", "COLUMN_TYPES", "read_table", "table_columns"]
 
@@ -45,16 +43,6 @@ def _files(path: str | Path, fmt: str) -> list[tuple[Path, str]]:
     return [(f, _format_of(f, fmt)) for f in files]
 
 
-def _raw_header(path: Path, encoding: str, sep: str, quote: str) -> list[str]:
-    """The header names as the CSV reader sees them (untrimmed), to name its columns."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
-    if head.startswith(b"\xef\xbb\xbf"):
-        head = head[3:]
-    line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
-    return next(csv.reader(io.StringIO(line.decode(encoding)), delimiter=sep, quotechar=quote))
-
-
 def table_columns(path: str | Path, *, format: str = "auto", csv_options: CsvOptions | None = None) -> list[str]:
     """The column names of a dataset (trimmed CSV header names), from its first file."""
     f, fmt = _files(path, format)[0]
@@ -63,7 +51,7 @@ def table_columns(path: str | Path, *, format: str = "auto", csv_options: CsvOpt
             return list(pq.read_schema(f).names)
         except Exception as exc:  # noqa: BLE001 - any failure to open is the file's fault
             raise InputFileError(f"{f}: not a readable Parquet file ({type(exc).__name__})") from None
-    return _sniff_csv(f, csv_options or CsvOptions())[3]
+    return sniff_csv(f, csv_options or CsvOptions())[3]
 
 
 def _rows(mask: np.ndarray, numbers: np.ndarray) -> str:
@@ -160,7 +148,7 @@ def read_table(path: str | Path, columns: Sequence[str], *, types: dict[str, str
                 raise InputFileError(f"{f}: not a readable Parquet file ({type(exc).__name__})") from None
             available = list(pf.schema_arrow.names)
         else:
-            sep, encoding, strict, available = _sniff_csv(f, opts)
+            sep, encoding, strict, available = sniff_csv(f, opts)
         missing = [c for c in columns if c not in available]
         if missing:
             shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
@@ -172,11 +160,9 @@ def read_table(path: str | Path, columns: Sequence[str], *, types: dict[str, str
                              tuple(range(meta.num_row_groups)))
             strict = False
         else:
-            raw = _raw_header(f, encoding, sep, opts.quote)
-            by_name = {r.strip(): r for r in raw}
-            task = ChunkTask(what, 0, "", str(f), 0, "csv", tuple((c, by_name[c]) for c in columns),
+            task = ChunkTask(what, 0, "", str(f), 0, "csv", tuple((c, c) for c in columns),
                              separator=sep, encoding=encoding, strict_utf8=strict, decimal=opts.decimal,
-                             quote=opts.quote, header_fields=len(raw))
+                             quote=opts.quote, header_fields=len(available), header=tuple(available))
         if fmt == "parquet" and meta.num_row_groups == 0:
             continue
         for chunk in read_chunks(task, chunk_rows=_CHUNK_ROWS):
