@@ -62,13 +62,14 @@ def main(argv=None) -> None:
 
     stage_seconds = dict(state.stage_seconds)
     earlier = {}
-    log = base / "job" / "_job" / "job.log"
-    if state.skipped and log.exists():
-        # stages kept from an earlier run: their time is in the job's log (appended run after run)
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event.get("stage") in state.skipped and "seconds" in event and "finished" in event.get("message", ""):
-                earlier[event["stage"]] = event["seconds"]
+    # stages kept from an earlier run: their time is in that run's log (one per run, oldest first)
+    logs = sorted((base / "job" / "_job").glob("runs/*/job.log"), key=lambda p: p.stat().st_mtime)
+    if state.skipped:
+        for log in logs:
+            for line in log.read_text().splitlines():
+                event = json.loads(line)
+                if event.get("stage") in state.skipped and "seconds" in event and "finished" in event.get("message", ""):
+                    earlier[event["stage"]] = event["seconds"]
         stage_seconds = {**earlier, **stage_seconds}
     ingest = json.loads((base / "job" / "ingest" / "_manifest.json").read_text())
     rows = sum(v["totals"]["rows_read"] for v in ingest["inputs"].values())

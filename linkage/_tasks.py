@@ -73,10 +73,38 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
                 raise
             done += 1
             tell(done, results[index[fut.key]])
-    except BaseException:
+    except BaseException as exc:
         client.cancel(futures)
+        if isinstance(exc, Exception):  # not on a second Ctrl-C: that one means now
+            _drain(client, list(index))
         raise
     return results
+
+
+def _drain(client, keys: list[str]) -> None:
+    """Wait until no worker still runs one of ``keys``. Dask cannot stop a running thread: a
+    cancelled task runs to its end and writes its output - under the stage's temporary
+    directory, which the stage removes once this returns, so nothing is left behind. Bounded
+    by the ``nirlink.jobs.drain-seconds`` setting; an unreachable cluster ends the wait."""
+    import time
+
+    import dask.config
+
+    deadline = time.monotonic() + float(dask.config.get("nirlink.jobs.drain-seconds", 30))
+    while time.monotonic() < deadline:
+        try:
+            running = client.run(_still_running, keys, on_error="return")
+        except Exception:  # noqa: BLE001 - the cluster is gone: nothing of it writes any more
+            return
+        if not any(isinstance(n, int) and n for n in running.values()):
+            return
+        time.sleep(0.2)
+
+
+def _still_running(keys: list[str], dask_worker=None) -> int:
+    """How many of ``keys`` have a thread running on this worker (cancelled ones included)."""
+    tasks = dask_worker.state.tasks
+    return sum(1 for k in keys if k in tasks and tasks[k].state in ("executing", "long-running", "cancelled", "resumed"))
 
 
 def _describe(args: tuple) -> str:

@@ -126,12 +126,13 @@ def test_a_bad_setting_value_is_an_error_naming_the_setting(tmp_path):
     import dask.config
 
     from nirlink.engine.io._datasets import write_json
-    from nirlink.engine.jobs._registry import job_paths
+    from nirlink.engine.jobs._registry import job_paths, set_current
     from nirlink.engine.jobs._state import JobState
 
     state = JobState(job_id="x", name="x", stages=("ingest",), status="running", stage_index=0, stage="ingest",
                      submitted_at=1.0, started_at=1.0, heartbeat=time.time())
-    write_json(job_paths(tmp_path)["state"], state.to_json())
+    write_json(job_paths(tmp_path, "x")["state"], state.to_json())
+    set_current(tmp_path, "x")
     with dask.config.set({"nirlink.jobs.stale-after-seconds": "abc"}):
         result = runner.invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 1

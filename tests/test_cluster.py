@@ -338,7 +338,7 @@ def _run_and_kill_a_worker(tmp_path, root, step: str, baseline: Path):
         result = runner.invoke(app, ["submit", job_file, "--scheduler", cl.address, "--output", "json"])
         assert result.exit_code == 0, result.output
         _wait_state(out, lambda s: s.step == step and s.step_done < s.step_total or s.status != "running"
-                    and s.status != "submitted")
+                    and s.status != "queued")
         pids = _worker_pids(cl.address)
         victim = sorted(pids.values())[0]
         os.kill(victim, signal.SIGKILL)
@@ -436,5 +436,7 @@ def test_poisoned_file_fails_once_naming_it(tmp_path, synth_small):
         result = runner.invoke(app, ["run", job_file, "--scheduler", cl.address])
     assert result.exit_code == 1
     assert "part-00000.parquet" in result.stderr and "stage ingest" in result.stderr
-    log = (tmp_path / "out" / "_job" / "job.log").read_text()
+    from nirlink.engine.jobs._registry import job_paths
+
+    log = job_paths(tmp_path / "out")["log"].read_text()
     assert log.count('"job failed"') == 1

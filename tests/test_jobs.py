@@ -56,7 +56,9 @@ def test_restart_publishes_byte_identical_datasets(job_run, dask_client):
 
 def test_report_has_the_numbers(job_run):
     _, out, _ = job_run
-    html = job_paths(out)["report"].read_text()
+    from nirlink.engine.jobs._registry import latest_run, run_report
+
+    html = run_report(out, latest_run(out)).read_text()  # a later re-run that skipped every stage wrote none
     for needle in ("Inputs", "Rejects by reason", "Linkage", "linked by NIR", "Register duplicates", "Aggregates",
                    "Total quarters per person", "SAM in euros", "Export"):
         assert needle in html, needle
@@ -104,8 +106,10 @@ def test_logs_state_manifests_and_report_hold_no_identity(job_run):
     root, out, _ = job_run
     names, dates = _identities(root)
     assert len(names) > 1000 and len(dates) > 1000
-    paths = job_paths(out)
-    files = [paths["log"], paths["events"], paths["state"], paths["report"], *out.glob("*/_manifest.json")]
+    runs = [p.name for p in job_paths(out)["runs"].iterdir()]  # every run of the job so far
+    files = [f for run in runs for k in ("log", "events", "state", "report") if (f := job_paths(out, run)[k]).exists()]
+    assert any(f.name == "report.html" for f in files)
+    files += list(out.glob("*/_manifest.json"))
     for f in files:
         found = _leaks(f.read_text(encoding="utf-8"), names, dates)
         assert not found, (f, sorted(found)[:5])
@@ -222,12 +226,17 @@ def test_a_silent_running_job_shows_as_failed(tmp_path):
     from nirlink.engine.io._datasets import write_json
     from nirlink.engine.jobs._state import JobState
 
+    from nirlink.engine.jobs._registry import set_current
+
     old = JobState(job_id="x", name="x", stages=("ingest",), status="running", stage_index=0, stage="ingest",
                    submitted_at=1.0, started_at=1.0, heartbeat=time.time() - 3600)
-    write_json(job_paths(tmp_path)["state"], old.to_json())
+    write_json(job_paths(tmp_path, "x")["state"], old.to_json())
+    set_current(tmp_path, "x")
     st = runner.invoke(app, ["status", str(tmp_path), "--output", "json"])
     data = json.loads(st.stdout)
     assert data["status"] == "failed" and "no heartbeat" in data["error"]
+    assert read_state(tmp_path, "x").status == "failed"  # recorded, with the event that says why
+    assert '"event": "DriverLost"' in job_paths(tmp_path, "x")["events"].read_text()
 
 
 def test_pseudonyms_are_keyed_stable_and_hide_every_nir(job_run, tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nirlink.engine.jobs._registry import job_paths
+from nirlink.engine.jobs._registry import job_paths, latest_run, reporting_run
 from nirlink.engine.jobs._runner import Job
 from nirlink.engine.jobs._spec import load_job
 from nirlink.engine.report._page import histogram_bins, write_report
@@ -83,9 +83,15 @@ def _no_remote_resources(page: Path) -> None:
     assert not remote, (page, remote)
 
 
+def _published(out):
+    """The files of the run that published the job's outputs (later re-runs that skip every
+    stage, by other tests, write no report of their own)."""
+    return job_paths(out, reporting_run(out, latest_run(out)))
+
+
 def test_report_charts_draw_offline(job_run, browser):
     _, out, _ = job_run
-    page = job_paths(out)["report"]
+    page = _published(out)["report"]
     _no_remote_resources(page)
     browser.get(page.resolve().as_uri())
     names = browser.execute_script("return [...document.querySelectorAll('.chart')].map(e => e.dataset.chart)")
@@ -101,7 +107,7 @@ def test_report_charts_draw_offline(job_run, browser):
 
 def test_performance_report_draws_offline(job_run, browser):
     _, out, _ = job_run
-    page = job_paths(out)["performance"]
+    page = _published(out)["performance"]
     _no_remote_resources(page)
     browser.get(page.resolve().as_uri())
     tabs = _wait(lambda: browser.execute_script(
@@ -135,7 +141,7 @@ def test_performance_report_draws_offline(job_run, browser):
 
 def test_report_holds_the_run_and_its_numbers(job_run):
     _, out, _ = job_run
-    page = job_paths(out)["report"].read_text(encoding="utf-8")
+    page = _published(out)["report"].read_text(encoding="utf-8")
     ingest = json.loads((out / "ingest" / "_manifest.json").read_text())
     from nirlink.engine.jobs._registry import version
 
@@ -151,7 +157,7 @@ def test_report_holds_the_run_and_its_numbers(job_run):
     assert "no published coefficient" in page  # the aggregate stage's note is a warning of the run
     # BokehJS (1.3 MB) and the Vega libraries (0.8 MB) once, binned chart data: the size does not
     # follow the job's (it was 5 MB here, 19.5 MB at 200k persons, with a bar per distinct SAM)
-    assert job_paths(out)["report"].stat().st_size < 3 * 2**20
+    assert _published(out)["report"].stat().st_size < 3 * 2**20
 
 
 @settings(max_examples=40)
@@ -188,9 +194,12 @@ def test_report_histograms_from_a_career_person_table(tmp_path):
 
 def test_a_rerun_that_skips_every_stage_keeps_the_reports(job_run, dask_client):
     _, out, job_file = job_run
-    paths = job_paths(out)
+    paths = _published(out)
     before = {k: hashlib.sha256(paths[k].read_bytes()).hexdigest() for k in ("report", "performance")}
     state = Job(load_job(job_file), client=dask_client).run()
     assert state.status == "succeeded" and len(state.skipped) == 5
     assert {k: hashlib.sha256(paths[k].read_bytes()).hexdigest() for k in ("report", "performance")} == before
-    assert not list(paths["dir"].glob(".*tmp*"))  # the no-op run's performance report went nowhere
+    own = job_paths(out, state.job_id)
+    assert not own["report"].exists() and not own["performance"].exists()
+    assert not list(own["dir"].glob(".*tmp*"))  # the no-op run's performance report went nowhere
+    assert reporting_run(out, state.job_id) == paths["dir"].name  # what `run` and `status` name

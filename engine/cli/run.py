@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,17 +16,18 @@ from ._progress import progress_display
 from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 
 
-def _summary(job_dir: Path) -> dict:
+def _summary(job_dir: Path, job_id: str) -> dict:
     from nirlink.engine.io._datasets import read_json
-    from nirlink.engine.jobs._registry import job_paths, read_state
+    from nirlink.engine.jobs._registry import read_state, run_report
 
-    state = read_state(job_dir)
-    out = {"job_id": state.job_id, "status": state.status, "error": state.error, "directory": str(job_dir),
-           "report": str(job_paths(job_dir)["report"]), "stage_seconds": state.stage_seconds,
-           "skipped": list(state.skipped)}
+    state = read_state(job_dir, job_id)
+    report = run_report(job_dir, job_id, state.finished_at)
+    out = {"job_id": state.job_id, "status": state.status, "error": state.error, "cause": state.cause,
+           "directory": str(job_dir), "report": str(report) if report else None,
+           "stage_seconds": state.stage_seconds, "skipped": list(state.skipped)}
     for stage in ("ingest", "link", "aggregate", "export"):
         m = job_dir / stage / "_manifest.json"
-        if m.exists():
+        if m.exists() and (stage in state.stage_seconds or stage in state.skipped):  # this run's outputs only
             data = read_json(m)
             if stage == "ingest":
                 out["ingest"] = {k: v["totals"] for k, v in data["inputs"].items()}
@@ -38,7 +42,8 @@ def _summary(job_dir: Path) -> dict:
 
 
 def _render(s: dict) -> None:
-    typer.echo(f"job {s['job_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+    why = s.get("error") or s.get("cause")
+    typer.echo(f"job {s['job_id']}: {s['status']}" + (f" ({why})" if why else ""))
     for stage in ("ingest", "link", "attach", "aggregate", "export"):
         if stage in s["stage_seconds"]:
             typer.echo(f"  {stage:<10} {s['stage_seconds'][stage]:>9.1f} s")
@@ -56,7 +61,77 @@ def _render(s: dict) -> None:
     typer.echo(f"outputs: {s['directory']}")
     if "export" in s:
         typer.echo(f"export:  {s['export']['directory']}")
-    typer.echo(f"report:  {s['report']}")
+    typer.echo(f"report:  {s['report'] or '(none written)'}")
+
+
+# Exit codes of a run stopped by a signal: the shell's convention, 128 + the signal's number.
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class _Stop:
+    """SIGTERM and SIGINT (Ctrl-C) during ``nirlink run``: the first asks the run to stop at its
+    next task boundary (it is recorded ``interrupted`` with the signal's name, its temporary
+    directories removed, the cluster closed in order); a second one, or no task boundary within
+    ``nirlink.jobs.stop-seconds``, stops it at once (KeyboardInterrupt, still recorded). Without
+    this, SIGTERM killed the process where it stood: the run stayed "running", its temporary
+    directory and the local cluster's semaphores were left behind.
+
+    Ctrl-C in a terminal signals the whole process group, the local cluster's worker processes
+    too: one that dies of it takes its running task along and the run waits for a task boundary
+    that never comes. So SIGINT is ignored while the local cluster starts (its worker processes
+    inherit that, ``arm`` then installs the handler here): only this process decides."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self.job = None
+        self._timer = None
+
+    def attach(self, job) -> None:
+        self.job = job
+
+    def __call__(self, signum, _frame) -> None:
+        if self.signal:
+            raise KeyboardInterrupt(self.signal)
+        self.signal = signal.Signals(signum).name
+        if self.job is None:  # still connecting: no run to stop yet, nothing recorded
+            raise SystemExit(EXIT_SIGNAL.get(self.signal, 130))
+        self.job.interrupt(f"interrupted by {self.signal}")
+        from nirlink.engine import _config
+
+        grace = float(_config.get("jobs.stop-seconds", 60))
+        os.write(2, f"\n{self.signal} received: stopping at the next task boundary (within {grace:.0f} s; "
+                    "again to stop at once)\n".encode())
+        import _thread
+
+        self._timer = threading.Timer(grace, _thread.interrupt_main, args=(signal.SIGINT,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def arm(self) -> None:
+        if self._main:
+            signal.signal(signal.SIGINT, self)
+
+    def done(self) -> None:
+        """The run has ended: nothing left to stop at once."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    @contextlib.contextmanager
+    def installed(self, *, local_cluster: bool):
+        self._main = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+        if not self._main:
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if local_cluster else self)
+        try:
+            yield self
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 @app.command()
@@ -69,24 +144,45 @@ def run(
 ) -> None:
     """Run FILE in the foreground, with a progress display per stage (see README, "Progress").
 
+    SIGTERM or Ctrl-C stops the run at its next task boundary (exit code 143 or 130); a
+    second one stops it at once.
+
     Example: nirlink run job.toml --scheduler tcp://scheduler:8786
     """
     from nirlink.cluster import open_client
+    from nirlink.engine.jobs._lock import DirectoryBusy, check_lock
+    from nirlink.engine.jobs._registry import new_job_id
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
 
     spec = load_job(file)
+    job_id = new_job_id(spec.name)
+    verdict = check_lock(spec.directory, job_id)  # before starting a cluster; the run takes the lock itself
+    if not verdict.take:
+        raise DirectoryBusy(f"{spec.directory} is in use: {verdict.reason}")
     console = stderr_console()
     address = scheduler or spec.cluster.address
     show = output == OutputFormat.text
-    with open_client(address, n_workers=spec.cluster.workers, threads_per_worker=spec.cluster.threads_per_worker,
-                     memory_limit=spec.cluster.memory_limit) as client:
+    with _Stop().installed(local_cluster=not address) as stop, open_client(
+            address, n_workers=spec.cluster.workers, threads_per_worker=spec.cluster.threads_per_worker,
+            memory_limit=spec.cluster.memory_limit) as client:
+        stop.arm()
         if show:
             console.print(f"Dask dashboard: {client.dashboard_link}", markup=False, highlight=False, soft_wrap=True)
         display = progress_display(console) if show else contextlib.nullcontext(None)
         with display as progress:
-            Job(spec, client=client, restart=restart, progress=progress, scheduler=address).run()
-    emit(_summary(spec.directory), output, _render)
+            job = Job(spec, client=client, job_id=job_id, restart=restart, progress=progress, scheduler=address)
+            stop.attach(job)
+            try:
+                job.run()
+            except KeyboardInterrupt:
+                pass  # a second signal: the run recorded it; the cluster closes below
+            finally:
+                stop.done()
+    summary = _summary(spec.directory, job_id)
+    emit(summary, output, _render)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(EXIT_SIGNAL.get(stop.signal, 130))
 
 
 def _driver(spec, job_id: str, restart: bool, scheduler: str | None, pseudonym_key=None) -> str:
@@ -133,17 +229,19 @@ def _record_driver_failure(spec, job_id: str, scheduler: str | None, exc: BaseEx
     import contextlib
 
     from nirlink.engine.jobs._joblog import mask_nirs
+    from nirlink.engine.jobs._lock import release_lock
     from nirlink.engine.jobs._registry import read_state
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._state import TERMINAL, Failed
     from nirlink.kernels import describe_error
 
     with contextlib.suppress(Exception):  # the state cannot be written: the worker's log is all there is
-        state = read_state(spec.directory)
-        if state is None or state.job_id != job_id or state.status in TERMINAL:
+        state = read_state(spec.directory, job_id)
+        if state is None or state.status in TERMINAL:
             return
         message = describe_error(exc)
         Job(spec, job_id=job_id, scheduler=scheduler).emit(Failed(time.time(), mask_nirs(message)))
+        release_lock(spec.directory, job_id)
 
 
 def _pseudonym_key(spec, address: str):
@@ -179,6 +277,7 @@ def submit(
     from distributed import fire_and_forget
 
     from nirlink.cluster import open_client
+    from nirlink.engine.jobs._lock import DirectoryBusy, check_lock
     from nirlink.engine.jobs._registry import new_job_id
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
@@ -189,11 +288,19 @@ def submit(
         raise typer.BadParameter("submit needs a scheduler: --scheduler ADDR or cluster.address in the job file")
     pseudonym_key = _pseudonym_key(spec, address)
     job_id = new_job_id(spec.name)
-    Job(spec, job_id=job_id, scheduler=address).submit()
-    with open_client(address) as client:
-        future = client.submit(_driver, spec, job_id, restart, address, pseudonym_key,
-                               key=f"nirlink-job-{job_id}", pure=False)
-        fire_and_forget(future)
-        time.sleep(0.2)  # let the scheduler receive the task before this client goes away
+    verdict = check_lock(spec.directory, job_id)
+    if not verdict.take:
+        raise DirectoryBusy(f"{spec.directory} is in use: {verdict.reason}")
+    with open_client(address) as client:  # an unreachable scheduler fails here: nothing recorded yet
+        job = Job(spec, job_id=job_id, scheduler=address)
+        job.submit()  # the directory's lock (queued), the run's record, the registry entry
+        try:
+            future = client.submit(_driver, spec, job_id, restart, address, pseudonym_key,
+                                   key=f"nirlink-job-{job_id}", pure=False)
+            fire_and_forget(future)
+            time.sleep(0.2)  # let the scheduler receive the task before this client goes away
+        except BaseException:
+            job.withdraw()  # the job never reached the scheduler: leave nothing behind
+            raise
     emit({"job_id": job_id, "directory": str(spec.directory), "scheduler": address}, output,
          lambda d: typer.echo(d["job_id"]))

@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["write_parquet", "staged_directory", "describe_dataset", "file_sha256", "write_json", "read_json",
-           "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes"]
+__all__ = ["write_parquet", "staged_directory", "sweep_temporaries", "describe_dataset", "file_sha256", "write_json",
+           "read_json", "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes"]
 
 WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True)
 
@@ -116,6 +116,25 @@ def staged_directory(final: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Remove what staged directories and atomic writes leave in ``directory`` when their
+    process dies or their tasks outlive them: ``.<name>.tmp-*``, ``.<name>.old-*``,
+    ``.aggregate-input`` (the aggregate stage's scratch) and half-written ``.*.tmp`` files.
+    Only for the holder of the job directory's lock: no other run writes there. Returns the
+    names removed."""
+    root = Path(directory)
+    removed = []
+    for p in sorted(root.glob(".*")) if root.is_dir() else []:
+        name = p.name
+        if ".tmp-" in name or ".old-" in name or name == ".aggregate-input" or (name.endswith(".tmp") and p.is_file()):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -1,6 +1,7 @@
 """Jobs: the job file (TOML, validated with every error at once), the job state machine
-(pure: events in, state and instructions out), the runner (a front over the stages, resumable),
-the registry of submitted jobs and the structured job log (NIRs masked)."""
+(pure: events in, state and instructions out; the output directory's lock rules), the runner
+(a front over the stages, resumable), one record per run and the registry of jobs, the
+directory's lock, and the structured job log (NIRs masked)."""
 
 from nirlink.kernels._lazy import lazy_front
 
@@ -8,8 +9,8 @@ _LAZY = {
     "._spec": ("JobSpec", "STAGES", "load_job", "parse_job"),
     "._state": ("JobState", "TERMINAL", "apply"),
     "._runner": ("Job",),
-    "._registry": ("find_job", "job_paths", "list_jobs", "new_job_id", "read_state", "register_job",
-                   "request_cancel", "version"),
+    "._registry": ("find_job", "find_run", "job_paths", "latest_run", "list_jobs", "new_job_id", "read_state",
+                   "register_job", "request_cancel", "version"),
     "._joblog": ("JobLog", "mask_fields", "mask_nirs"),
 }
 

@@ -60,7 +60,6 @@ class JobLog:
         self.path = Path(path)
         self.job_id = job_id
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, level: str, message: str, **fields: Any) -> None:
         if isinstance(fields.get("traceback"), str):
@@ -68,10 +67,38 @@ class JobLog:
         record = {"ts": round(time.time(), 3), "level": level, "job": self.job_id, "message": mask_nirs(message),
                   **mask_fields(fields)}
         line = json.dumps(record, default=str, ensure_ascii=False)
-        with self._lock, open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
-            f.write(line + "\n")
+        with self._lock:
+            if not self.path.parent.is_dir():  # on first write: a run refused at once leaves no trace
+                from nirlink.engine.io._datasets import make_private_dir
+
+                make_private_dir(self.path.parent)
+            with open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
+                f.write(line + "\n")
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return self.read_from(0)[0]
+
+    def read_from(self, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """The records of whole lines from byte ``offset`` on, and the offset after them (a
+        line still being written is left for the next call). A line that is not JSON comes
+        back as a record of level ``unreadable``: one bad line never hides the others."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        records = []
+        for raw in data[:end].splitlines():
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(line)
+            except ValueError:
+                record = {"ts": None, "level": "unreadable", "message": mask_nirs(line[:500])}
+            records.append(record)
+        return records, offset + end

@@ -1,8 +1,18 @@
 """Running a job: its stages in order, resumable, its state persisted as it changes.
 
 A job is a front over its stages (one module each in engine/stages/: _ingest, _link, _attach,
-_aggregate, _signals, _export). Its directory (output.directory) holds each stage's
-published output and ``_job/``: state.json, events.jsonl, job.log, report.html.
+_aggregate, _signals, _export). Its directory (output.directory) holds each stage's published output
+and ``_job/``: the directory's lock and one record per run (``_registry.py`` has the layout).
+
+A run first takes the directory's lock (``_lock.py``): a second run or submit into the same
+directory is refused naming the one that holds it; a dead run's lock is taken over and
+that run recorded as failed. Holding it, the run removes the hidden temporary directories
+earlier runs left (``.<stage>.tmp-*``: a killed process never cleans up), runs its stages,
+removes what its own failed stage left, writes its report and lets the lock go.
+
+Stopping: ``cancel`` (an operator's request, a file the driver looks for at every task
+boundary and before it starts) ends a run ``cancelled``; ``interrupt`` (SIGTERM, Ctrl-C in
+``nirlink run``) ends it ``interrupted`` with the cause, also at the next task boundary.
 
 Resume: each published stage carries a fingerprint (nirlink version, the job-file parts
 that stage reads, its inputs: file sizes and times for raw inputs, the previous stage's
@@ -14,32 +24,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nirlink.engine import _config
-from nirlink.engine.io._datasets import apply_private_modes, make_private_dir, read_json, write_json
-from nirlink.engine.io._readers import expand_paths
+from nirlink.engine.io._datasets import apply_private_modes, read_json, sweep_temporaries, write_json
 from nirlink.kernels import JobCancelled, StageError, describe_error
 
-from ._joblog import JobLog, mask_nirs, private_opener
-from ._registry import job_paths, new_job_id, read_state, register_job, version
+from ._fingerprint import stage_fingerprint
+from ._joblog import JobLog, mask_nirs
+from ._lock import acquire_lock, mutex, refresh_lock, release_lock
+from ._registry import (job_paths, latest_run, new_job_id, persist, read_state, register_job, set_current, unregister_job,
+                        version)
 from ._spec import JobSpec
 from ._state import (
+    TERMINAL,
     Cancelled,
     DriverRestarted,
     Failed,
     Heartbeat,
+    Interrupted,
     JobState,
-    Log,
-    Persist,
     Progress,
     StageFinished,
     StageSkipped,
@@ -47,7 +57,6 @@ from ._state import (
     Started,
     Submitted,
     Succeeded,
-    apply,
 )
 
 if TYPE_CHECKING:
@@ -56,21 +65,11 @@ if TYPE_CHECKING:
 __all__ = ["Job"]
 
 
-def _fingerprint(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _files_fingerprint(paths) -> list:
-    files, _ = expand_paths(list(paths))
-    out = []
-    for f in files:
-        st = f.stat()
-        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
-    return out
-
-
 class Job:
-    """One run of a job file on a Dask client (``client=None``: in this process, for tests)."""
+    """One run of a job file on a Dask client (``client=None``: in this process, for tests).
+
+    ``job_id``: the run to drive (a queued run made by ``submit``, or a run whose driver Dask
+    restarted); a new run otherwise."""
 
     def __init__(self, spec: JobSpec, *, client=None, job_id: str | None = None, restart: bool = False,
                  progress: Callable[..., None] | None = None, scheduler: str | None = None,
@@ -79,57 +78,84 @@ class Job:
         self._given_key = key  # the pseudonymisation key resolved by whoever submitted the job
         self.client = client
         self.dir = spec.directory
-        self.paths = job_paths(self.dir)
-        make_private_dir(self.paths["dir"])  # the job directory holds identities: private
-        existing = read_state(self.dir)
-        if existing and job_id is None and existing.status not in ("submitted", "succeeded", "failed", "cancelled"):
-            from ._state import DriverLost
-
-            # a foreground run over a directory whose previous driver vanished: close that job first
-            existing, _ = apply(existing, DriverLost(time.time(), "superseded by a new run of the job"))
-            write_json(self.paths["state"], existing.to_json())
-        self.job_id = job_id or (existing.job_id if existing and existing.status == "submitted" else new_job_id(spec.name))
+        self.job_id = job_id or new_job_id(spec.name)
+        self.paths = job_paths(self.dir, self.job_id)
         self.restart = restart
         self.on_progress = progress
         self.scheduler = scheduler
         self.log = JobLog(self.paths["log"], self.job_id)
-        self.state: JobState | None = existing if existing and existing.job_id == self.job_id else None
-        self._lock = threading.Lock()
+        self.state: JobState | None = read_state(self.dir, self.job_id)
+        self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._holder = None
+        self._interrupt: str | None = None  # the cause, once interrupted
+        self._lost: str | None = None  # the run was closed by someone else (its lock taken over)
 
     # ------------------------------------------------------------------ state
     def emit(self, event) -> None:
         with self._lock:
-            self.state, instructions = apply(self.state, event)
-            for ins in instructions:
-                if isinstance(ins, Persist):
-                    write_json(self.paths["state"], ins.state.to_json())
-                    if not isinstance(ins.event, (Heartbeat, Progress)):
-                        with open(self.paths["events"], "a", encoding="utf-8", opener=private_opener) as f:
-                            fields = {k: round(v, 3) if isinstance(v, float) else v
-                                      for k, v in ins.event.__dict__.items()}
-                            f.write(json.dumps({"event": type(ins.event).__name__, **fields}, default=str) + "\n")
-                elif isinstance(ins, Log):
-                    self.log.write(ins.level, ins.message, **ins.fields)
+            self.state = persist(self.paths, self.state, event, self.log)
 
     def submit(self) -> str:
+        """Queue this run (``nirlink submit``): take the directory, record the run, register it.
+        Raises DirectoryBusy, naming the run that holds the directory, and records nothing."""
+        self._holder, _ = acquire_lock(self.dir, self.job_id, queued=True)
+        self._previous = latest_run(self.dir)
         if self.state is None:
             self.emit(Submitted(time.time(), self.job_id, self.spec.name, self.spec.stages, self.scheduler))
+        set_current(self.dir, self.job_id)
         register_job(self.job_id, self.dir, self.spec, self.scheduler)
         return self.job_id
+
+    def withdraw(self) -> None:
+        """Undo ``submit`` (the job never reached the scheduler): no record, no registry entry,
+        the directory's lock and latest run as they were."""
+        unregister_job(self.job_id)
+        with mutex(self.dir):
+            shutil.rmtree(self.paths["dir"], ignore_errors=True)
+            if latest_run(self.dir) == self.job_id:
+                set_current(self.dir, getattr(self, "_previous", None))
+            release_lock(self.dir, self.job_id)
+        with contextlib.suppress(OSError):  # the job directory, if this submit made it
+            self.paths["runs"].rmdir()
+
+    def cancel_requested(self) -> bool:
+        return self.paths["cancel"].exists()
+
+    def interrupt(self, cause: str) -> None:
+        """Stop at the next task boundary and record the run ``interrupted`` with ``cause``
+        (safe to call from a signal handler)."""
+        self._interrupt = cause
 
     def _heartbeat(self) -> None:
         every = float(_config.get("jobs.heartbeat-seconds", 5))
         while not self._stop.wait(every):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), mutex(self.dir), self._lock:
+                if self._stop.is_set() or self.state.status in TERMINAL:
+                    return
+                on_disk = read_state(self.dir, self.job_id)
+                holder = refresh_lock(self.dir, self._holder) if self._holder else None
+                if holder is None or on_disk is None or on_disk.status in TERMINAL:
+                    # this driver looked dead (a long pause): another command closed its run
+                    self._lost = (f"job {self.job_id} was closed by another command "
+                                  f"({on_disk.describe() if on_disk else 'no record'}): this driver stops")
+                    return
+                self._holder = holder
                 self.emit(Heartbeat(time.time()))
+
+    def _check_stop(self) -> None:
+        if self._interrupt:
+            raise JobCancelled(f"job {self.job_id} {self._interrupt}")
+        if self._lost:
+            raise JobCancelled(self._lost)
+        if self.cancel_requested():
+            raise JobCancelled(f"job {self.job_id} cancelled by an operator")
 
     def _progress(self, stage: str) -> Callable[..., None]:
         last = [0.0]
 
         def report(step: str, done: int, total: int, rows: int | None = None) -> None:
-            if self.paths["cancel"].exists():
-                raise JobCancelled(f"job {self.job_id} cancelled by an operator")
+            self._check_stop()
             now = time.time()
             if now - last[0] > 0.5 or done == total:
                 last[0] = now
@@ -140,43 +166,92 @@ class Job:
         return report
 
     # ------------------------------------------------------------------ run
+    def _begin(self) -> bool:
+        """Take the directory and start (or resume) the run; ``False`` when it must not run:
+        cancelled while queued, or already finished."""
+        with mutex(self.dir):
+            self.state = read_state(self.dir, self.job_id)
+            if self.state is not None and self.state.status in TERMINAL:
+                return False
+            if self.state is not None and self.state.status == "queued" and self.cancel_requested():
+                self.emit(Cancelled(time.time(), "cancelled by an operator before it started"))
+                release_lock(self.dir, self.job_id)
+                return False
+            self._holder, verdict = acquire_lock(self.dir, self.job_id)
+            if self.state is None:
+                self.emit(Submitted(time.time(), self.job_id, self.spec.name, self.spec.stages, self.scheduler))
+                set_current(self.dir, self.job_id)
+                register_job(self.job_id, self.dir, self.spec, self.scheduler)
+            if verdict.close_holder is not None:
+                self.log.write("warning", f"output directory {verdict.reason}")
+            if self.state.status == "running":
+                self.emit(DriverRestarted(time.time()))
+            else:
+                self.paths["cancel"].unlink(missing_ok=True)
+                self.emit(Started(time.time()))
+        return True
+
     def run(self) -> JobState:
-        self.submit()
-        if self.state.status == "running":
-            self.emit(DriverRestarted(time.time()))
-        else:
-            if self.paths["cancel"].exists():
-                self.paths["cancel"].unlink()
-            self.emit(Started(time.time()))
-        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        if not self._begin():
+            return self.state
+        beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"nirlink-heartbeat-{self.job_id}")
         beat.start()
         self._ran: list[str] = []  # the stages this run started (none: a no-op re-run)
         self._cluster = self._cluster_size()
         try:
+            removed = sweep_temporaries(self.dir)
+            if removed:
+                self.log.write("info", f"removed {len(removed)} temporary item(s) left by earlier runs",
+                               removed=removed)
             with self._performance_report():
                 self._run_stages()
-            self.emit(Succeeded(time.time()))
-        except JobCancelled:
-            self.emit(Cancelled(time.time()))
-        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then raised again
+            self.emit(Succeeded(time.time()))  # a stop asked after the last task boundary finds nothing to stop
+        except BaseException as exc:  # noqa: BLE001 - every end is recorded, failures raised again
+            self._record_end(exc)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: recorded, and still the caller's to handle
+            if not isinstance(exc, JobCancelled) and not self._interrupt and not self._lost:
+                raise StageError(self.state.error) from exc  # what the operator sees: the stage, then the cause
+        finally:
+            self._stop.set()
+            beat.join(timeout=30)
+            self._finish()
+        return self.state
+
+    def _record_end(self, exc: BaseException) -> None:
+        if self._lost:  # someone else closed this run; its record stays as they wrote it
+            self.log.write("warning", self._lost)
+        elif self._interrupt or isinstance(exc, KeyboardInterrupt):
+            # whatever the signal broke on its way (a task, a connection), the cause is the signal
+            self.emit(Interrupted(time.time(), self._interrupt or "interrupted by Ctrl-C (SIGINT)"))
+        elif isinstance(exc, JobCancelled):
+            self.emit(Cancelled(time.time(), "cancelled by an operator"))
+        else:
             message = mask_nirs(describe_error(exc))
             stage = self.state.stage if self.state else None
             if stage and not message.startswith(f"stage {stage}"):
                 message = f"stage {stage}: {message}"
             self.log.write("error", "traceback", traceback=mask_nirs(traceback.format_exc()))
             self.emit(Failed(time.time(), message))
-            if isinstance(exc, Exception):
-                raise StageError(message) from exc  # what the operator sees: the stage, then the cause
-            raise
-        finally:
-            self._stop.set()
-            try:
-                self._write_report()
-            except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
-                self.log.write("warning", f"report not written: {type(exc).__name__}: {exc}")
+
+    def _finish(self) -> None:
+        """After the run, whatever its end: its stage's leftovers, its report, the lock."""
+        if self._lost:
+            return  # the directory is another run's now
+        with contextlib.suppress(Exception):
+            removed = sweep_temporaries(self.dir)
+            if removed:
+                self.log.write("info", f"removed {len(removed)} temporary item(s) of the stage that stopped",
+                               removed=removed)
+        try:
+            self._write_report()
+        except Exception as exc:  # noqa: BLE001 - the report is a nicety; the job's outcome stands
+            self.log.write("warning", f"report not written: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            apply_private_modes(self.paths["dir"])  # reports and logs: the owner's only
+        if self._holder is not None:
             with contextlib.suppress(Exception):
-                apply_private_modes(self.paths["dir"])  # reports and logs: the owner's only
-        return self.state
+                release_lock(self.dir, self.job_id, self._holder.token)
 
     def _cluster_size(self) -> dict[str, int] | None:
         if self.client is None:
@@ -229,7 +304,7 @@ class Job:
         previous = ""
         fresh = self.restart
         for index, stage in enumerate(self.spec.stages):
-            fp = self._stage_fingerprint(stage, previous)
+            fp = stage_fingerprint(self.spec, stage, previous, key=self._key() if stage == "export" else None)
             out = self.dir / stage
             done = read_json(out / "_fingerprint.json") if (out / "_fingerprint.json").exists() else None
             if not fresh and done and done.get("fingerprint") == fp and (out / "_manifest.json").exists():
@@ -247,28 +322,6 @@ class Job:
                 self.emit(StageFinished(time.time(), index, time.perf_counter() - t0))
             manifest = out / "_manifest.json"
             previous = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else ""
-
-    def _stage_fingerprint(self, stage: str, previous: str) -> str:
-        s = self.spec
-        parts: dict[str, Any] = {"stage": stage, "nirlink": version(), "previous": previous}
-        if stage == "ingest":
-            parts["inputs"] = [[i.name, i.kind, i.format, list(i.columns), i.csv.__dict__, _files_fingerprint(i.paths)]
-                               for i in s.inputs]
-        elif stage == "link":
-            parts["linkage"] = s.linkage.__dict__
-            parts["models"] = [_files_fingerprint([p]) for p in (s.linkage.model, s.linkage.register_model) if p]
-            if s.linkage.decisions:  # by content: an agent edits the file in place
-                parts["decisions"] = hashlib.sha256(Path(s.linkage.decisions).read_bytes()).hexdigest()
-        elif stage == "aggregate":
-            parts["first_review_month"] = s.first_review_month
-        elif stage == "signals":
-            parts["signals"] = s.signals.as_json() if s.signals is not None else None
-        elif stage == "export":
-            parts["signals"] = "signals" in s.stages
-            parts["pseudonymise"] = s.output.pseudonymise
-            key = self._key()
-            parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
-        return _fingerprint(parts)
 
     def _key(self) -> bytes | None:
         """The pseudonymisation key: the one handed over (a submitted job's driver), else read

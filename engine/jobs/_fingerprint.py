@@ -1,0 +1,55 @@
+"""What a stage's published output depends on, as one hash: the fingerprint a re-run compares
+to skip the stage (``_runner.py``). Parts: the nirlink version, the previous stage's manifest,
+and what the stage reads - the job file's section for it, its raw inputs by size and time,
+model files, the clerical decisions by content, for the export the key (hashed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from nirlink.engine.io._readers import expand_paths
+
+from ._registry import version
+from ._spec import JobSpec
+
+__all__ = ["stage_fingerprint"]
+
+
+def _fingerprint(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files_fingerprint(paths) -> list:
+    files, _ = expand_paths(list(paths))
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def stage_fingerprint(spec: JobSpec, stage: str, previous: str, *, key: bytes | None = None) -> str:
+    """The fingerprint of ``stage`` of ``spec`` after a previous stage whose manifest hashes to
+    ``previous``; ``key``: the pseudonymisation key (export only)."""
+    s = spec
+    parts: dict[str, Any] = {"stage": stage, "nirlink": version(), "previous": previous}
+    if stage == "ingest":
+        parts["inputs"] = [[i.name, i.kind, i.format, list(i.columns), i.csv.__dict__, _files_fingerprint(i.paths)]
+                           for i in s.inputs]
+    elif stage == "link":
+        parts["linkage"] = s.linkage.__dict__
+        parts["models"] = [_files_fingerprint([p]) for p in (s.linkage.model, s.linkage.register_model) if p]
+        if s.linkage.decisions:  # by content: an agent edits the file in place
+            parts["decisions"] = hashlib.sha256(Path(s.linkage.decisions).read_bytes()).hexdigest()
+    elif stage == "aggregate":
+        parts["first_review_month"] = s.first_review_month
+    elif stage == "signals":
+        parts["signals"] = s.signals.as_json() if s.signals is not None else None
+    elif stage == "export":
+        parts["signals"] = "signals" in s.stages
+        parts["pseudonymise"] = s.output.pseudonymise
+        parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
+    return _fingerprint(parts)
