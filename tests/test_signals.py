@@ -293,7 +293,7 @@ def test_evaluate_signals_command(signals_job):
 
 def test_signals_fingerprint_follows_its_settings(tmp_path):
     """The stage re-runs when its settings change, not when another section does."""
-    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._fingerprint import stage_fingerprint
 
     base = """[job]\nname = "s"\nstages = ["ingest", "link", "attach", "aggregate", "signals"]
 [[inputs]]\nname = "register"\nkind = "register"\npaths = ["r.parquet"]
@@ -302,7 +302,7 @@ def test_signals_fingerprint_follows_its_settings(tmp_path):
     def fingerprint(extra):
         spec = parse_job(base.format(out=tmp_path / "out", extra=extra), path=str(tmp_path / "j.toml"),
                          check_files=False)
-        return Job(spec)._stage_fingerprint("signals", "previous")
+        return stage_fingerprint(spec, "signals", "previous")
 
     default = fingerprint("")
     assert fingerprint("[signals]\ndeath_grace_months = 0") == default
