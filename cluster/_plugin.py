@@ -13,16 +13,9 @@ import os
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from nirlink import version as nirlink_version
+
 __all__ = ["NirlinkWorkerPlugin", "nirlink_version"]
-
-
-def nirlink_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nirlink")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class NirlinkWorkerPlugin(WorkerPlugin):

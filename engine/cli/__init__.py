@@ -55,18 +55,11 @@ app = typer.Typer(
 )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nirlink")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"nirlink {_version()}")
+        from nirlink import version
+
+        typer.echo(f"nirlink {version()}")
         raise typer.Exit()
 
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from nirlink import version
 from nirlink.engine import _config
 from nirlink.engine.io._datasets import make_private_dir, read_json, write_json
 from nirlink.kernels import JobError
@@ -34,16 +35,6 @@ __all__ = ["new_job_id", "job_paths", "latest_run", "read_state", "record_event"
 
 _RUN_FILES = {"state": "state.json", "events": "events.jsonl", "log": "job.log", "cancel": "cancel",
               "report": "report.html", "performance": "performance.html"}
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as v
-
-    try:
-        return v("nirlink")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
 
 
 def new_job_id(name: str) -> str:
