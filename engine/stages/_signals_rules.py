@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nirlink.engine.reference._tables import aspa_table, cohort_table
-from nirlink.kernels import InputError
 from nirlink.kernels._dates import first_day_of_month, month_index
 
 from ._signals_settings import CASE_SCHEMAS, PERSON_RULES, RULES, VALID, SignalSettings, settings_label
@@ -215,11 +214,7 @@ def _income_after_death(rows, ctx, s: SignalSettings) -> pa.Table:
     p = pidx[after]
     cases, g = np.unique(p, return_inverse=True)
     k = len(cases)
-    month = rows["month"][after]
-    first = np.full(k, np.iinfo(np.int64).max)
-    np.minimum.at(first, g, month)
-    last = np.full(k, -1, np.int64)
-    np.maximum.at(last, g, month)
+    first, last = _month_span(g, rows["month"][after], k)
     amount = np.bincount(g, weights=rows["amount"][after], minlength=k)
     is_career = rows["is_career"][after]
     n_rows = np.bincount(g, minlength=k)
@@ -236,6 +231,15 @@ def _income_after_death(rows, ctx, s: SignalSettings) -> pa.Table:
         "months_after_death": pa.array((last - dm).astype(np.int16)), "amount": pa.array(np.round(amount, 2)),
         "career_rows": pa.array(career_rows), "resource_rows": pa.array((n_rows - career_rows).astype(np.int32)),
     }, schema=CASE_SCHEMAS["income_after_death"])
+
+
+def _month_span(g: np.ndarray, month: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last month of each of the ``k`` groups numbered by ``g``."""
+    first = np.full(k, np.iinfo(np.int64).max)
+    np.minimum.at(first, g, month)
+    last = np.full(k, -1, np.int64)
+    np.maximum.at(last, g, month)
+    return first, last
 
 
 def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.Table:
@@ -263,11 +267,7 @@ def _identity_conflict(rows, ctx, register: Register, s: SignalSettings) -> pa.T
     key = ctx["pidx"][idx] * (len(okey) + 1) + oc
     keys, g = np.unique(key, return_inverse=True)
     k = len(keys)
-    month = rows["month"][idx]
-    first = np.full(k, np.iinfo(np.int64).max)
-    np.minimum.at(first, g, month)
-    last = np.full(k, -1, np.int64)
-    np.maximum.at(last, g, month)
+    first, last = _month_span(g, rows["month"][idx], k)
     n_rows = np.bincount(g, minlength=k)
     amount = np.round(np.bincount(g, weights=rows["amount"][idx], minlength=k), 2)
     first_row = np.full(k, len(idx))
