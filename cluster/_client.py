@@ -60,20 +60,50 @@ def open_client(address: str | None = None, *, n_workers: int | None = None, thr
             client.close()
         return
     size = local_cluster_size(n_workers, threads_per_worker, memory_limit)
-    cluster = LocalCluster(
-        processes=processes,
-        dashboard_address=":0" if dashboard else None,
-        local_directory=local_directory,
-        security=security,
-        **size,
-    )
-    client = Client(cluster)
+    with _stdout_to_stderr():
+        cluster = LocalCluster(
+            processes=processes,
+            dashboard_address=":0" if dashboard else None,
+            local_directory=local_directory,
+            security=security,
+            **size,
+        )
+        client = Client(cluster)
+        try:
+            _prepare_workers(client)
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 points at stderr while a local cluster lives, then is restored.
+
+    Worker processes (and those a nanny restarts) inherit the descriptors of this process:
+    without this, whatever a library prints in a worker lands on the command's stdout, ahead of
+    the command's own result (``--output json`` must print one JSON document and nothing else).
+    Commands print their result after the cluster has closed.
+    """
+    import sys
+
     try:
-        _prepare_workers(client)
-        yield client
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no descriptor 1 (closed): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
     finally:
-        client.close()
-        cluster.close()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _security_for(address: str, security: Any):

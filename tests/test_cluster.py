@@ -440,3 +440,17 @@ def test_poisoned_file_fails_once_naming_it(tmp_path, synth_small):
 
     log = job_paths(tmp_path / "out")["log"].read_text()
     assert log.count('"job failed"') == 1
+
+
+def test_a_local_clusters_workers_never_write_to_the_commands_stdout(tmp_path):
+    # what a worker prints goes to stderr: a command's stdout holds its own result only
+    script = (
+        "from nirlink.cluster import open_client\n"
+        "with open_client(None, n_workers=1, dashboard=False) as c:\n"
+        "    c.run(lambda: print('from-a-worker', flush=True))\n"
+        "print('the-result')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "the-result\n"
+    assert "from-a-worker" in proc.stderr
