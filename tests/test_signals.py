@@ -19,6 +19,7 @@ from nirlink.engine.jobs._spec import parse_job
 from nirlink.engine.reference._tables import aspa_table, cohort_table
 from nirlink.engine.stages._signals_partials import declarant_counts, declarant_persons, nir_pairs
 from nirlink.engine.stages._signals_rules import Register, SignalSettings, person_signals
+from nirlink.engine.stages._signals_scorecard import excess_z
 
 AS_OF = 2025 * 12 + 11  # 2025-12
 
@@ -158,8 +159,12 @@ def test_partials_match_duckdb(seed):
     got = sorted(map(tuple, t[["declarant", "rows", "nir_missing", "nir_bad_key", "unlinked", "problem_rows"]].values.tolist()))
     assert got == [tuple(w) for w in want]
     persons = declarant_persons(career, "career").to_pylist()
-    want = con.sql("""select employer_id, count(distinct coalesce(person, nir, '')) from c group by 1 order by 1""")
-    assert sorted((p["declarant"], p["persons"]) for p in persons) == want.fetchall()
+    want = con.sql("""select employer_id, count(distinct who), count(distinct who) filter (where problem)
+                      from (select employer_id, coalesce(person, nir, '') as who,
+                                   coalesce(nir_status, '') not in ('valid', 'valid_temporary')
+                                   or coalesce(link_status, '') <> 'linked' as problem from c)
+                      group by 1 order by 1""")
+    assert sorted((p["declarant"], p["persons"], p["problem_persons"]) for p in persons) == want.fetchall()
 
 
 def test_signals_section_of_the_job_file(tmp_path):
@@ -236,15 +241,16 @@ def test_planted_truth(signals_job):
 
 def test_scorecard_counts_rejects_per_declarant_and_ranks(tmp_path):
     """Ingest rejects count for their declarant (by month when their date parses); declarants
-    under min_declarant_rows are not ranked; the worst share ranks first."""
+    under min_declarant_rows are not ranked; the ranking follows the excess of problem persons."""
     from nirlink.engine.io._schemas import rejects_schema
     from nirlink.engine.stages._signals import _reduce_task
 
     career, resource, _, _ = _bucket(3)
     counts = pa.concat_tables([declarant_counts(career, "career"), declarant_counts(resource, "resource")])
-    pq.write_table(counts, tmp_path / "d.parquet")
-    (tmp_path / ".declarants").mkdir()
-    shutil.move(tmp_path / "d.parquet", tmp_path / ".declarants" / "part-0.parquet")
+    persons = pa.concat_tables([declarant_persons(career, "career"), declarant_persons(resource, "resource")])
+    for name, t in ((".declarants", counts), (".declarant_persons", persons)):
+        (tmp_path / name).mkdir()
+        pq.write_table(t, tmp_path / name / "part-0.parquet")
     schema = rejects_schema("resource")
     raw_type = schema.field("raw").type
     raws = [{f.name: None for f in raw_type} for _ in range(3)]
@@ -266,7 +272,12 @@ def test_scorecard_counts_rejects_per_declarant_and_ranks(tmp_path):
         rej = card.loc[d, "rejects"]
         assert card.loc[d, "score"] == pytest.approx((c.loc[d, "problem_rows"] + rej) / (c.loc[d, "rows"] + rej))
     ranked = card.dropna(subset=["rank"]).sort_values("rank")
-    assert list(ranked["score"]) == sorted(ranked["score"], reverse=True)
+    assert list(ranked["excess_z"]) == sorted(ranked["excess_z"], reverse=True)
+    p = persons.to_pandas().groupby("declarant")[["persons", "problem_persons"]].sum()
+    k = p["problem_persons"].reindex(ranked.index) + ranked["rejects"]
+    n = p["persons"].reindex(ranked.index) + ranked["rejects"]
+    assert result["population_problem_share"] == pytest.approx(k.sum() / n.sum())
+    assert list(ranked["excess_z"]) == pytest.approx(list(excess_z(k, n, min(2 * k.sum() / n.sum(), 0.999))))
     monthly = pq.read_table(tmp_path / "declarant_quality").to_pandas()
     p1 = monthly[(monthly["declarant"] == "P1") & (monthly["rejects"] > 0)]
     assert sorted(str(x) if pd.notna(x) else "no month" for x in p1["period"]) == ["2024-03-01", "no month"]

@@ -26,6 +26,7 @@ from nirlink.engine.io._datasets import describe_dataset, staged_directory, writ
 from nirlink.kernels import InputError
 
 from ._signals_partials import declarant_counts, declarant_persons, nir_pairs
+from ._signals_scorecard import rank_scorecard
 from ._signals_rules import CASE_SCHEMAS, PERSON_RULES, RULES, Register, SignalSettings, settings_label
 
 __all__ = ["run_signals", "SignalSettings", "RULES", "latest_month"]
@@ -185,28 +186,23 @@ def _reduce_task(out: str, register: str, rejects: list[tuple[str, str]], settin
                rejects, rejects_by_reason {shares.replace('/ rows', '/ nullif(rows, 0)')}, '{label}' as settings
         from dm order by declarant, period nulls first""").to_arrow_table()
     persons = f"read_parquet('{root}/.declarant_persons/*.parquet')" if (root / ".declarant_persons").exists() \
-        else "(select '' as declarant, 0 as persons where false)"
+        else "(select '' as declarant, 0 as persons, 0 as problem_persons where false)"
     sums = ", ".join(f"cast(sum({c}) as bigint) as {c}" for c in (
         "rows", "nir_missing", "nir_bad_key", "nir_bad_format", "unlinked", "ambiguous", "problem_rows", "rejects"))
-    # ranked on the Wilson lower bound (95%) of the problem share over the persons declared: a
-    # declarant's errors come per declared person, so a small declarant's raw share is noisy
     card = con.sql(f"""
-        with p as (select declarant, cast(sum(persons) as bigint) as persons from {persons} group by declarant),
-             t0 as (select declarant, {sums}, count(*) as months from dm group by declarant),
-             t as (select t0.*, greatest(coalesce(p.persons, 0), 1) as persons,
-                          (problem_rows + rejects) / (rows + rejects) as share
-                   from t0 left join p using (declarant)),
-             w as (select *, (share + 1.9208 / persons - 1.96 * sqrt(share * (1 - share) / persons
-                              + 0.9604 / (persons * persons))) / (1 + 3.8416 / persons) as score_lower_bound
-                   from t)
-        select declarant, 'declarant_quality' as rule, months, rows, persons, nir_missing, nir_bad_key,
+        with p as (select declarant, cast(sum(persons) as bigint) as persons,
+                          cast(sum(problem_persons) as bigint) as problem_persons from {persons} group by declarant),
+             t as (select declarant, {sums}, count(*) as months from dm group by declarant)
+        select declarant, 'declarant_quality' as rule, months, rows, coalesce(p.persons, 0) as persons,
+               coalesce(p.problem_persons, 0) as problem_persons, nir_missing, nir_bad_key,
                nir_bad_format, unlinked, ambiguous, problem_rows, rejects
-               {shares.replace('/ rows', '/ nullif(rows, 0)')}, score_lower_bound,
-               case when rows + rejects >= {int(settings.min_declarant_rows)} then
-                    rank() over (partition by rows + rejects >= {int(settings.min_declarant_rows)}
-                                 order by score_lower_bound desc, declarant) end as rank,
-               '{label}' as settings
-        from w order by rank nulls last, declarant""").to_arrow_table()
+               {shares.replace('/ rows', '/ nullif(rows, 0)')},
+               (coalesce(p.problem_persons, 0) + rejects) / nullif(coalesce(p.persons, 0) + rejects, 0)
+                   as problem_persons_share, '{label}' as settings
+        from t left join p using (declarant)""").to_arrow_table()
+    # ranked on the excess of problem persons over the population's share (_signals_scorecard)
+    card, p0 = rank_scorecard(card, int(settings.min_declarant_rows), float(settings.declarant_excess_ratio))
+    result["population_problem_share"] = p0
     con.close()
     write_parquet(monthly, root / "declarant_quality" / "part-00000.parquet")
     write_parquet(card, root / "declarant_scorecard" / "part-00000.parquet")
@@ -267,6 +263,7 @@ def run_signals(job_dir: str | Path, out_dir: str | Path, *, client=None, settin
             shutil.rmtree(work / scratch, ignore_errors=True)
         (work / ".register.arrow").unlink()
         cases = {rule: sum(r.get(rule, 0) for r in results) for rule in PERSON_RULES}
+        p0 = reduced.pop("population_problem_share", None)
         cases.update(reduced)
         tables = {}
         for rule in (*RULES, "declarant_scorecard"):
@@ -281,6 +278,8 @@ def run_signals(job_dir: str | Path, out_dir: str | Path, *, client=None, settin
             "as_of_month": f"{as_of // 12:04d}-{as_of % 12 + 1:02d}" if as_of is not None else None,
             "buckets": len(args),
             "cases": cases,
+            "scorecard": {"population_problem_share": p0, "ranked_from_rows": int(settings.min_declarant_rows),
+                          "reference_share": min(settings.declarant_excess_ratio * p0, 0.999) if p0 else None},
             "tables": tables,
         }
         write_json(work / "_manifest.json", manifest)

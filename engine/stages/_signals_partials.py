@@ -76,18 +76,24 @@ def declarant_counts(table: pa.Table | None, source: str) -> pa.Table:
 
 
 PERSONS_SCHEMA = pa.schema([pa.field("declarant", pa.string(), nullable=False),
-                            pa.field("persons", pa.int64(), nullable=False)])
+                            pa.field("persons", pa.int64(), nullable=False),
+                            pa.field("problem_persons", pa.int64(), nullable=False)])
 
 
 def declarant_persons(table: pa.Table | None, source: str) -> pa.Table:
     """Partial input of the scorecard: per declarant, the distinct persons its rows declare (the
-    linked person, else the declared NIR; rows with neither count as one). A person's rows are
-    all in one bucket, so the buckets' counts add up exactly for linked persons. Worked on the
-    dictionary codes (integers), never on the strings."""
+    linked person, else the declared NIR; rows with neither count as one) and how many of them
+    have a problem row (NIR not valid, or the row not linked). A person's rows are all in one
+    bucket, so the buckets' counts add up exactly for linked persons. Worked on the dictionary
+    codes (integers), never on the strings."""
     if table is None or table.num_rows == 0:
         return PERSONS_SCHEMA.empty_table()
+    for c in ("nir_status", "link_status"):
+        if c not in table.column_names:
+            raise InputError(f"signals: {source} rows lack column {c}")
     decl = _as_dict(table.column("employer_id" if source == "career" else "payer_id"))
     person, nir = _as_dict(table.column("person")), _as_dict(table.column("nir"))
+    problem = ~_flags(table.column("nir_status"), VALID) | ~_flags(table.column("link_status"), ("linked",))
 
     def codes(d):
         return pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -95,11 +101,15 @@ def declarant_persons(table: pa.Table | None, source: str) -> pa.Table:
     p, n = codes(person), codes(nir)
     who = np.where(p >= 0, p, len(person.dictionary) + 1 + n)  # the NIR's code when there is no person
     dc = codes(decl)
-    pairs = np.unique(dc * (len(person.dictionary) + len(nir.dictionary) + 2) + who)
-    d_of_pair = pairs // (len(person.dictionary) + len(nir.dictionary) + 2)
-    used, counts = np.unique(d_of_pair, return_counts=True)
+    width = len(person.dictionary) + len(nir.dictionary) + 2
+    pairs, inverse = np.unique(dc * width + who, return_inverse=True)
+    bad_pair = np.bincount(inverse.ravel(), weights=problem, minlength=len(pairs)) > 0
+    d_of_pair = pairs // width
+    used, first, counts = np.unique(d_of_pair, return_index=True, return_counts=True)
+    bad = np.add.reduceat(bad_pair.astype(np.int64), first) if len(first) else np.zeros(0, np.int64)
     names = pc.fill_null(decl.dictionary.take(pa.array(np.maximum(used, 0))), "")
     names = pc.if_else(pa.array(used < 0), pa.scalar("", pa.string()), names)
-    t = pa.table({"declarant": names, "persons": pa.array(counts.astype(np.int64))})
-    return t.group_by("declarant", use_threads=False).aggregate([("persons", "sum")]) \
-        .rename_columns(["declarant", "persons"]).cast(PERSONS_SCHEMA)
+    t = pa.table({"declarant": names, "persons": pa.array(counts.astype(np.int64)),
+                  "problem_persons": pa.array(bad.astype(np.int64))})
+    return t.group_by("declarant", use_threads=False).aggregate([("persons", "sum"), ("problem_persons", "sum")]) \
+        .rename_columns(["declarant", "persons", "problem_persons"]).cast(PERSONS_SCHEMA)

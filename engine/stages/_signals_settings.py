@@ -33,6 +33,7 @@ class SignalSettings:
     low_resources_window_months: int = 12
     minimum_benefit_kind: str = "minimum_old_age_benefit"
     min_declarant_rows: int = 100  # declarants with fewer rows are not ranked
+    declarant_excess_ratio: float = 2.0  # ranked on the evidence that their problem share exceeds this x the population's
     max_record_ids: int = 20
 
     def check(self) -> list[tuple[str, str]]:
@@ -47,6 +48,8 @@ class SignalSettings:
         for name in ("death_grace_months", "min_declarant_rows"):
             if getattr(self, name) < 0:
                 errors.append((f"signals.{name}", f"must be >= 0, got {getattr(self, name)}"))
+        if not 1.0 <= self.declarant_excess_ratio <= 100.0:
+            errors.append(("signals.declarant_excess_ratio", f"must be within [1, 100], got {self.declarant_excess_ratio}"))
         for name in ("pension_window_months", "low_resources_window_months", "max_record_ids", "low_resources_age"):
             if getattr(self, name) < 1:
                 errors.append((f"signals.{name}", f"must be >= 1, got {getattr(self, name)}"))
@@ -68,7 +71,7 @@ RULE_SETTINGS = {
     "possible_pension_non_take_up": ("as_of_month", "pension_window_months", "pension_kinds"),
     "low_resources_no_minimum": ("as_of_month", "low_resources_age", "low_resources_window_months",
                                  "minimum_benefit_kind"),
-    "declarant_quality": ("min_declarant_rows",),
+    "declarant_quality": ("min_declarant_rows", "declarant_excess_ratio"),
 }
 
 

@@ -4,7 +4,10 @@ Person-level rules: a case's person (a register NIR, possibly a duplicate's) is 
 true person through the truth's register rows; precision = cases whose true person is in the
 rule's truth / cases, recall = truth persons found / truth persons. The declarant scorecard:
 among the ranked declarants (at least ``min_declarant_rows`` rows), the planted bad ones are
-compared with the top k of the ranking, k = their number, and with the top 1%.
+compared with the top k of the ranking, k = their number, and with the top 1% (1% of the
+ranked declarants, rounded: the synthetic data plants round(1%) of its employers, and the
+ranked declarants are those employers and four payers, so at the default rate both sets have
+the same size and the top 1% equals the planted set when the ranking is right).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def evaluate_signals(signals_dir: str | Path, data_dir: str | Path) -> dict[str,
                       .to_pylist())
         eligible = planted & set(order)
         k = len(eligible)
-        top1 = max(1, math.ceil(0.01 * len(order))) if order else 0
+        top1 = max(1, math.floor(0.01 * len(order) + 0.5)) if order else 0  # 1% of the ranked, rounded
         report["declarants"] = {
             "ranked": len(order), "planted": len(planted), "planted_ranked": k,
             "top_k": _scores(set(order[:k]), eligible),

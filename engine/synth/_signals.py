@@ -13,8 +13,15 @@ What is planted (rates are settings, ``nirlink.synth.*``):
 - ``minimum-benefit-rate``: of the persons aged 65+ at the last resource month whose last
   12 months of resources are below the ASPA ceiling, this share receive the minimum benefit
   (``minimum_old_age_benefit`` rows topping each month up to the monthly ceiling).
-- ``bad-declarant-rate``: this share of employers declare badly: their identity versions draw
-  the NIR noise at ``bad-declarant-noise-scale`` times the normal rates.
+- ``bad-declarant-rate``: round(rate x employers) employers declare badly: their identity
+  versions draw the NIR noise at ``bad-declarant-noise-scale`` times the normal rates (0.424
+  of their persons instead of 0.053 at the default rates). They are drawn among the larger half
+  of the employer pool: an employer declares each person's identity once and repeats it, so
+  the evidence is its number of persons, and the smaller half declare 30-75 persons each (at
+  any size from 10,000 persons), where 40% of problem persons cannot be told from chance among
+  thousands of declarants (the scorecard's z, engine/stages/_signals_scorecard.py, of a bad
+  declarant of 30 persons falls to ~3 two standard deviations below its mean, the level the
+  best of 8,000 good declarants reaches by chance).
 - shared NIRs come from the noise model's ``other-person-nir`` (a valid NIR of another person).
 
 Truth (``truth/signals/part-<block>.parquet``: rule, true person, declarant): each
@@ -46,9 +53,16 @@ def _first_day(months) -> np.ndarray:
 
 
 def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
-    """Pool indices of the employers with bad practices (the same in every block)."""
-    u = np.random.default_rng(np.random.SeedSequence([seed, 14])).random(n_employers)
-    return np.flatnonzero(u < rate)
+    """Pool indices of the employers with bad practices (the same in every block): exactly
+    round(rate x employers), drawn among the larger half of the pool (indices below
+    n_employers / 2: the pool's employers are drawn with decreasing probability, so these
+    declare the most persons, 75 and more of them from 10,000 persons up)."""
+    k = int(round(rate * n_employers))
+    larger = max(1, n_employers // 2)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 14]))
+    return np.sort(rng.choice(larger, size=min(k, larger), replace=False)).astype(np.int64)
 
 
 def clip_careers_at_death(careers, persons) -> np.ndarray:
