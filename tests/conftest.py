@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -85,3 +86,22 @@ def job_run(tmp_path_factory, synth_small, dask_client):
     state = Job(load_job(job_file), client=dask_client).run()
     assert state.status == "succeeded", state.error
     return root, base / "out", job_file
+
+
+@pytest.fixture(scope="session")
+def signals_job(job_run, tmp_path_factory, dask_client):
+    """The session's finished job, copied, then run again with the signals stage and the export
+    (pseudonymised): its own run record holds a report with the signals section."""
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
+
+    root, out, _ = job_run
+    base = tmp_path_factory.mktemp("signals_job")
+    shutil.copytree(out, base / "out")
+    (base / "key").write_text("k" * 32)
+    job_file = write_job(base / "job.toml", root, base / "out",
+                         stages=["ingest", "link", "attach", "aggregate", "signals", "export"],
+                         extra=f'pseudonymise = true\nkey_file = "{base / "key"}"\n')
+    state = Job(load_job(job_file), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    return root, base / "out", state

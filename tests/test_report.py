@@ -203,3 +203,51 @@ def test_a_rerun_that_skips_every_stage_keeps_the_reports(job_run, dask_client):
     assert not own["report"].exists() and not own["performance"].exists()
     assert not list(own["dir"].glob(".*tmp*"))  # the no-op run's performance report went nowhere
     assert reporting_run(out, state.job_id) == paths["dir"].name  # what `run` and `status` name
+
+
+def test_report_signals_section_from_the_data(signals_job):
+    """The signals job's report: cases per rule and month as the datasets count them, the top of
+    the scorecard in rank order, links that resolve to the datasets, and no person."""
+    import pandas as pd
+
+    from nirlink.engine.report._signals import PERSON_RULES, TOP_DECLARANTS
+
+    _, out, state = signals_job
+    page = job_paths(out, state.job_id)["report"]
+    text = page.read_text(encoding="utf-8")
+    section = text[text.index("<h2>Signals</h2>"):text.index("<h2>Export</h2>")]
+    assert 'data-chart="signals"' in section
+    per_rule, persons = {}, set()
+    for rule in PERSON_RULES:
+        t = pq.read_table(out / "signals" / rule, columns=["person", "period"]).to_pandas()
+        persons |= set(t["person"])
+        months = pd.to_datetime(t["period"]).dt.strftime("%Y-%m")
+        per_rule[rule] = months.value_counts().to_dict()
+        assert re.search(rf"<tr><td>{rule}</td><td>{len(t):,}</td><td>{len(per_rule[rule])}</td></tr>", section), rule
+    rules = [r for r in PERSON_RULES if per_rule[r]]
+    assert sum(map(len, per_rule.values())) > 3  # cases spread over several months
+    for month in sorted({m for c in per_rule.values() for m in c}):
+        cells = [per_rule[r].get(month, 0) for r in rules]
+        row = "".join(f"<td>{v:,}</td>" for v in (*cells, sum(cells)))
+        assert f"<tr><td>{month}</td>{row}</tr>" in section, month
+    card = pq.read_table(out / "signals" / "declarant_scorecard").to_pandas().dropna(subset=["rank"])
+    top = card.sort_values("rank").head(TOP_DECLARANTS)
+    at = [section.index(f"<tr><td>{int(d.rank)}</td><td>{d.declarant}</td><td>{d.rows:,}</td><td>{d.persons:,}</td>"
+                        f"<td>{d.problem_persons:,}</td><td>{100 * d.problem_persons_share:.2f} %</td>")
+          for d in top.itertuples()]
+    assert at == sorted(at) and len(at) == min(TOP_DECLARANTS, len(card))
+    hrefs = re.findall(r"<a href='([^']+)'>", section)
+    targets = {(page.parent / h).resolve() for h in hrefs}
+    want = {(out / d / "signals" / r).resolve() for d in ("", "export")
+            for r in (*PERSON_RULES, "declarant_quality", "declarant_scorecard")}
+    assert targets == want and all(not h.startswith("/") for h in hrefs)
+    assert all(any(t.rglob("*.parquet")) for t in targets)
+    assert not [p for p in persons if p in text]  # register NIRs: none on the page
+
+
+def test_report_signals_chart_draws_offline(signals_job, browser):
+    _, out, state = signals_job
+    browser.get(job_paths(out, state.job_id)["report"].resolve().as_uri())
+    el = _wait(lambda: browser.find_elements("css selector", '.chart[data-chart="signals"]'), "the signals chart")[0]
+    assert _wait(lambda: _colored(el.screenshot_as_png, saturated=True) > 0.005, "chart signals")
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

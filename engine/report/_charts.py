@@ -85,6 +85,27 @@ class Charts:
         _hover(fig, [("", "@label"), *[(k, f"@{{{k}}}{{0,0}}") for k in keys]])
         return self._add(name, fig)
 
+    def stacked_columns(self, name: str, months: list[str], stacks: dict[str, list[int]], *, title: str,
+                        value_label: str) -> str:
+        """Vertical bars per month (``YYYY-MM``) on a time axis, split by category (cases per rule)."""
+        import datetime as dt
+
+        from bokeh.models import ColumnDataSource
+
+        keys = list(stacks)
+        x = [dt.datetime(int(m[:4]), int(m[5:7]), 15) for m in months]
+        fig = _figure(title, width=900, height=360, x_axis_type="datetime", y_axis_label=value_label)
+        src = ColumnDataSource({"x": x, "month": months, **stacks})
+        fig.vbar_stack(keys, x="x", width=25 * 24 * 3600 * 1000, source=src,
+                       color=list((PALETTE * (len(keys) // len(PALETTE) + 1))[:len(keys)]), legend_label=keys)
+        fig.y_range.start = 0
+        fig.legend.orientation = "horizontal"
+        fig.legend.label_text_font_size = "8pt"
+        fig.add_layout(fig.legend[0], "below")
+        _counts_axis(fig.yaxis)
+        _hover(fig, [("month", "@month"), *[(k, f"@{{{k}}}{{0,0}}") for k in keys]])
+        return self._add(name, fig)
+
     def histogram(self, name: str, lefts: list[float], counts: list[int], *, bin_width: float, title: str,
                   x_label: str, y_label: str, x_format: str = "0,0") -> str:
         """Bars of ``bin_width`` starting at each left edge, with both axes labelled."""

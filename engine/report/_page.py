@@ -3,8 +3,8 @@
 Sections: the run (job id, dates, nirlink version, cluster, thresholds) and its warnings;
 stage timings; inputs and their row counts; rejects by reason; linkage by method, status and
 NIR status; register duplicates; the Splink model charts (match weights, m and u);
-distributions of quarters and SAM; the export. The Dask performance report of the run is a
-file of its own beside this one (it carries its own copy of BokehJS and its task stream
+distributions of quarters and SAM; the signals (engine/report/_signals.py); the export.
+The Dask performance report of the run is a file of its own beside this one (it carries its own copy of BokehJS and its task stream
 grows with the run: inside this page it would double the page's size), linked from it.
 
 Everything is inline (see ``_charts``): the page reads on a machine without network. No NIR
@@ -27,7 +27,7 @@ from ._charts import Charts
 
 __all__ = ["write_report", "histogram_bins", "STAGES"]
 
-STAGES = ("ingest", "link", "attach", "aggregate", "export")
+STAGES = ("ingest", "link", "attach", "aggregate", "signals", "export")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -275,6 +275,10 @@ def write_report(job_dir: str | Path, out: str | Path, *, state: Any = None, clu
         sec.append(_link_section(manifests["link"], charts, job))
     if "aggregate" in manifests:
         sec.append(_aggregate_section(manifests["aggregate"], job, charts))
+    if "signals" in manifests:
+        from ._signals import signals_section
+
+        sec.append(signals_section(manifests["signals"], job, out, charts, manifests.get("export")))
     if "export" in manifests:
         sec.append(_export_section(manifests["export"]))
     sec.append(_performance_section(Path(performance) if performance else None, out))
