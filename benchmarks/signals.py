@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
+    ap.add_argument("--name", default="signals", help="results/<name>.json and .md (default: signals)")
     args = ap.parse_args(argv)
     from nirlink.engine.jobs._runner import Job
     from nirlink.engine.jobs._spec import load_job
@@ -34,6 +36,7 @@ def main(argv=None) -> None:
     from nirlink.engine.synth._params import SynthParams
 
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="nirlink-bench-signals-"))
+    load_before = os.getloadavg()
     data, out = scratch / "data", scratch / "job"
     with local_client(n_workers=args.workers) as client:
         t0 = time.perf_counter()
@@ -44,6 +47,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         state = Job(load_job(job_file), client=client, restart=True).run()
         job_s = time.perf_counter() - t0
+    load_after = os.getloadavg()
     stages = dict(state.stage_seconds)
     others = sum(v for k, v in stages.items() if k != "signals")
     report = evaluate_signals(out, data)
@@ -60,10 +64,12 @@ def main(argv=None) -> None:
         rules.append([f"declarants: top 1% ({t1['size']})", t1["cases"], t1["truth"], f"{t1['precision']:.4f}",
                       f"{t1['recall']:.4f}"])
     table = (f"{args.persons:,} persons ({summary['rows']['career'] + summary['rows']['resource']:,} rows), "
-             f"{args.workers} workers; job {job_s:,.0f} s, synth {synth_s:,.0f} s\n\n"
+             f"{args.workers} workers; job {job_s:,.0f} s, synth {synth_s:,.0f} s; load average (1 min) "
+             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n\n"
              + markdown_table(["stage", "seconds", "signals / rest of the job"], rows) + "\n\n"
              + markdown_table(["rule", "cases", "truth", "precision", "recall"], rules))
-    write_results("signals", {"persons": args.persons, "rows": summary["rows"], "stage_seconds": stages,
+    write_results(args.name, {"persons": args.persons, "load_average_before": load_before,
+                              "load_average_after": load_after, "rows": summary["rows"], "stage_seconds": stages,
                               "signals_over_rest": stages.get("signals", 0) / others, "job_seconds": job_s,
                               "synth_seconds": synth_s, "evaluation": report, "cases": manifest["cases"]},
                   table, scratch=None if args.dir else scratch)

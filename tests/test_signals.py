@@ -324,3 +324,25 @@ def test_explain_takes_a_case_record_id(signals_job):
     links = pq.read_table(out / "link" / "links")
     row = links.filter(pc.equal(links.column("signature"), data["signature"])).to_pylist()[0]
     assert row["person"] == case["person"] and row["method"] == case["link_method"]
+
+
+@settings(max_examples=60)
+@given(nirs=st.lists(st.text(alphabet="0123456789AB", min_size=13, max_size=15), max_size=40, unique=True),
+       probes=st.lists(st.none() | st.text(alphabet="0123456789ABé\x00", max_size=17), max_size=40))
+def test_register_lookup_is_a_dictionary_lookup(nirs, probes):
+    """The register file's binary search finds each NIR at its row and nothing else (nulls,
+    longer or non-ASCII values, prefixes of a NIR). Oracle: a Python dict."""
+    from nirlink.engine.stages._signals_rules import register_file_table
+
+    table = pa.table({"nir": pa.array(nirs, pa.string()), "owner": pa.array([f"o{n}" for n in nirs], pa.string()),
+                      "birth_year": pa.array([1950] * len(nirs), pa.int16()),
+                      "birth_month": pa.array([None] * len(nirs), pa.int8()),
+                      "death_date": pa.array([None] * len(nirs), pa.date32())})
+    stored = register_file_table(table)
+    reg = Register.from_table(stored)
+    row_of = {n: i for i, n in enumerate(stored.column("nir").to_pylist())}
+    values = probes + nirs + [n[:-1] for n in nirs] + [n + "\x00" for n in nirs]
+    got = reg.find(pa.array(values, pa.string()))
+    assert got.tolist() == [row_of.get(v, -1) for v in values]
+    assert reg.owner.take(pa.array([row_of[n] for n in nirs], pa.int64())).to_pylist() == [f"o{n}" for n in nirs]
+    assert reg.birth_month.tolist() == [0] * len(nirs) and reg.death_day.tolist() == [-1] * len(nirs)

@@ -3,7 +3,8 @@ linked rows and aggregates the job already holds.
 
 Mechanism: the register's facts the rules need (each NIR's person, birth, death) are sorted
 once into an Arrow IPC file that every task memory-maps (as the attach stage does with the
-link table). Then one task per person bucket of the attach stage (``b=<k>/``, read once:
+link table); a task looks its bucket's NIRs up by binary search on the file's fixed-width NIR
+keys, so it reads the pages of those rows only (``Register``). Then one task per person bucket of the attach stage (``b=<k>/``, read once:
 every row of its persons) runs the person-level rules (engine/stages/_signals_rules.py) and
 writes its cases, plus small partial tables (engine/stages/_signals_partials.py): (declared
 NIR, person) pairs, counts per declarant and month, distinct persons per declarant. A last task sums those partials with DuckDB (out of core) into the
@@ -27,7 +28,8 @@ from nirlink.kernels import InputError
 
 from ._signals_partials import declarant_counts, declarant_persons, nir_pairs
 from ._signals_scorecard import rank_scorecard
-from ._signals_rules import CASE_SCHEMAS, PERSON_RULES, RULES, Register, SignalSettings, settings_label
+from ._signals_rules import (CASE_SCHEMAS, PERSON_RULES, RULES, Register, SignalSettings, register_file_table,
+                             settings_label)
 
 __all__ = ["run_signals", "SignalSettings", "RULES", "latest_month"]
 
@@ -55,7 +57,7 @@ def _build_register(ingest_dir: str, link_dir: str, out: str) -> int:
         select g.nir, {owner} as owner, g.birth_year, g.birth_month, g.death_date
         from g {cluster_sql} order by g.nir""").to_arrow_table()
     con.close()
-    table = table.combine_chunks()
+    table = register_file_table(table.combine_chunks())
     with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return table.num_rows

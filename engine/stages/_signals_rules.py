@@ -26,32 +26,78 @@ from nirlink.kernels._dates import first_day_of_month, month_index
 from ._signals_settings import CASE_SCHEMAS, PERSON_RULES, RULES, VALID, SignalSettings, settings_label
 
 __all__ = ["SignalSettings", "PERSON_RULES", "RULES", "CASE_SCHEMAS", "person_signals", "Register",
-           "settings_label"]
+           "register_file_table", "settings_label"]
+
+def register_file_table(t: pa.Table) -> pa.Table:
+    """The register as the signal tasks map it: rows sorted by the NIR's bytes, the NIR also as a
+    fixed-width key (``nir_key``: a task finds its few NIRs by binary search on the mapped file,
+    with no hash of the whole register), numbers without nulls (0 = unknown, death -1 = alive) so
+    that they map as numpy views, not copies."""
+    nir = pc.fill_null(_arr(t.column("nir")), "")
+    width = max(1, int(pc.max(pc.binary_length(nir)).as_py() or 1))
+    keys = _fixed_keys(nir, width)
+    order = np.argsort(keys, kind="stable")
+    t, keys = t.take(pa.array(order)), keys[order]
+    return pa.table({
+        "nir": _arr(t.column("nir")), "owner": _arr(t.column("owner")),
+        "nir_key": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(keys), [None, pa.py_buffer(keys.tobytes())]),
+        "birth_year": pc.fill_null(_arr(t.column("birth_year")), 0).cast(pa.int32()),
+        "birth_month": pc.fill_null(_arr(t.column("birth_month")), 0).cast(pa.int32()),
+        "death_day": pc.fill_null(pc.cast(_arr(t.column("death_date")), pa.int32()), -1),
+    })
+
+
+def _fixed_keys(values: pa.Array, width: int) -> np.ndarray:
+    """Strings as numpy fixed-width bytes (their UTF-8; longer ones cut, so the caller masks them)."""
+    raw = pc.fill_null(pc.cast(values, pa.binary()), b"").to_numpy(zero_copy_only=False)
+    return raw.astype(f"S{width}") if len(raw) else np.zeros(0, f"S{width}")
+
 
 @dataclass
 class Register:
     """What the rules need of the register, sorted by NIR: each NIR's person (its cluster's
-    representative when the register holds the person twice), birth year and month, death date."""
+    representative when the register holds the person twice), birth year and month, death date.
+    Built on the memory-mapped register file, it copies nothing of it: lookups are binary
+    searches on ``keys`` and reads at the positions found."""
 
     nir: pa.Array
     owner: pa.Array
-    birth_year: np.ndarray  # int64, 0 = unknown
-    birth_month: np.ndarray  # int64, 0 = unknown
-    death_day: np.ndarray  # int64 days since epoch, -1 = alive
+    keys: np.ndarray  # fixed-width bytes of each NIR, sorted
+    birth_year: np.ndarray  # 0 = unknown
+    birth_month: np.ndarray  # 0 = unknown
+    death_day: np.ndarray  # days since epoch, -1 = alive
 
     @classmethod
     def from_table(cls, t: pa.Table) -> Register:
-        death = t.column("death_date")
-        dd = pc.fill_null(pc.cast(death, pa.int32()), -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return cls(nir=_arr(t.column("nir")), owner=_arr(t.column("owner")),
-                   birth_year=pc.fill_null(t.column("birth_year"), 0).to_numpy(zero_copy_only=False).astype(np.int64),
-                   birth_month=pc.fill_null(t.column("birth_month"), 0).to_numpy(zero_copy_only=False).astype(np.int64),
-                   death_day=dd)
+        """From the register file's table (``register_file_table``), or from a plain table of nir,
+        owner, birth_year, birth_month, death_date (converted first)."""
+        if "nir_key" not in t.column_names:
+            t = register_file_table(t)
+        key = _plain(t.column("nir_key"))
+        width = key.type.byte_width
+        keys = np.frombuffer(key.buffers()[1], dtype=f"S{width}", count=len(key), offset=key.offset * width) \
+            if len(key) else np.zeros(0, f"S{width}")
+
+        def numbers(name):
+            return _plain(t.column(name)).to_numpy(zero_copy_only=False)
+
+        return cls(nir=_arr(t.column("nir")), owner=_arr(t.column("owner")), keys=keys,
+                   birth_year=numbers("birth_year"), birth_month=numbers("birth_month"),
+                   death_day=numbers("death_day"))
 
     def find(self, values) -> np.ndarray:
-        """Row of each value in the register, -1 when absent."""
-        pos = pc.index_in(values, value_set=self.nir)
-        return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        """Row of each value in the register, -1 when absent (or null)."""
+        values = _arr(values)
+        if len(values) == 0 or len(self.keys) == 0:
+            return np.full(len(values), -1, np.int64)
+        width = self.keys.dtype.itemsize
+        fits = pc.fill_null(pc.less_equal(pc.binary_length(values), width), False).to_numpy(zero_copy_only=False)
+        wanted = _fixed_keys(values, width)
+        pos = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        # numpy's fixed-width bytes ignore trailing NULs: the lengths must agree too
+        same = pc.equal(pc.binary_length(values), pc.binary_length(self.nir.take(pa.array(pos))))
+        same = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+        return np.where(fits & same & (self.keys[pos] == wanted), pos, -1).astype(np.int64)
 
 
 def _plain(col) -> pa.Array:
@@ -172,7 +218,7 @@ def person_signals(career: pa.Table | None, resource: pa.Table | None, quarters:
     n = len(persons)
 
     def take(a, fill):
-        return np.where(known, a[np.maximum(reg, 0)], fill)
+        return np.where(known, a[np.maximum(reg, 0)], fill).astype(np.int64)
 
     ctx = {"pidx": pidx, "persons": persons, "n": n, "death": take(register.death_day, -1),
            "birth_year": take(register.birth_year, 0), "birth_month": take(register.birth_month, 0)}
