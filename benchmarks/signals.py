@@ -5,7 +5,7 @@ signals stage on a local cluster (one worker process per core) and reports, from
 own stage timings, the signals stage's wall time against the rest of the job in the same run
 (goal: <= 10% more), then each rule's precision and recall against the planted truth
 (`nirlink evaluate --signals`; goal: >= 0.95 for every person-level rule).
-Results: benchmarks/results/signals.json and signals.md.
+Results: benchmarks/results/signals.json and signals.md (`--name N`: N.json and N.md).
 """
 
 from __future__ import annotations
