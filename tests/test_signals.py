@@ -3,7 +3,6 @@ section, the stage in a job (skips, export, pseudonyms) and the planted truth.""
 
 from __future__ import annotations
 
-import shutil
 
 import duckdb
 import numpy as np

@@ -20,8 +20,8 @@ What is planted (rates are settings, ``nirlink.synth.*``):
   the evidence is its number of persons, and the smaller half declare 30-75 persons each (at
   any size from 10,000 persons), where 40% of problem persons cannot be told from chance among
   thousands of declarants (the scorecard's z, engine/stages/_signals_scorecard.py, of a bad
-  declarant of 30 persons falls to ~3 two standard deviations below its mean, the level the
-  best of 8,000 good declarants reaches by chance).
+  declarant of 30 persons falls to ~2 two standard deviations below its mean, a level a few
+  of 4,000 small good declarants reach by chance).
 - shared NIRs come from the noise model's ``other-person-nir`` (a valid NIR of another person).
 
 Truth (``truth/signals/part-<block>.parquet``: rule, true person, declarant): each
