@@ -3,7 +3,7 @@ declarant scorecard, and links to the datasets.
 
 Built from the signals stage's manifest and datasets with DuckDB (counts per rule and month,
 the scorecard's first rows): no person appears, only counts, declarant ids (employers' and
-payers' SIRETs) and their rates. Links are relative to the report's own directory, so they
+payers' SIRETs; anything shaped like a NIR masked) and their rates. Links are relative to the report's own directory, so they
 follow the job directory when it is moved.
 """
 
@@ -13,6 +13,8 @@ import html
 import os
 from pathlib import Path
 from typing import Any
+
+from nirlink.engine.jobs._joblog import mask_nirs
 
 from . import _format as f
 from ._charts import Charts
@@ -95,7 +97,7 @@ def signals_section(m: dict, job: Path, report: Path, charts: Charts, export: di
         out.append(f.table(
             ["rank", "declarant", "rows", "persons", "problem persons", "% of persons", "rejects",
              "problem rows %", "excess z"],
-            [[int(d["rank"]), str(d["declarant"]), d["rows"], d["persons"], d["problem_persons"],
+            [[int(d["rank"]), mask_nirs(str(d["declarant"])), d["rows"], d["persons"], d["problem_persons"],
               f.Raw(f.share(d["problem_persons_share"], 1)), d["rejects"], f.Raw(f.share(d["score"], 1)),
               f.Raw(f.decimal(d["excess_z"], 1))] for d in top]))
     links = []
