@@ -26,7 +26,8 @@ from nirlink.kernels import ModelError
 from ._model import ModelSpec
 
 __all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "fix_levels", "fill_null_u", "predict_rules",
-           "predict_all", "rule_sql", "PREDICTION_SCHEMA"]
+           "predict_all", "rule_sql", "PREDICTION_SCHEMA",
+           "estimate_u", "u_comparisons", "set_u"]
 
 PREDICTION_SCHEMA = pa.schema([
     pa.field("unique_id_l", pa.int64(), nullable=False),
@@ -114,28 +115,32 @@ def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[
 
 def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
           threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None,
-          fixed_u: dict[str, dict[str, float]] | None = None,
+          fixed_u: dict[str, dict[str, float]] | None = None, u: dict[str, list[float | None]] | None = None,
           names: tuple[str, str] = ("records", "register")) -> dict:
     """Train the model on a sample and return its Splink settings (plain Splink loads them).
 
     u by random sampling, the probability that two random records match from deterministic
     rules (rescaled to the full sizes when training ran on a subset), m by expectation
     maximisation over the recipe's blocking rules. Levels of the recipe's ``m_fixed`` and of
-    ``fixed_u`` (u counted outside Splink, see _training.exact_u) keep those values throughout.
+    ``fixed_u`` (u counted outside Splink, see _exact_u) keep those values throughout.
     An EM blocking entry is a list of columns or expressions (Splink's block_on) or SQL.
+    ``u``: the u of each comparison as ``estimate_u`` returns them, estimated elsewhere (by
+    parallel tasks); by default they are estimated here, one comparison after the other.
     """
     from splink import block_on
 
     t = model.training
     tables = [left] if right is None else [left, right]
     base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
+    if u is None:
+        u = {c: estimate_u(model, left, right, tf, c, threads=threads, memory_limit=memory_limit, names=names)
+             for c in u_comparisons(base)}
+    set_u(base, u)
     with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
         linker, _ = make_linker(con, base, tables, tf, names=names)
         rules = t.get("deterministic_rules", [])
         if rules:
             linker.training.estimate_probability_two_random_records_match(rules, recall=t.get("deterministic_recall", 0.8))
-        linker.training.estimate_u_using_random_sampling(max_pairs=float(t.get("u_max_pairs", 1e6)),
-                                                         seed=int(t.get("seed", 42)))
         for cols in t.get("em_blocking", []):
             rule = cols if isinstance(cols, str) else block_on(*cols)
             linker.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
@@ -149,6 +154,46 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
         lam = settings["probability_two_random_records_match"]
         settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if right is not None \
             else lam * (n_left / max(big_left, 1))
+    return settings
+
+
+def u_comparisons(settings: dict) -> list[str]:
+    """The comparisons whose u random sampling estimates: all but those whose every level has
+    a fixed u (counted outside Splink), which Splink would sample only to discard the result."""
+    return [c["output_column_name"] for c in settings.get("comparisons", [])
+            if not all(lv.get("fix_u_probability") for lv in c["comparison_levels"] if not lv.get("is_null_level"))]
+
+
+def estimate_u(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], comparison: str,
+               *, threads: int = 1, memory_limit: str | None = None,
+               names: tuple[str, str] = ("records", "register")) -> list[float | None]:
+    """u of one comparison's levels (in order, None for a null level or a level no sampled pair
+    fell into) by Splink's random sampling of the recipe's ``u_max_pairs`` pairs. Splink draws
+    the sample from the record ids and counts each comparison on its own, so this is what it
+    estimates for the comparison with all of them at once, and the comparisons can run as
+    separate tasks."""
+    t = model.training
+    settings = model.splink_settings()
+    settings["comparisons"] = [c for c in settings["comparisons"] if c["output_column_name"] == comparison]
+    tables = [left] if right is None else [left, right]
+    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+        linker, _ = make_linker(con, settings, tables, tf, names=names)
+        linker.training.estimate_u_using_random_sampling(max_pairs=float(t.get("u_max_pairs", 1e6)),
+                                                         seed=int(t.get("seed", 42)))
+        trained = linker.misc.save_model_to_json()
+    return [lv.get("u_probability") for lv in trained["comparisons"][0]["comparison_levels"]]
+
+
+def set_u(settings: dict, u: dict[str, list[float | None]]) -> dict:
+    """Put the u that ``estimate_u`` returned per comparison into ``settings`` (levels whose u
+    is fixed keep theirs)."""
+    for comp in settings.get("comparisons", []):
+        values = u.get(comp["output_column_name"])
+        if values is None:
+            continue
+        for lv, value in zip(comp["comparison_levels"], values, strict=True):
+            if value is not None and not lv.get("fix_u_probability") and not lv.get("is_null_level"):
+                lv["u_probability"] = value
     return settings
 
 
