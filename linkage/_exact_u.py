@@ -13,7 +13,7 @@ from typing import Any
 
 from ._model import ModelSpec
 
-__all__ = ["exact_u"]
+__all__ = ["exact_u", "exact_u_counts", "exact_u_from_counts"]
 
 # the body's three segments (sex-year-month, place, order): two bodies within two substitutions
 # or one transposition of each other agree on at least one of them
@@ -29,18 +29,30 @@ def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: 
     7 characters) all imply such an agreement (a level needing two shifted edits could escape:
     such pairs are counted as ELSE). Two register rows never share a body, so the 'body exact'
     level's u among non-matches comes from another person's NIR being declared: m(ELSE) / N.
-    A level with no pair gets half a pair."""
+    A level with no pair gets half a pair. In one process; ``exact_u_counts`` on parts of the
+    sample (parallel tasks) and ``exact_u_from_counts`` give the same result."""
+    counts = exact_u_counts(model, comparison, reg_files, sample=sample, seed=seed, threads=threads,
+                            memory_limit=memory_limit)
+    return exact_u_from_counts(model, comparison, [counts])
+
+
+def exact_u_counts(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: int, seed: int,
+                   part: tuple[int, int] = (0, 1), threads: int = 1, memory_limit: str | None = None) -> dict[str, Any]:
+    """The pairs of part ``part[0]`` of ``part[1]`` of the register sample (split on a hash of
+    the row id) in each level of the comparison: integer counts, which add up exactly over the
+    parts whatever their number or the order they finish in."""
     from ._splink import duckdb_connection
 
-    comp = next(c for c in model.comparisons if c.name == comparison)
-    levels = [lv for lv in comp.levels if not lv.null]
+    levels = _levels(model, comparison)
     cases = " ".join(f"when {lv.sql.replace('l.', 'a.').replace('r.', 'b.')} then {i}"
                      for i, lv in enumerate(levels) if lv.sql.strip().upper() != "ELSE")
+    index, parts = int(part[0]), int(part[1])
     with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
         con.execute(f"create table r as select unique_id, nir_body from read_parquet({reg_files!r}) "
                     "where nir_body is not null")
         n = con.execute("select count(*) from r").fetchall()[0][0]
-        con.execute(f"create table s as select * from r order by hash(unique_id + {int(seed)}) limit {int(sample)}")
+        con.execute(f"create table s as select * from (select * from r order by hash(unique_id + {int(seed)}) "
+                    f"limit {int(sample)}) where hash(unique_id) % {parts} = {index}")
         k = con.execute("select count(*) from s").fetchall()[0][0]
         seg = [f"substr(a.nir_body, {p}, {w}) = substr(b.nir_body, {p}, {w})" for p, w in _BODY_SEGMENTS]
         # each pair once: joined on the first segment it agrees on
@@ -51,6 +63,18 @@ def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: 
             + " where substr(a.nir_body, 1, 7) = substr(b.nir_body, 1, 7) or levenshtein(a.nir_body, b.nir_body) <= 2"
             for i in range(len(seg)))
         counts = dict(con.execute(f"select level, count(*) from ({joins}) where level >= 0 group by level").fetchall())
+    return {"counts": {int(i): int(c) for i, c in counts.items()}, "register_rows": int(n), "sample_rows": int(k)}
+
+
+def exact_u_from_counts(model: ModelSpec, comparison: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The u of the comparison's levels from the counts of all the sample's parts."""
+    levels = _levels(model, comparison)
+    n = parts[0]["register_rows"]
+    k = sum(p["sample_rows"] for p in parts)
+    counts: dict[int, int] = {}
+    for p in parts:
+        for i, c in p["counts"].items():
+            counts[int(i)] = counts.get(int(i), 0) + int(c)
     pairs = float(k) * float(max(n - 1, 1))
     u: dict[str, float] = {}
     else_label = None
@@ -67,3 +91,7 @@ def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: 
     return {"u": u, "pairs": pairs, "pairs_counted": {levels[i].label: int(c) for i, c in sorted(counts.items())},
             "register_rows": n, "sample_rows": k}
 
+
+def _levels(model: ModelSpec, comparison: str):
+    comp = next(c for c in model.comparisons if c.name == comparison)
+    return [lv for lv in comp.levels if not lv.null]

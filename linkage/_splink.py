@@ -145,6 +145,7 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
             rule = cols if isinstance(cols, str) else block_on(*cols)
             linker.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
         settings = linker.misc.save_model_to_json()
+    settings.pop("linker_uid", None)  # a random name of the Linker object: the model would differ run to run
     apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
     fill_null_u(settings, float(t.get("u_max_pairs", 1e6)))
     if full_sizes is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._config import LinkConfig
-from ._exact_u import exact_u
+from ._exact_u import exact_u_counts, exact_u_from_counts
 from ._frequencies import global_tf
 from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS
 from ._register import register_files
 from ._signatures import signature_files
-from ._splink import train
+from ._splink import estimate_u, train, u_comparisons
 from ._tasks import Progress, run_tasks, share
 
 __all__ = ["train_models"]
@@ -49,55 +50,119 @@ def _pick_years(counts: dict[int, int], max_rows: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+# the register sample of an exact u is counted in this many parts, one task each: counts are
+# integers, so their sum does not depend on the number of parts or on the order they finish in
+EXACT_U_PARTS = 4
+
+
+def _u_task(kind: str, model: ModelSpec, comparison: str, left, right, tf, reg_files: list[str], part: int,
+            threads: int, memory_limit: str | None):
+    """One task of the u batch: a part of an exact u count, or a comparison's sampled u."""
+    t = model.training
+    if kind == "exact":
+        return exact_u_counts(model, comparison, reg_files, sample=int(t.get("u_exact_sample", 50_000)),
+                              seed=int(t.get("seed", 42)), part=(part, EXACT_U_PARTS), threads=threads,
+                              memory_limit=memory_limit)
+    return estimate_u(model, left, right, tf, comparison, threads=threads, memory_limit=memory_limit)
+
+
 def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, full_sizes,
-                fixed_u=None):
+                fixed_u=None, u=None):
     return train(model, left, right, tf, threads=threads, memory_limit=memory_limit, full_sizes=full_sizes,
-                 fixed_u=fixed_u)
+                 fixed_u=fixed_u, u=u)
+
+
+def _sample(model: ModelSpec, reg_files: list[str], sig_files: list[str], client, progress) -> dict[str, Any]:
+    """The training sample of a model: the register rows (right) and, for a link, the records
+    (left) of a random set of birth years, with the full sizes when that is a subset."""
+    name = model.name
+    counts = Counter()
+    for c in run_tasks(client, _year_counts, [(f,) for f in reg_files], name=f"sample-{name}", progress=progress):
+        counts.update(c)
+    max_rows = int(model.training.get("sample_max_register_rows", 300_000))
+    years = _pick_years(counts, max_rows, int(model.training.get("seed", 42)))
+    right = pa.concat_tables(run_tasks(client, _take_years, [(f, years) for f in reg_files], name=f"sample-r-{name}"))
+    n_right_full = sum(counts.values())
+    if model.link_type == "link_only":
+        left = pa.concat_tables(run_tasks(client, _take_years, [(f, years) for f in sig_files], name=f"sample-l-{name}"))
+        n_left_full = sum(pq.read_metadata(f).num_rows for f in sig_files)
+        full = (n_left_full, n_right_full) if len(years) < len(counts) else None
+        return {"years": years, "left": left, "right": right, "full": full}
+    full = (n_right_full, n_right_full) if len(years) < len(counts) else None
+    return {"years": years, "left": right, "right": None, "full": full}
 
 
 def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, client=None,
                  progress: Progress | None = None) -> dict[str, Any]:
     """Train untrained models on a bounded sample: all records and register rows of a random set
-    of birth years (matches share their birth year, so a year subset keeps them together)."""
+    of birth years (matches share their birth year, so a year subset keeps them together).
+
+    Three batches of tasks, so that the cluster's cores share the work: term frequencies and
+    the samples; then the u of every comparison of every model (one task each, Splink's
+    random sampling) with the exact u counts of the declared NIR (in parts); then the
+    expectation maximisation of each model (its sessions in order, as Splink runs them), one
+    task per model. Results are combined in the models' and comparisons' order, so the
+    trained models do not depend on the cluster."""
     reg_files, sig_files = register_files(work), signature_files(work)
     info: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[f"training.{phase}"] = round(now - clock, 3)
+        clock = now
+
     tf_all = {name: global_tf(m, reg_files, client, progress) for name, m in models.items()}
-    for name, model in models.items():
-        if model.trained:
-            info[name] = {"trained": "given"}
-            continue
-        counts = Counter()
-        for c in run_tasks(client, _year_counts, [(f,) for f in reg_files], name=f"sample-{name}", progress=progress):
-            counts.update(c)
-        max_rows = int(model.training.get("sample_max_register_rows", 300_000))
-        years = _pick_years(counts, max_rows, int(model.training.get("seed", 42)))
-        right = pa.concat_tables(run_tasks(client, _take_years, [(f, years) for f in reg_files], name=f"sample-r-{name}"))
-        n_right_full = sum(counts.values())
-        if model.link_type == "link_only":
-            left_parts = run_tasks(client, _take_years, [(f, years) for f in sig_files], name=f"sample-l-{name}")
-            left = pa.concat_tables(left_parts)
-            n_left_full = sum(pq.read_metadata(f).num_rows for f in sig_files)
-            full = (n_left_full, n_right_full) if len(years) < len(counts) else None
-            args = (model, left, right, tf_all[name], cfg.duckdb_threads, cfg.duckdb_memory_limit, full)
+    lap("frequencies")
+    todo = {name: m for name, m in models.items() if not m.trained}
+    info.update({name: {"trained": "given"} for name in models if name not in todo})
+    samples = {name: _sample(m, reg_files, sig_files, client, progress) for name, m in todo.items()}
+    lap("sample")
+    shared = {name: {k: share(client, s[k]) if isinstance(s[k], pa.Table) else s[k] for k in ("left", "right")}
+              for name, s in samples.items()}
+    jobs, args = [], []
+    opts = (cfg.duckdb_threads, cfg.duckdb_memory_limit)
+    for name, model in todo.items():  # the exact counts first: the longest tasks
+        for comp in model.training.get("u_exact", []):
+            for part in range(EXACT_U_PARTS):
+                jobs.append(("exact", name, comp))
+                args.append(("exact", model, comp, None, None, None, reg_files, part, *opts))
+    for name, model in todo.items():
+        exact = set(model.training.get("u_exact", []))
+        for comp in u_comparisons(model.splink_settings()):
+            if comp not in exact:
+                jobs.append(("sampled", name, comp))
+                args.append(("sampled", model, comp, shared[name]["left"], shared[name]["right"], tf_all[name],
+                             reg_files, 0, *opts))
+    results = run_tasks(client, _u_task, args, name="training-u", progress=progress)
+    u_all: dict[str, dict[str, list]] = {name: {} for name in todo}
+    exact_parts: dict[tuple[str, str], list] = {}
+    for (kind, name, comp), res in zip(jobs, results):
+        if kind == "exact":
+            exact_parts.setdefault((name, comp), []).append(res)
         else:
-            full = (n_right_full, n_right_full) if len(years) < len(counts) else None
-            left = right
-            args = (model, right, None, tf_all[name], cfg.duckdb_threads, cfg.duckdb_memory_limit, full)
+            u_all[name][comp] = res
+    lap("u")
+    em_args = []
+    for name, model in todo.items():
         fixed_u, u_info = {}, {}
         for comp in model.training.get("u_exact", []):
-            res = run_tasks(client, exact_u, [(model, comp, reg_files)], name=f"u-{name}-{comp}", progress=progress,
-                            kwargs=dict(sample=int(model.training.get("u_exact_sample", 50_000)),
-                                        seed=int(model.training.get("seed", 42)), threads=cfg.duckdb_threads,
-                                        memory_limit=cfg.duckdb_memory_limit))[0]
-            fixed_u[comp] = res["u"]
-            u_info[comp] = res
-        args = (*args, fixed_u)
-        settings = run_tasks(client, _train_task, [tuple(share(client, a) if isinstance(a, pa.Table) else a
-                                                         for a in args)], name=f"train-{name}", progress=progress)[0]
+            u_info[comp] = exact_u_from_counts(model, comp, exact_parts[(name, comp)])
+            fixed_u[comp] = u_info[comp]["u"]
+        info[name] = {"u_exact": u_info} if u_info else {}
+        s = samples[name]
+        em_args.append((model, shared[name]["left"], shared[name]["right"], tf_all[name], *opts, s["full"],
+                        fixed_u, u_all[name]))
+    trained = run_tasks(client, _train_task, em_args, name="training-em", progress=progress)
+    for (name, model), settings in zip(todo.items(), trained):
         model.splink = settings
-        info[name] = {"sample_years": years, "sample_left_rows": left.num_rows, "sample_right_rows": right.num_rows,
+        s = samples[name]
+        right = s["right"] if s["right"] is not None else s["left"]
+        info[name] = {"sample_years": s["years"], "sample_left_rows": s["left"].num_rows,
+                      "sample_right_rows": right.num_rows,
                       "probability_two_random_records_match": settings["probability_two_random_records_match"],
-                      **({"u_exact": u_info} if u_info else {})}
-    return {"training": info, "tf": tf_all}
-
-
+                      **info[name]}
+    lap("em")
+    return {"training": {name: info[name] for name in models}, "tf": tf_all, "timings_s": timings}

@@ -79,6 +79,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         clerical = load_decisions(decisions_path, signature_files(work), register_files(work),
                                   files["career"] + files["resource"]) if decisions_path else None
         trained = timed("training", train_models, work, {"identity": model, "register": reg_model}, cfg, **kw)
+        timings.update(trained["timings_s"])  # its parts: frequencies, sample, u, em
         save_model(model, work / "model.json")
         save_model(reg_model, work / "register_model.json")
         tf = trained["tf"]
