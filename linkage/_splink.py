@@ -27,7 +27,7 @@ from ._model import ModelSpec
 
 __all__ = ["duckdb_connection", "tf_tables", "make_linker", "train", "fix_levels", "fill_null_u", "predict_rules",
            "predict_all", "rule_sql", "PREDICTION_SCHEMA",
-           "estimate_u", "u_comparisons", "set_u"]
+           "start_training", "finish_training", "em_rule"]
 
 PREDICTION_SCHEMA = pa.schema([
     pa.field("unique_id_l", pa.int64(), nullable=False),
@@ -127,75 +127,67 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
     ``u``: the u of each comparison as ``estimate_u`` returns them, estimated elsewhere (by
     parallel tasks); by default they are estimated here, one comparison after the other.
     """
-    from splink import block_on
+    from ._u import estimate_u, set_u, u_comparisons
 
     t = model.training
     tables = [left] if right is None else [left, right]
-    base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
     if u is None:
+        base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
         u = {c: estimate_u(model, left, right, tf, c, threads=threads, memory_limit=memory_limit, names=names)
              for c in u_comparisons(base)}
-    set_u(base, u)
-    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
-        linker, _ = make_linker(con, base, tables, tf, names=names)
-        rules = t.get("deterministic_rules", [])
-        if rules:
-            linker.training.estimate_probability_two_random_records_match(rules, recall=t.get("deterministic_recall", 0.8))
+    with start_training(model, tables, tf, threads=threads, memory_limit=memory_limit, fixed_u=fixed_u, u=u,
+                        names=names) as linker:
         for cols in t.get("em_blocking", []):
-            rule = cols if isinstance(cols, str) else block_on(*cols)
-            linker.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
+            linker.training.estimate_parameters_using_expectation_maximisation(em_rule(cols),
+                                                                               record_sample_proportion=1.0)
         settings = linker.misc.save_model_to_json()
+    return finish_training(model, settings, left.num_rows, right.num_rows if right is not None else None, full_sizes)
+
+
+def start_training(model: ModelSpec, tables: list[pa.Table], tf: dict[str, pa.Table], *, threads: int,
+                   memory_limit: str | None, fixed_u: dict[str, dict[str, float]] | None,
+                   u: dict[str, list[float | None]], names: tuple[str, str]):
+    """A DuckDB connection and a Linker on ``tables`` whose settings hold the fixed levels, the
+    given u and the prior from the recipe's deterministic rules: where EM starts (a context)."""
+    from ._u import set_u
+
+    t = model.training
+    base = set_u(fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {}), u)
+
+    @contextlib.contextmanager
+    def ctx():
+        with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+            linker, _ = make_linker(con, base, tables, tf, names=names)
+            rules = t.get("deterministic_rules", [])
+            if rules:
+                linker.training.estimate_probability_two_random_records_match(
+                    rules, recall=t.get("deterministic_recall", 0.8))
+            yield linker
+    return ctx()
+
+
+def finish_training(model: ModelSpec, settings: dict, n_left: int, n_right: int | None,
+                    full_sizes: tuple[int, int] | None) -> dict:
+    """Trained Splink settings made a nirlink model's: m floors, u of unobserved levels, the
+    prior rescaled from the sample to the full sizes, no random Linker name."""
+    t = model.training
     settings.pop("linker_uid", None)  # a random name of the Linker object: the model would differ run to run
     apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
     fill_null_u(settings, float(t.get("u_max_pairs", 1e6)))
     if full_sizes is not None:
         # the sample keeps every match of its records, so lambda scales with the pair count
-        n_left, n_right = left.num_rows, (right.num_rows if right is not None else left.num_rows)
         big_left, big_right = full_sizes
         lam = settings["probability_two_random_records_match"]
-        settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if right is not None \
+        settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if n_right is not None \
             else lam * (n_left / max(big_left, 1))
     return settings
 
 
-def u_comparisons(settings: dict) -> list[str]:
-    """The comparisons whose u random sampling estimates: all but those whose every level has
-    a fixed u (counted outside Splink), which Splink would sample only to discard the result."""
-    return [c["output_column_name"] for c in settings.get("comparisons", [])
-            if not all(lv.get("fix_u_probability") for lv in c["comparison_levels"] if not lv.get("is_null_level"))]
+def em_rule(cols):
+    """An EM blocking entry as Splink takes it: SQL, or a list of columns / expressions (block_on)."""
+    from splink import block_on
 
-
-def estimate_u(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], comparison: str,
-               *, threads: int = 1, memory_limit: str | None = None,
-               names: tuple[str, str] = ("records", "register")) -> list[float | None]:
-    """u of one comparison's levels (in order, None for a null level or a level no sampled pair
-    fell into) by Splink's random sampling of the recipe's ``u_max_pairs`` pairs. Splink draws
-    the sample from the record ids and counts each comparison on its own, so this is what it
-    estimates for the comparison with all of them at once, and the comparisons can run as
-    separate tasks."""
-    t = model.training
-    settings = model.splink_settings()
-    settings["comparisons"] = [c for c in settings["comparisons"] if c["output_column_name"] == comparison]
-    tables = [left] if right is None else [left, right]
-    with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
-        linker, _ = make_linker(con, settings, tables, tf, names=names)
-        linker.training.estimate_u_using_random_sampling(max_pairs=float(t.get("u_max_pairs", 1e6)),
-                                                         seed=int(t.get("seed", 42)))
-        trained = linker.misc.save_model_to_json()
-    return [lv.get("u_probability") for lv in trained["comparisons"][0]["comparison_levels"]]
-
-
-def set_u(settings: dict, u: dict[str, list[float | None]]) -> dict:
-    """Put the u that ``estimate_u`` returned per comparison into ``settings`` (levels whose u
-    is fixed keep theirs)."""
-    for comp in settings.get("comparisons", []):
-        values = u.get(comp["output_column_name"])
-        if values is None:
-            continue
-        for lv, value in zip(comp["comparison_levels"], values, strict=True):
-            if value is not None and not lv.get("fix_u_probability") and not lv.get("is_null_level"):
-                lv["u_probability"] = value
-    return settings
+    return cols if isinstance(cols, str) else block_on(*cols)
 
 
 def fix_levels(settings: dict, m_fixed: dict[str, dict[str, float]], u_fixed: dict[str, dict[str, float]]) -> dict:

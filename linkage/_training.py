@@ -19,7 +19,9 @@ from ._model import ModelSpec
 from ._prepare import LINK_COLUMNS
 from ._register import register_files
 from ._signatures import signature_files
-from ._splink import estimate_u, train, u_comparisons
+from ._em import combine_sessions, em_session
+from ._splink import finish_training, train
+from ._u import estimate_u, u_comparisons
 from ._tasks import Progress, run_tasks, share
 
 __all__ = ["train_models"]
@@ -64,6 +66,15 @@ def _u_task(kind: str, model: ModelSpec, comparison: str, left, right, tf, reg_f
                               seed=int(t.get("seed", 42)), part=(part, EXACT_U_PARTS), threads=threads,
                               memory_limit=memory_limit)
     return estimate_u(model, left, right, tf, comparison, threads=threads, memory_limit=memory_limit)
+
+
+def _em_task(kind: str, model: ModelSpec, index: int, left, right, tf, threads, memory_limit, full_sizes, fixed_u, u):
+    """One task of the EM batch: a session of a model's EM, or the whole training of a model
+    whose recipe has no EM session (u and prior only)."""
+    if kind == "session":
+        return em_session(model, index, left, right, tf, threads=threads, memory_limit=memory_limit, fixed_u=fixed_u,
+                          u=u)
+    return _train_task(model, left, right, tf, threads, memory_limit, full_sizes, fixed_u, u)
 
 
 def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, full_sizes,
@@ -145,24 +156,32 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         else:
             u_all[name][comp] = res
     lap("u")
-    em_args = []
+    em_jobs, em_args = [], []
     for name, model in todo.items():
         fixed_u, u_info = {}, {}
         for comp in model.training.get("u_exact", []):
             u_info[comp] = exact_u_from_counts(model, comp, exact_parts[(name, comp)])
             fixed_u[comp] = u_info[comp]["u"]
         info[name] = {"u_exact": u_info} if u_info else {}
+        sessions = len(model.training.get("em_blocking", []))
+        for index in range(sessions) if sessions else [0]:
+            em_jobs.append(name)
+            em_args.append(("session" if sessions else "whole", model, index, shared[name]["left"],
+                            shared[name]["right"], tf_all[name], *opts, samples[name]["full"], fixed_u, u_all[name]))
+    results = run_tasks(client, _em_task, em_args, name="training-em", progress=progress)
+    for name, model in todo.items():
         s = samples[name]
-        em_args.append((model, shared[name]["left"], shared[name]["right"], tf_all[name], *opts, s["full"],
-                        fixed_u, u_all[name]))
-    trained = run_tasks(client, _train_task, em_args, name="training-em", progress=progress)
-    for (name, model), settings in zip(todo.items(), trained):
+        mine = [r for n, r in zip(em_jobs, results) if n == name]
+        if model.training.get("em_blocking"):  # the sessions' results, in the recipe's order
+            n_right = s["right"].num_rows if s["right"] is not None else None
+            settings = finish_training(model, combine_sessions(mine), s["left"].num_rows, n_right, s["full"])
+        else:
+            settings = mine[0]
         model.splink = settings
-        s = samples[name]
         right = s["right"] if s["right"] is not None else s["left"]
         info[name] = {"sample_years": s["years"], "sample_left_rows": s["left"].num_rows,
                       "sample_right_rows": right.num_rows,
                       "probability_two_random_records_match": settings["probability_two_random_records_match"],
-                      **info[name]}
+                      "em_sessions": len(model.training.get("em_blocking", [])), **info[name]}
     lap("em")
     return {"training": {name: info[name] for name in models}, "tf": tf_all, "timings_s": timings}
