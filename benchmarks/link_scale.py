@@ -6,7 +6,8 @@ job with the stages ingest and link only, then `nirlink evaluate` with the link 
 model (hence blocking reach), each a subprocess so that the peak RSS of all its processes
 (driver and Dask workers) is measured. Recorded per run: precision, recall and F1 per signature
 and per row; recall by NIR status; ambiguous and unlinked counts; blocking reach; link-stage
-seconds by phase (the link manifest's `timings_s`); peak RSS of the run and of evaluate; the
+seconds by phase (the link manifest's `timings_s`, training's parts `training.*` among them, and
+training's share of the link stage); peak RSS of the run and of evaluate; the
 trained prior and the decision rule (link manifest). A dataset is deleted as soon as its run is
 evaluated (`--keep` keeps them, under `--dir`).
 
@@ -40,7 +41,14 @@ GOALS = {  # noise scale -> [(figure, key in the run record, bound, at least (Tr
 }
 
 
-PHASES = ("signatures", "register", "training", "register_dedupe", "deterministic", "scoring", "decisions", "review")
+PHASES = ("signatures", "register", "training", "training.frequencies", "training.sample", "training.u", "training.em",
+          "register_dedupe", "deterministic", "scoring", "decisions", "review")
+
+
+def _training_share(r: dict[str, Any]) -> str:
+    """Training's share of the link stage's wall time."""
+    t, link = r["link_phase_s"].get("training"), r.get("link_stage_s")
+    return f"{100 * t / link:.0f}%" if t is not None and link else "n/a"
 
 
 def _ints(text: str) -> list[int]:
@@ -217,7 +225,7 @@ def render(runs: list[dict[str, Any]], args) -> tuple[str, dict[str, Any]]:
                           _fmt(r["evaluate_peak_rss_bytes"] / 2**30, 2)])
         for r in rs:
             phase_rows.append([f"{persons:,}", f"x{noise:g}", r["seed"],
-                               *[_fmt(r["link_phase_s"].get(p), 1) for p in phases],
+                               *[_fmt(r["link_phase_s"].get(p), 1) for p in phases], _training_share(r),
                                f"{r['prior']:.4g}" if r["prior"] is not None else "n/a",
                                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in r["decision"].items() if k != "rule") or "n/a"])
@@ -246,7 +254,7 @@ def render(runs: list[dict[str, Any]], args) -> tuple[str, dict[str, Any]]:
           + "\n\nRecall by NIR status (signatures):\n\n"
           + markdown_table(["persons", "noise", "seed", *statuses], status_rows)
           + "\n\nLink stage seconds by phase, trained prior and decision rule (link manifest):\n\n"
-          + markdown_table(["persons", "noise", "seed", *phases, "prior", "decision"], phase_rows)
+          + markdown_table(["persons", "noise", "seed", *phases, "training share", "prior", "decision"], phase_rows)
           + "\n\nTrained match weights, log2(m/u), over the seeds of each size (training stability):\n\n"
           + markdown_table(["persons", "noise", "level", "runs", "min", "max", "spread"], _spread(runs)))
     summary = {"worst": worst_rows, "slopes": {f"x{n:g}": s for n, s in slopes.items()},
