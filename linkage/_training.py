@@ -131,8 +131,14 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     info.update({name: {"trained": "given"} for name in models if name not in todo})
     samples = {name: _sample(m, reg_files, sig_files, client, progress) for name, m in todo.items()}
     lap("sample")
-    shared = {name: {k: share(client, s[k]) if isinstance(s[k], pa.Table) else s[k] for k in ("left", "right")}
-              for name, s in samples.items()}
+
+    def shared() -> dict[str, dict[str, Any]]:
+        # sent to every worker before each batch: between batches Dask's memory manager keeps a
+        # single copy of data no task waits for, and a task would wait for it to travel
+        return {name: {k: share(client, s[k]) if isinstance(s[k], pa.Table) else s[k] for k in ("left", "right")}
+                for name, s in samples.items()}
+
+    on_workers = shared()
     jobs, args = [], []
     opts = (cfg.duckdb_threads, cfg.duckdb_memory_limit)
     for name, model in todo.items():  # the exact counts first: the longest tasks
@@ -145,7 +151,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         for comp in u_comparisons(model.splink_settings()):
             if comp not in exact:
                 jobs.append(("sampled", name, comp))
-                args.append(("sampled", model, comp, shared[name]["left"], shared[name]["right"], tf_all[name],
+                args.append(("sampled", model, comp, on_workers[name]["left"], on_workers[name]["right"], tf_all[name],
                              reg_files, 0, *opts))
     results = run_tasks(client, _u_task, args, name="training-u", progress=progress)
     u_all: dict[str, dict[str, list]] = {name: {} for name in todo}
@@ -157,6 +163,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
             u_all[name][comp] = res
     lap("u")
     em_jobs, em_args = [], []
+    on_workers = shared()
     for name, model in todo.items():
         fixed_u, u_info = {}, {}
         for comp in model.training.get("u_exact", []):
@@ -166,8 +173,8 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         sessions = len(model.training.get("em_blocking", []))
         for index in range(sessions) if sessions else [0]:
             em_jobs.append(name)
-            em_args.append(("session" if sessions else "whole", model, index, shared[name]["left"],
-                            shared[name]["right"], tf_all[name], *opts, samples[name]["full"], fixed_u, u_all[name]))
+            em_args.append(("session" if sessions else "whole", model, index, on_workers[name]["left"],
+                            on_workers[name]["right"], tf_all[name], *opts, samples[name]["full"], fixed_u, u_all[name]))
     results = run_tasks(client, _em_task, em_args, name="training-em", progress=progress)
     for name, model in todo.items():
         s = samples[name]
