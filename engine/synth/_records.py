@@ -27,6 +27,8 @@ import numpy as np
 
 from nirlink.engine.reference._tables import year_table
 
+from ._expand import career_amounts, career_extras, career_rows, resource_amounts, resource_grid, resource_rows
+
 __all__ = ["Careers", "Resources", "make_careers", "make_resources", "CAREER_KINDS", "RESOURCE_KINDS", "PAYERS"]
 
 CAREER_KINDS = ("salary", "unemployment", "sickness", "maternity")
@@ -166,15 +168,6 @@ def make_careers(rng, persons, *, p, n_employers: int, versions: VersionSpace) -
     lam = max(0.0, (p.career_rows_per_person * n - base_rows) / max(active_py, 1))
     c_extra = np.where(inactive, 0, rng.poisson(lam, n_py))
     c_total = c_prev + c_gap + c_main + c_extra
-    n_rows = int(c_total.sum())
-    row_py = np.repeat(np.arange(n_py), c_total)
-    row_start = np.concatenate([[0], np.cumsum(c_total)[:-1]])
-    j = np.arange(n_rows) - row_start[row_py]
-    cp, cg, cm = c_prev[row_py], c_gap[row_py], c_main[row_py]
-    slot = np.where(j < cp, 0, np.where(j < cp + cg, 1, np.where(j < cp + cg + cm, 2, 3)))
-
-    year = py_year[row_py]
-    person = py_person[row_py]
     # months: switch month s (2-12); the gap lasts 1-4 months after it
     s_month = rng.integers(2, 13, n_py)
     g_end = np.minimum(s_month + rng.integers(0, 4, n_py), 12)
@@ -182,39 +175,29 @@ def make_careers(rng, persons, *, p, n_employers: int, versions: VersionSpace) -
     last_month = np.where(last_py & (py_year < p.last_career_year), rng.integers(1, 13, n_py), 12)
     main_from = np.where(switch & ~first_py, np.where(gap, g_end + 1, s_month), first_month)
     main_from = np.minimum(main_from, last_month)
-    sm, ge, mf, lm = s_month[row_py], g_end[row_py], main_from[row_py], last_month[row_py]
-    m_from = np.select([slot == 0, slot == 1, slot == 2], [np.ones_like(sm), sm, mf], 1)
-    m_to = np.select([slot == 0, slot == 1, slot == 2], [sm - 1, ge, lm], 12)
-    start = _month_start(year, m_from)
-    end = _month_start(year, m_to + 1) - 1
+    if n_py:
+        per_spell = (spell_emp, spell_version, prev_spell, py_emp, py_spell_version)
+    else:  # no person-year: the kernel reads none of these
+        per_spell = (np.zeros(1, np.int64),) * 5
+    row_py, slot, person, year, start, end, kind, employer, version = career_rows(
+        c_prev, c_gap, c_main, c_total, py_person.astype(np.int64), py_year, s_month.astype(np.int64),
+        g_end.astype(np.int64), main_from.astype(np.int64), last_month.astype(np.int64),
+        *(a.astype(np.int64) for a in per_spell), n_employers + P_UNEMPLOYMENT, P_UNEMPLOYMENT)
 
     # extra rows: a short period inside the year
-    extra = slot == 3
-    ne = int(extra.sum())
+    ex_idx = np.flatnonzero(slot == 3)
+    ne = len(ex_idx)
     u = rng.random(ne)
-    women = persons.sex[person[extra]] == 2
-    age = year[extra] - by[person[extra]]
+    ex_person = person[ex_idx]
+    women = persons.sex[ex_person] == 2
+    age = year[ex_idx] - by[ex_person]
     ek = np.where(u < 0.55, 0, np.where(u < 0.85, 2, np.where(u < 0.95, 3, 1)))  # salary/sickness/maternity/unemp
     ek = np.where((ek == 3) & ~(women & (age >= 20) & (age <= 42)), 2, ek)
     length = np.where(ek == 0, rng.integers(10, 120, ne), np.where(ek == 3, 112, rng.integers(10, 200, ne)))
-    y0 = _month_start(year[extra], 1)
-    y1 = _month_start(year[extra], 13) - 1
-    e_start = y0 + np.floor(rng.random(ne) * np.maximum(y1 - y0 + 1 - length, 1)).astype(np.int64)
-    start[extra] = e_start
-    end[extra] = np.minimum(e_start + length - 1, y1)
+    career_extras(ex_idx, ek.astype(np.int8), length.astype(np.int64), rng.random(ne), year, start, end, kind)
+    days, gross = career_amounts(row_py, slot, kind, start, end, py_level if n_py else np.zeros(1))
 
-    kind = np.select([slot == 1, slot == 3], [1, 0], 0).astype(np.int8)
-    kind[extra] = ek
-    days = (end - start + 1).astype(np.int64)
-
-    # declarants and identity versions
-    employer = np.where(slot == 0, spell_emp[prev_spell[row_py]] if n_py else 0, py_emp[row_py] if n_py else 0)
-    version = np.where(slot == 0, spell_version[prev_spell[row_py]] if n_py else 0,
-                       py_spell_version[row_py] if n_py else 0)
-    gap_rows = slot == 1
-    employer[gap_rows] = n_employers + P_UNEMPLOYMENT
-    version[gap_rows] = versions.payer(person[gap_rows], P_UNEMPLOYMENT)
-    ex_idx = np.flatnonzero(extra)
+    # declarants and identity versions of the extra rows
     short = ex_idx[ek == 0]
     short_emp = _employers(rng, len(short), n_employers)
     employer[short] = short_emp
@@ -224,15 +207,10 @@ def make_careers(rng, persons, *, p, n_employers: int, versions: VersionSpace) -
         employer[rows] = n_employers + payer
         version[rows] = versions.payer(person[rows], payer)
 
-    level = py_level[row_py]
-    gross = np.where(kind == 0, level * days / 365.0, np.nan)
-    gross[extra & (kind == 0)] *= 0.3  # second jobs pay less
-    gross = np.round(gross, 2)
-
     return Careers(
         person=person.astype(np.int32), version=version, employer=employer, year=year.astype(np.int16),
         start=start.astype(np.int32), end=end.astype(np.int32), kind=kind, gross=gross,
-        days=days.astype(np.int16), py_person=py_person, py_year=py_year,
+        days=days, py_person=py_person, py_year=py_year,
         py_employer=np.where(inactive, -1, py_emp), py_spell_version=py_spell_version, py_level=py_level,
         py_start=py_start, lo=lo, hi=hi, retire_year=by + retire_age, level_base=level_base,
     )
@@ -251,56 +229,30 @@ def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versi
     first = fy * 12 + fm - 1
     n_months = ly * 12 + lm - 1 - first + 1
     months = first + np.arange(n_months)
-    m_year = months // 12
-    # person-month grid
-    pm_person = np.repeat(np.arange(n), n_months)
-    pm_month = np.tile(months, n)
-    pm_year = np.tile(m_year, n)
-    period = ((pm_month - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64))
-    alive = (persons.death_ordinal[pm_person] < 0) | (period <= persons.death_ordinal[pm_person])
-
-    lo, hi = careers.lo[pm_person], careers.hi[pm_person]
-    in_career = (pm_year >= lo) & (pm_year <= hi)
-    py = np.where(in_career, careers.py_start[pm_person] + (pm_year - lo), 0)
-    has_py = in_career & (len(careers.py_person) > 0)
-    emp = np.where(has_py, careers.py_employer[py] if len(careers.py_person) else -1, -1)
-    employed = has_py & (emp >= 0) & alive
-    retired = ~in_career & (pm_year >= careers.retire_year[pm_person]) & alive
-    idle = has_py & (emp < 0) & alive
-    unemployed = idle & (rng.random(len(pm_person)) < 0.7)
-
-    c_base = employed.astype(np.int64) + 2 * retired + unemployed
+    smic_month = yt.smic_hourly[yt.index(months // 12, what="resource year")] * HOURS_PER_YEAR / 12
+    has_years = len(careers.py_person) > 0
+    py_employer = careers.py_employer.astype(np.int64) if has_years else np.zeros(0, np.int64)
+    # person-month grid (person-major)
+    c_base, status, py = resource_grid(n, first, n_months, persons.death_ordinal.astype(np.int64),
+                                       careers.lo.astype(np.int64), careers.hi.astype(np.int64),
+                                       careers.py_start.astype(np.int64), py_employer,
+                                       np.asarray(careers.retire_year, np.int64), rng.random(n * n_months))
     base_rows = int(c_base.sum())
     target = p.resource_rows_per_person * n
     if base_rows > target:
         # more monthly income than asked for: drop whole person-months (missing declarations)
         c_base = np.where(rng.random(len(c_base)) < target / base_rows, c_base, 0)
-        employed, retired, unemployed = employed & (c_base > 0), retired & (c_base > 0), unemployed & (c_base > 0)
+        status = np.where(c_base > 0, status, 0).astype(np.int8)
         base_rows = int(c_base.sum())
-    active = employed | retired | unemployed
+    active = status > 0
     lam = max(0.0, (target - base_rows) / max(int(active.sum()), 1))
-    c_extra = np.where(active, rng.poisson(lam, len(pm_person)), 0)
-    c_total = c_base + c_extra
-    n_rows = int(c_total.sum())
-    row_pm = np.repeat(np.arange(len(pm_person)), c_total)
-    j = np.arange(n_rows) - np.concatenate([[0], np.cumsum(c_total)[:-1]])[row_pm]
-    person = pm_person[row_pm]
-    r_emp, r_ret = employed[row_pm], retired[row_pm]
-    # slot: 0 salary | 1 pension | 2 complementary | 3 unemployment benefit | 4 extra
-    slot = np.where(j < c_base[row_pm],
-                    np.where(r_emp, 0, np.where(r_ret, 1 + (j == 1), 3)), 4)
+    c_extra = np.where(active, rng.poisson(lam, len(c_base)), 0)
+    person, period, slot, payer, version, level, base_level = resource_rows(
+        c_base, c_base + c_extra, status, py, n_months, first, smic_month, careers.level_base,
+        careers.py_level if has_years else np.zeros(0), py_employer,
+        careers.py_spell_version.astype(np.int64) if has_years else np.zeros(0, np.int64), n_employers)
+    n_rows = len(person)
     kind = np.array([0, 1, 2, 3, 0], np.int8)[slot]
-    payer = np.zeros(n_rows, np.int64)
-    version = np.zeros(n_rows, np.int64)
-    pyr = py[row_pm]
-    sal = slot == 0
-    if len(careers.py_person):
-        payer[sal] = careers.py_employer[pyr[sal]]
-        version[sal] = careers.py_spell_version[pyr[sal]]
-    for s, pay in ((1, P_PENSION), (2, P_COMPLEMENTARY), (3, P_UNEMPLOYMENT)):
-        rows = slot == s
-        payer[rows] = n_employers + pay
-        version[rows] = versions.payer(person[rows], pay)
     ex = np.flatnonzero(slot == 4)
     daily = rng.random(len(ex)) < 0.6
     d_rows, s_rows = ex[daily], ex[~daily]
@@ -312,17 +264,12 @@ def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versi
     version[s_rows] = versions.add(person[s_rows], second)
 
     # amounts
-    smic_month = yt.smic_hourly[yt.index(pm_year[row_pm], what="resource year")] * HOURS_PER_YEAR / 12
-    base_level = smic_month * careers.level_base[person]
-    level = np.where(sal & (len(careers.py_person) > 0),
-                     careers.py_level[pyr] / 12 if len(careers.py_person) else 0.0, base_level)
-    noise = 1 + rng.normal(0, 0.05, n_rows)
-    factor = np.array([1.0, 0.45, 0.2, 0.57, 0.0])[slot]
-    amount = level * factor * noise
-    amount[d_rows] = base_level[d_rows] / 30 * 0.5 * rng.integers(3, 31, len(d_rows))
-    amount[s_rows] = base_level[s_rows] * 0.25 * noise[s_rows]
-    amount = np.round(np.maximum(amount, 1.0), 2)
-    return Resources(
-        person=person.astype(np.int32), version=version, payer=payer,
-        period=period[row_pm].astype(np.int32), kind=kind, amount=amount,
-    )
+    noise = rng.normal(0, 0.05, n_rows)
+    noise += 1
+    extra = np.zeros(n_rows, np.int8)
+    extra[d_rows] = 1
+    extra[s_rows] = 2
+    daily_days = np.zeros(n_rows, np.int64)
+    daily_days[d_rows] = rng.integers(3, 31, len(d_rows))
+    amount = resource_amounts(slot, extra, level, base_level, noise, daily_days)
+    return Resources(person=person, version=version, payer=payer, period=period, kind=kind, amount=amount)
