@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from nirlink.engine.reference._tables import aspa_table, cohort_table
+from nirlink.kernels._dates import first_day_of_month, month_index
 
 __all__ = ["bad_employers", "plant_resources", "clip_careers_at_death", "signal_truth", "TRUTH_SCHEMA"]
 
@@ -45,11 +47,12 @@ TRUTH_SCHEMA = pa.schema([pa.field("rule", pa.string(), nullable=False), pa.fiel
 
 
 def _month(days) -> np.ndarray:
-    return np.asarray(days, np.int64).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    """Absolute month index (year * 12 + month - 1) of day counts since 1970-01-01."""
+    return month_index(np.asarray(days))
 
 
 def _first_day(months) -> np.ndarray:
-    return (np.asarray(months, np.int64) - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    return first_day_of_month(months).astype(np.int64)
 
 
 def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
@@ -93,8 +96,9 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
     eligible = (dm >= first_month) & (dm < last_month) & has_rows
     chosen = np.flatnonzero(eligible & (rng.random(n) < p.dead_income_rate))
     extra = []
+    in_order = _sorted_by(cols["person"], cols["period"])
     if len(chosen):
-        order = np.lexsort((month, cols["person"]))
+        order = np.arange(len(month)) if in_order else np.lexsort((month, cols["person"]))
         ends = np.searchsorted(cols["person"][order], np.arange(n), side="right") - 1
         last_row = order[np.maximum(ends, 0)]  # each person's latest row (persons chosen have rows)
         k = np.minimum(rng.integers(1, 7, len(chosen)), last_month - dm[chosen])
@@ -112,21 +116,23 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
     has_pension = np.bincount(cols["person"][cols["kind"] == PENSION], minlength=n) > 0
     drop_pension = _alive(persons, last_month) & (age >= full_age) & has_pension & (rng.random(n) < p.non_take_up_rate)
     keep = ~((cols["kind"] == PENSION) & drop_pension[cols["person"]])
-    cols = {k: v[keep] for k, v in cols.items()}
-    month = month[keep]
+    kept = np.flatnonzero(keep)
+    month = month[kept]
+    person = cols["person"][kept]
     # minimum benefit: top up the low resources of some persons aged 65+
     ceiling = aspa_table().yearly_ceiling([last_month])[0]
     if not np.isnan(ceiling):
         window = month > last_month - 12
-        income = np.bincount(cols["person"][window], weights=cols["amount"][window], minlength=n)
+        amounts = cols["amount"][kept]
+        income = np.bincount(person[window], weights=amounts[window], minlength=n)
         low = _alive(persons, last_month) & (age >= 65 * 12) & (income < ceiling)
         topped = np.flatnonzero(low & (rng.random(n) < p.minimum_benefit_rate))
         if len(topped):
             per_month = np.zeros((len(topped), 12))
             pos = np.full(n, -1)
             pos[topped] = np.arange(len(topped))
-            sel = window & (pos[cols["person"]] >= 0)
-            np.add.at(per_month, (pos[cols["person"][sel]], month[sel] - (last_month - 11)), cols["amount"][sel])
+            sel = window & (pos[person] >= 0)
+            np.add.at(per_month, (pos[person[sel]], month[sel] - (last_month - 11)), amounts[sel])
             who = np.repeat(topped, 12)
             m = np.tile(np.arange(last_month - 11, last_month + 1), len(topped))
             amount = np.round(np.maximum(ceiling / 12 - per_month.ravel(), 1.0), 2)
@@ -134,10 +140,54 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
                           "payer": np.full(len(who), cols["payer"].dtype.type(-1)),  # set by the caller
                           "period": _first_day(m).astype(np.int32), "kind": np.full(len(who), MINIMUM, np.int8),
                           "amount": amount})
-    if extra:
-        cols = {k: np.concatenate([cols[k], *[e[k].astype(cols[k].dtype) for e in extra]]) for k in cols}
-    order = np.lexsort((cols["period"], cols["person"]))
-    return {k: v[order] for k, v in cols.items()}
+    if not in_order:  # rows not grouped by person and month: the general path
+        cols = {k: np.concatenate([v[kept], *[e[k].astype(v.dtype) for e in extra]]) for k, v in cols.items()}
+        order = np.lexsort((cols["period"], cols["person"]))
+        return {k: v[order] for k, v in cols.items()}
+    # the rows are in order: merge the planted rows in (after the rows of the same person
+    # and month, in the order planted, as a stable sort of everything would place them)
+    new = {k: np.concatenate([e[k].astype(cols[k].dtype) for e in extra]) if extra else cols[k][:0] for k in cols}
+    new_order = np.lexsort((new["period"], new["person"]))
+    new = {k: v[new_order] for k, v in new.items()}
+    before = np.searchsorted(_key(person, cols["period"][kept]), _key(new["person"], new["period"]), side="right")
+    whole = len(kept) == len(keep)
+    return {k: _merge(v, kept, new[k], before, whole) for k, v in cols.items()}
+
+
+def _key(person, period) -> np.ndarray:
+    return np.asarray(person, np.int64) * (1 << 32) + (np.asarray(period, np.int64) + (1 << 31))
+
+
+def _sorted_by(person, period) -> bool:
+    key = _key(person, period)
+    return bool(np.all(key[1:] >= key[:-1]))
+
+
+@njit(nogil=True, cache=True)
+def _merge_rows(base, kept, new, before, out):
+    j = 0
+    o = 0
+    for b in range(kept.shape[0]):
+        while j < new.shape[0] and before[j] <= b:
+            out[o] = new[j]
+            o += 1
+            j += 1
+        out[o] = base[kept[b]]
+        o += 1
+    while j < new.shape[0]:
+        out[o] = new[j]
+        o += 1
+        j += 1
+
+
+def _merge(base, kept, new, before, whole: bool) -> np.ndarray:
+    """The rows ``kept`` of ``base`` with ``new[j]`` inserted before kept row ``before[j]``."""
+    out = np.empty(len(kept) + len(new), base.dtype)
+    if whole and not len(new):
+        out[:] = base
+    else:
+        _merge_rows(base, kept, new, before, out)
+    return out
 
 
 def signal_truth(persons, careers_person, careers_start, res: dict, versions_person, nir_noise, other_person,
