@@ -85,12 +85,17 @@ def dates(days: np.ndarray) -> pa.Array:
     return pa.array(days.astype(np.int32)).cast(pa.date32())
 
 
-_WRITE = dict(compression="snappy", store_schema=False, write_statistics=True)
+_WRITE = dict(compression="snappy", store_schema=False)
 
 
 def write_dataset(table: pa.Table, path: Path, string_columns: list[str]) -> None:
+    """Write ``table`` to ``path`` (through a temporary name): the string columns
+    dictionary-encoded, statistics (min/max) for the other columns only. Statistics of a
+    dictionary column cost a hash of its indices, a third of the whole write, and no reader
+    of these files filters on names or NIRs by row group."""
     tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(table, tmp, use_dictionary=string_columns, **_WRITE)
+    stats = [c for c in table.column_names if c not in string_columns]
+    pq.write_table(table, tmp, use_dictionary=string_columns, write_statistics=stats, **_WRITE)
     os.replace(tmp, path)
 
 

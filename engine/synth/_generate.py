@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -73,7 +74,24 @@ TRUTH_SCHEMA = pa.schema([
 
 def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_persons: int, total_persons: int,
                    params: SynthParams) -> dict[str, int]:
-    """Generate block ``block`` (persons first_person .. +n_persons) and write its part files."""
+    """Generate block ``block`` (persons first_person .. +n_persons) and write its part files.
+
+    The Parquet writes run on a writer thread (pyarrow releases the GIL) while the block
+    goes on generating the next dataset."""
+    with ThreadPoolExecutor(1, thread_name_prefix="synth-writer") as writer:
+        pending: list[Future] = []
+
+        def write(table: pa.Table, path: Path, string_columns: list[str]) -> None:
+            pending.append(writer.submit(write_dataset, table, path, string_columns))
+
+        summary = _generate_block(write, out, block, n_blocks, n_persons, total_persons, params)
+        for f in pending:
+            f.result()
+    return summary
+
+
+def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, total_persons: int,
+                    params: SynthParams) -> dict[str, int]:
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, block]))
     persons = make_persons(rng, n_persons, block=block, n_blocks=n_blocks, p=params)
     n_employers = max(10, int(total_persons * params.employers_per_1000_persons / 1000))
@@ -83,8 +101,10 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
     # cases for the signals stage, from their own random stream (engine/synth/_signals.py)
     plant_rng = np.random.default_rng(np.random.SeedSequence([params.seed, block, 14]))
     keep = clip_careers_at_death(careers, persons)
-    for f in ROW_FIELDS:
-        setattr(careers, f, getattr(careers, f)[keep])
+    if not keep.all():
+        keep = np.flatnonzero(keep)
+        for f in ROW_FIELDS:
+            setattr(careers, f, getattr(careers, f)[keep])
     fy, fm = (int(x) for x in params.first_resource_month.split("-"))
     ly, lm = (int(x) for x in params.last_resource_month.split("-"))
     last_month = ly * 12 + lm - 1
@@ -98,17 +118,24 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
     used[careers.version] = True
     used[resources.version] = True
     bad = bad_employers(params.seed, n_employers, params.bad_declarant_rate)
-    ident = declare(rng, persons, v_person, used, params.noise, heavy=np.isin(v_decl, bad),
+    is_bad = np.zeros(n_employers + len(PAYERS), bool)
+    is_bad[bad] = True
+    ident = declare(rng, persons, v_person, used, params.noise, heavy=is_bad[v_decl],
                     heavy_scale=params.bad_declarant_noise_scale, heavy_rng=plant_rng)
 
-    # employers and payers as SIRET dictionaries (only those used by the block)
-    emp_used = np.unique(np.concatenate([careers.employer, resources.payer]))
+    # employers and payers as SIRET dictionaries (only those used by the block), each row's
+    # declarant as its rank among them
+    pool_used = np.zeros(n_employers + len(PAYERS), bool)
+    pool_used[careers.employer] = True
+    pool_used[resources.payer] = True
+    emp_used = np.flatnonzero(pool_used)
+    rank = np.cumsum(pool_used) - 1
     sirets = siret_column(emp_used)
     name = f"part-{block:05d}.parquet"
     root = Path(out)
 
     reg, reg_person, reg_dup = register_table(persons)
-    write_dataset(reg, root / "register" / name, ["nir", "birth_date", "birth_place", "last_name", "usage_name",
+    write(reg, root / "register" / name, ["nir", "birth_date", "birth_place", "last_name", "usage_name",
                                            "first_names", "nir_kind"])
 
     string_cols = ["declared_nir", "last_name", "first_name", "birth_date", "kind"]
@@ -128,7 +155,7 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
     career = pa.table({
         "record_id": pa.array(career_ids),
         **identity_columns(careers.version),
-        "employer_id": dictionary_column(np.searchsorted(emp_used, careers.employer), sirets),
+        "employer_id": dictionary_column(rank[careers.employer], sirets),
         "year": pa.array(careers.year),
         "start_date": dates(careers.start),
         "end_date": dates(careers.end),
@@ -136,19 +163,19 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
         "gross_salary": pa.array(careers.gross, mask=np.isnan(careers.gross)),
         "days": pa.array(careers.days),
     })
-    write_dataset(career, root / "career" / name, string_cols + ["employer_id"])
+    write(career, root / "career" / name, string_cols + ["employer_id"])
 
     nr = len(resources.person)
     resource_ids = RESOURCE_FLAG + (np.int64(block) << 32) + np.arange(nr, dtype=np.int64)
     resource = pa.table({
         "record_id": pa.array(resource_ids),
         **identity_columns(resources.version),
-        "payer_id": dictionary_column(np.searchsorted(emp_used, resources.payer), sirets),
+        "payer_id": dictionary_column(rank[resources.payer], sirets),
         "period": dates(resources.period),
         "kind": dictionary_column(resources.kind.astype(np.int64), pa.array(RESOURCE_KINDS)),
         "amount": pa.array(resources.amount),
     })
-    write_dataset(resource, root / "resource" / name, string_cols + ["payer_id"])
+    write(resource, root / "resource" / name, string_cols + ["payer_id"])
 
     # truth: every record -> the person's canonical NIR; every register row -> its person
     canonical = persons.nir
@@ -166,12 +193,12 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
         "identity_version": pa.array(np.concatenate([careers.version, resources.version, np.full(n_reg, -1)])
                                      + (np.int64(block) << 32), mask=np.repeat([False, True], [nc + nr, n_reg])),
     })
-    write_dataset(truth, root / "truth" / name, ["source", "register_nir", "true_nir", "nir_noise"])
+    write(truth, root / "truth" / name, ["source", "register_nir", "true_nir", "nir_noise"])
     signals = signal_truth(persons, careers.person, careers.start,
                            {"person": resources.person, "period": resources.period, "kind": resources.kind,
                             "amount": resources.amount}, v_person, ident.nir_noise, ident.other_person, used,
                            last_month=last_month, bad_sirets=siret_column(bad) if block == 0 else None)
-    write_dataset(signals, root / SIGNAL_TRUTH / name, ["rule"])
+    write(signals, root / SIGNAL_TRUTH / name, ["rule"])
     return {"block": block, "persons": n_persons, "register": reg.num_rows, "career": nc, "resource": nr,
             "truth": truth.num_rows, "versions": int(used.sum())}
 
