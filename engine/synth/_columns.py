@@ -42,25 +42,44 @@ def _luhn_digit(values: np.ndarray, n_digits: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def _remap(indices, to_unique, n_unique, out):
-    """Dictionary indices onto distinct values, renumbered to the values used (-1 stays null)."""
+def _remap(indices, rows, to_unique, n_unique, out, null):
+    """Dictionary indices (``indices[rows]``, or ``indices`` when ``rows`` is empty) onto
+    distinct values, renumbered to the values used; -1 is null (``null`` set). Returns the
+    used values' mask and the number of nulls."""
+    n = rows.shape[0] if rows.shape[0] else indices.shape[0]
+    direct = rows.shape[0] == 0
     used = np.zeros(n_unique, np.bool_)
-    for i in range(indices.shape[0]):
-        if indices[i] >= 0:
-            used[to_unique[indices[i]]] = True
+    nulls = 0
+    for i in range(n):
+        j = indices[i] if direct else indices[rows[i]]
+        if j >= 0:
+            used[to_unique[j]] = True
+        else:
+            nulls += 1
     remap = np.empty(n_unique, np.int32)
     k = 0
     for u in range(n_unique):
         remap[u] = k
         if used[u]:
             k += 1
-    for i in range(indices.shape[0]):
-        out[i] = remap[to_unique[indices[i]]] if indices[i] >= 0 else 0
-    return used
+    for i in range(n):
+        j = indices[i] if direct else indices[rows[i]]
+        if j >= 0:
+            out[i] = remap[to_unique[j]]
+            null[i] = False
+        else:
+            out[i] = 0
+            null[i] = True
+    return used, nulls
 
 
-def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | None = None) -> pa.DictionaryArray:
-    """A dictionary array over distinct values, holding only the entries ``indices`` use (-1 = null).
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | None = None,
+                      rows: np.ndarray | None = None) -> pa.DictionaryArray:
+    """A dictionary array over distinct values, holding only the entries ``indices`` use (-1 = null);
+    with ``rows``, the column is ``indices[rows]`` (the gather done in the same pass).
 
     Not cosmetic: handed a dictionary with repeated values (two persons both named MARIE),
     the Parquet writer falls back to plain pages, slower, and its bytes are not reproducible.
@@ -74,10 +93,15 @@ def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | N
             cache[id(dictionary)] = cached
     _, values, to_unique = cached
     indices = np.ascontiguousarray(indices, dtype=np.int64)
-    out = np.empty(len(indices), np.int32)
-    used = _remap(indices, to_unique, len(values), out)
-    mask = indices < 0
-    idx = pa.array(out, mask=mask) if mask.any() else pa.array(out)
+    if rows is None or not len(rows):
+        n, rows = (len(indices) if rows is None else 0), _NO_ROWS
+    else:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        n = len(rows)
+    out = np.empty(n, np.int32)
+    null = np.empty(n, np.bool_)
+    used, nulls = _remap(indices if n else indices[:0], rows, to_unique, len(values), out, null)
+    idx = pa.array(out, mask=null) if nulls else pa.array(out)
     return pa.DictionaryArray.from_arrays(idx, values.filter(pa.array(used)))
 
 

@@ -144,10 +144,10 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
 
     def identity_columns(version):
         return {
-            "declared_nir": dictionary_column(ident.nir_idx[version], ident.nir_dict, encoded),
-            "last_name": dictionary_column(ident.last_idx[version], ident.last_dict, encoded),
-            "first_name": dictionary_column(ident.first_idx[version], ident.first_dict, encoded),
-            "birth_date": dictionary_column(ident.birth_idx[version], ident.birth_dict, encoded),
+            "declared_nir": dictionary_column(ident.nir_idx, ident.nir_dict, encoded, rows=version),
+            "last_name": dictionary_column(ident.last_idx, ident.last_dict, encoded, rows=version),
+            "first_name": dictionary_column(ident.first_idx, ident.first_dict, encoded, rows=version),
+            "birth_date": dictionary_column(ident.birth_idx, ident.birth_dict, encoded, rows=version),
         }
 
     nc = len(careers.person)
@@ -155,7 +155,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     career = pa.table({
         "record_id": pa.array(career_ids),
         **identity_columns(careers.version),
-        "employer_id": dictionary_column(rank[careers.employer], sirets),
+        "employer_id": dictionary_column(rank, sirets, rows=careers.employer),
         "year": pa.array(careers.year),
         "start_date": dates(careers.start),
         "end_date": dates(careers.end),
@@ -170,7 +170,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     resource = pa.table({
         "record_id": pa.array(resource_ids),
         **identity_columns(resources.version),
-        "payer_id": dictionary_column(rank[resources.payer], sirets),
+        "payer_id": dictionary_column(rank, sirets, rows=resources.payer),
         "period": dates(resources.period),
         "kind": dictionary_column(resources.kind.astype(np.int64), pa.array(RESOURCE_KINDS)),
         "amount": pa.array(resources.amount),

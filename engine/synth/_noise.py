@@ -8,6 +8,7 @@ their meaning: engine/nirlink.yaml, `nirlink.synth.noise`.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ _KEYBOARD = {  # AZERTY neighbours for substitutions
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
