@@ -170,13 +170,15 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     first_base = np.concatenate([first_of, persons.first_names])
     has_accent_f = np.array([not s.isascii() for s in first_base], bool)
     accents &= has_accent_f[first_idx]
-    touched = np.flatnonzero(typo_l | typo_f | swapped | casing | accents)
-    custom_last, custom_first = [], []
-    for i in touched.tolist():
-        last = last_base[last_idx[i]]
-        first = first_base[first_idx[i]]
-        if accents[i]:
-            first = strip_accents(first)
+    drawn = typo_l | typo_f | swapped | casing  # the versions whose noise draws from rng
+    touched = np.flatnonzero(drawn | accents)
+    custom_last = last_base[last_idx[touched]]
+    custom_first = first_base[first_idx[touched]]
+    strip = accents[touched]
+    custom_first[strip] = [strip_accents(f) for f in custom_first[strip]]
+    for k in np.flatnonzero(drawn[touched]).tolist():
+        i = int(touched[k])
+        last, first = custom_last[k], custom_first[k]
         if typo_l[i]:
             last = _typo(rng, last)
         if typo_f[i]:
@@ -185,12 +187,12 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
             last, first = first, last
         if casing[i]:
             last, first = _case_spacing(rng, last), _case_spacing(rng, first)
-        custom_last.append(last)
-        custom_first.append(first)
+        custom_last[k] = last
+        custom_first[k] = first
     last_idx[touched] = 2 * n + np.arange(len(touched))
     first_idx[touched] = 2 * n + np.arange(len(touched))
-    last_dict = pa.array(np.concatenate([last_base, np.array(custom_last, dtype=object)]), pa.string())
-    first_dict = pa.array(np.concatenate([first_base, np.array(custom_first, dtype=object)]), pa.string())
+    last_dict = pa.array(np.concatenate([last_base, custom_last]), pa.string())
+    first_dict = pa.array(np.concatenate([first_base, custom_first]), pa.string())
     return DeclaredIdentities(nir_idx, nir_dict, last_idx, last_dict, first_idx, first_dict, birth_idx, birth_dict,
                               nir_noise, other_person)
 
