@@ -34,25 +34,26 @@ def strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-def _typo(rng: np.random.Generator, text: str) -> str:
+def _typo(u: np.ndarray, text: str) -> str:
+    """One typo drawn from three uniforms ``u``: the operation, the position, the character."""
     if len(text) < 2:
         return text + "E"
-    op = rng.integers(0, 4)
-    i = int(rng.integers(0, len(text)))
+    op = int(u[0] * 4)
+    i = int(u[1] * len(text))
     if op == 0:  # insert
-        return text[:i] + _ALPHABET[rng.integers(0, len(_ALPHABET))] + text[i:]
+        return text[:i] + _ALPHABET[int(u[2] * len(_ALPHABET))] + text[i:]
     if op == 1:  # delete
         return text[:i] + text[i + 1:]
     if op == 2:  # substitute, by a keyboard neighbour when there is one
         c = text[i]
         pool = _KEYBOARD.get(c, _ALPHABET)
-        return text[:i] + pool[rng.integers(0, len(pool))] + text[i + 1:]
+        return text[:i] + pool[int(u[2] * len(pool))] + text[i + 1:]
     i = min(i, len(text) - 2)  # transpose with the next character
     return text[:i] + text[i + 1] + text[i] + text[i + 2:]
 
 
-def _case_spacing(rng: np.random.Generator, text: str) -> str:
-    op = rng.integers(0, 4)
+def _case_spacing(u: float, text: str) -> str:
+    op = int(u * 4)
     if op == 0:
         return text.lower()
     if op == 1:
@@ -176,17 +177,20 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     custom_first = first_base[first_idx[touched]]
     strip = accents[touched]
     custom_first[strip] = [strip_accents(f) for f in custom_first[strip]]
-    for k in np.flatnonzero(drawn[touched]).tolist():
+    # the typos' and case changes' choices: uniforms drawn at once, one row per version
+    draws = np.flatnonzero(drawn[touched])
+    u = rng.random((len(draws), 8))
+    for k, uk in zip(draws.tolist(), u):
         i = int(touched[k])
         last, first = custom_last[k], custom_first[k]
         if typo_l[i]:
-            last = _typo(rng, last)
+            last = _typo(uk[0:3], last)
         if typo_f[i]:
-            first = _typo(rng, first)
+            first = _typo(uk[3:6], first)
         if swapped[i]:
             last, first = first, last
         if casing[i]:
-            last, first = _case_spacing(rng, last), _case_spacing(rng, first)
+            last, first = _case_spacing(uk[6], last), _case_spacing(uk[7], first)
         custom_last[k] = last
         custom_first[k] = first
     last_idx[touched] = 2 * n + np.arange(len(touched))
