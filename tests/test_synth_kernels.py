@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nirlink.engine.synth._expand import _month_start, career_amounts, career_rows, resource_amounts
-from nirlink.engine.synth._signals import _key, _merge
+from nirlink.engine.synth._signals import _in_order, _insert_points, _merge
 
 
 def _np_month_start(year, month):
@@ -101,7 +101,11 @@ def test_planted_rows_merge_like_a_stable_sort(seed, n, k):
     new_period = rng.integers(17898, 17907, k).astype(np.int32)
     order = np.lexsort((new_period, new_person))
     new_person, new_period, new_value = new_person[order], new_period[order], 1000 + np.arange(k)
-    before = np.searchsorted(_key(person[kept], period[kept]), _key(new_person, new_period), side="right")
+    key = person.astype(np.int64) * 100_000 + period
+    assert _in_order(person, period) and (n < 2 or not _in_order(person[::-1], period[::-1]) or len(set(key)) == 1)
+    before = _insert_points(person, period, kept, new_person, new_period)
+    assert np.array_equal(before, np.searchsorted(key[kept], new_person.astype(np.int64) * 100_000 + new_period,
+                                                  side="right"))
     got = [_merge(a, kept, b, before, len(kept) == n) for a, b in
            ((person, new_person), (period, new_period), (value, new_value))]
     # the reference: a stable sort of the kept rows followed by the new ones

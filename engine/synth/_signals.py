@@ -96,11 +96,14 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
     eligible = (dm >= first_month) & (dm < last_month) & has_rows
     chosen = np.flatnonzero(eligible & (rng.random(n) < p.dead_income_rate))
     extra = []
-    in_order = _sorted_by(cols["person"], cols["period"])
+    in_order = _in_order(cols["person"], cols["period"])
     if len(chosen):
-        order = np.arange(len(month)) if in_order else np.lexsort((month, cols["person"]))
-        ends = np.searchsorted(cols["person"][order], np.arange(n), side="right") - 1
-        last_row = order[np.maximum(ends, 0)]  # each person's latest row (persons chosen have rows)
+        if in_order:
+            last_row = np.maximum(np.searchsorted(cols["person"], np.arange(n), side="right") - 1, 0)
+        else:
+            order = np.lexsort((month, cols["person"]))
+            ends = np.searchsorted(cols["person"][order], np.arange(n), side="right") - 1
+            last_row = order[np.maximum(ends, 0)]  # each person's latest row (persons chosen have rows)
         k = np.minimum(rng.integers(1, 7, len(chosen)), last_month - dm[chosen])
         who = np.repeat(chosen, k)
         after = dm[who] + 1 + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
@@ -149,18 +152,37 @@ def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, 
     new = {k: np.concatenate([e[k].astype(cols[k].dtype) for e in extra]) if extra else cols[k][:0] for k in cols}
     new_order = np.lexsort((new["period"], new["person"]))
     new = {k: v[new_order] for k, v in new.items()}
-    before = np.searchsorted(_key(person, cols["period"][kept]), _key(new["person"], new["period"]), side="right")
+    before = _insert_points(cols["person"], cols["period"], kept, new["person"], new["period"])
     whole = len(kept) == len(keep)
     return {k: _merge(v, kept, new[k], before, whole) for k, v in cols.items()}
 
 
-def _key(person, period) -> np.ndarray:
-    return np.asarray(person, np.int64) * (1 << 32) + (np.asarray(period, np.int64) + (1 << 31))
+@njit(nogil=True, cache=True)
+def _in_order(person, period) -> bool:
+    """Whether the rows are sorted by person, then period."""
+    for i in range(1, person.shape[0]):
+        if person[i] < person[i - 1] or (person[i] == person[i - 1] and period[i] < period[i - 1]):
+            return False
+    return True
 
 
-def _sorted_by(person, period) -> bool:
-    key = _key(person, period)
-    return bool(np.all(key[1:] >= key[:-1]))
+@njit(nogil=True, cache=True)
+def _insert_points(person, period, kept, new_person, new_period):
+    """For each new row, the number of kept rows (sorted by person, period) that sort at or
+    before it: ``searchsorted(side='right')`` on the (person, period) pairs, without building keys."""
+    out = np.empty(new_person.shape[0], np.int64)
+    for j in range(new_person.shape[0]):
+        p, d = new_person[j], new_period[j]
+        lo, hi = 0, kept.shape[0]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            r = kept[mid]
+            if person[r] < p or (person[r] == p and period[r] <= d):
+                lo = mid + 1
+            else:
+                hi = mid
+        out[j] = lo
+    return out
 
 
 @njit(nogil=True, cache=True)
