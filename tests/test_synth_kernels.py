@@ -7,7 +7,14 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nirlink.engine.synth._expand import _month_start, career_amounts, career_rows, resource_amounts
+from nirlink.engine.synth._expand import (
+    _month_start,
+    career_amounts,
+    career_rows,
+    resource_amounts,
+    resource_grid,
+    resource_rows,
+)
 from nirlink.engine.synth._signals import _in_order, _insert_points, _merge
 
 
@@ -114,3 +121,62 @@ def test_planted_rows_merge_like_a_stable_sort(seed, n, k):
     ref = np.lexsort((all_d, all_p))
     assert np.array_equal(got[2], np.concatenate([value[kept], new_value])[ref])
     assert np.array_equal(got[0], all_p[ref]) and np.array_equal(got[1], all_d[ref])
+
+
+def _reference_resource_grid(n, first, n_months, death, lo, hi, py_start, py_employer, retire_year, u):
+    months = first + np.arange(n_months)
+    pm_person = np.repeat(np.arange(n), n_months)
+    pm_month, pm_year = np.tile(months, n), np.tile(months // 12, n)
+    period = (pm_month - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    alive = (death[pm_person] < 0) | (period <= death[pm_person])
+    plo, phi = lo[pm_person], hi[pm_person]
+    in_career = (pm_year >= plo) & (pm_year <= phi)
+    py = np.where(in_career, py_start[pm_person] + (pm_year - plo), 0)
+    has_py = in_career & (len(py_employer) > 0)
+    emp = np.where(has_py, py_employer[py] if len(py_employer) else -1, -1)
+    employed = has_py & (emp >= 0) & alive
+    retired = ~in_career & (pm_year >= retire_year[pm_person]) & alive
+    unemployed = has_py & (emp < 0) & alive & (u < 0.7)
+    status = np.select([employed, retired, unemployed], [1, 2, 3], 0)
+    return employed.astype(np.int64) + 2 * retired + unemployed, status, np.where(in_career, py, 0)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 12))
+def test_resource_grid_and_rows_match_the_vectorised_expansion(seed, n):
+    rng = np.random.default_rng(seed)
+    first, n_months = 2019 * 12, 30
+    lo = rng.integers(2015, 2023, n)
+    hi = lo + rng.integers(-1, 6, n)  # hi < lo: no career year
+    n_years = np.maximum(hi - lo + 1, 0)
+    py_start = np.concatenate([[0], np.cumsum(n_years)[:-1]]).astype(np.int64)
+    n_py = int(n_years.sum())
+    py_employer = np.where(rng.random(n_py) < 0.2, -1, rng.integers(0, 50, n_py))
+    death = np.where(rng.random(n) < 0.3, rng.integers(17800, 19500, n), -1)
+    retire = rng.integers(2016, 2024, n)
+    u = rng.random(n * n_months)
+    args = (n, first, n_months, death, lo, hi, py_start, py_employer, retire, u)
+    got = resource_grid(*args)
+    want = _reference_resource_grid(*args)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+
+    c_base, status, py = got
+    c_total = c_base + np.where(status > 0, rng.integers(0, 3, len(c_base)), 0)
+    smic, level_base = rng.lognormal(7, 0.1, n_months), rng.lognormal(0, 0.3, max(n, 1))
+    py_level, py_version = rng.lognormal(10, 0.5, n_py), rng.integers(0, 10**6, n_py)
+    person, period, slot, payer, version, level, base = resource_rows(
+        c_base, c_total, status, py, n_months, first, smic, level_base, py_level, py_employer, py_version, 1000)
+    # the reference: one row per owed payment, then the extras, person-months in order
+    row_pm = np.repeat(np.arange(len(c_total)), c_total)
+    j = np.arange(len(row_pm)) - np.concatenate([[0], np.cumsum(c_total)[:-1]])[row_pm].astype(np.int64)
+    st_, pm_person, m = status[row_pm], row_pm // n_months, row_pm % n_months
+    want_slot = np.where(j < c_base[row_pm], np.where(st_ == 1, 0, np.where(st_ == 2, 1 + (j == 1), 3)), 4)
+    assert np.array_equal(person, pm_person) and np.array_equal(slot, want_slot)
+    assert np.array_equal(period, _np_month_start((first + m) // 12, (first + m) % 12 + 1))
+    sal, pay = want_slot == 0, (want_slot >= 1) & (want_slot <= 3)
+    assert np.array_equal(base, smic[m] * level_base[pm_person])
+    assert np.array_equal(level[sal], py_level[py[row_pm][sal]] / 12) and np.array_equal(level[~sal], base[~sal])
+    assert np.array_equal(payer[sal], py_employer[py[row_pm][sal]]) and np.array_equal(version[sal],
+                                                                                    py_version[py[row_pm][sal]])
+    assert np.array_equal(payer[pay], 1000 + want_slot[pay] - 1)
+    assert np.array_equal(version[pay], pm_person[pay] * 4 + want_slot[pay] - 1)
