@@ -1,7 +1,8 @@
 """Synthetic careers and monthly resources of the persons of one block.
 
-Everything is vectorised over person-years and person-months; rows come out grouped by
-person (then year or month), as a pension fund's extracts usually are.
+The draws are vectorised over persons, person-years and person-months; the rows are
+expanded from them by Numba kernels (_expand.py); rows come out grouped by person (then
+year or month), as a pension fund's extracts usually are.
 
 Career model (per person): start age 16-30 (mean ~20), end at 60-64 or death; careers
 are clipped to the configured years (1990-2025 by default, where the reference tables
@@ -38,12 +39,6 @@ RESOURCE_KINDS = ("salary", "pension", "complementary_pension", "unemployment_be
 PAYERS = ("pension_fund", "complementary_fund", "unemployment_agency", "health_insurance")
 P_PENSION, P_COMPLEMENTARY, P_UNEMPLOYMENT, P_HEALTH = range(4)
 HOURS_PER_YEAR = 1820.0  # 35 h x 52 weeks
-
-
-def _month_start(year, month):
-    """Days since 1970-01-01 of the first day of (year, month); month may be 13 (next year)."""
-    m = (np.asarray(year, np.int64) - 1970) * 12 + (np.asarray(month, np.int64) - 1)
-    return m.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
 
 
 @dataclass
