@@ -267,3 +267,12 @@ def test_non_empty_output_needs_overwrite(tmp_path):
         synth(tmp_path / "o", persons=200, partitions=1)
     synth(tmp_path / "o", persons=300, partitions=1, overwrite=True)
     assert len(_sql(tmp_path / "o", "select * from register where nir_kind = 'permanent'")) > 250
+
+
+def test_a_failed_write_fails_the_block(tmp_path):
+    from nirlink.engine.synth._generate import generate_block
+
+    (tmp_path / "register").mkdir()  # the other datasets' directories are missing: their writes fail
+    with pytest.raises(FileNotFoundError, match="career"):
+        generate_block(str(tmp_path), 0, 1, 0, 50, 50, SynthParams(seed=1))
+    assert [p.name for p in (tmp_path / "register").iterdir()] == ["part-00000.parquet"]
