@@ -71,7 +71,8 @@ def _child(args) -> None:
         m = measure(lambda: synth(out / "data", persons=persons, client=client, partitions=partitions,
                                   params=SynthParams(seed=1), overwrite=True), args.repeats)
     s = m["result"]["rows"]
-    result = {"persons": persons, "partitions": partitions, "data_rows": s["register"] + s["career"] + s["resource"],
+    written = sum(f.stat().st_size for f in (out / "data").rglob("*.parquet"))
+    result = {"parquet_bytes": written, "persons": persons, "partitions": partitions, "data_rows": s["register"] + s["career"] + s["resource"],
               "truth_rows": s["truth"], "load_1min": [load, os.getloadavg()[0]],
               **{k: m[k] for k in ("median_s", "times_s", "peak_rss_bytes")}}
     (out / "result.json").write_text(json.dumps(result))
@@ -91,16 +92,25 @@ def _run_child(size: int, args, work: Path, pythonpath: str | None) -> dict:
 def _baseline_tree(ref: str, scratch: Path) -> tuple[str | None, str]:
     """A git worktree of ``ref`` importable as `nirlink` (the PYTHONPATH to use), or None and why not."""
     tree = scratch / "baseline-tree"
+    _drop_tree(scratch)  # a previous run's, if it was interrupted
     done = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref],
                           capture_output=True, text=True)
     if done.returncode:
-        return None, f"baseline ref {ref!r} not checked out: {done.stderr.strip()}"
+        return None, f"baseline ref {ref!r} not checked out ({done.stderr.strip().splitlines()[-1]})"
     pkg = scratch / "baseline-pkg"
     pkg.mkdir(exist_ok=True)
     (pkg / "nirlink").symlink_to(tree, target_is_directory=True)
     commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     return str(pkg), f"baseline: {ref} ({commit})"
+
+
+def _drop_tree(scratch: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / "baseline-tree")],
+                   capture_output=True)
+    shutil.rmtree(scratch / "baseline-tree", ignore_errors=True)
+    subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+    shutil.rmtree(scratch / "baseline-pkg", ignore_errors=True)  # holds only the link to the tree
 
 
 def main(argv=None) -> None:
@@ -140,16 +150,16 @@ def main(argv=None) -> None:
                              f"{base['median_s']:.2f}" if base else "-",
                              f"{entry['baseline_rows_per_s'] / 1e6:.2f}" if base else "-",
                              f"{base['median_s'] / cur['median_s']:.2f}x" if base else "-",
+                             f"{cur['parquet_bytes'] / 1e6:,.0f}" + (f" / {base['parquet_bytes'] / 1e6:,.0f}" if base else ""),
                              f"{rew['median_s']:.2f}", f"{draw['median_s']:.2f}", f"{load:.1f}"])
             for d in ("current", "baseline", "rewrite"):
                 shutil.rmtree(scratch / d, ignore_errors=True)
     finally:
         if base_path:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / "baseline-tree")],
-                           capture_output=True)
+            _drop_tree(scratch)
     table = markdown_table(
         ["data rows", "persons", "blocks", "synth s (median)", "M rows/s", "peak RSS GiB", "baseline s",
-         "baseline M rows/s", "speed-up", "parquet-rewrite s", "numpy-draw s", "load (1 min, max)"], rows_out)
+         "baseline M rows/s", "speed-up", "Parquet MB (current / baseline)", "parquet-rewrite s", "numpy-draw s", "load (1 min, max)"], rows_out)
     header = (f"Synthetic generation, {args.workers} worker processes, median of {args.repeats} runs; {base_note}. "
               "Data rows = register + career + resource (the truth datasets are written too, not counted). "
               "Goal: >= 10M rows/s.\n\n")
