@@ -92,11 +92,13 @@ def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | N
         if cache is not None:
             cache[id(dictionary)] = cached
     _, values, to_unique = cached
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    indices = np.ascontiguousarray(indices)
+    if indices.dtype.kind not in "iu":
+        indices = indices.astype(np.int64)
     if rows is None or not len(rows):
         n, rows = (len(indices) if rows is None else 0), _NO_ROWS
     else:
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        rows = np.ascontiguousarray(rows)
         n = len(rows)
     out = np.empty(n, np.int32)
     null = np.empty(n, np.bool_)
@@ -106,7 +108,7 @@ def dictionary_column(indices: np.ndarray, dictionary: pa.Array, cache: dict | N
 
 
 def dates(days: np.ndarray) -> pa.Array:
-    return pa.array(days.astype(np.int32)).cast(pa.date32())
+    return pa.array(np.asarray(days, np.int32)).cast(pa.date32())
 
 
 _WRITE = dict(compression="snappy", store_schema=False)

@@ -159,7 +159,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
         "year": pa.array(careers.year),
         "start_date": dates(careers.start),
         "end_date": dates(careers.end),
-        "kind": dictionary_column(careers.kind.astype(np.int64), pa.array(CAREER_KINDS)),
+        "kind": dictionary_column(careers.kind, pa.array(CAREER_KINDS)),
         "gross_salary": pa.array(careers.gross, mask=np.isnan(careers.gross)),
         "days": pa.array(careers.days),
     })
@@ -172,7 +172,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
         **identity_columns(resources.version),
         "payer_id": dictionary_column(rank, sirets, rows=resources.payer),
         "period": dates(resources.period),
-        "kind": dictionary_column(resources.kind.astype(np.int64), pa.array(RESOURCE_KINDS)),
+        "kind": dictionary_column(resources.kind, pa.array(RESOURCE_KINDS)),
         "amount": pa.array(resources.amount),
     })
     write(resource, root / "resource" / name, string_cols + ["payer_id"])
@@ -183,12 +183,12 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
                             "nir-without-key"])
     n_reg = len(reg_person)
     truth = pa.table({
-        "source": dictionary_column(np.repeat(np.array([0, 1, 2]), [nc, nr, n_reg]), pa.array(["career", "resource", "register"])),
+        "source": dictionary_column(np.repeat(np.array([0, 1, 2], np.int8), [nc, nr, n_reg]), pa.array(["career", "resource", "register"])),
         "record_id": pa.concat_arrays([pa.array(career_ids), pa.array(resource_ids), pa.nulls(n_reg, pa.int64())]),
         "register_nir": pa.concat_arrays([pa.nulls(nc + nr, pa.string()), reg.column("nir").combine_chunks()]),
-        "true_nir": dictionary_column(np.concatenate([careers.person, resources.person, reg_person]).astype(np.int64), canonical),
+        "true_nir": dictionary_column(np.concatenate([careers.person, resources.person, reg_person]), canonical),
         "nir_noise": dictionary_column(np.concatenate([ident.nir_noise[careers.version], ident.nir_noise[resources.version],
-                                           np.full(n_reg, -1)]).astype(np.int64), noise_names),
+                                           np.full(n_reg, -1, np.int8)]), noise_names),
         # the declared identity a record carries (one per person and declarant; see VersionSpace)
         "identity_version": pa.array(np.concatenate([careers.version, resources.version, np.full(n_reg, -1)])
                                      + (np.int64(block) << 32), mask=np.repeat([False, True], [nc + nr, n_reg])),
