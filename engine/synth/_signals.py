@@ -212,6 +212,35 @@ def _merge(base, kept, new, before, whole: bool) -> np.ndarray:
     return out
 
 
+@njit(nogil=True, cache=True)
+def _person_facts(n, death_month, person, month, kind, amount, career_person, career_month, window_after):
+    """Per person, from the rows of a block: income after the death month (resource or career
+    row), any row, a pension and a minimum benefit in the window (months after
+    ``window_after``), and the window's income in cents (summed in row order)."""
+    after = np.zeros(n, np.bool_)
+    has_rows = np.zeros(n, np.bool_)
+    pension = np.zeros(n, np.bool_)
+    minimum = np.zeros(n, np.bool_)
+    income = np.zeros(n, np.float64)
+    for i in range(person.shape[0]):
+        p = person[i]
+        has_rows[p] = True
+        if month[i] > death_month[p]:
+            after[p] = True
+        if month[i] > window_after:
+            income[p] += np.rint(amount[i] * 100)
+            if kind[i] == PENSION:
+                pension[p] = True
+            elif kind[i] == MINIMUM:
+                minimum[p] = True
+    for i in range(career_person.shape[0]):
+        p = career_person[i]
+        has_rows[p] = True
+        if career_month[i] > death_month[p]:
+            after[p] = True
+    return after, has_rows, pension, minimum, income
+
+
 def signal_truth(persons, careers_person, careers_start, res: dict, versions_person, nir_noise, other_person,
                  used, *, last_month: int, bad_sirets: pa.Array | None) -> pa.Table:
     """The person-level rules on the true data of a block, and the planted bad declarants."""
@@ -226,15 +255,13 @@ def signal_truth(persons, careers_person, careers_start, res: dict, versions_per
     death = persons.death_ordinal
     dm = np.where(death >= 0, _month(np.maximum(death, 0)), np.iinfo(np.int64).max)
     r_month = _month(res["period"])
-    after = np.zeros(n, bool)
-    after[res["person"][r_month > dm[res["person"]]]] = True
-    after[careers_person[_month(careers_start) > dm[careers_person]]] = True
+    after, has_rows, pension, minimum, income = _person_facts(
+        n, dm, np.ascontiguousarray(res["person"]), r_month, np.ascontiguousarray(res["kind"]),
+        np.ascontiguousarray(res["amount"], np.float64), np.ascontiguousarray(careers_person),
+        _month(careers_start), last_month - 12)
     add("income_after_death", after)
     # other-person NIR: the declaring person (identity_conflict) and the NIR's owner (nir_shared)
     op = (nir_noise == 4) & used
-    has_rows = np.zeros(n, bool)
-    has_rows[res["person"]] = True
-    has_rows[careers_person] = True
     add("identity_conflict", np.bincount(versions_person[op], minlength=n) > 0)
     owners = other_person[op]
     add("nir_shared", (np.bincount(owners[owners >= 0], minlength=n) > 0) & has_rows)
@@ -242,16 +269,13 @@ def signal_truth(persons, careers_person, careers_start, res: dict, versions_per
     age = _ages(persons, last_month)
     ct = cohort_table()
     by = np.clip(persons.birth_year, 1900, 2030)
-    window = r_month > last_month - 12
-    pension = np.bincount(res["person"][window & (res["kind"] == PENSION)], minlength=n) > 0
     # the quarters path of the full rate cannot occur here: careers from 1990 give at most 144
     # quarters, fewer than any cohort needs; the age path is what the synthetic data exercise
     add("possible_pension_non_take_up", alive & (age >= ct.legal_age(by, persons.birth_month))
         & (age >= ct.full_rate_age(by, persons.birth_month)) & ~pension)
     ceiling = aspa_table().yearly_ceiling([last_month])[0]
     if not np.isnan(ceiling):
-        income = np.bincount(res["person"][window], weights=np.round(res["amount"][window] * 100), minlength=n) / 100
-        minimum = np.bincount(res["person"][window & (res["kind"] == MINIMUM)], minlength=n) > 0
+        income = income / 100
         add("low_resources_no_minimum", alive & (age >= 65 * 12) & (income < ceiling) & ~minimum)
     idx = np.concatenate(out_person) if out_person else np.zeros(0, np.int64)
     persons_col = persons.nir.take(pa.array(idx.astype(np.int64)))
