@@ -28,7 +28,9 @@ def job_registry(tmp_path_factory):
 
     path = str(tmp_path_factory.mktemp("registry"))
     os.environ["DASK_NIRLINK__JOBS__REGISTRY"] = path
-    with dask.config.set({"nirlink.jobs.registry": path}):
+    # tests read intermediate outputs as oracles: kept (tests/test_release.py runs the default)
+    os.environ["DASK_NIRLINK__JOBS__KEEP"] = "all"
+    with dask.config.set({"nirlink.jobs.registry": path, "nirlink.jobs.keep": "all"}):
         yield path
 
 

@@ -15,7 +15,7 @@ from nirlink.engine.io._readers import expand_paths
 from ._registry import version
 from ._spec import JobSpec
 
-__all__ = ["stage_fingerprint"]
+__all__ = ["stage_fingerprint", "up_to_date_stage", "first_stale"]
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:
@@ -53,3 +53,24 @@ def stage_fingerprint(spec: JobSpec, stage: str, previous: str, *, key: bytes | 
         parts["pseudonymise"] = s.output.pseudonymise
         parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
     return _fingerprint(parts)
+
+
+def up_to_date_stage(spec: JobSpec, stage: str, previous: str, key: bytes | None) -> tuple[bool, str]:
+    """Whether ``stage``'s published output is up to date (its fingerprint matches and its
+    manifest is there), and the fingerprint it must carry."""
+    from nirlink.engine.io._datasets import read_json
+
+    fp = stage_fingerprint(spec, stage, previous, key=key if stage == "export" else None)
+    out = Path(spec.directory) / stage
+    done = read_json(out / "_fingerprint.json") if (out / "_fingerprint.json").exists() else None
+    return bool(done and done.get("fingerprint") == fp and (out / "_manifest.json").exists()), fp
+
+
+def first_stale(spec: JobSpec, restart: bool, key: bytes | None) -> int:
+    """The index of the first stage of ``spec`` whose output is not up to date (all: their count)."""
+    previous = ""
+    for index, stage in enumerate(spec.stages):
+        if restart or not up_to_date_stage(spec, stage, previous, key)[0]:
+            return index
+        previous = hashlib.sha256((Path(spec.directory) / stage / "_manifest.json").read_bytes()).hexdigest()
+    return len(spec.stages)

@@ -34,7 +34,7 @@ __all__ = ["new_job_id", "job_paths", "latest_run", "read_state", "record_event"
            "register_job", "unregister_job", "find_job", "find_run", "list_jobs", "version", "request_cancel", "reporting_run", "run_report"]
 
 _RUN_FILES = {"state": "state.json", "events": "events.jsonl", "log": "job.log", "cancel": "cancel",
-              "report": "report.html", "performance": "performance.html"}
+              "report": "report.html", "performance": "performance.html", "disk": "disk.json"}
 
 
 def new_job_id(name: str) -> str:

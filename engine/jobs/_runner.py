@@ -36,8 +36,9 @@ from nirlink.engine import _config
 from nirlink.engine.io._datasets import apply_private_modes, read_json, sweep_temporaries, write_json
 from nirlink.kernels import JobCancelled, StageError, describe_error
 
-from ._fingerprint import stage_fingerprint
+from ._fingerprint import first_stale, up_to_date_stage
 from ._joblog import JobLog, mask_nirs
+from ._release import DiskRecord, consume, resume_from
 from ._lock import acquire_lock, mutex, refresh_lock, release_lock
 from ._registry import (job_paths, latest_run, new_job_id, persist, read_state, register_job, set_current, unregister_job,
                         version)
@@ -301,25 +302,32 @@ class Job:
 
     def _run_stages(self) -> None:
         self._key()  # a missing or too short pseudonymisation key stops the job before its first stage
-        previous = ""
-        fresh = self.restart
-        for index, stage in enumerate(self.spec.stages):
-            fp = stage_fingerprint(self.spec, stage, previous, key=self._key() if stage == "export" else None)
+        stages = tuple(self.spec.stages)
+        # a stage to run whose input was released (nirlink.jobs.keep) runs that input's stage again first
+        start = resume_from(self.dir, stages, first_stale(self.spec, self.restart, self._key()))
+        disk = DiskRecord(self.dir, [p for i in self.spec.inputs for p in i.paths], self.paths["disk"])
+        previous, published = "", set()
+        for index, stage in enumerate(stages):
+            up_to_date, fp = up_to_date_stage(self.spec, stage, previous, self._key())
             out = self.dir / stage
-            done = read_json(out / "_fingerprint.json") if (out / "_fingerprint.json").exists() else None
-            if not fresh and done and done.get("fingerprint") == fp and (out / "_manifest.json").exists():
+            if index < start and up_to_date:
                 self.emit(StageSkipped(time.time(), index))
             else:
-                fresh = True  # every later stage runs again
+                start = min(start, index)  # every later stage runs again
                 failing = _config.get("testing.fail-before-stage")
                 self._ran.append(stage)
                 self.emit(StageStarted(time.time(), index))
                 if failing == stage:
                     raise StageError(f"stage {stage}: failure injected by nirlink.testing.fail-before-stage")
                 t0 = time.perf_counter()
-                self._run_stage(stage)
+                with disk.sampling(stage):
+                    self._run_stage(stage)
                 write_json(out / "_fingerprint.json", {"fingerprint": fp, "nirlink": version()})
                 self.emit(StageFinished(time.time(), index, time.perf_counter() - t0))
+            published.add(stage)
+            gone = disk.stage_done(stage, stages, published)
+            if gone:
+                self.log.write("info", f"released {', '.join(gone)} (read by no later stage; nirlink.jobs.keep)")
             manifest = out / "_manifest.json"
             previous = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else ""
 
@@ -374,12 +382,15 @@ class Job:
         if stage == "attach":
             from nirlink.engine.stages._attach import run_attach
 
-            return run_attach(d / "ingest", d / "link", d / "attach", client=c, progress=progress)
+            return run_attach(d / "ingest", d / "link", d / "attach", client=c, progress=progress,
+                              consume=consume(d, "ingest", "attach", s.stages))
         if stage == "aggregate":
             from nirlink.engine.stages._aggregate import run_aggregate
 
             scratch = d / ".aggregate-input"  # without attach: person buckets, removed once published
+            eat = False  # the attach stage's buckets removed as read, when no later stage reads them
             if (d / "attach" / "_manifest.json").exists() and "attach" in s.stages:
+                eat = consume(d, "attach", "aggregate", s.stages)
                 career = d / "attach" / "career" if (d / "attach" / "career").exists() else None
                 resource = d / "attach" / "resource" if (d / "attach" / "resource").exists() else None
                 partitioned = True
@@ -391,6 +402,7 @@ class Job:
                 partitioned = True  # person buckets on disk, as the attach stage writes them
             manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                      partitioned_by_person=partitioned, first_review_month=s.first_review_month,
+                                     consume=eat,
                                      progress=lambda done, total, rows=None: progress("aggregate", done, total, rows))
             shutil.rmtree(scratch, ignore_errors=True)
             return manifest
@@ -402,5 +414,6 @@ class Job:
             from nirlink.engine.stages._export import run_export
 
             return run_export(d, d / "export", client=c, key=self._key(), progress=progress,
-                              signals="signals" in s.stages)
+                              signals="signals" in s.stages,
+                              consume=tuple(p for p in ("aggregate", "signals") if consume(d, p, "export", s.stages)))
         raise StageError(f"unknown stage {stage!r}")

@@ -212,6 +212,8 @@ def _aggregate_section(m: dict, job: Path, charts: Charts) -> str:
            f.table(["input", "rows", "rows without a person"],
                    [[k, v.get("rows_in", 0), v.get("rows_without_person", 0)] for k, v in m["inputs"].items()])]
     person = job / "aggregate" / "career_person"
+    if not person.exists():  # released once exported (nirlink.jobs.keep): the exported copy
+        person = job / "export" / "career_person"
     if not (person.exists() and any(person.glob("*.parquet"))):
         return "".join(out)
     import duckdb

@@ -10,6 +10,7 @@ no person are counted per input and reported in the manifest, never dropped sile
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = ["run_aggregate", "review_month_index"]
 
 CAREER_TABLES = ("career_person_year", "career_person")
 RESOURCE_TABLES = ("resource_person_month", "resource_person_year", "resource_person_review")
+ROW_TABLES = ("career_rows", "resource_rows")  # linked rows in export form, from the attach stage's buckets
 
 
 def review_month_index(text: str) -> int:
@@ -54,35 +56,56 @@ def _partitions(path) -> list[str | list[str]]:
     return [str(f) for f in files if f.suffix == ".parquet"]
 
 
-def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None) -> dict[str, Any]:
-    """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its outputs."""
+def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
+                    rows: bool = False, consume: bool = False) -> dict[str, Any]:
+    """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its
+    outputs; ``rows``: also its linked rows in export form (``<kind>_rows/``, one read of the
+    bucket for both); ``consume``: remove the partition's input files once its outputs are written."""
+    linked = None
     if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
         paths = [part] if isinstance(part, str) else part
         schema = pq.read_schema(paths[0])
         wanted = [c for c in columns if c in schema.names]
+        if rows:
+            from ._export import ROW_COLUMNS
+
+            wanted += [c for c in ROW_COLUMNS[kind] if c in schema.names and c not in wanted]
         # person and kind read as dictionaries: no string materialised per row, no re-hashing
         as_dict = [c for c in ("person", "kind") if c in wanted]
         table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False, read_dictionary=as_dict)
                                   for p in paths])
+        if rows:
+            from ._export import linked_rows
+
+            linked = linked_rows(table, kind)
+        table = table.select([c for c in columns if c in wanted])
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":
         out, stats = career_partition(table)
     else:
         out, stats = resource_partition(table, first_review_month=first_review)
+    if linked is not None:
+        out = {**out, f"{kind}_rows": linked}
     for name, t in out.items():
         if t.num_rows:
             write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
+    if consume and isinstance(part, (str, list)):
+        for p in [part] if isinstance(part, str) else part:
+            os.remove(p)
     return {"kind": kind, **stats}
 
 
 def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
-                  first_review_month: str = "2021-01",
+                  first_review_month: str = "2021-01", consume: bool = False,
                   progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
-    RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``."""
+    RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``.
+    Person buckets of linked rows (the attach stage's) also give the linked rows in export form
+    (``career_rows``, ``resource_rows``: the bucket read once for both); ``consume``: each
+    bucket's files are removed once its outputs are written (the job's last reader of them)."""
     if career is None and resource is None:
         raise InputError("aggregate: give career and/or resource rows")
     first_review = review_month_index(first_review_month) if first_review_month else None
@@ -90,7 +113,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
     out_dir = Path(out_dir)
     started = _dt.datetime.now()
     with staged_directory(out_dir) as tmp:
-        jobs: list[tuple[str, Any, int]] = []
+        jobs: list[tuple[str, Any, int, bool]] = []
         for kind, path in inputs:
             parts = _partitions(path)
             files = [f for p in parts for f in ([p] if isinstance(p, str) else p)]
@@ -104,7 +127,8 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
             if partitioned_by_person or client is None:
                 if not partitioned_by_person:
                     raise InputError("aggregate: a shuffle by person needs a Dask client (or partitioned input)")
-                jobs.extend((kind, p, i) for i, p in enumerate(parts))
+                with_rows = "link_status" in names and any(isinstance(p, list) for p in parts)
+                jobs.extend((kind, p, i, with_rows) for i, p in enumerate(parts))
             else:
                 import dask.dataframe as dd
 
@@ -112,21 +136,21 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                 ddf = dd.read_parquet(files, columns=columns)
                 n = npartitions or max(1, len(files))
                 shuffled = ddf.shuffle(on="person", npartitions=n)
-                jobs.extend((kind, part, i) for i, part in enumerate(shuffled.to_delayed()))
-        results = _run(jobs, str(tmp.resolve()), first_review, client, progress)
+                jobs.extend((kind, part, i, False) for i, part in enumerate(shuffled.to_delayed()))
+        results = _run(jobs, str(tmp.resolve()), first_review, client, progress, consume)
         manifest = _manifest(inputs, results, tmp, partitioned_by_person, first_review_month, started)
         write_json(tmp / "_manifest.json", manifest)
     return manifest
 
 
-def _run(jobs, out_dir, first_review, client, progress):
+def _run(jobs, out_dir, first_review, client, progress, consume):
     from nirlink.linkage._tasks import run_tasks, without_step
 
     if client is not None:
         # partitions of a shuffle are Dask delayed objects: turn them into futures that the
         # partition tasks depend on
-        jobs = [(kind, client.compute(part) if not isinstance(part, (str, list)) else part, index)
-                for kind, part, index in jobs]
+        jobs = [(kind, client.compute(part) if not isinstance(part, (str, list)) else part, index, rows)
+                for kind, part, index, rows in jobs]
 
     def describe(args) -> str:
         kind, part, index = args[:3]
@@ -136,7 +160,8 @@ def _run(jobs, out_dir, first_review, client, progress):
             return f"{kind} partition {index}: {part[0]}" + (f" and {len(part) - 1} more" if len(part) > 1 else "")
         return f"{kind} partition {index} of the shuffle by person"
 
-    return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review) for kind, part, index in jobs],
+    return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review, rows, consume)
+                                                for kind, part, index, rows in jobs],
                      name="aggregate", progress=without_step(progress), describe=describe,
                      rows=lambda r: r["rows_in"])
 
@@ -155,6 +180,7 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
             tables[name] = describe_dataset(d, relative_to=root) if d.exists() else {
                 "rows": 0, "files": [], "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable}
                                                    for f in OUTPUT_SCHEMAS[name]]}
+    linked_rows = {name: describe_dataset(root / name, relative_to=root) for name in ROW_TABLES if (root / name).exists()}
     from nirlink.engine.reference._tables import year_table
 
     yt = year_table()
@@ -166,6 +192,7 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
         "partitioned_by_person": partitioned,
         "first_review_month": first_review_month,
         "tables": tables,
+        "linked_rows": linked_rows,
         "notes": [f"SAM revaluation: no published coefficient for {unpublished[0]}-{unpublished[-1]}; "
                   "salaries of those years are taken at face value (coefficient 1.0)"] if unpublished else [],
     }

@@ -1,9 +1,14 @@
 """The export stage: the datasets other systems consume, with documented schemas and a manifest.
 
-Published under ``export/``: linked rows (hive-partitioned by year), the per-person aggregate
-tables (person-year and person-month tables partitioned by year), the link table and a
-summary of rejects (where and why, never the rejected values). Identity fields (names,
+Published under ``export/``: linked rows, the per-person aggregate tables, the link table and
+a summary of rejects (where and why, never the rejected values). Identity fields (names,
 birth dates, declared NIRs) stay inside nirlink: other systems get the person and the facts.
+Each dataset is a few large Parquet files (64 MB and more where the data allows,
+row groups of ROW_GROUP_ROWS rows): one task per group of inputs reads each input once and
+streams it into its file; the linked rows come in export form from the aggregate stage
+(which writes them from the same read of each person bucket as its aggregates), sorted by
+person then record id, so that the person's runs compress. ``year`` is
+a column of every row, person-year and person-month file (no ``year=<y>/`` directories).
 With pseudonymisation, every NIR becomes HMAC-SHA256(key, NIR) in hex: the same key gives the
 same pseudonym across jobs; the key is read from a file or an environment variable (at
 least MIN_KEY_BYTES), is never written anywhere and travels to tasks as a PseudonymKey,
@@ -21,7 +26,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json
@@ -35,17 +39,20 @@ ROW_COLUMNS = {
     "resource": ["record_id", "person", "payer_id", "period", "kind", "amount", "nir_status", "link_status",
                  "link_method", "match_probability"],
 }
-# table -> (source path relative to the job directory, hive partition column or None)
+# table -> (source path relative to the job directory, hive partition column: None for every table
+# since ``year`` became a column; kept in the manifest as ``hive_partitioning``, README "Exports")
 EXPORTS = {
-    "career_rows": ("attach/career", "year"),
-    "resource_rows": ("attach/resource", "year"),
-    "career_person_year": ("aggregate/career_person_year", "year"),
+    "career_rows": ("aggregate/career_rows", None),
+    "resource_rows": ("aggregate/resource_rows", None),
+    "career_person_year": ("aggregate/career_person_year", None),
     "career_person": ("aggregate/career_person", None),
-    "resource_person_month": ("aggregate/resource_person_month", "year"),
-    "resource_person_year": ("aggregate/resource_person_year", "year"),
+    "resource_person_month": ("aggregate/resource_person_month", None),
+    "resource_person_year": ("aggregate/resource_person_year", None),
     "resource_person_review": ("aggregate/resource_person_review", None),
     "links": ("link/links", None),
 }
+INPUT_BYTES_PER_FILE = 96 << 20  # inputs (Parquet bytes) streamed into one export file (>= 64 MB out where the data allows)
+ROW_GROUP_ROWS = 1 << 20  # rows per row group: a unit of parallel reading for DuckDB, Polars, Spark
 # the signals stage's case datasets, exported as signals/<rule> when the job ran that stage
 SIGNAL_EXPORTS = {f"signals/{name}": (f"signals/{name}", None) for name in (
     "income_after_death", "nir_shared", "identity_conflict", "possible_pension_non_take_up",
@@ -117,12 +124,6 @@ def pseudonymise(values: pa.Array, key: bytes) -> pa.Array:
 
 
 def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
-    if name in ("career_rows", "resource_rows"):
-        source = name.split("_")[0]
-        if source == "resource":
-            table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
-        table = table.select([c for c in ROW_COLUMNS[source] if c in table.column_names] +
-                             (["year"] if source == "resource" else []))
     if name == "resource_person_month":
         table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
     if name == "links":
@@ -140,42 +141,83 @@ def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
     return table
 
 
-def _export_file(src: str, name: str, partition: str | None, out: str, part: str, key: PseudonymKey | None) -> int:
-    table = _prepare(pq.read_table(src, use_threads=False), name, key.value if key is not None else None)
-    if table.num_rows == 0:
-        return 0
-    target = Path(out) / name
-    if partition is None:
-        target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, target / f"{part}.parquet", compression="zstd")
-    else:
-        ds.write_dataset(table, target, format="parquet", partitioning=[partition], partitioning_flavor="hive",
-                         basename_template=f"{part}-{{i}}.parquet", existing_data_behavior="overwrite_or_ignore",
-                         use_threads=False, file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"))
-    return table.num_rows
+def linked_rows(table: pa.Table, source: str) -> pa.Table:
+    """Linked rows in export form: ROW_COLUMNS (plain strings), ``year`` (a resource row's from
+    its period), sorted by person then record id (rows without a person last)."""
+    table = table.select([c for c in ROW_COLUMNS[source] if c in table.column_names])
+    if source == "resource":
+        table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
+    order = pc.sort_indices(table, sort_keys=[("person", "ascending"), ("record_id", "ascending")],
+                            null_placement="at_end")
+    return table.take(order)
+
+
+def _export_group(inputs: list[str], name: str, out: str, part: str, key: PseudonymKey | None,
+                  consume: bool = False) -> int:
+    """Stream ``inputs`` (each read once, in order) into the export file ``<name>/<part>.parquet``;
+    ``consume``: remove each input once read."""
+    from nirlink.engine.io._datasets import make_private_dir, private_modes
+
+    target = Path(out) / name / f"{part}.parquet"
+    writer, rows = None, 0
+    try:
+        for src in inputs:
+            table = _prepare(pq.read_table(src, use_threads=False), name, key.value if key is not None else None)
+            if consume:
+                os.remove(src)  # the job's last reader of it: the disk it held is free for the export
+            if table.num_rows == 0:
+                continue
+            if writer is None:
+                make_private_dir(target.parent)
+                dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)
+                              and not pa.types.is_nested(f.type)]
+                writer = pq.ParquetWriter(target, table.schema, compression="zstd", use_dictionary=dictionary)
+            if table.schema != writer.schema:
+                table = table.cast(writer.schema)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+            os.chmod(target, private_modes()[1])
+    return rows
+
+
+def _groups(src: Path) -> list[list[str]]:
+    """The export files of a dataset, each a list of its Parquet files (consecutive, about
+    INPUT_BYTES_PER_FILE together)."""
+    groups: list[list[str]] = []
+    size = INPUT_BYTES_PER_FILE
+    for f in sorted(str(p) for p in src.rglob("*.parquet") if not p.name.startswith(".")):
+        n = os.path.getsize(f)
+        if size + n > INPUT_BYTES_PER_FILE and size >= INPUT_BYTES_PER_FILE // 2:
+            groups.append([])
+            size = 0
+        groups[-1].append(f)
+        size += n
+    return groups
 
 
 def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: bytes | PseudonymKey | None = None,
-               progress: Callable[..., None] | None = None, signals: bool = False) -> dict[str, Any]:
-    """Export the job's datasets; ``signals``: also the signals stage's (``export/signals/<rule>/``)."""
+               progress: Callable[..., None] | None = None, signals: bool = False,
+               consume: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Export the job's datasets; ``signals``: also the signals stage's (``export/signals/<rule>/``);
+    ``consume``: the stages (``aggregate``, ``signals``) whose files each task removes once read."""
     from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
     if isinstance(key, bytes):
         key = PseudonymKey(key)  # the tasks' arguments show up in a failed task's log line: hide it
     exports = {**EXPORTS, **(SIGNAL_EXPORTS if signals else {})}
-    args = []
-    for name, (rel, partition) in exports.items():
-        src = job_dir / rel
-        if not src.exists():
-            continue
-        files = sorted(str(p) for p in src.rglob("*.parquet") if not p.name.startswith("."))
-        for i, f in enumerate(files):
-            args.append((f, name, partition, None, f"part-{i:05d}", key))
     with staged_directory(out_dir) as work:
         work = work.resolve()
-        args = [(f, n, p, str(work), part, k) for f, n, p, _, part, k in args]
-        counts = run_tasks(client, _export_file, args, name="export", progress=progress, rows=int)
+        args = [(group, name, str(work), f"part-{i:05d}", key, rel.split("/")[0] in consume)
+                for name, (rel, _) in exports.items() if (job_dir / rel).exists()
+                for i, group in enumerate(_groups(job_dir / rel))]
+        counts = run_tasks(client, _export_group, args, name="export", progress=progress, rows=int)
         rejects = _rejects_summary(job_dir, work)
         tables = {}
         for name, (_, partition) in exports.items():
