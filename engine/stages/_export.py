@@ -150,8 +150,7 @@ def linked_rows(table: pa.Table, source: str) -> pa.Table:
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
-    order = pc.sort_indices(table, sort_keys=[("person", "ascending"), ("record_id", "ascending")],
-                            null_placement="at_end")
+    order = pc.sort_indices(table, sort_keys=[("person", "ascending"), ("record_id", "ascending")])  # nulls last
     return table.take(order)
 
 

@@ -1,0 +1,112 @@
+"""Disk-bounded jobs with the default nirlink.jobs.keep: intermediates released once their
+readers published (or removed by their last reader as it reads them), the exports the same
+bytes as a job that keeps everything, the sizes recorded, and re-runs that need a released
+output running its stage again - also after a failure half-way through a consuming stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import dask.config
+import pyarrow.parquet as pq
+import pytest
+
+from nirlink.engine.jobs._registry import job_paths
+from nirlink.engine.jobs._runner import Job
+from nirlink.engine.jobs._spec import load_job
+from nirlink.engine.stages import _export
+
+from conftest import write_job
+
+STAGES = ("ingest", "link", "attach", "aggregate", "export")
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.parquet"))}
+
+
+def _data_files(d: Path) -> list[str]:
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()
+                  and p.name not in ("_manifest.json", "_fingerprint.json", "_released.json"))
+
+
+@pytest.fixture(scope="module")
+def released_job(synth_small, job_run, tmp_path_factory, dask_client):
+    root, _ = synth_small
+    base = tmp_path_factory.mktemp("released")
+    job_file = write_job(base / "job.toml", root, base / "out")
+    with dask.config.set({"nirlink.jobs.keep": "link"}):  # the default
+        state = Job(load_job(job_file), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    return base / "out", job_file, state
+
+
+def test_intermediates_go_and_exports_are_the_same_bytes(released_job, job_run):
+    out, _, state = released_job
+    for stage in ("ingest", "attach", "aggregate"):
+        assert _data_files(out / stage) == [], stage
+        assert (out / stage / "_manifest.json").exists() and (out / stage / "_fingerprint.json").exists()
+    assert "*" in json.loads((out / "attach" / "_released.json").read_text())["released"]
+    assert list((out / "link" / "links").glob("*.parquet"))  # kept: `nirlink explain` reads it
+    _, kept_out, _ = job_run  # the same job keeping everything (the tests' setting)
+    assert _digest(out / "export") == _digest(kept_out / "export")
+    assert len(_digest(out / "export")) >= 8
+
+
+def test_sizes_are_recorded(released_job, synth_small):
+    out, _, state = released_job
+    disk = json.loads(job_paths(out, state.job_id)["disk"].read_text())
+    root, _ = synth_small
+    inputs = sum(f.stat().st_size for d in ("register", "career", "resource") for f in (root / d).rglob("*.parquet"))
+    assert disk["input_bytes"] == inputs
+    assert set(disk["stages"]) == set(STAGES)
+    assert disk["peak_bytes"] >= max(s["bytes_at_publication"] for s in disk["stages"].values())
+    assert disk["peak_bytes"] > disk["final_bytes"] == disk["stages"]["export"]["bytes_after_release"]
+    assert disk["peak_over_input"] == round(disk["peak_bytes"] / inputs, 3)
+
+
+def test_a_rerun_skips_released_stages_that_are_up_to_date(released_job, dask_client):
+    out, job_file, _ = released_job
+    with dask.config.set({"nirlink.jobs.keep": "link"}):
+        again = Job(load_job(job_file), client=dask_client).run()
+    assert again.status == "succeeded" and again.skipped == STAGES
+
+
+def test_a_rerun_needing_released_outputs_runs_their_stages_again(released_job, tmp_path, monkeypatch):
+    """A new key makes the export stale; the export reads the aggregate stage's output, which
+    it removed as it read it, so the aggregate, attach and ingest stages run again. The
+    first try fails half-way through the export, after it removed some of its inputs; the
+    next one starts from the ingest stage and publishes the pseudonymised exports."""
+    out, job_file, _ = released_job
+    rows_before = json.loads((out / "export" / "_manifest.json").read_text())["tables"]["career_rows"]["rows"]
+    monkeypatch.setenv("NIRLINK_RELEASE_KEY", "a-release-test-key-0123456789")
+    text = Path(job_file).read_text().replace("[output]", '[output]\npseudonymise = true\nkey_env = "NIRLINK_RELEASE_KEY"')
+    Path(job_file).write_text(text)
+    real, calls = _export._export_group, []
+
+    def failing(*args, **kwargs):
+        calls.append(args[1])
+        n = real(*args, **kwargs)
+        if len(calls) == 3:
+            raise ValueError("export task failed on purpose")
+        return n
+
+    monkeypatch.setattr(_export, "_export_group", failing)
+    with dask.config.set({"nirlink.jobs.keep": "link"}), pytest.raises(Exception, match="failed on purpose"):
+        Job(load_job(job_file), client=None).run()
+    assert (out / "export" / "_manifest.json").exists()  # the old export stays published
+    assert json.loads((out / "export" / "_manifest.json").read_text())["pseudonymised"] is False
+    assert "*" in json.loads((out / "aggregate" / "_released.json").read_text())["released"]
+    monkeypatch.setattr(_export, "_export_group", real)
+    with dask.config.set({"nirlink.jobs.keep": "link"}):
+        state = Job(load_job(job_file), client=None).run()
+    assert state.status == "succeeded", state.error
+    assert set(state.stage_seconds) == set(STAGES) and not state.skipped
+    manifest = json.loads((out / "export" / "_manifest.json").read_text())
+    assert manifest["pseudonymised"] is True and manifest["tables"]["career_rows"]["rows"] == rows_before
+    persons = pq.read_table(out / "export" / "career_rows", columns=["person"]).column("person").drop_null()
+    assert all(re.fullmatch(r"[0-9a-f]{64}", p) for p in persons.unique().to_pylist())
