@@ -38,6 +38,11 @@ def _summary(job_dir: Path, job_id: str) -> dict:
             else:
                 out["export"] = {"directory": str(job_dir / "export"), "pseudonymised": data["pseudonymised"],
                                  "tables": {k: v["rows"] for k, v in data["tables"].items()}}
+    from nirlink.engine.jobs._registry import job_paths
+
+    disk = job_paths(job_dir, job_id)["disk"]
+    if disk.exists():  # sizes of the job directory: input, peak, final (a run that ran a stage)
+        out["disk"] = {k: v for k, v in read_json(disk).items() if k not in ("stages", "released")}
     return out
 
 
@@ -58,6 +63,10 @@ def _render(s: dict) -> None:
                    f"{d.get('signatures_unlinked', 0):,} unlinked")
     for name, rows in s.get("aggregate", {}).items():
         typer.echo(f"  {name}: {rows:,} rows")
+    if "disk" in s:
+        d = s["disk"]
+        typer.echo(f"  disk: peak {d['peak_bytes'] / 1e6:,.0f} MB ({d['peak_over_input']:.2f}x the input, "
+                   f"during {d['peak_stage']}), final {d['final_bytes'] / 1e6:,.0f} MB ({d['final_over_input']:.2f}x)")
     typer.echo(f"outputs: {s['directory']}")
     if "export" in s:
         typer.echo(f"export:  {s['export']['directory']}")
