@@ -15,6 +15,12 @@ def evaluate_job(link_dir: Path, rows: Path, truth: Path, *, memory_limit: str, 
     from nirlink.linkage import load_model
     from nirlink.linkage._evaluate import evaluate as run
 
+    from nirlink.engine.jobs._release import released
+    from nirlink.kernels import InputError
+
+    if "*" in released(Path(rows).parent, Path(rows).name):
+        raise InputError(f"evaluate: the ingested rows of {rows} were released once the job no longer needed them "
+                         "(setting nirlink.jobs.keep): keep ingest and run the job again")
     files = ingested_files(rows)
     model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
     report = run(link_dir, files["career"] + files["resource"], truth, model=model, memory_limit=memory_limit,

@@ -97,6 +97,11 @@ def explain(
     directory = find_job(job)
     where: dict[str, Any] = {}
     if record_id is not None:
+        from nirlink.engine.jobs._release import released
+
+        if "*" in released(directory, "ingest"):
+            raise InputError(f"{directory}: the ingested rows were released once the job no longer needed them "
+                             "(setting nirlink.jobs.keep): give --signature, or keep ingest and run the job again")
         files = ingested_files(directory / "ingest")
         found = signatures_of_records(files["career"] + files["resource"], [record_id]).get(int(record_id), [])
         if not found:

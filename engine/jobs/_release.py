@@ -29,7 +29,8 @@ KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
 # (stage, part of its output or None for the rest of it) -> the stages that read it
 READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("ingest", "rejects"): ("signals", "export"),
-    ("ingest", None): ("link", "attach", "aggregate", "signals"),
+    ("ingest", "register"): ("link", "signals"),  # the register input (the signals stage reads it by that name)
+    ("ingest", None): ("link", "attach", "aggregate"),
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),
     ("aggregate", None): ("signals", "export"),
