@@ -2,7 +2,7 @@
 
 The link table (one row per signature) is sorted once into an Arrow IPC file that every task
 memory-maps (the operating system shares its pages between the worker processes); each task
-takes a group of ingested files (about ROWS_PER_ATTACH_TASK rows), reads each file once,
+takes a group of ingested files (attach_task_rows), reads each file once,
 computes the signature id of its rows, looks them up by binary search and streams its rows
 into one file per person bucket (``<source>/b=<k>/<part>.parquet``, a row group per input
 file, rows sorted by person so that the person's identity columns compress), so the
@@ -12,8 +12,10 @@ never dropped.
 
 Files per bucket: one per task, not one per ingested file: with one task per ingested file
 the stage wrote files x buckets small files, both growing with the rows (quadratic in the
-rows: 26 x 13 at 25.6M rows, 128 x 65 at 128M), each with its own open, write and footer,
-and small files compress worse.
+rows: 26 x 14 at 25.6M rows, 128 x 66 at 128M, of 71,000 and 15,000 rows), each with its own
+open, column chunks and footer, every one of them opened again by the aggregate stage; small
+files also compress worse. Tasks now grow with the bucket count (attach_task_rows), so the
+files number linearly in the rows and each holds ROWS_PER_BUCKET_FILE rows or more.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
         signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup)], name="attach-lookup",
                                progress=progress)[0]
         args = [(group, source, lookup, str(work), n_buckets, f"part-{i:05d}", consume) for source in ("career", "resource")
-                for i, group in enumerate(_task_groups(files[source], ROWS_PER_ATTACH_TASK))]
+                for i, group in enumerate(_task_groups(files[source], attach_task_rows(n_buckets)))]
         results = run_tasks(client, _attach_files, args, name="attach", progress=progress,
                             rows=lambda r: r["rows"])
         os.remove(lookup)
@@ -210,6 +212,15 @@ _DECLARED_COLUMNS = {
 ROWS_PER_PERSON_BUCKET = 2_000_000  # rows of one aggregation partition (one task's memory)
 ROWS_PER_BUCKETING_TASK = 4_000_000  # rows one task of declared_persons reads (in memory) and spreads over the buckets
 ROWS_PER_ATTACH_TASK = 8_000_000  # rows one attach task streams (a file at a time) into its bucket files
+ROWS_PER_BUCKET_FILE = 131_072  # rows of a bucket file of one attach task, at least on average
+
+
+def attach_task_rows(n_buckets: int) -> int:
+    """Rows of one attach task: ROWS_PER_ATTACH_TASK, more with many buckets, so that each of
+    its bucket files holds ROWS_PER_BUCKET_FILE rows on average. The files then number
+    tasks x buckets = (rows / (buckets x ROWS_PER_BUCKET_FILE)) x buckets: linear in the rows
+    (with a fixed task size they would grow with the square of the rows, ever smaller)."""
+    return max(ROWS_PER_ATTACH_TASK, n_buckets * ROWS_PER_BUCKET_FILE)
 
 
 def person_bucket_count(total_rows: int) -> int:

@@ -1,0 +1,48 @@
+"""The attach stage's person buckets: one file per task and bucket (files linear in the rows),
+rows sorted by person, every ingested row there once; the aggregate stage's linked rows in
+export form reconcile with them."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+
+from nirlink.engine.stages._attach import ROWS_PER_ATTACH_TASK, ROWS_PER_BUCKET_FILE, _task_groups, attach_task_rows
+
+
+def test_task_size_grows_with_the_buckets():
+    assert attach_task_rows(1) == ROWS_PER_ATTACH_TASK
+    many = 10 * ROWS_PER_ATTACH_TASK // ROWS_PER_BUCKET_FILE
+    assert attach_task_rows(many) == many * ROWS_PER_BUCKET_FILE
+    # files = tasks x buckets stays linear in the rows: rows per bucket file never below the floor
+    for buckets in (1, 13, 65, 500, 1024):
+        rows = buckets * 2_000_000
+        tasks = -(-rows // attach_task_rows(buckets))
+        assert rows / (tasks * buckets) >= ROWS_PER_BUCKET_FILE / 2  # tasks: whole files, rounded up
+
+
+def test_buckets_hold_every_row_once_sorted_by_person(job_run):
+    _, out, _ = job_run
+    manifest = json.loads((out / "attach" / "_manifest.json").read_text())
+    ingest = json.loads((out / "ingest" / "_manifest.json").read_text())
+    aggregate = json.loads((out / "aggregate" / "_manifest.json").read_text())
+    for source in ("career", "resource"):
+        counts = manifest["inputs"][source]
+        accepted = ingest["inputs"][source]["totals"]["accepted"]
+        assert counts["rows"] == counts["rows_with_person"] + counts["rows_without_person"] == accepted
+        files = sorted((out / "attach" / source).rglob("*.parquet"))
+        tasks = len(_task_groups(sorted(str(p) for p in (out / "ingest" / source).glob("*.parquet")),
+                                 attach_task_rows(manifest["person_buckets"])))
+        by_bucket: dict[str, int] = {}
+        for f in files:
+            by_bucket[f.parent.name] = by_bucket.get(f.parent.name, 0) + 1
+            if f.parent.name == "b=nulls":
+                continue
+            pf = pq.ParquetFile(f)
+            for g in range(pf.num_row_groups):
+                person = pf.read_row_group(g, columns=["person"]).column("person").to_pylist()
+                assert None not in person and person == sorted(person), f
+        assert max(by_bucket.values()) <= tasks
+        assert sum(pq.read_metadata(f).num_rows for f in files) == accepted
+        assert aggregate["linked_rows"][f"{source}_rows"]["rows"] == accepted
