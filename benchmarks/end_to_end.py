@@ -90,15 +90,15 @@ class PeakDisk:
         self.peak = max(self.peak, tree_bytes(self.path))
 
 
-def _run(cmd: list[str], log: Path, watch: Path | None = None) -> tuple[str, float, int, int]:
-    """Run ``cmd`` (stdout captured, stderr appended to ``log``): stdout, wall seconds, peak RSS
-    of the process tree, peak size of ``watch``."""
+def _run(cmd: list[str], log: Path, watch: Path | None = None, env: dict | None = None) -> tuple[str, float, int, int]:
+    """Run ``cmd`` (stdout captured, stderr appended to ``log``; ``env``: its environment): stdout,
+    wall seconds, peak RSS of the process tree, peak size of ``watch``."""
     disk = PeakDisk(watch) if watch is not None else None
     with PeakRSS() as rss, open(log, "ab") as err:
         if disk:
             disk.__enter__()
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         seconds = time.perf_counter() - t0
         if disk:
             disk.__exit__(None, None, None)
@@ -134,13 +134,14 @@ def duckdb_floor(data: Path, out: Path, threads: int, repeats: int) -> dict[str,
 def _manifest_sizes(job: Path) -> dict[str, Any]:
     """Peak and final sizes as the job's own manifests record them, where they do."""
     found = {}
-    for m in [job / "export" / "_manifest.json", *sorted((job / "_job").glob("runs/*/state.json"))]:
+    for m in [job / "export" / "_manifest.json", *sorted((job / "_job").glob("runs/*/state.json")),
+              *sorted((job / "_job").glob("runs/*/disk.json"))]:
         try:
             data = json.loads(m.read_text())
         except (OSError, ValueError):
             continue
         for k, v in data.items():
-            if "size" in k or "disk" in k:
+            if "size" in k or "disk" in k or (m.name == "disk.json" and not isinstance(v, (dict, list))):
                 found[f"{m.parent.name}/{k}"] = v
     return found
 
@@ -157,8 +158,10 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
     data_rows = synth_summary["rows"]["career"] + synth_summary["rows"]["resource"]
     input_bytes = sum(tree_bytes(data / name) for name in INPUTS)
     job_file = write_job_file(data, run_dir / "job.toml", output=job, name=f"e2e-{persons}")
+    # `nirlink evaluate` reads the ingested rows: kept then (the disk figures include them)
+    keep = "link,ingest" if args.evaluate else "link"
     out, run_s, run_rss, peak_disk = _run(_nirlink("run", str(job_file), "--restart", "--output", "json"), log,
-                                          watch=job)
+                                          watch=job, env={**os.environ, "DASK_NIRLINK__JOBS__KEEP": keep})
     summary = _json_document(out)
     if summary["status"] != "succeeded":
         raise RuntimeError(f"job {job_file} {summary['status']}: {summary.get('error')}")
@@ -177,7 +180,7 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
         "run_peak_rss_bytes": run_rss, "input_bytes": input_bytes,
         "peak_disk_bytes": peak_disk, "final_disk_bytes": final_disk,
         "peak_disk_ratio": peak_disk / input_bytes, "final_disk_ratio": final_disk / input_bytes,
-        "manifest_sizes": _manifest_sizes(job),
+        "manifest_sizes": _manifest_sizes(job), "keep": keep,
         "load_average": os.getloadavg(),
     }
     if args.evaluate:
