@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
+from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, make_private_dir, private_modes,
+                                         staged_directory, write_json, write_parquet)
 from nirlink.engine.io._readers import expand_paths
 from nirlink.kernels import InputError
 
@@ -59,15 +60,63 @@ def _partitions(path) -> list[str | list[str]]:
 def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
                     rows: bool = False, consume: bool = False) -> dict[str, Any]:
     """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its
-    outputs; ``rows``: also its linked rows in export form (``<kind>_rows/``, one read of the
-    bucket for both); ``consume``: remove the partition's input files once its outputs are written."""
+    outputs. ``rows``: ``part`` is a list of consecutive person buckets ``(index, files)`` of
+    linked rows, each read once for its aggregates and its rows in export form, the rows of
+    all of them streamed into one file ``<kind>_rows/part-<index>.parquet``. ``consume``:
+    remove each partition's input files once its outputs are written."""
+    if not rows:
+        return {"kind": kind, **_aggregate_one(kind, part, index, out_dir, first_review, None, consume)}
+    total: Counter = Counter()
+    with _RowsFile(Path(out_dir) / f"{kind}_rows" / f"part-{index:05d}.parquet") as rows_file:
+        for i, files in part:
+            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume))
+    return {"kind": kind, **total}
+
+
+class _RowsFile:
+    """One Parquet file of linked rows in export form, written a bucket at a time (row groups
+    of the export's size), published under its name when complete."""
+
+    def __init__(self, target: Path):
+        self.target, self.writer = target, None
+        self.tmp = target.with_name(f".{target.name}.tmp")
+
+    def write(self, table: pa.Table) -> None:
+        from ._export import ROW_GROUP_ROWS
+
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            make_private_dir(self.target.parent)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, **{**WRITE_OPTIONS, "use_dictionary": [
+                f.name for f in table.schema if not pa.types.is_floating(f.type)]})
+        if table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+    def __enter__(self) -> _RowsFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        if exc[0] is None:
+            os.chmod(self.tmp, private_modes()[1])
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
+                   rows_file: _RowsFile | None, consume: bool) -> dict[str, Any]:
     linked = None
     if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
         paths = [part] if isinstance(part, str) else part
         schema = pq.read_schema(paths[0])
         wanted = [c for c in columns if c in schema.names]
-        if rows:
+        if rows_file is not None:
             from ._export import ROW_COLUMNS
 
             wanted += [c for c in ROW_COLUMNS[kind] if c in schema.names and c not in wanted]
@@ -75,7 +124,7 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
         as_dict = [c for c in ("person", "kind") if c in wanted]
         table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False, read_dictionary=as_dict)
                                   for p in paths])
-        if rows:
+        if rows_file is not None:
             from ._export import linked_rows
 
             linked = linked_rows(table, kind)
@@ -86,15 +135,32 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
         out, stats = career_partition(table)
     else:
         out, stats = resource_partition(table, first_review_month=first_review)
-    if linked is not None:
-        out = {**out, f"{kind}_rows": linked}
     for name, t in out.items():
         if t.num_rows:
             write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
+    if linked is not None:
+        rows_file.write(linked)
     if consume and isinstance(part, (str, list)):
         for p in [part] if isinstance(part, str) else part:
             os.remove(p)
-    return {"kind": kind, **stats}
+    return stats
+
+
+ROWS_FILE_INPUT_BYTES = 160 << 20  # person buckets (Parquet bytes) whose linked rows go into one file (~64 MB+)
+
+
+def _bucket_groups(parts: list[list[str]]) -> list[list[tuple[int, list[str]]]]:
+    """Consecutive person buckets ``(index, files)`` of about ROWS_FILE_INPUT_BYTES together."""
+    groups: list[list[tuple[int, list[str]]]] = []
+    size = ROWS_FILE_INPUT_BYTES
+    for i, files in enumerate(parts):
+        n = sum(os.path.getsize(f) for f in files)
+        if size + n > ROWS_FILE_INPUT_BYTES and size >= ROWS_FILE_INPUT_BYTES // 2:
+            groups.append([])
+            size = 0
+        groups[-1].append((i, files))
+        size += n
+    return groups
 
 
 def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
@@ -127,8 +193,10 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
             if partitioned_by_person or client is None:
                 if not partitioned_by_person:
                     raise InputError("aggregate: a shuffle by person needs a Dask client (or partitioned input)")
-                with_rows = "link_status" in names and any(isinstance(p, list) for p in parts)
-                jobs.extend((kind, p, i, with_rows) for i, p in enumerate(parts))
+                if "link_status" in names and all(isinstance(p, list) for p in parts):  # linked person buckets
+                    jobs.extend((kind, g, g[0][0], True) for g in _bucket_groups(parts))
+                else:
+                    jobs.extend((kind, p, i, False) for i, p in enumerate(parts))
             else:
                 import dask.dataframe as dd
 
@@ -153,7 +221,9 @@ def _run(jobs, out_dir, first_review, client, progress, consume):
                 for kind, part, index, rows in jobs]
 
     def describe(args) -> str:
-        kind, part, index = args[:3]
+        kind, part, index, _, _, rows = args[:6]
+        if rows:
+            return f"{kind} person buckets {part[0][0]}-{part[-1][0]}: {part[0][1][0]} and more"
         if isinstance(part, str):
             return f"{kind} partition {index}: {part}"
         if isinstance(part, list):

@@ -5,9 +5,11 @@ a summary of rejects (where and why, never the rejected values). Identity fields
 birth dates, declared NIRs) stay inside nirlink: other systems get the person and the facts.
 Each dataset is a few large Parquet files (64 MB and more where the data allows,
 row groups of ROW_GROUP_ROWS rows): one task per group of inputs reads each input once and
-streams it into its file; the linked rows come in export form from the aggregate stage
-(which writes them from the same read of each person bucket as its aggregates), sorted by
-person then record id, so that the person's runs compress. ``year`` is
+streams it into its file. The linked rows come in export form from the aggregate stage
+(written from the same read of each person bucket as its aggregates, a few buckets into one
+large file), sorted by person then record id, so that the person's runs compress: without
+pseudonymisation their files are moved into the export as they are (linked when the
+aggregate stage's output is kept), with it rewritten with the pseudonyms. ``year`` is
 a column of every row, person-year and person-month file (no ``year=<y>/`` directories).
 With pseudonymisation, every NIR becomes HMAC-SHA256(key, NIR) in hex: the same key gives the
 same pseudonym across jobs; the key is read from a file or an environment variable (at
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ EXPORTS = {
     "links": ("link/links", None),
 }
 INPUT_BYTES_PER_FILE = 96 << 20  # inputs (Parquet bytes) streamed into one export file (>= 64 MB out where the data allows)
+ROW_TABLES = ("career_rows", "resource_rows")
 ROW_GROUP_ROWS = 1 << 20  # rows per row group: a unit of parallel reading for DuckDB, Polars, Spark
 # the signals stage's case datasets, exported as signals/<rule> when the job ran that stage
 SIGNAL_EXPORTS = {f"signals/{name}": (f"signals/{name}", None) for name in (
@@ -161,6 +165,17 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
     from nirlink.engine.io._datasets import make_private_dir, private_modes
 
     target = Path(out) / name / f"{part}.parquet"
+    if key is None and name in ROW_TABLES and len(inputs) == 1:
+        # already in export form (the aggregate stage's, one large file): moved, or linked when kept
+        make_private_dir(target.parent)
+        if consume:
+            os.replace(inputs[0], target)
+        else:
+            try:
+                os.link(inputs[0], target)
+            except OSError:
+                shutil.copyfile(inputs[0], target)
+        return pq.read_metadata(target).num_rows
     writer, rows = None, 0
     try:
         for src in inputs:
@@ -185,12 +200,15 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
     return rows
 
 
-def _groups(src: Path) -> list[list[str]]:
+def _groups(src: Path, name: str) -> list[list[str]]:
     """The export files of a dataset, each a list of its Parquet files (consecutive, about
-    INPUT_BYTES_PER_FILE together)."""
+    INPUT_BYTES_PER_FILE together); the linked rows, already in large files, one each."""
     groups: list[list[str]] = []
     size = INPUT_BYTES_PER_FILE
     for f in sorted(str(p) for p in src.rglob("*.parquet") if not p.name.startswith(".")):
+        if name in ROW_TABLES:
+            groups.append([f])
+            continue
         n = os.path.getsize(f)
         if size + n > INPUT_BYTES_PER_FILE and size >= INPUT_BYTES_PER_FILE // 2:
             groups.append([])
@@ -215,7 +233,7 @@ def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: by
         work = work.resolve()
         args = [(group, name, str(work), f"part-{i:05d}", key, rel.split("/")[0] in consume)
                 for name, (rel, _) in exports.items() if (job_dir / rel).exists()
-                for i, group in enumerate(_groups(job_dir / rel))]
+                for i, group in enumerate(_groups(job_dir / rel, name))]
         counts = run_tasks(client, _export_group, args, name="export", progress=progress, rows=int)
         rejects = _rejects_summary(job_dir, work)
         tables = {}
