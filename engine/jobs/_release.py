@@ -6,6 +6,10 @@ job that reads it has published, its data files go, unless ``nirlink.jobs.keep``
 stage; its ``_manifest.json`` and ``_fingerprint.json`` stay (a re-run still knows the
 stage is up to date) and ``_released.json`` records what went. A re-run that must run a
 stage whose input was released runs the producing stage again first (``resume_from``).
+The job's last reader of an output may also remove its files as it reads them (``consume``:
+the attach stage the ingested rows, the aggregate stage the person buckets, the export
+stage the aggregate and signals outputs); the output is marked released before the first
+file goes, so a run that stops half-way is followed by one that runs its producer again.
 The outputs no stage of the job reads (the export, or the last stage of a shorter job) are
 the job's results: never released.
 """

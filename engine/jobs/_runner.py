@@ -17,7 +17,7 @@ boundary and before it starts) ends a run ``cancelled``; ``interrupt`` (SIGTERM,
 Resume: each published stage carries a fingerprint (nirlink version, the job-file parts
 that stage reads, its inputs: file sizes and times for raw inputs, the previous stage's
 manifest). A re-run skips every stage whose fingerprint still matches, from the first
-one; `restart` runs everything.
+one (earlier when a stage to run reads a released output: ``_release.py``); `restart` runs everything.
 """
 
 from __future__ import annotations
