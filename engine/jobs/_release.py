@@ -8,7 +8,7 @@ stage is up to date) and ``_released.json`` records what went. A re-run that mus
 stage whose input was released runs the producing stage again first (``resume_from``).
 The job's last reader of an output may also remove its files as it reads them (``consume``:
 the attach stage the ingested rows, the aggregate stage the person buckets, the export
-stage the aggregate and signals outputs); the output is marked released before the first
+stage the aggregate output); the output is marked released before the first
 file goes, so a run that stops half-way is followed by one that runs its producer again.
 The outputs no stage of the job reads (the export, or the last stage of a shorter job) are
 the job's results: never released.
@@ -38,7 +38,7 @@ READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),
     ("aggregate", None): ("signals", "export"),
-    ("signals", None): ("export",),
+    # the signals stage's case datasets stay: analysts and the report read them
 }
 _KEEP_FILES = {"_manifest.json", "_fingerprint.json", MARKER}
 

@@ -415,5 +415,5 @@ class Job:
 
             return run_export(d, d / "export", client=c, key=self._key(), progress=progress,
                               signals="signals" in s.stages,
-                              consume=tuple(p for p in ("aggregate", "signals") if consume(d, p, "export", s.stages)))
+                              consume=("aggregate",) if consume(d, "aggregate", "export", s.stages) else ())
         raise StageError(f"unknown stage {stage!r}")

@@ -222,7 +222,7 @@ def run_export(job_dir: str | Path, out_dir: str | Path, *, client=None, key: by
                progress: Callable[..., None] | None = None, signals: bool = False,
                consume: tuple[str, ...] = ()) -> dict[str, Any]:
     """Export the job's datasets; ``signals``: also the signals stage's (``export/signals/<rule>/``);
-    ``consume``: the stages (``aggregate``, ``signals``) whose files each task removes once read."""
+    ``consume``: the stages (``aggregate``) whose files each task removes once read."""
     from nirlink.linkage._tasks import run_tasks
 
     job_dir = Path(job_dir)
