@@ -1,4 +1,4 @@
-"""Disk-bounded jobs with the default nirlink.jobs.keep: intermediates released once their
+"""Disk-bounded jobs (nirlink.jobs.keep = link, the smallest setting): intermediates released once their
 readers published (or removed by their last reader as it reads them), the exports the same
 bytes as a job that keeps everything, the sizes recorded, and re-runs that need a released
 output running its stage again - also after a failure half-way through a consuming stage."""
@@ -39,7 +39,7 @@ def released_job(synth_small, job_run, tmp_path_factory, dask_client):
     root, _ = synth_small
     base = tmp_path_factory.mktemp("released")
     job_file = write_job(base / "job.toml", root, base / "out")
-    with dask.config.set({"nirlink.jobs.keep": "link"}):  # the default
+    with dask.config.set({"nirlink.jobs.keep": "link"}):  # the smallest job directory
         state = Job(load_job(job_file), client=dask_client).run()
     assert state.status == "succeeded", state.error
     return base / "out", job_file, state
@@ -110,3 +110,25 @@ def test_a_rerun_needing_released_outputs_runs_their_stages_again(released_job, 
     assert manifest["pseudonymised"] is True and manifest["tables"]["career_rows"]["rows"] == rows_before
     persons = pq.read_table(out / "export" / "career_rows", columns=["person"]).column("person").drop_null()
     assert all(re.fullmatch(r"[0-9a-f]{64}", p) for p in persons.unique().to_pylist())
+
+
+def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_path, dask_client):
+    """With the packaged default of nirlink.jobs.keep, a finished job explains a row by its
+    record id (the ingested rows and the link outputs stay; attach and aggregate go)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from nirlink.engine.cli import app
+
+    default = yaml.safe_load((Path(_export.__file__).parents[1] / "nirlink.yaml").read_text())["nirlink"]["jobs"]["keep"]
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out")
+    with dask.config.set({"nirlink.jobs.keep": default}):
+        state = Job(load_job(job_file), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    out = tmp_path / "out"
+    assert _data_files(out / "attach") == [] and _data_files(out / "aggregate") == []
+    rid = pq.read_table(out / "export" / "career_rows", columns=["record_id"]).column("record_id")[0].as_py()
+    result = CliRunner().invoke(app, ["explain", str(out), str(rid), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["record_id"] == rid
