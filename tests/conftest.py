@@ -76,6 +76,17 @@ def write_job(path, data_dir, out_dir, *, stages=None, extra: str = "") -> str:
     return str(write_job_file(data_dir, path, output=out_dir, name="t", stages=stages, extra=extra))
 
 
+
+def data_with_own_career(root, dest):
+    """``dest/data``: the register and resource rows of the synthetic dataset ``root`` (linked,
+    not copied) and an empty ``career/`` for the test to fill with its own files."""
+    data = dest / "data"
+    data.mkdir()
+    for name in ("register", "resource"):
+        (data / name).symlink_to(root / name, target_is_directory=True)
+    (data / "career").mkdir()
+    return data
+
 @pytest.fixture(scope="session")
 def job_run(tmp_path_factory, synth_small, dask_client):
     """The full main job on the small synthetic dataset, run once per session."""

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from nirlink.engine.cli import app
 
-from conftest import write_job
+from conftest import data_with_own_career, write_job
 
 runner = CliRunner()
 RECIPES = Path(__file__).parent.parent / "cluster" / "recipes"
@@ -419,11 +419,7 @@ def test_poisoned_file_fails_once_naming_it(tmp_path, synth_small):
     import pyarrow.parquet as pq
 
     root, _ = synth_small
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("register", "resource"):
-        (data / name).symlink_to(root / name, target_is_directory=True)
-    (data / "career").mkdir()
+    data = data_with_own_career(root, tmp_path)
     t = pq.read_table(root / "career" / "part-00000.parquet")
     path = data / "career" / "part-00000.parquet"
     pq.write_table(t, path, compression="snappy", row_group_size=len(t))

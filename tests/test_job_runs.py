@@ -25,7 +25,7 @@ from nirlink.engine.jobs._runner import Job
 from nirlink.engine.jobs._spec import load_job
 from nirlink.engine.jobs._state import JobState, LockHolder, Started
 
-from conftest import write_job
+from conftest import data_with_own_career, write_job
 
 runner = CliRunner()
 NIRLINK = [sys.executable, "-m", "nirlink"]
@@ -334,11 +334,7 @@ def test_a_failing_stage_removes_its_temporary_directory(synth_small, tmp_path, 
     import pyarrow.parquet as pq
 
     root, _ = synth_small
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("register", "resource"):
-        (data / name).symlink_to(root / name, target_is_directory=True)
-    (data / "career").mkdir()
+    data = data_with_own_career(root, tmp_path)
     files = sorted((root / "career").glob("*.parquet"))
     for f in files:
         (data / "career" / f.name).symlink_to(f)
