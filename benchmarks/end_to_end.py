@@ -22,6 +22,7 @@ Results: benchmarks/results/<name>.json and <name>.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,41 +67,25 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-class PeakDisk:
+class PeakDisk(PeakRSS):
     """Samples the size of a directory tree every ``interval`` seconds; ``peak`` is the largest."""
 
     def __init__(self, path: Path, interval: float = 0.5):
-        self.path, self.interval, self.peak = path, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self.path = path
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_bytes(self.path))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_bytes(self.path))
+    def _sample(self) -> int:
+        return tree_bytes(self.path)
 
 
 def _run(cmd: list[str], log: Path, watch: Path | None = None, env: dict | None = None) -> tuple[str, float, int, int]:
     """Run ``cmd`` (stdout captured, stderr appended to ``log``; ``env``: its environment): stdout,
     wall seconds, peak RSS of the process tree, peak size of ``watch``."""
     disk = PeakDisk(watch) if watch is not None else None
-    with PeakRSS() as rss, open(log, "ab") as err:
-        if disk:
-            disk.__enter__()
+    with PeakRSS() as rss, disk or contextlib.nullcontext(), open(log, "ab") as err:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         seconds = time.perf_counter() - t0
-        if disk:
-            disk.__exit__(None, None, None)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}); see {log}")
     return proc.stdout, seconds, rss.peak, disk.peak if disk else 0
