@@ -9,6 +9,10 @@ are (beyond U+024F only general punctuation and typographic quotes, dashes and s
 separators). Control characters (NUL...)
 and invalid UTF-8 are reported per value in ``flags`` so ingest can reject those rows.
 
+`text_checks` finds, in one pass over the bytes, the values with a control character
+(U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F: tab and line breaks are allowed)
+and those longer than a number of code points.
+
 `squeeze` removes spaces (DE LA FONTAINE and DELAFONTAINE compare equal), `first_token`
 keeps the first of several space-separated first names.
 """
@@ -22,7 +26,7 @@ from numba import njit
 
 from ._arrow import string_array_from_buffers, string_buffers
 
-__all__ = ["normalize_names", "squeeze", "first_token", "FLAG_CONTROL", "FLAG_BAD_UTF8"]
+__all__ = ["normalize_names", "squeeze", "first_token", "text_checks", "FLAG_CONTROL", "FLAG_BAD_UTF8"]
 
 FLAG_CONTROL = 1
 FLAG_BAD_UTF8 = 2
@@ -241,3 +245,35 @@ def first_token(values):
     out = np.empty(max(len(data), 1), np.uint8)
     _first_token(offsets, data, out_offsets, out)
     return string_array_from_buffers(out_offsets, out[: out_offsets[-1]], valid)
+
+
+@njit(nogil=True, cache=True)
+def _text_checks(offsets, data, valid, max_length, control, too_long):
+    for i in range(offsets.shape[0] - 1):
+        ctl = False
+        points = 0
+        if valid[i]:
+            for j in range(offsets[i], offsets[i + 1]):
+                b = data[j]
+                if (b & 0xC0) != 0x80:  # not a continuation byte: a new code point
+                    points += 1
+                if b < 0x20:
+                    if b != 9 and b != 10 and b != 13:
+                        ctl = True
+                elif b == 0x7F:
+                    ctl = True
+        control[i] = ctl
+        too_long[i] = points > max_length
+
+
+def text_checks(values, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(control, too_long)`` per value of a UTF-8 string array: a control character other
+    than tab, line feed and carriage return; more than ``max_length`` code points. Nulls are
+    neither (the same answers as the regular expression ``[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]``
+    and ``utf8_length > max_length``, without a pass per check)."""
+    offsets, data, valid = string_buffers(values)
+    n = len(offsets) - 1
+    control = np.empty(n, np.bool_)
+    too_long = np.empty(n, np.bool_)
+    _text_checks(offsets, data, valid, int(max_length), control, too_long)
+    return control, too_long

@@ -3,13 +3,17 @@ right reason code - and the counts always reconcile (rows read = accepted + reje
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nirlink.engine import InputFileError, SchemaError
 from nirlink.engine.io._readers import CsvOptions, InputSpec
 from nirlink.engine.stages._ingest import run_ingest
+from nirlink.engine.stages._ingest_duplicates import chunks_to_check
 
 HEADER = ["record_id", "declared_nir", "last_name", "first_name", "birth_date", "employer_id", "year", "start_date",
           "end_date", "kind", "gross_salary", "days"]
@@ -350,3 +354,40 @@ def test_cr_only_line_endings(tmp_path):
     totals, accepted, rejects = _run(tmp_path, _write(tmp_path, "cr.csv", text))
     assert (totals["accepted"], totals["rejected"]) == (1, 1)
     assert rejects.column("reason").to_pylist() == ["bad_date"] and rejects.column("row_number").to_pylist() == [2]
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 8), st.booleans()), max_size=12))
+def test_chunks_to_check_are_exactly_the_overlapping_or_repeating_ones(chunks):
+    """Oracle: a chunk is checked iff its own ids repeat or its id range meets another chunk's."""
+    summaries = [{"min": lo, "max": lo + width, "unique": unique, "id": i}
+                 for i, (lo, width, unique) in enumerate(chunks)]
+    want = {s["id"] for s in summaries if not s["unique"] or any(
+        o is not s and o["min"] <= s["max"] and s["min"] <= o["max"] for o in summaries)}
+    assert {s["id"] for s in chunks_to_check(summaries)} == want
+
+
+@settings(max_examples=12)
+@given(st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=9), min_size=1, max_size=3), st.booleans())
+def test_duplicate_ids_in_chunks_and_files_keep_the_first_row(tmp_path_factory, files, increasing):
+    """Oracle (pandas): in job order (file, row), the first row of each record id is kept and
+    every later one is rejected; with ids increasing across files nothing is checked."""
+    tmp_path = tmp_path_factory.mktemp("dup")
+    if increasing:  # one delivery numbered by increasing ids across its files
+        files = [[100 * k + j for j in range(len(ids))] for k, ids in enumerate(files)]
+    paths = [_write(tmp_path, f"c{k}.csv", _csv_text([_row(record_id=str(i)) for i in ids]))
+             for k, ids in enumerate(files)]
+    manifest = run_ingest([InputSpec("in", "career", tuple(str(p) for p in paths))], tmp_path / "out", chunk_rows=2)
+    rows = pd.DataFrame([(k, r, i) for k, ids in enumerate(files) for r, i in enumerate(ids)],
+                        columns=["file", "row", "record_id"])
+    kept = rows[~rows.duplicated("record_id")]
+    accepted = pq.read_table(tmp_path / "out" / "in").to_pandas()
+    assert sorted(accepted["record_id"]) == sorted(kept["record_id"])
+    got = accepted.assign(file=accepted["source_file"].map({str(p): k for k, p in enumerate(paths)}),
+                          row=accepted["row_number"] - 1)
+    assert sorted(zip(got["file"], got["row"])) == sorted(zip(kept["file"], kept["row"]))
+    totals = manifest["inputs"]["in"]["totals"]
+    assert totals["rejected"] == totals["reasons"].get("duplicate_record_id", 0) == len(rows) - len(kept)
+    check = manifest["duplicate_check"]["career"]
+    assert check["duplicates"] == len(rows) - len(kept)
+    if increasing:
+        assert check["chunks_checked"] == 0

@@ -7,7 +7,9 @@ import pyarrow as pa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from nirlink.kernels._text import _SEPARATORS, _SPECIAL, FLAG_CONTROL, first_token, normalize_names, squeeze
+import pyarrow.compute as pc
+
+from nirlink.kernels._text import _SEPARATORS, _SPECIAL, FLAG_CONTROL, first_token, normalize_names, squeeze, text_checks
 
 SEPARATOR_CHARS = "".join(chr(c) for c in _SEPARATORS)
 
@@ -82,3 +84,20 @@ def test_invalid_utf8_is_flagged():
     arr = pa.array([b"caf\xe9", b"ok"], pa.binary()).view(pa.string())
     _, flags = normalize_names(arr)
     assert flags.tolist() == [2, 0]
+
+
+# every control character, tab and line breaks, and multi-byte characters (2, 3 and 4 bytes)
+CHECKED_TEXT = st.text(st.sampled_from([chr(c) for c in range(0, 0x21)] + ["\x7f", "a", "é", "€", "😀", "\x80"]),
+                       max_size=12)
+
+
+@given(st.lists(st.one_of(st.none(), CHECKED_TEXT), max_size=20), st.integers(0, 8))
+@example(["a\tb", "a\r\n", "\x00", "\x1f", "\x7f", "é€😀", None], 2)
+def test_text_checks_equal_the_regex_and_utf8_length(values, max_length):
+    """One pass over the bytes gives what pyarrow's regular expression and code point length give."""
+    arr = pa.array(values, pa.string())
+    control, too_long = text_checks(arr, max_length)
+    want_control = pc.fill_null(pc.match_substring_regex(arr, r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"), False)
+    want_long = pc.fill_null(pc.greater(pc.utf8_length(arr), max_length), False)
+    assert control.tolist() == want_control.to_pylist()
+    assert too_long.tolist() == want_long.to_pylist()

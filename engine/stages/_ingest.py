@@ -17,7 +17,7 @@ from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_ch
 from nirlink.engine.io._schemas import REASONS
 from nirlink.kernels import InputFileError, StageError
 
-from ._ingest_duplicates import bucket_count, checked_kinds, part_name, reject_duplicates, write_ids
+from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
 from ._ingest_rows import process_chunk
 
 __all__ = ["run_ingest", "plan_ingest", "ingest_task"]
@@ -45,9 +45,9 @@ def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
 
 
 def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
-                id_buckets: int = 0) -> list[dict[str, Any]]:
-    """Read, check and write one task's chunks; one stats dict per chunk. With ``id_buckets``
-    the accepted rows' record ids also go into buckets for the duplicate check."""
+                check_ids: bool = False) -> list[dict[str, Any]]:
+    """Read, check and write one task's chunks; one stats dict per chunk. With ``check_ids``
+    each dict also has the chunk's ``id_summary`` (key ``_ids``) for the duplicate check."""
     results = []
     first = task.row_groups[0] if task.row_groups else 0
     for chunk in read_chunks(task, chunk_rows=chunk_rows):
@@ -55,11 +55,11 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
         name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
             write_parquet(res.accepted, Path(out_dir) / task.input_name / name)
-            if id_buckets:
-                write_ids(res.accepted, task, chunk.index, out_dir, id_buckets)
         if res.rejects.num_rows:
             write_parquet(res.rejects, Path(out_dir) / "rejects" / task.input_name / name)
         results.append({"input": task.input_name, "file": task.path, **res.stats})
+        if check_ids and res.accepted.num_rows:
+            results[-1]["_ids"] = id_summary(res.accepted, task, chunk.index)
     return results
 
 
@@ -70,19 +70,23 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
     today_year = (today or _dt.date.today()).year
     out_dir = Path(out_dir)
     kinds = checked_kinds(tasks)
-    buckets = bucket_count(tasks) if kinds else 0
     with staged_directory(out_dir) as tmp:
         from nirlink.linkage._tasks import run_tasks, without_step
 
         root = tmp.resolve()
-        per_task = run_tasks(client, ingest_task, [(t, str(root), chunk_rows, today_year,
-                                                    buckets if t.kind in kinds else 0) for t in tasks],
+        per_task = run_tasks(client, ingest_task, [(t, str(root), chunk_rows, today_year, t.kind in kinds)
+                                                   for t in tasks],
                              name="ingest", progress=without_step(progress),
                              rows=lambda chunks: sum(c["rows_read"] for c in chunks))
         results: list[dict[str, Any]] = [r for rs in per_task for r in rs]
+        summaries = [s for s in (r.pop("_ids", None) for r in results) if s is not None]
+        checks = {}
         if kinds:
-            results += reject_duplicates(client, root, tasks, kinds, buckets)
+            moved, checks = reject_duplicates(client, root, tasks, kinds, summaries)
+            results += moved
         manifest = _manifest(inputs, tasks, results, tmp)
+        if checks:
+            manifest["duplicate_check"] = checks
         write_json(tmp / "_manifest.json", manifest)
     return manifest
 

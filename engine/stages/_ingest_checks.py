@@ -25,12 +25,11 @@ from nirlink.kernels._numbers import (
     parse_numbers,
     utf8_valid,
 )
-from nirlink.kernels._text import FLAG_BAD_UTF8, FLAG_CONTROL, first_token, normalize_names, squeeze
+from nirlink.kernels._text import FLAG_BAD_UTF8, FLAG_CONTROL, first_token, normalize_names, squeeze, text_checks
 
 __all__ = ["REASON_CODES"]
 
 _DECIMAL = {"auto": DECIMAL_AUTO, ".": DECIMAL_POINT, ",": DECIMAL_COMMA}
-_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _NEWLINE = r"[\r\n]"
 REASON_CODES = ("missing_value", "bad_number", "negative_amount", "bad_date", "year_out_of_range",
                 "date_outside_year", "end_before_start", "bad_days", "bad_kind", "bad_sex", "bad_nir",
@@ -86,9 +85,8 @@ def _text(arr: pa.Array, task: ChunkTask, errors: _Errors, column: str, max_leng
     elif not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
         arr = arr.cast(pa.string())
     if len(arr) and arr.null_count < len(arr):
-        ctl = pc.fill_null(pc.match_substring_regex(arr, _CONTROL), False).to_numpy(zero_copy_only=False)
+        ctl, long = text_checks(arr, max_length)
         errors.add(column, ctl, "bad_characters")
-        long = pc.fill_null(pc.greater(pc.utf8_length(arr), max_length), False).to_numpy(zero_copy_only=False)
         errors.add(column, long, "field_too_long")
     return arr
 

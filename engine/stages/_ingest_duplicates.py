@@ -8,16 +8,20 @@ later one is moved to the rejects with reason ``duplicate_record_id`` (its ``val
 where the kept row is). Counts stay reconciled: rows read = accepted + rejected per file.
 
 Only kinds where some input gives its own ids are checked (generated ids are unique by
-construction). The check is a shuffle on disk (linkage/_buckets.py): each ingest task also
-writes the (record id, position) of its accepted rows into buckets by record id; a task per
-bucket finds the ids seen twice; a task per bucket of affected part files moves their rows.
-Memory per task is one bucket, whatever the number of rows.
+construction). Each ingest task reports, per chunk of accepted rows, the smallest and largest
+record id and whether the chunk's ids are unique (`id_summary`). Two rows can share an id only
+inside one chunk whose ids are not unique or in two chunks whose id ranges overlap, so only
+those chunks are checked; deliveries numbered by increasing ids (the usual case) need no
+check at all, no scratch on disk and no second read. The check is a shuffle on disk
+(linkage/_buckets.py): a task per checked chunk reads its record ids back and writes the
+(record id, position) into buckets by record id; a task per bucket finds the ids seen twice;
+a task per bucket of affected part files moves their rows. Memory per task is one bucket,
+whatever the number of rows.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -30,10 +34,10 @@ from nirlink.engine.io._datasets import write_parquet
 from nirlink.engine.io._readers import ChunkTask
 from nirlink.engine.io._schemas import COLUMNS, rejects_schema
 
-__all__ = ["SCRATCH", "checked_kinds", "bucket_count", "write_ids", "reject_duplicates", "part_name"]
+__all__ = ["SCRATCH", "checked_kinds", "id_summary", "chunks_to_check", "reject_duplicates", "part_name"]
 
 SCRATCH = "_duplicates"  # below the stage's temporary directory; removed before publication
-_BYTES_PER_BUCKET = 128 << 20  # input bytes per id bucket: a few million rows
+_ROWS_PER_BUCKET = 4_000_000  # record ids per bucket of the check (~100 MB in memory)
 
 IDS_SCHEMA = pa.schema([
     pa.field("record_id", pa.int64()), pa.field("input", pa.int32()), pa.field("file", pa.int32()),
@@ -58,29 +62,58 @@ def checked_kinds(tasks: list[ChunkTask]) -> set[str]:
     return {t.kind for t in tasks if t.kind != "register" and any(c == "record_id" for c, _ in t.columns)}
 
 
-def bucket_count(tasks: list[ChunkTask]) -> int:
-    size = sum(os.path.getsize(p) for p in {t.path for t in tasks})
-    return int(min(1024, max(1, len(tasks), math.ceil(size / _BYTES_PER_BUCKET))))
+def id_summary(accepted: pa.Table, task: ChunkTask, chunk: int) -> dict | None:
+    """What the check needs to know of one chunk's accepted rows: where its part file is, its
+    smallest and largest record id and whether its ids are unique (None: no id to check)."""
+    ids = accepted.column("record_id")
+    ids = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids).drop_null().to_numpy()
+    if not len(ids):
+        return None
+    unique = bool((ids[1:] > ids[:-1]).all())
+    if not unique:
+        s = np.sort(ids)
+        unique = bool((s[1:] != s[:-1]).all())
+    return {"kind": task.kind, "input": task.input_index, "file": task.file_index,
+            "group": task.row_groups[0] if task.row_groups else 0, "chunk": chunk,
+            "min": int(ids.min()), "max": int(ids.max()), "unique": unique, "rows": int(len(ids))}
 
 
-def write_ids(accepted: pa.Table, task: ChunkTask, chunk: int, out_dir: str, n_buckets: int) -> None:
-    """The ids of one chunk's accepted rows, into buckets by record id (map side)."""
+def chunks_to_check(summaries: list[dict]) -> list[dict]:
+    """The chunks that may hold a duplicate id: those whose ids are not unique and those whose
+    id range overlaps another chunk's (ranges sorted by start, grouped while they overlap)."""
+    out: list[dict] = []
+    group: list[dict] = []
+    end = None
+    for s in sorted(summaries, key=lambda s: (s["min"], s["max"])):
+        if end is not None and s["min"] <= end:
+            group.append(s)
+            end = max(end, s["max"])
+            continue
+        out += group if len(group) > 1 else [g for g in group if not g["unique"]]
+        group, end = [s], s["max"]
+    out += group if len(group) > 1 else [g for g in group if not g["unique"]]
+    return out
+
+
+def _write_ids(root: str, input_name: str, summary: dict, n_buckets: int) -> None:
+    """The ids of one checked chunk's accepted rows, read back from its part file, into
+    buckets by record id (map side)."""
     from nirlink.linkage._buckets import key_hash, write_buckets
 
+    name = part_name(summary["input"], summary["file"], summary["group"], summary["chunk"])
+    accepted = pq.read_table(Path(root) / input_name / name, columns=["record_id", "row_number"])
     n = accepted.num_rows
-    group = task.row_groups[0] if task.row_groups else 0
     ids = pa.table({
         "record_id": accepted.column("record_id"),
-        "input": pa.array(np.full(n, task.input_index, np.int32)),
-        "file": pa.array(np.full(n, task.file_index, np.int32)),
+        "input": pa.array(np.full(n, summary["input"], np.int32)),
+        "file": pa.array(np.full(n, summary["file"], np.int32)),
         "row": accepted.column("row_number"),
-        "group": pa.array(np.full(n, group, np.int32)),
-        "chunk": pa.array(np.full(n, chunk, np.int32)),
+        "group": pa.array(np.full(n, summary["group"], np.int32)),
+        "chunk": pa.array(np.full(n, summary["chunk"], np.int32)),
         "pos": pa.array(np.arange(n, dtype=np.int32)),
     }, schema=IDS_SCHEMA)
     h, valid = key_hash(ids, ["record_id"])
-    write_buckets(ids, h, valid, n_buckets, Path(out_dir) / SCRATCH / task.kind / "ids",
-                  part_name(task.input_index, task.file_index, group, chunk).removesuffix(".parquet"))
+    write_buckets(ids, h, valid, n_buckets, Path(root) / SCRATCH / summary["kind"] / "ids", name.removesuffix(".parquet"))
 
 
 def _find(root: str, kind: str, bucket: int, n_buckets: int) -> int:
@@ -160,20 +193,33 @@ def _rejects(rows: pa.Table, found: pa.Table, kind: str, names: dict[int, str],
     }, schema=schema)
 
 
-def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str], n_buckets: int) -> list[dict]:
-    """Find and move every duplicate of ``kinds`` under the stage directory ``root``; per-file
-    count changes, to add to the ingest results. Removes the scratch files."""
+def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str],
+                      summaries: list[dict]) -> tuple[list[dict], dict]:
+    """Find and move every duplicate of ``kinds`` under the stage directory ``root``, given the
+    ingest tasks' ``id_summary`` of each chunk. Returns the per-file count changes (to add to
+    the ingest results) and, per kind, how many chunks there were, were checked and how many
+    rows were moved. Removes the scratch files."""
     from nirlink.linkage._tasks import run_tasks
 
     names = {t.input_index: t.input_name for t in tasks}
     files = {(t.input_index, t.file_index): t.path for t in tasks}
     stats: list[dict] = []
+    report: dict = {}
     for kind in sorted(kinds):
+        mine = [s for s in summaries if s["kind"] == kind]
+        check = chunks_to_check(mine)
+        report[kind] = {"chunks": len(mine), "chunks_checked": len(check), "duplicates": 0}
+        if not check:
+            continue
+        n_buckets = int(min(1024, max(1, math.ceil(sum(s["rows"] for s in check) / _ROWS_PER_BUCKET))))
+        run_tasks(client, _write_ids, [(str(root), names[s["input"]], s, n_buckets) for s in check],
+                  name=f"ingest-{kind}-ids")
         counts = run_tasks(client, _find, [(str(root), kind, b, n_buckets) for b in range(n_buckets)],
                            name=f"ingest-{kind}-duplicates")
+        report[kind]["duplicates"] = int(sum(counts))
         if sum(counts):
             moved = run_tasks(client, _move, [(str(root), kind, b, names, files) for b in range(n_buckets)],
                               name=f"ingest-{kind}-duplicates-moved")
             stats += [s for per_bucket in moved for s in per_bucket]
     shutil.rmtree(root / SCRATCH, ignore_errors=True)
-    return stats
+    return stats, report

@@ -180,7 +180,7 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
         else:
             out.update(_resource_fields(get, kinds, n, errors, decimal, yt))
 
-    out["source_file"] = pa.array(np.full(n, task.path, dtype=object), pa.string()) if n else pa.array([], pa.string())
+    out["source_file"] = pa.repeat(pa.scalar(task.path, pa.string()), n)
     out["row_number"] = pa.array(chunk.row_numbers.astype(np.int64))
 
     rejected = errors.rejected
@@ -233,7 +233,7 @@ def _rejects(t: pa.Table, text: dict, errors: _Errors, chunk: Chunk, task: Chunk
             if here.any():
                 value = pc.if_else(pa.array(here), pc.utf8_slice_codeunits(taken, 0, 200), value)
         parts.append(pa.table({
-            "source_file": pa.array([task.path] * r, pa.string()),
+            "source_file": pa.repeat(pa.scalar(task.path, pa.string()), r),
             "row_number": pa.array(chunk.row_numbers[rows].astype(np.int64)),
             "record_id": record_id.take(idx) if record_id is not None else pa.nulls(r, pa.int64()),
             "column": pa.DictionaryArray.from_arrays(pa.array(first_col.astype(np.int32)), pa.array(cols)).cast(pa.string()),
@@ -248,7 +248,7 @@ def _rejects(t: pa.Table, text: dict, errors: _Errors, chunk: Chunk, task: Chunk
         b = len(chunk.bad_rows)
         lines = pa.array([line for _, line in chunk.bad_rows], pa.string())
         parts.append(pa.table({
-            "source_file": pa.array([task.path] * b, pa.string()),
+            "source_file": pa.repeat(pa.scalar(task.path, pa.string()), b),
             "row_number": pa.array([number for number, _ in chunk.bad_rows], pa.int64()),
             "record_id": pa.nulls(b, pa.int64()),
             "column": pa.nulls(b, pa.string()),
