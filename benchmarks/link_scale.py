@@ -41,7 +41,10 @@ GOALS = {  # noise scale -> [(figure, key in the run record, bound, at least (Tr
 }
 
 
-PHASES = ("signatures", "register", "training", "training.frequencies", "training.sample", "training.u", "training.em",
+# "frequencies" (the register's term frequencies, which scoring needs whether the model is
+# trained or given) was a part of training, "training.frequencies", in results before 2026-12-02
+PHASES = ("signatures", "register", "frequencies", "training", "training.frequencies", "training.sample", "training.u",
+          "training.em",
           "register_dedupe", "deterministic", "scoring", "decisions", "review")
 
 

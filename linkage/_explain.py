@@ -171,16 +171,19 @@ def explain_signature(link_dir: str | Path, signature: int, *, tf_name: str = "i
 
 
 def signatures_of_records(row_files: Sequence[str], record_ids: Sequence[int]) -> dict[int, list[tuple[str, int]]]:
-    """record id -> [(file, signature)] for every ingested row carrying it (a record id may
-    stand in more than one input)."""
+    """record id -> [(file, signature)] for every row carrying it (a record id may stand in
+    more than one input): ingested rows (the signature computed from their identity) or linked
+    rows of the attach, aggregate and export stages (their ``signature`` column)."""
     wanted = pa.array(sorted({int(r) for r in record_ids}), pa.int64())
     found: dict[int, list[tuple[str, int]]] = {}
     for f in row_files:
-        t = pq.read_table(f, columns=["record_id", *RECORD_INPUT_COLUMNS],
+        stored = "signature" in pq.read_schema(f).names
+        t = pq.read_table(f, columns=["record_id", *(["signature"] if stored else RECORD_INPUT_COLUMNS)],
                           filters=[("record_id", "in", wanted.to_pylist())])
         if t.num_rows == 0:
             continue
-        for rid, sid in zip(t.column("record_id").to_pylist(), signature_ids(t)):
+        sigs = t.column("signature").to_pylist() if stored else signature_ids(t)
+        for rid, sid in zip(t.column("record_id").to_pylist(), sigs):
             found.setdefault(int(rid), []).append((f, int(sid)))
     return found
 

@@ -24,7 +24,7 @@ from ._splink import finish_training, train
 from ._u import estimate_u, u_comparisons
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["train_models"]
+__all__ = ["train_models", "model_frequencies"]
 
 
 def _year_counts(f: str) -> dict[int, int]:
@@ -103,8 +103,16 @@ def _sample(model: ModelSpec, reg_files: list[str], sig_files: list[str], client
     return {"years": years, "left": right, "right": None, "full": full}
 
 
+def model_frequencies(work: Path, models: dict[str, ModelSpec], *, client=None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Each model's term-frequency tables over the whole register (scoring needs them, trained
+    model or not)."""
+    reg_files = register_files(work)
+    return {name: global_tf(m, reg_files, client, progress) for name, m in models.items()}
+
+
 def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, client=None,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, tf: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train untrained models on a bounded sample: all records and register rows of a random set
     of birth years (matches share their birth year, so a year subset keeps them together).
 
@@ -113,7 +121,8 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     random sampling) with the exact u counts of the declared NIR (in parts); then the
     expectation maximisation of each model (its sessions in order, as Splink runs them), one
     task per model. Results are combined in the models' and comparisons' order, so the
-    trained models do not depend on the cluster."""
+    trained models do not depend on the cluster. ``tf``: the models' term-frequency tables
+    (model_frequencies), computed here when not given."""
     reg_files, sig_files = register_files(work), signature_files(work)
     info: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -125,8 +134,10 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         timings[f"training.{phase}"] = round(now - clock, 3)
         clock = now
 
-    tf_all = {name: global_tf(m, reg_files, client, progress) for name, m in models.items()}
-    lap("frequencies")
+    tf_all = tf
+    if tf_all is None:
+        tf_all = model_frequencies(work, models, client=client, progress=progress)
+        lap("frequencies")
     todo = {name: m for name, m in models.items() if not m.trained}
     info.update({name: {"trained": "given"} for name in models if name not in todo})
     samples = {name: _sample(m, reg_files, sig_files, client, progress) for name, m in todo.items()}

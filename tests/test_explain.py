@@ -53,11 +53,13 @@ def test_waterfalls_add_up_to_the_scored_weights(job_run):
     model = load_model(link / "model.json")
     levels = _level_weights(model)
     lam = model.settings()["probability_two_random_records_match"]
-    sigs = [r[0] for r in _sql(f"""select signature from read_parquet('{link}/predictions/**/*.parquet')
-                                  group by signature order by count(*) desc, signature limit 12""")]
+    # the weights scoring stored for each signature's best candidates (link/candidates)
+    sigs = [r[0] for r in _sql(f"""select signature from read_parquet('{link}/candidates/**/*.parquet')
+                                  group by signature having bool_and(method = 'model')
+                                  order by count(*) desc, signature limit 12""")]
     assert len(sigs) == 12
     for sig in sigs:
-        stored = dict(_sql(f"""select register_id, match_weight from read_parquet('{link}/predictions/**/*.parquet')
+        stored = dict(_sql(f"""select register_id, match_weight from read_parquet('{link}/candidates/**/*.parquet')
                                where signature = {sig}"""))
         data = explain_signature(link, sig)
         assert data["candidates"], sig
@@ -80,7 +82,7 @@ def test_explain_cli_by_record_masks_nirs(job_run, tmp_path):
     html = tmp_path / "w.html"
     result = runner.invoke(app, ["explain", str(out), str(rid), "--show-values", "--html", str(html)])
     assert result.exit_code == 0, result.output
-    assert f"record {rid} (ingest/career/" in result.output and "decision: " in result.output
+    assert f"record {rid} (export/career_rows/" in result.output and "decision: " in result.output
     assert "candidate 1:" in result.output and "prior" in result.output and "final" in result.output
     assert not NIR_RE.search(result.output)
     page = html.read_text()
@@ -97,7 +99,7 @@ def test_explain_cli_by_record_masks_nirs(job_run, tmp_path):
 def test_explain_cli_errors(job_run):
     _, out, _ = job_run
     result = runner.invoke(app, ["explain", str(out), "999999999999"])
-    assert result.exit_code == 1 and "record 999999999999 is in no ingested" in result.output
+    assert result.exit_code == 1 and "record 999999999999 is in no career or resource row" in result.output
     result = runner.invoke(app, ["explain", str(out)])
     assert result.exit_code == 1 and "give a record id or --signature" in result.output
     result = runner.invoke(app, ["explain", str(out), "--signature=12345"])

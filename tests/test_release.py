@@ -112,13 +112,16 @@ def test_a_rerun_needing_released_outputs_runs_their_stages_again(released_job, 
     assert all(re.fullmatch(r"[0-9a-f]{64}", p) for p in persons.unique().to_pylist())
 
 
-def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_path, dask_client):
+def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_path, dask_client, job_run):
     """With the packaged default of nirlink.jobs.keep, a finished job explains a row by its
-    record id (the ingested rows and the link outputs stay; attach and aggregate go)."""
+    record id: the link outputs stay, the exported rows carry each row's signature (the same
+    as the ingested row's identity gives), and ingest, attach and aggregate go."""
     import yaml
     from typer.testing import CliRunner
 
     from nirlink.engine.cli import app
+    from nirlink.engine.stages._link import ingested_files
+    from nirlink.linkage._explain import signatures_of_records
 
     default = yaml.safe_load((Path(_export.__file__).parents[1] / "nirlink.yaml").read_text())["nirlink"]["jobs"]["keep"]
     root, _ = synth_small
@@ -127,8 +130,16 @@ def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_pa
         state = Job(load_job(job_file), client=dask_client).run()
     assert state.status == "succeeded", state.error
     out = tmp_path / "out"
-    assert _data_files(out / "attach") == [] and _data_files(out / "aggregate") == []
-    rid = pq.read_table(out / "export" / "career_rows", columns=["record_id"]).column("record_id")[0].as_py()
+    for stage in ("ingest", "attach", "aggregate"):
+        assert _data_files(out / stage) == [], stage
+    rows = pq.read_table(out / "export" / "career_rows", columns=["record_id", "signature"]).slice(0, 50)
+    _, kept_out, _ = job_run  # the same job keeping everything: its ingested rows give the signatures
+    files = ingested_files(kept_out / "ingest")
+    found = signatures_of_records(files["career"], rows.column("record_id").to_pylist())
+    assert {rid: found[rid][0][1] for rid in found} == dict(zip(*(rows.column(c).to_pylist()
+                                                                   for c in ("record_id", "signature"))))
+    rid, sig = rows.column("record_id")[0].as_py(), rows.column("signature")[0].as_py()
     result = CliRunner().invoke(app, ["explain", str(out), str(rid), "--output", "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["record_id"] == rid
+    doc = json.loads(result.stdout)
+    assert doc["record_id"] == rid and doc["signature"] == sig and doc["record_file"].startswith("export/")

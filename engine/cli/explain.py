@@ -68,6 +68,29 @@ def _render(d: dict[str, Any], show_values: bool) -> None:
                    f"(probability {_fmt(w['match_probability'], '.6f')})")
 
 
+def _rows_with_signatures(directory: Path) -> list[str]:
+    """The files that say which signature a record id has: the linked rows of the export (or
+    of the aggregate stage, when there is no export) carry it; else the ingested rows, whose
+    identity gives it."""
+    import pyarrow.parquet as pq
+
+    from nirlink.engine.jobs._release import released
+    from nirlink.engine.stages._link import ingested_files
+    from nirlink.kernels import InputError
+
+    for stage in ("export", "aggregate"):
+        files = [str(f) for name in ("career_rows", "resource_rows")
+                 for f in sorted((directory / stage / name).glob("**/*.parquet"))]
+        if files and "signature" in pq.read_schema(files[0]).names:
+            return files
+    if "*" in released(directory, "ingest"):
+        raise InputError(f"{directory}: the ingested rows were released once the job no longer needed them "
+                         "(setting nirlink.jobs.keep) and no linked rows of the job carry their signature: "
+                         "give --signature, or keep ingest and run the job again")
+    files = ingested_files(directory / "ingest")
+    return files["career"] + files["resource"]
+
+
 @app.command("explain")
 @handle_errors
 def explain(
@@ -88,7 +111,6 @@ def explain(
     """
     from nirlink.engine.jobs._joblog import mask_fields, mask_nirs
     from nirlink.engine.jobs._registry import find_job
-    from nirlink.engine.stages._link import ingested_files
     from nirlink.kernels import InputError
     from nirlink.linkage._explain import explain_signature, signatures_of_records
 
@@ -97,15 +119,10 @@ def explain(
     directory = find_job(job)
     where: dict[str, Any] = {}
     if record_id is not None:
-        from nirlink.engine.jobs._release import released
-
-        if "*" in released(directory, "ingest"):
-            raise InputError(f"{directory}: the ingested rows were released once the job no longer needed them "
-                             "(setting nirlink.jobs.keep): give --signature, or keep ingest and run the job again")
-        files = ingested_files(directory / "ingest")
-        found = signatures_of_records(files["career"] + files["resource"], [record_id]).get(int(record_id), [])
+        files = _rows_with_signatures(directory)
+        found = signatures_of_records(files, [record_id]).get(int(record_id), [])
         if not found:
-            raise InputError(f"record {record_id} is in no ingested career or resource file of {directory}")
+            raise InputError(f"record {record_id} is in no career or resource row of {directory}")
         sigs = sorted({s for _, s in found})
         if len(sigs) > 1:
             raise InputError(f"record id {record_id} stands in {len(found)} rows with different identities "

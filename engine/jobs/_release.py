@@ -45,7 +45,7 @@ _KEEP_FILES = {"_manifest.json", "_fingerprint.json", MARKER}
 
 def keep_setting() -> set[str]:
     """The stages whose outputs ``nirlink.jobs.keep`` keeps (``all``, ``none`` or a comma list)."""
-    value = str(_config.get("jobs.keep", "ingest, link") or "none").strip()
+    value = str(_config.get("jobs.keep", "link") or "none").strip()
     if value == "all":
         return set(KEEPABLE)
     return {s.strip() for s in value.split(",") if s.strip() and s.strip() != "none"}

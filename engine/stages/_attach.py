@@ -137,6 +137,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             linked = pc.fill_null(pc.equal(extra["link_status"], "linked"), False)
             extra["person"] = pc.if_else(linked, extra["person"], pa.nulls(rows.num_rows, pa.string()))
             extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+            rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
             for name in PERSON_COLUMNS:
                 col = extra[name]
                 rows = rows.append_column(name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)

@@ -37,9 +37,9 @@ from nirlink.kernels import InputError
 __all__ = ["run_export", "pseudonymise", "load_key", "PseudonymKey", "MIN_KEY_BYTES", "EXPORTS"]
 
 ROW_COLUMNS = {
-    "career": ["record_id", "person", "employer_id", "year", "start_date", "end_date", "kind", "gross_salary", "days",
+    "career": ["record_id", "signature", "person", "employer_id", "year", "start_date", "end_date", "kind", "gross_salary", "days",
                "nir_status", "link_status", "link_method", "match_probability"],
-    "resource": ["record_id", "person", "payer_id", "period", "kind", "amount", "nir_status", "link_status",
+    "resource": ["record_id", "signature", "person", "payer_id", "period", "kind", "amount", "nir_status", "link_status",
                  "link_method", "match_probability"],
 }
 # table -> (source path relative to the job directory, hive partition column: None for every table

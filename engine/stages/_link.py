@@ -48,7 +48,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     from nirlink.linkage._scoring import score_rules
     from nirlink.linkage._signatures import build_signatures
     from nirlink.linkage._review import write_review
-    from nirlink.linkage._training import train_models
+    from nirlink.linkage._training import model_frequencies, train_models
 
     files = ingested_files(ingest_dir)
     if not files["register"]:
@@ -78,8 +78,11 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         # clerical decisions are checked before the long phases: a bad line fails the stage at once
         clerical = load_decisions(decisions_path, signature_files(work), register_files(work),
                                   files["career"] + files["resource"]) if decisions_path else None
-        trained = timed("training", train_models, work, {"identity": model, "register": reg_model}, cfg, **kw)
-        timings.update(trained["timings_s"])  # its parts: frequencies, sample, u, em
+        models = {"identity": model, "register": reg_model}
+        # the term frequencies serve scoring whether the models are trained here or given
+        tf = timed("frequencies", model_frequencies, work, models, **kw)
+        trained = timed("training", train_models, work, models, cfg, tf=tf, **kw)
+        timings.update(trained["timings_s"])  # its parts: sample, u, em
         save_model(model, work / "model.json")
         save_model(reg_model, work / "register_model.json")
         tf = trained["tf"]
@@ -93,7 +96,10 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         decided = timed("decisions", decide, work, model, cfg, clerical=clerical, **kw)
         review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
                        memory_limit=cfg.duckdb_memory_limit)
-        shutil.rmtree(work / "tmp", ignore_errors=True)
+        # the candidates' buckets of the deterministic pass and of scoring are read by the
+        # decisions only: link/candidates keeps each signature's best 3 for explain and review
+        for scratch in ("tmp", "deterministic", "predictions"):
+            shutil.rmtree(work / scratch, ignore_errors=True)
         manifest = {
             "stage": "link",
             "model": model.name,
