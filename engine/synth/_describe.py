@@ -103,6 +103,9 @@ def describe(root: str | os.PathLike, *, what: str = "--increment-of") -> Descri
         month = parse_month(summary.get("month", ""), what=f"{path}: month")
         return Described(root, summary, params, int(summary["base_persons"]), month,
                          Path(summary["increment_of"]), month)
+    if summary.get("union_of"):  # a union (engine/synth/_union.py) ends with its last increment's month
+        last = parse_month(summary.get("last_month", ""), what=f"{path}: last_month")
+        return Described(root, summary, params, int(summary["base_persons"]), last, None, None)
     last = max(parse_month(params.last_resource_month, what=f"{path}: last-resource-month"),
                params.last_career_year * 12 + 11)
     return Described(root, summary, params, int(summary["persons"]), last, None, None)
