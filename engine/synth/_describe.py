@@ -23,7 +23,7 @@ from ._params import NoiseRates, SynthParams
 
 __all__ = ["Described", "describe", "parse_month", "format_month", "month_tag"]
 
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 SYNTH_FILE = "_synth.json"
 
 
@@ -31,7 +31,7 @@ def parse_month(text: str, *, what: str = "--month") -> int:
     """Months since year 0 (year * 12 + month - 1) of a ``YYYY-MM`` string; anything else
     (``2026-1``, ``2026-13``, ``2026-01-01``, blanks) is refused naming ``what``."""
     m = _MONTH.fullmatch(text) if isinstance(text, str) else None
-    if m is None or not 1 <= int(m.group(2)) <= 12:
+    if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) == 0:
         raise InputError(f"{what} must be a month as YYYY-MM (e.g. 2026-01), got {text!r}")
     return int(m.group(1)) * 12 + int(m.group(2)) - 1
 
