@@ -225,3 +225,24 @@ def test_parse_month_matches_the_reference(text):
     else:
         assert parse_month(text) == expected
         assert format_month(expected) == text
+
+
+def test_evaluate_scores_a_job_on_an_increment_against_its_truth(chain, tmp_path, dask_client):
+    """The truth of an increment serves `nirlink evaluate`: every row of the month is found in it
+    and linked to the register entry of its person."""
+    from nirlink.engine.jobs._runner import Job
+    from nirlink.engine.jobs._spec import load_job
+    from nirlink.engine.synth._jobfile import write_job_file
+
+    root, i1, _ = chain
+    job = write_job_file(root / "i1", tmp_path / "job.toml", output=tmp_path / "job", stages=["ingest", "link"])
+    state = Job(load_job(job), client=dask_client).run()
+    assert state.status == "succeeded", state.error
+    result = runner.invoke(app, ["evaluate", "--links", str(tmp_path / "job" / "link"), "--rows",
+                                 str(tmp_path / "job" / "ingest"), "--truth", str(root / "i1" / "truth"),
+                                 "--output", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert rows["true_positives"] + rows["false_negatives"] == i1["rows"]["career"] + i1["rows"]["resource"]
+    assert rows["recall"] > 0.97 and rows["precision"] > 0.97
