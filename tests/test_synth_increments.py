@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from nirlink.engine import InputError
+from nirlink.engine import InputError, SpecError
 from nirlink.engine.cli import app
 from nirlink.engine.synth._describe import format_month, parse_month
 from nirlink.engine.synth._generate import synth
@@ -246,3 +246,16 @@ def test_evaluate_scores_a_job_on_an_increment_against_its_truth(chain, tmp_path
     rows = report["rows"]
     assert rows["true_positives"] + rows["false_negatives"] == i1["rows"]["career"] + i1["rows"]["resource"]
     assert rows["recall"] > 0.97 and rows["precision"] > 0.97
+
+
+def test_increment_rates_are_settings(chain, tmp_path):
+    import dask.config
+
+    root = chain[0]
+    with dask.config.set({"nirlink.synth.increment.new-persons": 0.02, "nirlink.synth.increment.merges": 1.0}):
+        s = increment(root / "base", tmp_path / "a", month="2026-01")
+    assert s["register_changes"]["merge"] == len(_df(root / "base", "truth").query(
+        "source == 'register' and register_nir != true_nir"))
+    assert s["register_changes"]["new_person"] >= 0.02 * 1500 and s["rates"]["new_persons"] == 0.02
+    with dask.config.set({"nirlink.synth.increment.deaths": 2}), pytest.raises(SpecError, match="increment.deaths: must be <= 1"):
+        increment(root / "base", tmp_path / "b", month="2026-01")

@@ -72,7 +72,7 @@ def increment(previous: str | os.PathLike, out: str | os.PathLike, *, month: str
     seed = int(prev.summary["seed"] if seed is None else seed)
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
-    rates = rates or IncrementRates()
+    rates = rates or IncrementRates.from_config()
     root = Path(out)
     prepare_output(root, INCREMENT_DATASETS, overwrite=overwrite, sources=[prev.root])
     root = root.resolve()

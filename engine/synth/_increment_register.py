@@ -21,7 +21,7 @@ surviving_nir (merges), field (corrections) and true_nir (the person).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,20 @@ class IncrementRates:
     deaths: float = 0.0008  # of the living persons (about 1% a year)
     corrections: float = 0.0005  # of the persons
     merges: float = 0.1  # of the duplicate entries still in the register
+
+    @classmethod
+    def from_config(cls) -> IncrementRates:
+        """The rates of ``nirlink.synth.increment`` (engine/nirlink.yaml)."""
+        from nirlink.engine import _config
+
+        conf = dict(_config.get("synth.increment") or {})
+        rates = cls(**{f.name: float(conf[f.name.replace("_", "-")]) for f in fields(cls)
+                       if f.name.replace("_", "-") in conf})
+        bad = [f"increment.{f.name.replace('_', '-')} must be within [0, 1], got {getattr(rates, f.name)!r}"
+               for f in fields(cls) if not 0 <= getattr(rates, f.name) <= 1]
+        if bad:
+            raise InputError("invalid synthetic data settings: " + "; ".join(bad))
+        return rates
 
 
 @dataclass
