@@ -259,3 +259,25 @@ def test_increment_rates_are_settings(chain, tmp_path):
     assert s["register_changes"]["new_person"] >= 0.02 * 1500 and s["rates"]["new_persons"] == 0.02
     with dask.config.set({"nirlink.synth.increment.deaths": 2}), pytest.raises(SpecError, match="increment.deaths: must be <= 1"):
         increment(root / "base", tmp_path / "b", month="2026-01")
+
+
+def test_new_persons_rows_follow_the_base_noise_model(chain, tmp_path):
+    import dask.config
+
+    root = chain[0]
+    with dask.config.set({"nirlink.synth.increment.new-persons": 0.5}):
+        increment(root / "base", tmp_path / "a", month="2026-01")
+    new = set(_df(tmp_path / "a", "truth_register_changes").query("kind == 'new_person'").true_nir)
+    assert len(new) == 750
+    rows = duckdb.sql(f"""select t.nir_noise, t.true_nir, t.identity_version, r.declared_nir, r.last_name
+        from read_parquet('{tmp_path}/a/resource/*.parquet') r
+        join read_parquet('{tmp_path}/a/truth/*.parquet') t on t.source = 'resource' and t.record_id = r.record_id
+        """).df()
+    rows = rows[rows.true_nir.isin(new)]
+    assert set(rows.true_nir) == new  # every new person has rows
+    versions = rows.drop_duplicates("identity_version")
+    noisy = versions.nir_noise != "none"
+    assert 0.02 < noisy.mean() < 0.12  # 5.3% of the identities by the NIR noise rates
+    assert (rows.declared_nir.isna() == (rows.nir_noise == "missing-nir")).all()
+    clean = rows[rows.nir_noise == "none"]
+    assert (clean.declared_nir == clean.true_nir).mean() > 0.95  # the rest: a register duplicate's number

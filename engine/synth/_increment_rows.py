@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.engine.reference._tables import year_table
+from nirlink.kernels import InputError
 
 from ._columns import dictionary_column, siret_column, write_dataset
 from ._describe import Described
@@ -62,7 +63,7 @@ def _carried(prev: Described, month: int, survivors: pa.Table, rng: np.random.Ge
         truth = truth.filter(pc.equal(truth.column("source"), "resource"))
         pos = pc.index_in(rows.column("record_id"), value_set=truth.column("record_id"))
         if pos.null_count:
-            raise ValueError(f"{prev.root / 'truth' / path.name}: resource rows of {path} without truth")
+            raise InputError(f"{prev.root / 'truth' / path.name}: resource rows of {path} without truth")
         t = truth.take(pos)
         parts.append(pa.table({**{c: rows.column(c).cast(pa.string()) for c in IDENTITY},
                                "payer_id": rows.column("payer_id").cast(pa.string()),
