@@ -164,6 +164,11 @@ def test_increment_cli_and_its_job_file(chain, tmp_path):
     assert job["output"]["directory"] == str(tmp_path / "job-2026-04")
     assert [i["paths"] for i in job["inputs"]] == [[str(tmp_path / "i3" / k)] for k in ("register", "career",
                                                                                       "resource")]
+    again = runner.invoke(app, ["synth", "--increment-of", str(root / "i2"), "--month", "2026-04", "--out",
+                                str(tmp_path / "i3"), "--overwrite", "--write-job", str(tmp_path / "job2.toml"),
+                                "--previous-job", str(tmp_path / "jobs" / "march")])
+    assert again.exit_code == 0, again.output
+    assert tomllib.loads((tmp_path / "job2.toml").read_text())["increment"]["previous"] == str(tmp_path / "jobs/march")
     text = runner.invoke(app, ["synth", "--union", str(tmp_path / "i3"), "--out", str(tmp_path / "u")])
     assert text.exit_code == 0, text.output
     assert "union of 4 datasets up to 2026-04" in text.stdout
@@ -180,6 +185,7 @@ def test_increment_cli_and_its_job_file(chain, tmp_path):
     (["--increment-of", "{base}", "--month", "2026-01", "--persons", "5"], 2, "exactly one of"),
     (["--increment-of", "{base}", "--month", "2026-01", "--partitions", "2"], 2, "--partitions applies to a base"),
     (["--union", "{tmp}/missing"], 1, "--union:"),
+    (["--increment-of", "{base}", "--month", "2026-01", "--previous-job", "{tmp}"], 2, "--previous-job goes with"),
 ])
 def test_bad_increment_arguments_are_clear_errors(chain, tmp_path, args, code, fragment):
     root = chain[0]

@@ -48,6 +48,8 @@ def synth(
                                  + (f" (got {', '.join(modes)})" if modes else ""))
     if (month is None) != (increment_of is None):
         raise typer.BadParameter("--month and --increment-of go together")
+    if previous_job is not None and (increment_of is None or write_job is None):
+        raise typer.BadParameter("--previous-job goes with --increment-of and --write-job (it is named in the job file)")
     if increment_of is not None or union_of is not None:
         for name, given in (("--partitions", partitions is not None), ("--noise-scale", noise_scale != 1.0),
                             ("--scheduler", scheduler is not None), ("--workers", workers is not None)):
