@@ -287,3 +287,11 @@ def test_new_persons_rows_follow_the_base_noise_model(chain, tmp_path):
     assert (rows.declared_nir.isna() == (rows.nir_noise == "missing-nir")).all()
     clean = rows[rows.nir_noise == "none"]
     assert (clean.declared_nir == clean.true_nir).mean() > 0.95  # the rest: a register duplicate's number
+
+
+def test_new_persons_are_young_or_born_abroad(chain):
+    root = chain[0]
+    new = _df(root / "i1", "truth_register_changes").query("kind == 'new_person'").register_nir
+    reg = _register(root / "i1").set_index("nir").loc[new]
+    young = reg.birth_date.str[:4].astype(int) >= 2026 - 30
+    assert (young | reg.birth_place.str.startswith("99")).all()

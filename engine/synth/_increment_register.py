@@ -2,8 +2,8 @@
 changes, and the truth of those changes.
 
 Changes of one month, drawn from their own random stream (seed, month):
-- new persons: drawn as a base block draws them (make_persons), alive, appended as a new
-  register file; a candidate whose NIR the register (or a merged-away entry) ever held is
+- new persons: drawn as a base block draws them (make_persons), alive, entering the fund:
+  30 or under that year, or born abroad (any age); appended as a new register file; a candidate whose NIR the register (or a merged-away entry) ever held is
   skipped, so no number is reused; their register duplicates are planted as in the base;
 - deaths: of persons with one register entry and no death date, dated within the month;
 - corrections: one identity field of an entry rewritten (its last name: one character
@@ -33,13 +33,14 @@ from nirlink.kernels import InputError
 
 from ._columns import write_dataset
 from ._describe import Described, format_month
-from ._identity import REGISTER_SCHEMA, Persons, make_persons, register_table
+from ._identity import GROUP_ABROAD, REGISTER_SCHEMA, Persons, make_persons, register_table
 from ._noise import _typo
 
 __all__ = ["IncrementRates", "Snapshot", "CHANGES", "CHANGES_SCHEMA", "REGISTER_STRINGS", "TRUTH_STRINGS",
            "build_snapshot", "register_truth"]
 
 CHANGES = "truth_register_changes"
+NEW_PERSON_MAX_AGE = 30  # new persons: young entrants, or persons born abroad of any age
 REGISTER_STRINGS = ["nir", "birth_date", "birth_place", "last_name", "usage_name", "first_names", "nir_kind"]
 TRUTH_STRINGS = ["source", "register_nir", "true_nir", "nir_noise"]
 CHANGES_SCHEMA = pa.schema([
@@ -142,14 +143,16 @@ def _subset(persons: Persons, idx: np.ndarray) -> Persons:
     return Persons(**values)
 
 
-def _new_persons(rng: np.random.Generator, n: int, params, taken: set[str]) -> Persons:
-    """``n`` persons whose NIRs (and duplicates' NIRs) the register never held; alive."""
-    draw = 2 * n + 8
+def _new_persons(rng: np.random.Generator, n: int, params, taken: set[str], year: int) -> Persons:
+    """``n`` persons whose NIRs (and duplicates' NIRs) the register never held, alive, entering
+    the fund: young (``NEW_PERSON_MAX_AGE`` or under in ``year``) or born abroad (any age)."""
+    draw = 6 * n + 20
     for _ in range(8):
         cand = make_persons(rng, draw, block=0, n_blocks=1, p=params)
         nir = cand.nir.to_pylist()
         dup = cand.dup_nir.to_pylist()
-        ok = np.array([a not in taken and (b is None or b not in taken) for a, b in zip(nir, dup)], bool)
+        entering = (cand.birth_year >= year - NEW_PERSON_MAX_AGE) | (cand.place_group == GROUP_ABROAD)
+        ok = entering & np.array([a not in taken and (b is None or b not in taken) for a, b in zip(nir, dup)], bool)
         got = _subset(cand, np.flatnonzero(ok)[:n])
         if len(got) == n:
             break
@@ -233,7 +236,8 @@ def build_snapshot(prev: Described, out: Path, month: int, *, seed: int, tag: in
     removed = _merged_before(prev) | set(reg_nir[merged].tolist())
     taken = set(reg_nir.tolist()) | removed
     new_rng = np.random.default_rng(np.random.SeedSequence([seed, tag, 2]))
-    persons = _new_persons(new_rng, max(1, int(round(rates.new_persons * n_persons))), prev.params, taken)
+    persons = _new_persons(new_rng, max(1, int(round(rates.new_persons * n_persons))), prev.params, taken,
+                           month // 12)
     new_reg, new_person, _ = register_table(persons)
     new_file = f"part-{int(names[-1][5:10]) + 1:05d}.parquet"
     write_dataset(new_reg, out / "register" / new_file, REGISTER_STRINGS)
