@@ -252,6 +252,14 @@ def test_evaluate_scores_a_job_on_an_increment_against_its_truth(chain, tmp_path
     rows = report["rows"]
     assert rows["true_positives"] + rows["false_negatives"] == i1["rows"]["career"] + i1["rows"]["resource"]
     assert rows["recall"] > 0.97 and rows["precision"] > 0.97
+    changes = report["register_changes"]
+    assert changes["changes"] == i1["register_changes"]
+    assert changes["links_to_merged_away_entries"] == 0
+    new = changes["rows_by_kind"]["new_person"]
+    assert new["true_positives"] + new["false_negatives"] == i1["rows_of_new_persons"]
+    text = runner.invoke(app, ["evaluate", "--links", str(tmp_path / "job" / "link"), "--rows",
+                               str(tmp_path / "job" / "ingest"), "--truth", str(root / "i1" / "truth")])
+    assert "signatures linked to an entry merged away" in text.stdout and "rows of persons with a merge" in text.stdout
 
 
 def test_increment_rates_are_settings(chain, tmp_path):
@@ -295,3 +303,10 @@ def test_new_persons_are_young_or_born_abroad(chain):
     reg = _register(root / "i1").set_index("nir").loc[new]
     young = reg.birth_date.str[:4].astype(int) >= 2026 - 30
     assert (young | reg.birth_place.str.startswith("99")).all()
+
+
+def test_rows_split_into_carried_and_new_persons(chain):
+    _, i1, i2 = chain
+    for s in (i1, i2):
+        assert s["rows_carried"] + s["rows_of_new_persons"] == s["rows"]["career"] + s["rows"]["resource"]
+        assert s["rows_of_new_persons"] >= s["register_changes"]["new_person"] // 2

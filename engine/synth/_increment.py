@@ -94,8 +94,8 @@ def increment(previous: str | os.PathLike, out: str | os.PathLike, *, month: str
         "new_file": snapshot.new_file,
         "rows": {"register": register_rows, "career": rows["career"], "resource": rows["resource"],
                  "truth": rows["career"] + rows["resource"] + register_rows},
-        "rows_carried": rows["carried"],
-        "rows_of_new_persons": rows["new_person_rows"],
+        "rows_carried": rows["carried"],  # career and resource rows of persons already in the register
+        "rows_of_new_persons": rows["new_person_rows"],  # career and resource rows of the new persons
         "share_of_base_rows": round((rows["career"] + rows["resource"]) / max(base_rows, 1), 6),
         "register_changes": snapshot.changes,
         "rates": asdict(rates),

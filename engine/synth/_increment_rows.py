@@ -194,4 +194,6 @@ def write_rows(prev: Described, out: Path, month: int, snapshot, *, seed: int, t
     truth = pa.concat_tables([rows_truth("career", c, career_ids), rows_truth("resource", rows, resource_ids),
                               reg_truth])
     write_dataset(truth, out / "truth" / name, TRUTH_STRINGS)
-    return {"career": nc, "resource": nr, "carried": carried.num_rows, "new_person_rows": new.num_rows}
+    new_careers = int((declared >= carried.num_rows).sum())
+    return {"career": nc, "resource": nr, "carried": carried.num_rows + nc - new_careers,
+            "new_person_rows": new.num_rows + new_careers}
