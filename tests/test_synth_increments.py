@@ -310,3 +310,13 @@ def test_rows_split_into_carried_and_new_persons(chain):
     for s in (i1, i2):
         assert s["rows_carried"] + s["rows_of_new_persons"] == s["rows"]["career"] + s["rows"]["resource"]
         assert s["rows_of_new_persons"] >= s["register_changes"]["new_person"] // 2
+
+
+def test_aggregate_synthetic_refuses_an_increment(chain, tmp_path):
+    """`nirlink aggregate --synthetic` attaches the truth block by block, which only a base allows."""
+    from nirlink.engine.synth._truth import attach_truth
+
+    root = chain[0]
+    with pytest.raises(InputError, match="is an increment: the truth is attached to a base dataset only"):
+        attach_truth(root / "i1", tmp_path / "rows")
+    assert not (tmp_path / "rows").exists()
