@@ -209,7 +209,8 @@ def build_snapshot(prev: Described, out: Path, month: int, *, seed: int, tag: in
         y, m, d = (int(x) for x in birth[i].split("-"))
         if fields_changed[k] == "birth_date" and m > 0 and d > 0:
             dim = _days_in(y * 12 + m - 1)
-            birth[i] = f"{y:04d}-{m:02d}-{(d - 1 + 1 + int(u[k, 0] * (dim - 1))) % dim + 1:02d}"
+            shift = 1 + int(u[k, 0] * (dim - 1))  # 1 .. dim-1 days later, around the month: another day
+            birth[i] = f"{y:04d}-{m:02d}-{(d - 1 + shift) % dim + 1:02d}"
         else:
             fields_changed[k] = "last_name"
             new = _typo(u[k], last[i])
