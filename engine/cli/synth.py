@@ -15,7 +15,7 @@ from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 def synth(
     persons: int = typer.Option(None, "--persons", help="Number of persons in the register (before duplicates)."),
     out: Path = typer.Option(..., "--out", help="Output directory (gets register/, career/, resource/, truth/)."),
-    seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0; an increment: its dataset's)."),
     partitions: int = typer.Option(None, "--partitions", help="Number of blocks (one Dask task and one file each)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
@@ -24,7 +24,8 @@ def synth(
     local: bool = typer.Option(False, "--in-process", help="Generate in this process, without Dask."),
     write_job: Path = typer.Option(None, "--write-job", help="Also write a job file running the main job on OUT."),
     job_output: Path = typer.Option(None, "--job-output", help="Output directory named in that job file "
-                                                                 "(default: OUT/../job)."),
+                                                                 "(default: OUT/../job; an increment: "
+                                                                 "OUT/../job-YYYY-MM)."),
     increment_of: Path = typer.Option(None, "--increment-of", help="Write the monthly increment of this synthetic "
                                                                      "dataset (a base or an increment) instead."),
     month: str = typer.Option(None, "--month", help="The increment's month, YYYY-MM (with --increment-of)."),
