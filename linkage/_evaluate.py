@@ -1,6 +1,8 @@
 """Accuracy of a link table against a truth table: precision, recall and F1 at the signature
 and at the row level, by NIR status, with the ambiguous and unlinked counts; the share of true
-pairs blocking reaches; register deduplication against the true duplicates.
+pairs blocking reaches; register deduplication against the true duplicates; for a synthetic
+increment (a ``truth_register_changes/`` beside the truth), the rows of the persons each kind of
+register change touched, and the signatures linked to an entry merged away.
 
 Truth: a Parquet dataset with columns source ('career' / 'resource' / 'register'),
 record_id, register_nir and true_nir (as `nirlink synth` writes it).
@@ -184,6 +186,24 @@ def _report(link_dir: Path, truth_dir: Path, scratch: Path, model: ModelSpec | N
                 join reg_truth ta on ta.register_nir = ra.nir join reg_truth tb on tb.register_nir = rb.nir""").fetchone()
             tp = int(found[0] or 0)
             report["register_duplicates"] = _scores(tp, int(found[1] or 0) - tp, int(true_pairs) - tp)
+        changes = truth_dir.parent / "truth_register_changes"
+        if changes.is_dir() and any(changes.glob("*.parquet")):
+            report["register_changes"] = _changes(con, changes, measure)
         return report
     finally:
         con.close()
+
+
+def _changes(con, changes: Path, measure) -> dict[str, Any]:
+    """Rows of the persons a synthetic increment's register changes touched (truth_register_changes/
+    beside truth/, engine/synth/_increment_register.py), scored per kind of change; and the
+    signatures still linked to an entry merged away (a person id that no longer exists)."""
+    con.execute(f"create view changes as select * from read_parquet('{_sql_path(changes)}/*.parquet')")
+    con.execute("""create temp table change_eval as select c.kind, e.* from row_eval e
+                   join (select distinct kind, true_nir from changes) c using (true_nir)""")
+    per_kind = measure("change_eval", "kind") if con.execute("select count(*) from change_eval").fetchone()[0] else {}
+    counts = dict(con.execute("select kind, count(*) from changes group by 1").fetchall())
+    stale = con.execute("""select count(*) from links l
+                           where l.person in (select register_nir from changes where kind = 'merge')""").fetchone()[0]
+    return {"changes": {k: int(v) for k, v in sorted(counts.items())}, "rows_by_kind": per_kind,
+            "links_to_merged_away_entries": int(stale)}

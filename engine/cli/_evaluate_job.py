@@ -57,6 +57,15 @@ def evaluate_job(link_dir: Path, rows: Path, truth: Path, *, memory_limit: str, 
             console.print(f"register duplicates: precision {d['precision']:.4f} recall {d['recall']:.4f} "
                           f"(tp {d['true_positives']:,}, fp {d['false_positives']:,}, "
                           f"fn {d['false_negatives']:,})", highlight=False)
+        if "register_changes" in r:
+            c = r["register_changes"]
+            console.print("register changes (" + ", ".join(f"{v:,} {k}" for k, v in c["changes"].items())
+                          + f"): {c['links_to_merged_away_entries']:,} signatures linked to an entry merged away",
+                          highlight=False)
+            for kind, s in c["rows_by_kind"].items():
+                console.print(f"  rows of persons with a {kind}: precision {s['precision']:.4f} recall "
+                              f"{s['recall']:.4f} (tp {s['true_positives']:,}, fp {s['false_positives']:,}, "
+                              f"fn {s['false_negatives']:,})", highlight=False)
 
     emit(report, output, render)
 

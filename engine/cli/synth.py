@@ -13,9 +13,9 @@ from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 @app.command()
 @handle_errors
 def synth(
-    persons: int = typer.Option(..., "--persons", help="Number of persons in the register (before duplicates)."),
+    persons: int = typer.Option(None, "--persons", help="Number of persons in the register (before duplicates)."),
     out: Path = typer.Option(..., "--out", help="Output directory (gets register/, career/, resource/, truth/)."),
-    seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0; an increment: its dataset's)."),
     partitions: int = typer.Option(None, "--partitions", help="Number of blocks (one Dask task and one file each)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
@@ -24,13 +24,44 @@ def synth(
     local: bool = typer.Option(False, "--in-process", help="Generate in this process, without Dask."),
     write_job: Path = typer.Option(None, "--write-job", help="Also write a job file running the main job on OUT."),
     job_output: Path = typer.Option(None, "--job-output", help="Output directory named in that job file "
-                                                                 "(default: OUT/../job)."),
+                                                                 "(default: OUT/../job; an increment: "
+                                                                 "OUT/../job-YYYY-MM)."),
+    increment_of: Path = typer.Option(None, "--increment-of", help="Write the monthly increment of this synthetic "
+                                                                     "dataset (a base or an increment) instead."),
+    month: str = typer.Option(None, "--month", help="The increment's month, YYYY-MM (with --increment-of)."),
+    union_of: Path = typer.Option(None, "--union", help="Write the union of a base and its increments up to this "
+                                                         "increment instead."),
+    previous_job: Path = typer.Option(None, "--previous-job", help="With --increment-of and --write-job: the previous "
+                                                                   "job's output directory (default: the previous "
+                                                                   "dataset's default job output)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
-    """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT.
+    """Generate the four synthetic datasets (Parquet) of PERSONS persons under OUT; or the
+    monthly increment of a dataset (--increment-of DIR --month YYYY-MM); or the union of a base
+    and its increments (--union LAST).
 
     Example: nirlink synth --persons 10000 --out data/ --write-job job.toml
     """
+    modes = [name for name, v in (("--persons", persons), ("--increment-of", increment_of), ("--union", union_of))
+             if v is not None]
+    if len(modes) != 1:
+        raise typer.BadParameter("give exactly one of --persons, --increment-of and --union"
+                                 + (f" (got {', '.join(modes)})" if modes else ""))
+    if (month is None) != (increment_of is None):
+        raise typer.BadParameter("--month and --increment-of go together")
+    if previous_job is not None and (increment_of is None or write_job is None):
+        raise typer.BadParameter("--previous-job goes with --increment-of and --write-job (it is named in the job file)")
+    if increment_of is not None or union_of is not None:
+        for name, given in (("--partitions", partitions is not None), ("--noise-scale", noise_scale != 1.0),
+                            ("--scheduler", scheduler is not None), ("--workers", workers is not None)):
+            if given:
+                raise typer.BadParameter(f"{name} applies to a base dataset (--persons): an increment takes the "
+                                         "settings of the dataset it builds on and runs in this process")
+        from ._synth_increment import run_increment
+
+        return run_increment(increment_of=increment_of, month=month, union_of=union_of, out=out, seed=seed,
+                             overwrite=overwrite, write_job=write_job, job_output=job_output,
+                             previous_job=previous_job, output=output)
     from nirlink.engine.synth._generate import synth as run_synth
     from nirlink.engine.synth._params import SynthParams
 

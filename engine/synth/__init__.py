@@ -1,6 +1,8 @@
 """Synthetic data: persons and their register entries (_identity, names from _names),
 careers and monthly resources (_records), the noise model of declared identities (_noise), in
-independent seeded blocks (_generate), with their truth (_truth) and a job file (_jobfile)."""
+independent seeded blocks (_generate), with their truth (_truth) and a job file (_jobfile);
+monthly increments of a dataset (_increment: register changes and the month's rows) and the
+union of a base and its increments (_union)."""
 
 from nirlink.kernels._lazy import lazy_front
 
@@ -10,6 +12,9 @@ _LAZY = {
     "._params": ("NoiseRates", "SynthParams"),
     "._truth": ("attach_truth",),
     "._jobfile": ("write_job_file",),
+    "._increment": ("increment",),
+    "._increment_register": ("IncrementRates",),
+    "._union": ("union",),
 }
 
 __all__ = [name for names in _LAZY.values() for name in names]

@@ -52,6 +52,15 @@ def attach_truth(synth_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cl
     birth year/month: the input of the aggregate stage before linkage, partitioned by person
     (a block's persons are all in its files)."""
     root = Path(synth_dir)
+    described = root / "_synth.json"
+    if described.is_file():
+        import json
+
+        summary = json.loads(described.read_text(encoding="utf-8"))
+        for key, what in (("increment_of", "an increment"), ("union_of", "a union of increments")):
+            if summary.get(key):
+                raise InputError(f"{root} is {what}: the truth is attached to a base dataset only (its rows' "
+                                 "persons are not all in the register file of the same name)")
     names = sorted(p.name for p in (root / "career").glob("part-*.parquet"))
     if not names:
         raise InputError(f"{root}: not a synthetic dataset (no career/part-*.parquet)")
