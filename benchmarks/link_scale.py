@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
 import shutil
 import subprocess
@@ -281,6 +282,8 @@ def main(argv=None) -> None:
                     help="comma-separated result names: render their runs together as NAME (no new run); "
                          "large sizes can then run as separate invocations")
     args = ap.parse_args(argv)
+    # `nirlink evaluate` reads the ingested rows, which the default setting releases
+    os.environ.setdefault("DASK_NIRLINK__JOBS__KEEP", "ingest, link")
     if args.merge:
         from ._common import RESULTS
 
