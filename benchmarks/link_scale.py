@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import math
+import os
 import shutil
 import subprocess
 import sys
