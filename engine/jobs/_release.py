@@ -26,7 +26,7 @@ from nirlink.engine import _config
 from nirlink.engine.io._datasets import read_json, write_json
 
 __all__ = ["READERS", "released", "release_after", "resume_from", "directory_bytes", "keep_setting", "MARKER",
-           "consume", "DiskRecord"]
+           "consume", "DiskRecord", "keeps_candidate_pairs"]
 
 MARKER = "_released.json"
 KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
@@ -44,11 +44,20 @@ _KEEP_FILES = {"_manifest.json", "_fingerprint.json", MARKER}
 
 
 def keep_setting() -> set[str]:
-    """The stages whose outputs ``nirlink.jobs.keep`` keeps (``all``, ``none`` or a comma list)."""
+    """The stages whose outputs ``nirlink.jobs.keep`` keeps (``all``, ``none`` or a comma list);
+    ``increment`` stands for what a later increment of the job reads: the link, attach and
+    aggregate outputs, the link stage's candidate pairs with them (it is in the set too)."""
     value = str(_config.get("jobs.keep", "link") or "none").strip()
     if value == "all":
-        return set(KEEPABLE)
-    return {s.strip() for s in value.split(",") if s.strip() and s.strip() != "none"}
+        return {*KEEPABLE, "increment"}
+    keep = {s.strip() for s in value.split(",") if s.strip() and s.strip() != "none"}
+    return keep | {"link", "attach", "aggregate"} if "increment" in keep else keep
+
+
+def keeps_candidate_pairs() -> bool:
+    """Whether the link stage keeps its candidate pairs (``deterministic/``, ``predictions/``),
+    which a later increment reads (``nirlink.jobs.keep`` names ``increment``, or ``all``)."""
+    return "increment" in keep_setting()
 
 
 def _readers(stage: str, part: str | None, stages: tuple[str, ...]) -> list[str]:

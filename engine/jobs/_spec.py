@@ -62,6 +62,7 @@ class JobSpec:
     signals: Any = None  # SignalSettings (engine/stages/_signals_rules.py) when [signals] or the stage is given
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
     text: str = ""
+    increment: Any = None  # IncrementOptions (engine/jobs/_increment.py) when the job continues a previous one
 
     @property
     def directory(self) -> Path:
@@ -72,7 +73,7 @@ class JobSpec:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-_TOP = {"job", "inputs", "linkage", "aggregate", "signals", "output", "cluster"}
+_TOP = {"job", "inputs", "linkage", "aggregate", "signals", "output", "cluster", "increment"}
 _JOB = {"name", "stages"}
 _INPUT = {"name", "kind", "paths", "format", "columns", "csv"}
 _CSV = {"separator", "encoding", "decimal", "quote"}
@@ -295,13 +296,18 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     if address and (workers or threads or memory):
         c.err("cluster", "workers, threads_per_worker and memory_limit size a local cluster; not with an address")
 
+    from ._increment import parse_increment
+
+    increment = parse_increment(c, data.get("increment"), base, check_files=check_files, output=directory)
+    if increment is not None and not {"link", "attach", "aggregate"} <= set(order):
+        c.err("job.stages", "an increment ([increment]) runs the link, attach and aggregate stages")
     if c.errors:
         raise SpecError(c.errors, source=path)
     return JobSpec(
         name=name, path=path, stages=tuple(order), inputs=tuple(inputs),
         linkage=LinkageOptions(model, reg_model, threshold, margin, none_weight, decisions), first_review_month=frm,
         output=OutputOptions(directory, pseud, key_env, key_file), signals=signals,
-        cluster=ClusterOptions(address, workers, threads, memory), text=text,
+        cluster=ClusterOptions(address, workers, threads, memory), text=text, increment=increment,
     )
 
 

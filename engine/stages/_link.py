@@ -37,7 +37,9 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
 
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
              register_model_path: str | Path | None = None, decisions_path: str | Path | None = None, config=None,
-             progress: Callable[..., None] | None = None) -> dict[str, Any]:
+             progress: Callable[..., None] | None = None, increment=None) -> dict[str, Any]:
+    """The link stage; ``increment`` (IncrementOptions): continue the previous job's link stage
+    (linkage/_increment.py): its decisions kept where their candidates did not change."""
     from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
     from nirlink.linkage._clerical import load_decisions
     from nirlink.linkage._decisions import decide
@@ -49,6 +51,8 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     from nirlink.linkage._signatures import build_signatures
     from nirlink.linkage._review import write_review
     from nirlink.linkage._training import model_frequencies, train_models
+
+    from nirlink.engine.jobs._release import keeps_candidate_pairs
 
     files = ingested_files(ingest_dir)
     if not files["register"]:
@@ -75,9 +79,20 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         from nirlink.linkage._register import register_files
         from nirlink.linkage._signatures import signature_files
 
+        prev = Path(increment.previous).resolve() / "link" if increment is not None else None
+        if prev is not None:
+            from nirlink.linkage._increment import merge_signatures, register_diff
+
+            diff = timed("register_diff", register_diff, prev, work)
+            merged = timed("increment_signatures", merge_signatures, prev, work, diff, cfg,
+                           retrain=increment.retrain == "always", **kw)
         # clerical decisions are checked before the long phases: a bad line fails the stage at once
         clerical = load_decisions(decisions_path, signature_files(work), register_files(work),
                                   files["career"] + files["resource"]) if decisions_path else None
+        if prev is not None:
+            from nirlink.linkage._increment_persons import carried_clerical
+
+            clerical = carried_clerical(prev, diff["removed"], clerical)
         models = {"identity": model, "register": reg_model}
         # the term frequencies serve scoring whether the models are trained here or given
         tf = timed("frequencies", model_frequencies, work, models, **kw)
@@ -89,16 +104,30 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         for name, tables in tf.items():  # kept for `nirlink explain` and the review
             save_tf(tables, work / "tf" / name)
         dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
+        if prev is not None:
+            from nirlink.linkage._increment import carry_predictions, score_increment
+            from nirlink.linkage._increment_persons import stable_clusters
+
+            dedupe.update(stable_clusters(prev, work))
         det = timed("deterministic", deterministic_pass, work, cfg, **kw)
-        scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
-                       right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
-                       exclude_linked=True, candidates=True, **kw)
+        if prev is None:
+            scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
+                           right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
+                           exclude_linked=True, candidates=True, **kw)
+        else:
+            merged["carried_candidates"] = carry_predictions(prev, work, cfg, **kw)
+            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
         decided = timed("decisions", decide, work, model, cfg, clerical=clerical, **kw)
+        if prev is not None:
+            from nirlink.linkage._increment_persons import person_changes
+
+            changes = person_changes(prev, work, increment.month)
         review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
                        memory_limit=cfg.duckdb_memory_limit)
         # the candidates' buckets of the deterministic pass and of scoring are read by the
-        # decisions only: link/candidates keeps each signature's best 3 for explain and review
-        for scratch in ("tmp", "deterministic", "predictions"):
+        # decisions (and a later increment's link stage) only: link/candidates keeps each
+        # signature's best 3 for explain and review
+        for scratch in ("tmp",) if keeps_candidate_pairs() else ("tmp", "deterministic", "predictions"):
             shutil.rmtree(work / scratch, ignore_errors=True)
         manifest = {
             "stage": "link",
@@ -112,9 +141,13 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
             "decisions": decided,
             "clerical": {"file": str(decisions_path), "decisions": clerical.num_rows} if clerical is not None else None,
             "review": review,
+            "increment": None if prev is None else {
+                "previous": str(prev.parent), "month": increment.month, "retrain": increment.retrain,
+                "register": {k: len(v) for k, v in diff.items()}, "signatures": merged,
+                "person_changes": changes.num_rows},
             "timings_s": timings,
             "tables": {name: describe_dataset(work / name, relative_to=work)
-                       for name in ("links", "signatures", "candidates") if (work / name).exists()},
+                       for name in ("links", "signatures", "candidates", "person_changes") if (work / name).exists()},
         }
         write_json(work / "_manifest.json", manifest)
     return manifest

@@ -1,0 +1,188 @@
+"""The attach stage of an increment: only the person buckets that hold a new or changed row are written.
+
+A row's attached columns (person, its birth year and month, link status, method and
+probability) come from its signature's line in the link table. Between the previous job and
+this one a line changes when the signature's decision moved (a register change, a carried
+signature scored against added entries) and is new for a new signature. A person bucket is
+*affected* when it receives a row of this month or held, or will hold, a row whose line
+changed (the buckets of the line's old and new person; ``b=nulls`` for a row without one).
+
+The stage writes this month's rows into their buckets, then reads every previous file of an
+affected bucket once and writes its rows again with their new lines (they land in affected
+buckets only: both persons of a changed line are affected). The files of the other buckets
+are the previous job's, linked into this output as they are: hard links where the file
+system has them (no copy, no extra disk; the manifest says ``reuse: hardlink``), copies
+otherwise (``reuse: copy``). The bucket count is the previous job's (a person's bucket must
+not move). ``delta/`` lists the changed persons: those of this month's rows and both persons
+of every changed line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
+from nirlink.kernels import StageError
+
+from ._attach import PERSON_COLUMNS, _attach_files, _build_lookup, _task_groups, attach_task_rows
+
+__all__ = ["run_attach_increment", "DELTA_SCHEMA", "person_buckets"]
+
+DELTA_SCHEMA = pa.schema([pa.field("person", pa.string(), nullable=False),
+                          pa.field("change", pa.string(), nullable=False)])  # rows | relinked
+SOURCES = ("career", "resource")
+
+
+def person_buckets(persons: pa.Array, n_buckets: int) -> np.ndarray:
+    """The person bucket of each (non-null) person, as the attach stage's writers compute it."""
+    from nirlink.linkage._buckets import bucket_ids, key_hash
+
+    h, _ = key_hash(pa.table({"person": persons}), ["person"])
+    return bucket_ids(h, n_buckets)
+
+
+def _changed_lines(lookup: str, previous: str) -> pa.Table:
+    """Signatures whose attached columns differ from the previous job's (or are new), with the
+    person their rows carried before and carry now (null: no person)."""
+    import duckdb
+
+    def person(t):
+        return f"case when {t}.link_status = 'linked' then {t}.person end"
+
+    same = " and ".join(f"n.{c} is not distinct from p.{c}" for c in PERSON_COLUMNS)
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    con.register("n_links", _ipc(lookup))
+    con.register("p_links", _ipc(previous))
+    t = con.sql(f"""
+        select n.signature, {person('p')} as old_person, {person('n')} as new_person, p.signature is null as new
+        from n_links n left join p_links p using (signature)
+        where p.signature is null or not ({same})
+        union all
+        select p.signature, {person('p')}, null, false from p_links p
+        anti join n_links n using (signature)""").to_arrow_table()
+    con.close()
+    return t
+
+
+def _ipc(path: str) -> pa.Table:
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(path, "r") as f:
+        return ipc.open_file(f).read_all()
+
+
+def _link_or_copy(src: Path, dst: Path) -> str:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copy"
+
+
+def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, previous: str | Path, *,
+                         client=None, progress: Callable[..., None] | None = None, consume: bool = False) -> dict:
+    """Attach this month's rows and rewrite the affected person buckets of the previous job's
+    attach output (``previous``: its job directory); the other buckets are reused."""
+    from nirlink.linkage._tasks import run_tasks
+
+    from ._link import ingested_files
+
+    prev = Path(previous).resolve() / "attach"
+    n_buckets = int(read_json(prev / "_manifest.json")["person_buckets"])
+    files = ingested_files(ingest_dir)
+    link_dir = Path(link_dir).resolve()
+    with staged_directory(Path(out_dir)) as work:
+        work = work.resolve()
+        lookup, prev_lookup = str(work / ".links.arrow"), str(work / ".previous-links.arrow")
+        signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup), (str(prev.parent / "link"), prev_lookup)],
+                               name="attach-lookup", progress=progress)[0]
+        changed = _changed_lines(lookup, prev_lookup)
+        delta = _delta(changed, lookup, files, work)  # before the rows are attached (and maybe removed)
+        args = [(group, source, lookup, str(work), n_buckets, f"new-{i:05d}", consume) for source in SOURCES
+                for i, group in enumerate(_task_groups(files[source], attach_task_rows(n_buckets)))]
+        new = run_tasks(client, _attach_files, args, name="attach", progress=progress, rows=lambda r: r["rows"])
+        persons = pa.concat_arrays([changed.column("old_person").combine_chunks(),
+                                    changed.column("new_person").combine_chunks()]).drop_null()
+        moved = {f"{int(b):05d}" for b in np.unique(person_buckets(persons, n_buckets))} if len(persons) else set()
+        lost = pc.or_(pc.is_null(changed.column("old_person")), pc.is_null(changed.column("new_person")))
+        if pc.any(pc.and_(lost, pc.invert(changed.column("new")))).as_py():  # a new signature's rows: written
+            moved.add("nulls")
+        affected, reuse, reused = {}, Counter(), {}
+        for source in SOURCES:
+            written = {p.name[2:] for p in (work / source).glob("b=*")} if (work / source).exists() else set()
+            theirs = {p.name[2:]: p for p in (prev / source).glob("b=*")} if (prev / source).exists() else {}
+            affected[source] = sorted(written | (moved & set(theirs)))
+            reused[source] = sorted(set(theirs) - set(affected[source]))
+            for b in reused[source]:
+                for f in sorted(theirs[b].glob("*.parquet")):
+                    reuse[_link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
+        before = {s: {p.name[2:]: set(os.listdir(p)) for p in (work / s).glob("b=*")} for s in SOURCES
+                  if (work / s).exists()}
+        args = [(sorted(str(f) for f in (prev / source / f"b={b}").glob("*.parquet")), source, lookup, str(work),
+                 n_buckets, f"previous-{b}", False)
+                for source in SOURCES for b in affected[source] if (prev / source / f"b={b}").exists()]
+        again = run_tasks(client, _attach_files, args, name="attach-previous", progress=progress,
+                          rows=lambda r: r["rows"])
+        for source, dirs in before.items():  # rows of an affected bucket must land in affected buckets only
+            stray = [b for b in reused[source] if set(os.listdir(work / source / f"b={b}")) != dirs.get(b, set())]
+            if stray:
+                raise StageError(f"attach: rows of affected buckets landed in reused {source} buckets {stray[:5]}")
+        os.remove(lookup)
+        os.remove(prev_lookup)
+        per_source: dict[str, Counter] = {}
+        for r in new + again:
+            per_source.setdefault(r["source"], Counter()).update({k: v for k, v in r.items() if k != "source"})
+        manifest = {
+            "stage": "attach", "signatures": signatures, "person_buckets": n_buckets,
+            "inputs": {s: dict(c) for s, c in per_source.items()},
+            "increment": {"previous": str(prev.parent), "changed_signatures": changed.num_rows,
+                          "affected_buckets": affected, "reused_buckets": {s: len(v) for s, v in reused.items()},
+                          "reuse": "hardlink" if not reuse.get("copy") else "copy" if not reuse.get("hardlink")
+                          else "hardlink and copy", "reused_files": dict(reuse), "delta_persons": delta},
+            "tables": {s: describe_dataset(work / s, relative_to=work) for s in SOURCES if (work / s).exists()},
+        }
+        write_json(work / "_manifest.json", manifest)
+    return manifest
+
+
+def _delta(changed: pa.Table, lookup: str, files: dict, work: Path) -> int:
+    """``delta/``: every changed person once, ``relinked`` (a signature's link moved to or from
+    the person) before ``rows`` (only rows of this month)."""
+    import duckdb
+
+    ingested = [f for s in SOURCES for f in files[s]]
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    con.register("changed", changed)
+    month = pa.array([], pa.string())
+    if ingested:
+        from nirlink.linkage._prepare import signature_ids
+
+        sigs = np.unique(np.concatenate([signature_ids(pq.read_table(f)) for f in ingested if os.path.exists(f)]
+                                        or [np.zeros(0, np.int64)]))
+        con.register("month_sigs", pa.table({"signature": sigs}))
+        con.register("n_links", _ipc(lookup))
+        month = con.sql("""select distinct l.person from n_links l join month_sigs using (signature)
+                            where l.link_status = 'linked'""").to_arrow_table().column("person")
+    con.register("month_persons", pa.table({"person": month}))
+    t = con.sql("""
+        with all_changes as (
+          select person, 'rows' as change from month_persons
+          union all select old_person, 'relinked' from changed where old_person is not null
+          union all select new_person, 'relinked' from changed where new_person is not null)
+        select person, min(change) as change from all_changes group by person order by person""").to_arrow_table()
+    con.close()
+    (work / "delta").mkdir(exist_ok=True)
+    pq.write_table(t.cast(DELTA_SCHEMA), work / "delta" / "part-00000.parquet", compression="zstd")
+    return t.num_rows
