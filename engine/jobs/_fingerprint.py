@@ -1,7 +1,8 @@
 """What a stage's published output depends on, as one hash: the fingerprint a re-run compares
 to skip the stage (``_runner.py``). Parts: the nirlink version, the previous stage's manifest,
 and what the stage reads - the job file's section for it, its raw inputs by size and time,
-model files, the clerical decisions by content, for the export the key (hashed)."""
+model files, the clerical decisions by content, for the export the key (hashed), for an
+increment's link, attach and aggregate stages the previous job's manifest of that stage."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def stage_fingerprint(spec: JobSpec, stage: str, previous: str, *, key: bytes | 
         parts["signals"] = "signals" in s.stages
         parts["pseudonymise"] = s.output.pseudonymise
         parts["key"] = hashlib.sha256(b"nirlink-key-check" + key).hexdigest() if key else None
+    if s.increment is not None and stage in ("link", "attach", "aggregate"):
+        # an increment's stage reads the previous job's output of the same stage
+        theirs = s.increment.directory / stage / "_manifest.json"
+        parts["increment"] = {**s.increment.as_json(),
+                              "previous": hashlib.sha256(theirs.read_bytes()).hexdigest() if theirs.exists() else None}
     return _fingerprint(parts)
 
 

@@ -85,9 +85,16 @@ def run_stage(job: Job, stage: str) -> dict[str, Any]:
             shutil.rmtree(scratch, ignore_errors=True)
             career, resource = declared_persons(d / "ingest", scratch, client=c, progress=progress)
             partitioned = True  # person buckets on disk, as the attach stage writes them
+        increment = None
+        if s.increment is not None:
+            from nirlink.engine.io._datasets import read_json
+
+            attached = read_json(d / "attach" / "_manifest.json")["increment"]
+            increment = {"previous": s.increment.directory / "aggregate", "affected": attached["affected_buckets"],
+                         "delta": d / "attach" / "delta"}
         manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                  partitioned_by_person=partitioned, first_review_month=s.first_review_month,
-                                 consume=eat,
+                                 consume=eat, increment=increment,
                                  progress=lambda done, total, rows=None: progress("aggregate", done, total, rows))
         shutil.rmtree(scratch, ignore_errors=True)
         return manifest

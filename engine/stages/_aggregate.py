@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -149,11 +150,22 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
 ROWS_FILE_INPUT_BYTES = 160 << 20  # person buckets (Parquet bytes) whose linked rows go into one file (~64 MB+)
 
 
-def _bucket_groups(parts: list[list[str]]) -> list[list[tuple[int, list[str]]]]:
+NULLS_INDEX = 99_999  # the output index of the bucket of rows without a person (``b=nulls``): last
+
+
+def bucket_parts(path: str | Path) -> list[tuple[int, list[str]]]:
+    """The person buckets of an attach output ``(index, files)``: a bucket's index is its number
+    (``b=00042``: 42), the same in every job with that bucket count, so that an increment finds
+    the previous job's outputs of a bucket under the same name."""
+    return [(NULLS_INDEX if b.name == "b=nulls" else int(b.name[2:]), sorted(str(f) for f in b.glob("*.parquet")))
+            for b in sorted(p for p in Path(path).glob("b=*") if p.is_dir())]
+
+
+def _bucket_groups(parts: list[tuple[int, list[str]]]) -> list[list[tuple[int, list[str]]]]:
     """Consecutive person buckets ``(index, files)`` of about ROWS_FILE_INPUT_BYTES together."""
     groups: list[list[tuple[int, list[str]]]] = []
     size = ROWS_FILE_INPUT_BYTES
-    for i, files in enumerate(parts):
+    for i, files in parts:
         n = sum(os.path.getsize(f) for f in files)
         if size + n > ROWS_FILE_INPUT_BYTES and size >= ROWS_FILE_INPUT_BYTES // 2:
             groups.append([])
@@ -166,7 +178,7 @@ def _bucket_groups(parts: list[list[str]]) -> list[list[tuple[int, list[str]]]]:
 def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
                   first_review_month: str = "2021-01", consume: bool = False,
-                  progress: Callable[..., None] | None = None) -> dict[str, Any]:
+                  progress: Callable[..., None] | None = None, increment: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
     RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``.
     Person buckets of linked rows (the attach stage's) also give the linked rows in export form
@@ -180,6 +192,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
     started = _dt.datetime.now()
     with staged_directory(out_dir) as tmp:
         jobs: list[tuple[str, Any, int, bool]] = []
+        reused: dict[str, Any] = {}
         for kind, path in inputs:
             parts = _partitions(path)
             files = [f for p in parts for f in ([p] if isinstance(p, str) else p)]
@@ -194,7 +207,13 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                 if not partitioned_by_person:
                     raise InputError("aggregate: a shuffle by person needs a Dask client (or partitioned input)")
                 if "link_status" in names and all(isinstance(p, list) for p in parts):  # linked person buckets
-                    jobs.extend((kind, g, g[0][0], True) for g in _bucket_groups(parts))
+                    if increment is not None:
+                        from ._aggregate_increment import plan_groups
+
+                        todo, reused[kind] = plan_groups(kind, bucket_parts(path), increment, tmp)
+                        jobs.extend((kind, g, key, True) for key, g in todo)
+                    else:
+                        jobs.extend((kind, g, g[0][0], True) for g in _bucket_groups(bucket_parts(path)))
                 else:
                     jobs.extend((kind, p, i, False) for i, p in enumerate(parts))
             else:
@@ -206,7 +225,21 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                 shuffled = ddf.shuffle(on="person", npartitions=n)
                 jobs.extend((kind, part, i, False) for i, part in enumerate(shuffled.to_delayed()))
         results = _run(jobs, str(tmp.resolve()), first_review, client, progress, consume)
+        groups = {kind: [] for kind, _ in inputs}  # groups of person buckets, each with its counts
+        for (kind, part, key, rows), result in zip(jobs, results):
+            if rows:
+                groups[kind].append({"key": key, "buckets": [i for i, _ in part], "counts": result})
+        for kind, entries in reused.items():
+            groups[kind] += entries
+            results = results + [e["counts"] for e in entries]
         manifest = _manifest(inputs, results, tmp, partitioned_by_person, first_review_month, started)
+        manifest["row_groups"] = {k: sorted(v, key=lambda e: e["key"]) for k, v in groups.items() if v}
+        if increment is not None:
+            if increment.get("delta") and Path(increment["delta"]).exists():  # the changed persons, for the export
+                shutil.copytree(increment["delta"], tmp / "delta")
+            manifest["increment"] = {"previous": str(increment["previous"]), "reuse": increment.get("reuse"),
+                                     "groups_computed": {k: len(v) - len(reused.get(k, [])) for k, v in groups.items()},
+                                     "groups_reused": {k: len(v) for k, v in reused.items()}}
         write_json(tmp / "_manifest.json", manifest)
     return manifest
 

@@ -53,6 +53,8 @@ EXPORTS = {
     "resource_person_year": ("aggregate/resource_person_year", None),
     "resource_person_review": ("aggregate/resource_person_review", None),
     "links": ("link/links", None),
+    "person_changes": ("link/person_changes", None),  # an increment's: persons whose id changed
+    "delta": ("aggregate/delta", None),  # an increment's: the persons whose rows or link changed
 }
 INPUT_BYTES_PER_FILE = 96 << 20  # inputs (Parquet bytes) streamed into one export file (>= 64 MB out where the data allows)
 ROW_TABLES = ("career_rows", "resource_rows")
@@ -61,7 +63,7 @@ ROW_GROUP_ROWS = 1 << 20  # rows per row group: a unit of parallel reading for D
 SIGNAL_EXPORTS = {f"signals/{name}": (f"signals/{name}", None) for name in (
     "income_after_death", "nir_shared", "identity_conflict", "possible_pension_non_take_up",
     "low_resources_no_minimum", "declarant_quality", "declarant_scorecard")}
-NIR_COLUMNS = ("person", "register_nir", "nir_owner")
+NIR_COLUMNS = ("person", "register_nir", "nir_owner", "old_person", "new_person")
 NIR_LIST_COLUMNS = ("other_persons",)
 
 

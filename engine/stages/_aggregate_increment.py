@@ -1,0 +1,83 @@
+"""The aggregate stage of an increment: only the groups of person buckets that hold an affected
+bucket are computed again; the other groups' outputs are the previous job's.
+
+The aggregate stage reads person buckets in groups (one task and one file of linked rows per
+group of consecutive buckets, ``_aggregate.py``) and writes one file per bucket of each
+aggregate table, named by the bucket's number, and one rows file per group, named by the
+group's key (its first bucket). Its manifest records the groups (``row_groups``: key, buckets,
+counts). An increment keeps the previous job's groups - a bucket new to this job joins the
+group whose range holds it - and computes a group again when one of its buckets is affected
+(the attach stage's ``increment.affected_buckets``) or new; the files of every other group
+are the previous job's, linked (hard links, else copies) under the same names, and its
+counts are taken from the previous manifest, so the manifest's totals cover every row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from nirlink.engine.io._datasets import make_private_dir, read_json
+from nirlink.kernels import StageError
+
+__all__ = ["plan_groups"]
+
+
+def _link(src: Path, dst: Path) -> str:
+    make_private_dir(dst.parent)
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copy"
+
+
+def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[str, Any],
+                out: Path) -> tuple[list[tuple[int, list[tuple[int, list[str]]]]], list[dict[str, Any]]]:
+    """The groups of ``parts`` (``(bucket index, files)``) to compute, as ``(key, buckets)``, and
+    the previous job's groups reused (their outputs linked into ``out``)."""
+    from ._aggregate import CAREER_TABLES, NULLS_INDEX, RESOURCE_TABLES
+
+    prev_dir = Path(increment["previous"])
+    previous = read_json(prev_dir / "_manifest.json").get("row_groups")
+    if previous is None:
+        raise StageError(f"aggregate: the previous job's aggregate manifest ({prev_dir}) has no row_groups: it was "
+                         "written by an older nirlink; run the previous job again")
+    previous = previous.get(kind, [])
+    affected = {NULLS_INDEX if b == "nulls" else int(b) for b in increment["affected"].get(kind, [])}
+    keys = sorted(e["key"] for e in previous)
+    member = {i: e["key"] for e in previous for i in e["buckets"]}
+    groups: dict[int, list[tuple[int, list[str]]]] = {k: [] for k in keys}
+    for i, files in parts:
+        key = member.get(i)
+        if key is None:  # a bucket new to this job: computed, in the group whose range holds it
+            affected.add(i)
+            key = max([k for k in keys if k <= i], default=keys[0] if keys else i)
+            groups.setdefault(key, [])
+        groups[key].append((i, files))
+    todo, reused = [], []
+    tables = CAREER_TABLES if kind == "career" else RESOURCE_TABLES
+    modes = increment.setdefault("reuse_files", {})
+    for entry in previous:
+        key, members = entry["key"], groups.pop(entry["key"])
+        if affected & ({*entry["buckets"]} | {i for i, _ in members}):
+            if members:
+                todo.append((key, sorted(members)))
+            continue
+        for name in tables:
+            for i in entry["buckets"]:
+                src = prev_dir / name / f"part-{i:05d}.parquet"
+                if src.exists():
+                    mode = _link(src, out / name / src.name)
+                    modes[mode] = modes.get(mode, 0) + 1
+        src = prev_dir / f"{kind}_rows" / f"part-{key:05d}.parquet"
+        if src.exists():
+            mode = _link(src, out / f"{kind}_rows" / src.name)
+            modes[mode] = modes.get(mode, 0) + 1
+        reused.append(entry)
+    todo += [(key, sorted(members)) for key, members in groups.items() if members]
+    increment["reuse"] = " and ".join(sorted(modes)) or None
+    return todo, reused
