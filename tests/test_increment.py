@@ -268,3 +268,50 @@ def test_another_register_is_refused(chain, tmp_path):
     pq.write_table(t, tmp_path / "register" / "part-00000.parquet")
     with pytest.raises(InputError, match="only 0 of the previous job's .* register entries are in this job's"):
         register_diff(prev, tmp_path)
+
+
+
+def _write(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+REG = pa.schema([("unique_id", pa.int64()), ("nir", pa.string()), ("nir_status", pa.string()),
+                 ("birth_year", pa.int16()), ("birth_month", pa.int8())])
+CLUSTERS = pa.schema([("unique_id", pa.int64()), ("cluster", pa.int64()), ("person", pa.string()),
+                      ("birth_year", pa.int16()), ("birth_month", pa.int8())])
+LINKS = pa.schema([("signature", pa.int64()), ("person", pa.string()), ("rows", pa.int64())])
+
+
+def test_published_person_ids_survive_merges(tmp_path):
+    """A cluster keeps an id already published (of two, by the full run's rule); a cluster
+    without one takes the full run's rule; the ids that stop being persons are mapped."""
+    from nirlink.linkage._increment_persons import person_changes, stable_clusters
+
+    prev, work = tmp_path / "prev", tmp_path / "work"
+
+    def reg(*entries):
+        return [{"unique_id": u, "nir": n, "nir_status": "valid", "birth_year": 1960, "birth_month": 1}
+                for u, n in entries]
+
+    # previous: A, E, F, X alone; C and D one person, C
+    _write(prev / "register/part-00000.parquet", reg((1, "A"), (3, "C"), (4, "D"), (5, "E"), (6, "F"), (9, "X")), REG)
+    _write(prev / "clusters.parquet", [{"unique_id": u, "cluster": 3, "person": "C", "birth_year": 1960,
+                                        "birth_month": 1} for u in (3, 4)], CLUSTERS)
+    _write(prev / "links/part-00000.parquet", [{"signature": s, "person": p, "rows": 1} for s, p in
+                                               ((10, "A"), (11, "C"), (12, "E"), (13, "F"), (14, "X"))], LINKS)
+    # now: B (registered this month, smaller NIR) joins A; E and F merge; G and H new; X removed
+    _write(work / "register/part-00000.parquet",
+           reg((1, "A"), (2, "0B"), (3, "C"), (4, "D"), (5, "E"), (6, "F"), (7, "H"), (8, "G")), REG)
+    canonical = [(1, 2, "0B"), (2, 2, "0B"), (3, 3, "C"), (4, 3, "C"), (5, 5, "E"), (6, 5, "E"), (7, 7, "G"),
+                 (8, 7, "G")]
+    _write(work / "clusters.parquet", [{"unique_id": u, "cluster": c, "person": p, "birth_year": 1960,
+                                        "birth_month": 1} for u, c, p in canonical], CLUSTERS)
+    stable_clusters(prev, work)
+    named = dict(zip(*pq.read_table(work / "clusters.parquet", columns=["unique_id", "person"]).to_pydict().values()))
+    assert named == {1: "A", 2: "A", 3: "C", 4: "C", 5: "E", 6: "E", 7: "G", 8: "G"}
+    _write(work / "links/part-00000.parquet", [{"signature": s, "person": p, "rows": 1} for s, p in
+                                               ((10, "A"), (11, "C"), (12, "E"), (13, "E"), (14, "E"))], LINKS)
+    changes = person_changes(prev, work, "2026-11").to_pylist()
+    assert changes == [{"old_person": "F", "new_person": "E", "month": "2026-11", "reason": "merged"},
+                       {"old_person": "X", "new_person": "E", "month": "2026-11", "reason": "entry_removed"}]
