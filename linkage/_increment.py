@@ -112,10 +112,12 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
         touched = cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(), invalid)]
         todo |= np.isin(uid, touched)
     pq.write_table(union, w / "signatures" / name, compression="zstd")
-    for d, sel in (("todo", todo), ("carry", ~todo)):
+    new_ids = ~np.isin(uid, old_ids)
+    for d, sel in (("todo", todo), ("carry", ~todo), ("new", new_ids)):  # new: for the drift check
         (w / d).mkdir(exist_ok=True)
-        pq.write_table(union.filter(pa.array(sel)), w / d / name, compression="zstd")
-    return {"signatures": len(uid), "new": int((~np.isin(uid, old_ids)).sum()), "todo": int(todo.sum()),
+        pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d == "new" else union.filter(pa.array(sel)),
+                       w / d / name, compression="zstd")
+    return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
             "carried": int((~todo).sum())}
 
 

@@ -315,3 +315,25 @@ def test_published_person_ids_survive_merges(tmp_path):
     changes = person_changes(prev, work, "2026-11").to_pylist()
     assert changes == [{"old_person": "F", "new_person": "E", "month": "2026-11", "reason": "merged"},
                        {"old_person": "X", "new_person": "E", "month": "2026-11", "reason": "entry_removed"}]
+
+
+def test_drift_check_flags_a_model_that_no_longer_fits(chain, tmp_path):
+    from nirlink.linkage import load_model
+    from nirlink.linkage._drift import drift_check
+    from nirlink.linkage._explain import load_tf
+
+    link = chain["jobs"] / "base" / "link"
+    for d in ("signatures", "links", "register"):
+        shutil.copytree(link / d, tmp_path / d)
+    (tmp_path / "new").mkdir()
+    pq.write_table(_table(link / "signatures").select(["unique_id"]), tmp_path / "new" / "part-00000.parquet")
+    model, tf = load_model(link / "model.json"), load_tf(link / "tf" / "identity")
+    fits = drift_check(tmp_path, model, tf, tolerance=2.0)
+    assert fits["checked"] and fits["pairs_m"] > 1000 and not fits["retrain_advised"]
+    for comp in model.splink["comparisons"]:  # the frequent levels' m divided by 8: 3 bits
+        for level in comp["comparison_levels"]:
+            if (level.get("m_probability") or 0) > 0.3:
+                level["m_probability"] /= 8
+    moved = drift_check(tmp_path, model, tf, tolerance=2.0)
+    assert moved["retrain_advised"] and moved["max_bits"] > 2.5
+    assert {lv["which"] for lv in moved["moved"]} == {"m"}

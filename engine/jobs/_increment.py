@@ -31,7 +31,7 @@ class IncrementOptions:
     previous: str  # the previous job's output directory
     month: str  # the month this increment brings (YYYY-MM): person_changes.month
     retrain: str = "never"
-    drift_tolerance: float = 1.0  # bits: a comparison level's m or u moving more than this asks for retraining
+    drift_tolerance: float = 2.0  # bits: a comparison level's m or u moving more than this advises retraining
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +59,7 @@ def parse_increment(c, raw: Any, base: Path, *, check_files: bool, output: str) 
     previous = c.typed(raw, "previous", str, "increment", required=True, default="")
     month = c.typed(raw, "month", str, "increment", required=True, default="")
     retrain = c.typed(raw, "retrain", str, "increment", default="never")
-    tolerance = c.typed(raw, "drift_tolerance", float, "increment", default=1.0)
+    tolerance = c.typed(raw, "drift_tolerance", float, "increment", default=2.0)
     if month and _month_problem(month):
         c.err("increment.month", _month_problem(month))
     if retrain not in RETRAIN:
@@ -74,7 +74,7 @@ def parse_increment(c, raw: Any, base: Path, *, check_files: bool, output: str) 
     elif previous and check_files:
         for msg in previous_problems(previous):
             c.err("increment.previous", msg)
-    return IncrementOptions(previous, month, retrain, tolerance if tolerance else 1.0)
+    return IncrementOptions(previous, month, retrain, tolerance if tolerance else 2.0)
 
 
 def previous_problems(previous: str | os.PathLike) -> list[str]:

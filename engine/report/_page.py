@@ -64,6 +64,7 @@ def _run_section(state: dict, cluster: dict | None, manifests: dict, job: Path) 
         rows.append(["cluster", f"{f.count(cluster.get('workers'))} workers, "
                                 f"{f.count(cluster.get('threads'))} threads, "
                                 f"{f.decimal(cluster.get('memory_bytes', 0) / 2**30, 1)} GiB of memory"])
+    out.extend(manifests.get("link", {}).get("notes", []))  # an increment's drift check
     dec = manifests.get("link", {}).get("decisions", {})
     if dec:
         rows += [["linkage threshold", f.probability(dec.get("threshold"))],
@@ -89,6 +90,7 @@ def _warnings(state: dict, manifests: dict, extra: list[str]) -> list[str]:
                        f"({f.share(t['rejected'], t['rows_read'])}), kept in ingest/rejects/{name}/ with their reason")
         if t.get("values_transcoded_from_latin1"):
             out.append(f"input {name}: {f.count(t['values_transcoded_from_latin1'])} values read as Latin-1")
+    out.extend(manifests.get("link", {}).get("notes", []))  # an increment's drift check
     dec = manifests.get("link", {}).get("decisions", {})
     for status in ("ambiguous", "unlinked"):
         if dec.get(f"signatures_{status}"):
