@@ -194,8 +194,11 @@ def test_person_changes_and_delta(chain):
 
 
 def test_interrupted_increment_resumes_and_rerun_gives_the_same_bytes(chain, dask_client):
+    from nirlink.engine.jobs._registry import job_paths
+
     resumed = chain["resumed"]
     assert resumed.skipped == ("ingest", "link", "attach")  # the stages published before the failure
+    assert job_paths(chain["jobs"] / "inc2", resumed.job_id)["report"].exists()
     jobs = chain["jobs"]
 
     def digests(d):

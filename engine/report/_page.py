@@ -64,7 +64,6 @@ def _run_section(state: dict, cluster: dict | None, manifests: dict, job: Path) 
         rows.append(["cluster", f"{f.count(cluster.get('workers'))} workers, "
                                 f"{f.count(cluster.get('threads'))} threads, "
                                 f"{f.decimal(cluster.get('memory_bytes', 0) / 2**30, 1)} GiB of memory"])
-    out.extend(manifests.get("link", {}).get("notes", []))  # an increment's drift check
     dec = manifests.get("link", {}).get("decisions", {})
     if dec:
         rows += [["linkage threshold", f.probability(dec.get("threshold"))],
