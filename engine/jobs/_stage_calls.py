@@ -65,8 +65,9 @@ def run_stage(job: Job, stage: str) -> dict[str, Any]:
         if s.increment is not None:
             from nirlink.engine.stages._attach_increment import run_attach_increment
 
-            return run_attach_increment(d / "ingest", d / "link", d / "attach", s.increment.previous, client=c,
-                                        progress=progress, consume=consume(d, "ingest", "attach", s.stages))
+            return run_attach_increment(d / "ingest", d / "link", d / "attach", s.increment.previous,
+                                        month=s.increment.month, client=c, progress=progress,
+                                        consume=consume(d, "ingest", "attach", s.stages))
         return run_attach(d / "ingest", d / "link", d / "attach", client=c, progress=progress,
                           consume=consume(d, "ingest", "attach", s.stages))
     if stage == "aggregate":

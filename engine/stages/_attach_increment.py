@@ -4,17 +4,20 @@ A row's attached columns (person, its birth year and month, link status, method 
 probability) come from its signature's line in the link table. Between the previous job and
 this one a line changes when the signature's decision moved (a register change, a carried
 signature scored against added entries) and is new for a new signature. A person bucket is
-*affected* when it receives a row of this month or held, or will hold, a row whose line
-changed (the buckets of the line's old and new person; ``b=nulls`` for a row without one).
+*moved* when it held, or will hold, a row whose line changed (the buckets of the line's old
+and new person; ``b=nulls`` for a row without one).
 
-The stage writes this month's rows into their buckets, then reads every previous file of an
-affected bucket once and writes its rows again with their new lines (they land in affected
-buckets only: both persons of a changed line are affected). The files of the other buckets
-are the previous job's, linked into this output as they are: hard links where the file
-system has them (no copy, no extra disk; the manifest says ``reuse: hardlink``), copies
-otherwise (``reuse: copy``). The bucket count is the previous job's (a person's bucket must
-not move). ``delta/`` lists the changed persons: those of this month's rows and both persons
-of every changed line.
+The stage writes this month's rows into their buckets (new files), then reads every previous
+file of a moved bucket once and writes its rows again with their new lines (they land in
+moved buckets only: both persons of a changed line are). Every other previous file is
+linked into this output as it is: hard links where the file system has them (no copy, no
+extra disk; the manifest says ``reuse: hardlink``), copies otherwise (``reuse: copy``). A
+bucket's files need no global order (the aggregate stage sorts what it reads), so a bucket
+that only gains rows keeps its previous files beside the new one. The *affected* buckets,
+whose aggregates must be computed again, are those whose files are not exactly the
+previous job's. The bucket count is the previous job's (a person's bucket must not move).
+``delta/`` lists the changed persons: those of this month's rows and both persons of every
+changed line.
 """
 
 from __future__ import annotations
@@ -91,9 +94,12 @@ def _link_or_copy(src: Path, dst: Path) -> str:
 
 
 def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, previous: str | Path, *,
-                         client=None, progress: Callable[..., None] | None = None, consume: bool = False) -> dict:
-    """Attach this month's rows and rewrite the affected person buckets of the previous job's
-    attach output (``previous``: its job directory); the other buckets are reused."""
+                         month: str, client=None, progress: Callable[..., None] | None = None,
+                         consume: bool = False) -> dict:
+    """Attach this month's rows and rewrite the moved person buckets of the previous job's
+    attach output (``previous``: its job directory); the other files are reused. This run's
+    files are named after ``month`` (``m<month>-...``): the files an earlier increment of the
+    chain wrote are among the reused ones, and must keep their names."""
     from nirlink.linkage._tasks import run_tasks
 
     from ._link import ingested_files
@@ -107,9 +113,13 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         lookup, prev_lookup = str(work / ".links.arrow"), str(work / ".previous-links.arrow")
         signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup), (str(prev.parent / "link"), prev_lookup)],
                                name="attach-lookup", progress=progress)[0]
+        tag = f"m{month}-"
+        if any(f.name.startswith(tag) for f in prev.glob("*/b=*/*.parquet")):
+            raise StageError(f"attach: the previous job's buckets already hold files of month {month}: an increment "
+                             "of that month is in the chain already (increment.month)")
         changed = _changed_lines(lookup, prev_lookup)
         delta = _delta(changed, lookup, files, work)  # before the rows are attached (and maybe removed)
-        args = [(group, source, lookup, str(work), n_buckets, f"new-{i:05d}", consume) for source in SOURCES
+        args = [(group, source, lookup, str(work), n_buckets, f"{tag}new-{i:05d}", consume) for source in SOURCES
                 for i, group in enumerate(_task_groups(files[source], attach_task_rows(n_buckets)))]
         new = run_tasks(client, _attach_files, args, name="attach", progress=progress, rows=lambda r: r["rows"])
         persons = pa.concat_arrays([changed.column("old_person").combine_chunks(),
@@ -118,26 +128,32 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         lost = pc.or_(pc.is_null(changed.column("old_person")), pc.is_null(changed.column("new_person")))
         if pc.any(pc.and_(lost, pc.invert(changed.column("new")))).as_py():  # a new signature's rows: written
             moved.add("nulls")
-        affected, reuse, reused = {}, Counter(), {}
-        for source in SOURCES:
-            written = {p.name[2:] for p in (work / source).glob("b=*")} if (work / source).exists() else set()
-            theirs = {p.name[2:]: p for p in (prev / source).glob("b=*")} if (prev / source).exists() else {}
-            affected[source] = sorted(written | (moved & set(theirs)))
-            reused[source] = sorted(set(theirs) - set(affected[source]))
+        rewrite, reuse, reused, theirs = {}, Counter(), {}, {}
+        for source in SOURCES:  # every previous file is linked but those of the buckets rewritten
+            theirs[source] = {p.name[2:]: sorted(p.glob("*.parquet")) for p in (prev / source).glob("b=*")} \
+                if (prev / source).exists() else {}
+            rewrite[source] = sorted(moved & set(theirs[source]))
+            reused[source] = sorted(set(theirs[source]) - set(rewrite[source]))
             for b in reused[source]:
-                for f in sorted(theirs[b].glob("*.parquet")):
+                for f in theirs[source][b]:
                     reuse[_link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
         before = {s: {p.name[2:]: set(os.listdir(p)) for p in (work / s).glob("b=*")} for s in SOURCES
                   if (work / s).exists()}
-        args = [(sorted(str(f) for f in (prev / source / f"b={b}").glob("*.parquet")), source, lookup, str(work),
-                 n_buckets, f"previous-{b}", False)
-                for source in SOURCES for b in affected[source] if (prev / source / f"b={b}").exists()]
+        args = [([str(f) for f in theirs[source][b]], source, lookup, str(work), n_buckets, f"{tag}previous-{b}", False)
+                for source in SOURCES for b in rewrite[source]]
         again = run_tasks(client, _attach_files, args, name="attach-previous", progress=progress,
                           rows=lambda r: r["rows"])
-        for source, dirs in before.items():  # rows of an affected bucket must land in affected buckets only
-            stray = [b for b in reused[source] if set(os.listdir(work / source / f"b={b}")) != dirs.get(b, set())]
+        affected = {}
+        for source in SOURCES:  # a bucket whose files are not the previous job's, all of them
+            now = {p.name[2:]: sorted(f.name for f in p.glob("*.parquet")) for p in (work / source).glob("b=*")} \
+                if (work / source).exists() else {}
+            affected[source] = sorted(b for b in set(now) | set(theirs[source])  # a bucket emptied too
+                                      if now.get(b, []) != [f.name for f in theirs[source].get(b, [])])
+            # rows rewritten from a moved bucket land in moved buckets only (both persons of a changed line)
+            stray = [b for b in affected[source] if b not in moved and set(now.get(b, [])) != before.get(source, {}).get(b)]
             if stray:
-                raise StageError(f"attach: rows of affected buckets landed in reused {source} buckets {stray[:5]}")
+                raise StageError(f"attach: rewritten rows landed in {source} buckets {stray[:5]}, which no changed "
+                                 "signature's person is in")
         os.remove(lookup)
         os.remove(prev_lookup)
         per_source: dict[str, Counter] = {}
@@ -147,7 +163,8 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
             "stage": "attach", "signatures": signatures, "person_buckets": n_buckets,
             "inputs": {s: dict(c) for s, c in per_source.items()},
             "increment": {"previous": str(prev.parent), "changed_signatures": changed.num_rows,
-                          "affected_buckets": affected, "reused_buckets": {s: len(v) for s, v in reused.items()},
+                          "affected_buckets": affected, "rewritten_buckets": rewrite,
+                          "reused_buckets": {s: len(v) for s, v in reused.items()},
                           "reuse": "hardlink" if not reuse.get("copy") else "copy" if not reuse.get("hardlink")
                           else "hardlink and copy", "reused_files": dict(reuse), "delta_persons": delta},
             "tables": {s: describe_dataset(work / s, relative_to=work) for s in SOURCES if (work / s).exists()},
