@@ -5,7 +5,8 @@ probability) come from its signature's line in the link table. Between the previ
 this one a line changes when the signature's decision moved (a register change, a carried
 signature scored against added entries) and is new for a new signature. A person bucket is
 *moved* when it held, or will hold, a row whose line changed (the buckets of the line's old
-and new person; ``b=nulls`` for a row without one).
+and new person; ``b=nulls`` for a row without one); a new signature moves nothing (its rows
+are all this month's).
 
 The stage writes this month's rows into their buckets (new files), then reads every previous
 file of a moved bucket once and writes its rows again with their new lines (they land in
@@ -122,11 +123,13 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         args = [(group, source, lookup, str(work), n_buckets, f"{tag}new-{i:05d}", consume) for source in SOURCES
                 for i, group in enumerate(_task_groups(files[source], attach_task_rows(n_buckets)))]
         new = run_tasks(client, _attach_files, args, name="attach", progress=progress, rows=lambda r: r["rows"])
-        persons = pa.concat_arrays([changed.column("old_person").combine_chunks(),
-                                    changed.column("new_person").combine_chunks()]).drop_null()
+        # a new signature's rows are all this month's (written as new files): only a line that
+        # changed moves rows already in the buckets
+        old = changed.filter(pc.invert(changed.column("new")))
+        persons = pa.concat_arrays([old.column("old_person").combine_chunks(),
+                                    old.column("new_person").combine_chunks()]).drop_null()
         moved = {f"{int(b):05d}" for b in np.unique(person_buckets(persons, n_buckets))} if len(persons) else set()
-        lost = pc.or_(pc.is_null(changed.column("old_person")), pc.is_null(changed.column("new_person")))
-        if pc.any(pc.and_(lost, pc.invert(changed.column("new")))).as_py():  # a new signature's rows: written
+        if pc.any(pc.or_(pc.is_null(old.column("old_person")), pc.is_null(old.column("new_person")))).as_py():
             moved.add("nulls")
         rewrite, reuse, reused, theirs = {}, Counter(), {}, {}
         for source in SOURCES:  # every previous file is linked but those of the buckets rewritten
