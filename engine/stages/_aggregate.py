@@ -59,18 +59,21 @@ def _partitions(path) -> list[str | list[str]]:
 
 
 def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
-                    rows: bool = False, consume: bool = False) -> dict[str, Any]:
+                    rows: bool | tuple[str, str] = False, consume: bool = False) -> dict[str, Any]:
     """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its
     outputs. ``rows``: ``part`` is a list of consecutive person buckets ``(index, files)`` of
     linked rows, each read once for its aggregates and its rows in export form, the rows of
-    all of them streamed into one file ``<kind>_rows/part-<index>.parquet``. ``consume``:
-    remove each partition's input files once its outputs are written."""
+    all of them streamed into one file ``<kind>_rows/part-<index>.parquet``; ``(prefix,
+    suffix)``: only the rows of the files whose name starts with ``prefix`` (an increment's
+    new files), into ``part-<index><suffix>.parquet``. ``consume``: remove each partition's
+    input files once its outputs are written."""
     if not rows:
         return {"kind": kind, **_aggregate_one(kind, part, index, out_dir, first_review, None, consume)}
+    only, suffix = rows if isinstance(rows, tuple) else (None, "")
     total: Counter = Counter()
-    with _RowsFile(Path(out_dir) / f"{kind}_rows" / f"part-{index:05d}.parquet") as rows_file:
+    with _RowsFile(Path(out_dir) / f"{kind}_rows" / f"part-{index:05d}{suffix}.parquet") as rows_file:
         for i, files in part:
-            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume))
+            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume, only))
     return {"kind": kind, **total}
 
 
@@ -110,26 +113,32 @@ class _RowsFile:
 
 
 def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
-                   rows_file: _RowsFile | None, consume: bool) -> dict[str, Any]:
+                   rows_file: _RowsFile | None, consume: bool, only: str | None = None) -> dict[str, Any]:
     linked = None
     if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
         paths = [part] if isinstance(part, str) else part
         schema = pq.read_schema(paths[0])
-        wanted = [c for c in columns if c in schema.names]
+        needed = [c for c in columns if c in schema.names]
+        wanted = list(needed)
         if rows_file is not None:
             from ._export import ROW_COLUMNS
 
             wanted += [c for c in ROW_COLUMNS[kind] if c in schema.names and c not in wanted]
         # person and kind read as dictionaries: no string materialised per row, no re-hashing
         as_dict = [c for c in ("person", "kind") if c in wanted]
-        table = pa.concat_tables([pq.read_table(p, columns=wanted, use_threads=False, read_dictionary=as_dict)
-                                  for p in paths])
-        if rows_file is not None:
+        tables, rows = [], []
+        for p in paths:  # every file for the aggregates; the rows in export form of all, or of ``only``'s
+            full = rows_file is not None and (only is None or Path(p).name.startswith(only))
+            t = pq.read_table(p, columns=wanted if full else needed, use_threads=False, read_dictionary=as_dict)
+            if full:
+                rows.append(t)
+            tables.append(t.select(needed))
+        if rows:
             from ._export import linked_rows
 
-            linked = linked_rows(table, kind)
-        table = table.select([c for c in columns if c in wanted])
+            linked = linked_rows(pa.concat_tables(rows), kind)
+        table = pa.concat_tables(tables)
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":
@@ -211,7 +220,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                         from ._aggregate_increment import plan_groups
 
                         todo, reused[kind] = plan_groups(kind, bucket_parts(path), increment, tmp)
-                        jobs.extend((kind, g, key, True) for key, g in todo)
+                        jobs.extend((kind, g, key, rows) for key, g, rows in todo)
                     else:
                         jobs.extend((kind, g, g[0][0], True) for g in _bucket_groups(bucket_parts(path)))
                 else:

@@ -10,6 +10,12 @@ group whose range holds it - and computes a group again when one of its buckets 
 (the attach stage's ``increment.affected_buckets``) or new; the files of every other group
 are the previous job's, linked (hard links, else copies) under the same names, and its
 counts are taken from the previous manifest, so the manifest's totals cover every row.
+
+A group whose buckets only gained files (this month's rows; none rewritten by the attach
+stage) gets its aggregates from every file (the aggregate columns only) but keeps its rows
+files: this month's rows in export form go into a file of their own,
+``part-<key>-m<month>.parquet``, beside the previous ones (linked). Only a group holding a
+rewritten bucket (a changed link) writes all its rows again, into one file.
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ def _link(src: Path, dst: Path) -> str:
 
 
 def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[str, Any],
-                out: Path) -> tuple[list[tuple[int, list[tuple[int, list[str]]]]], list[dict[str, Any]]]:
-    """The groups of ``parts`` (``(bucket index, files)``) to compute, as ``(key, buckets)``, and
-    the previous job's groups reused (their outputs linked into ``out``)."""
+                out: Path) -> tuple[list[tuple[int, list[tuple[int, list[str]]], Any]], list[dict[str, Any]]]:
+    """The groups of ``parts`` (``(bucket index, files)``) to compute, as ``(key, buckets, rows)``
+    (``rows``: True, or the prefix of the files whose rows to write and the rows file's suffix),
+    and the previous job's groups reused (their outputs linked into ``out``)."""
     from ._aggregate import CAREER_TABLES, NULLS_INDEX, RESOURCE_TABLES
 
     prev_dir = Path(increment["previous"])
@@ -61,23 +68,35 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
     todo, reused = [], []
     tables = CAREER_TABLES if kind == "career" else RESOURCE_TABLES
     modes = increment.setdefault("reuse_files", {})
+
+    def link(src: Path, dst: Path) -> None:
+        mode = _link(src, dst)
+        modes[mode] = modes.get(mode, 0) + 1
+
+    def link_rows(key: int) -> None:  # the group's rows files: its own and those earlier increments added
+        for src in sorted((prev_dir / f"{kind}_rows").glob(f"part-{key:05d}*.parquet")):
+            link(src, out / f"{kind}_rows" / src.name)
+
+    rewritten = {NULLS_INDEX if b == "nulls" else int(b) for b in increment.get("rewritten", {}).get(kind, [])}
     for entry in previous:
         key, members = entry["key"], groups.pop(entry["key"])
-        if affected & ({*entry["buckets"]} | {i for i, _ in members}):
-            if members:
-                todo.append((key, sorted(members)))
+        touched = affected & ({*entry["buckets"]} | {i for i, _ in members})
+        if touched and members:
+            # a group that only gained files: its aggregates from every file, its previous rows
+            # files kept and this month's rows in a file of their own; else all computed again
+            grown = not touched & rewritten and {i for i, _ in members} == set(entry["buckets"])
+            if grown:
+                link_rows(key)
+            todo.append((key, sorted(members), (increment["new_prefix"], increment["rows_suffix"]) if grown else True))
+        if touched:
             continue
         for name in tables:
             for i in entry["buckets"]:
                 src = prev_dir / name / f"part-{i:05d}.parquet"
                 if src.exists():
-                    mode = _link(src, out / name / src.name)
-                    modes[mode] = modes.get(mode, 0) + 1
-        src = prev_dir / f"{kind}_rows" / f"part-{key:05d}.parquet"
-        if src.exists():
-            mode = _link(src, out / f"{kind}_rows" / src.name)
-            modes[mode] = modes.get(mode, 0) + 1
+                    link(src, out / name / src.name)
+        link_rows(key)
         reused.append(entry)
-    todo += [(key, sorted(members)) for key, members in groups.items() if members]
+    todo += [(key, sorted(members), True) for key, members in groups.items() if members]
     increment["reuse"] = " and ".join(sorted(modes)) or None
     return todo, reused
