@@ -1,6 +1,7 @@
 """Jobs: the job file (TOML, validated with every error at once), the job state machine
 (pure: events in, state and instructions out; the output directory's lock rules), the runner
-(a front over the stages, resumable), one record per run and the registry of jobs, the
+(a front over the stages, resumable; each stage's call in _stage_calls), an increment's
+``[increment]`` and its previous job's checks (_increment), one record per run and the registry of jobs, the
 directory's lock, and the structured job log (NIRs masked)."""
 
 from nirlink.kernels._lazy import lazy_front

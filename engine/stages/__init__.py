@@ -1,6 +1,7 @@
 """The stages of a job, one module each: ingest (with its row checks in _ingest_rows and
-_ingest_checks), link (the phases live in nirlink.linkage), attach, aggregate (per-partition
-work in _aggregate_partitions), signals (rules in _signals_rules, settings and case schemas
+_ingest_checks), link (the phases live in nirlink.linkage), attach (an increment's in
+_attach_increment), aggregate (per-partition work in _aggregate_partitions, an increment's
+reuse of the previous job's outputs in _aggregate_increment), signals (rules in _signals_rules, settings and case schemas
 in _signals_settings) and export. Each reads published datasets and publishes its own
 directory atomically with a manifest."""
 
