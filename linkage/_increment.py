@@ -161,6 +161,20 @@ def carry_predictions(previous: Path, work: Path, cfg: LinkConfig, *, client=Non
     return sum(res)
 
 
+def _near(f: str, out: str, groups, keys: list[np.ndarray]) -> int:
+    """The signatures of part ``f`` that some added or changed register entry can meet: their
+    key of some partition group is that entry's (every rule of a group implies equal keys)."""
+    from ._buckets import key_hash
+
+    t = pq.read_table(f, use_threads=False)
+    near = np.zeros(t.num_rows, bool)
+    for (lk, _, _), k in zip(groups, keys):
+        h, valid = key_hash(t, [lk])
+        near |= valid & np.isin(h, k)
+    pq.write_table(t.filter(pa.array(near)), Path(out) / Path(f).name, compression="zstd")
+    return int(near.sum())
+
+
 def _files(d: Path) -> list[str]:
     return [str(f) for f in sorted(d.glob("part-*.parquet")) if pq.read_metadata(f).num_rows]
 
@@ -182,16 +196,28 @@ def score_increment(work: Path, model, tf, cfg: LinkConfig, diff: dict[str, Any]
         reg = reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(fresh)))
         (work / "register_changes").mkdir(exist_ok=True)
         pq.write_table(reg, work / "register_changes" / "part-00000.parquet")
+        from ._buckets import key_hash
+        from ._scoring import partition_groups
+
+        # only the carried signatures that share a partition key with an added or changed entry
+        groups = partition_groups(model)
+        hashed = [key_hash(reg, [rk]) for _, rk, _ in groups]
+        keys = share(client, [np.unique(h[valid]) for h, valid in hashed])
+        (work / "near").mkdir(exist_ok=True)
+        near = run_tasks(client, _near, [(f, str(work / "near"), groups, keys) for f in carried],
+                         name="increment-near", progress=progress)
         delta = work / "predictions_delta"
-        out["carried_vs_register_changes"] = score_rules(
-            work, model, tf, cfg, left_files=carried, right_files=[str(work / "register_changes" / "part-00000.parquet")],
-            out=delta, **kw)
+        out["carried_near_register_changes"] = sum(near)
+        if sum(near):
+            out["carried_vs_register_changes"] = score_rules(
+                work, model, tf, cfg, left_files=_files(work / "near"),
+                right_files=[str(work / "register_changes" / "part-00000.parquet")], out=delta, **kw)
         for f in sorted(delta.rglob("*.parquet")):  # b=<k>/<name>.parquet -> predictions/b=<k>/delta-<name>
             target = work / "predictions" / f.parent.name / f"delta-{f.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, target)
         shutil.rmtree(delta, ignore_errors=True)
         shutil.rmtree(work / "register_changes", ignore_errors=True)
-    for d in ("todo", "carry"):
+    for d in ("todo", "carry", "near"):
         shutil.rmtree(work / d, ignore_errors=True)
     return out
