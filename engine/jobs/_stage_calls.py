@@ -92,7 +92,7 @@ def run_stage(job: Job, stage: str) -> dict[str, Any]:
 
             attached = read_json(d / "attach" / "_manifest.json")["increment"]
             increment = {"previous": s.increment.directory / "aggregate", "affected": attached["affected_buckets"],
-                         "rewritten": attached["rewritten_buckets"], "new_prefix": f"m{s.increment.month}-new",
+                         "rewritten": attached["rewritten_buckets"], "new_prefix": f"m{s.increment.month}-",
                          "rows_suffix": f"-m{s.increment.month}", "delta": d / "attach" / "delta"}
         manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                  partitioned_by_person=partitioned, first_review_month=s.first_review_month,

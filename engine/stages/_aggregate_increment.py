@@ -11,9 +11,10 @@ group whose range holds it - and computes a group again when one of its buckets 
 are the previous job's, linked (hard links, else copies) under the same names, and its
 counts are taken from the previous manifest, so the manifest's totals cover every row.
 
-A group whose buckets only gained files (this month's rows; none rewritten by the attach
-stage) gets its aggregates from every file (the aggregate columns only) but keeps its rows
-files: this month's rows in export form go into a file of their own,
+A group whose buckets only gained files (this run's, named ``m<month>-...``: this month's
+rows, rows that moved in; none rewritten by the attach stage) gets its aggregates from every
+file (the aggregate columns only) but keeps its rows files: the new files' rows in export
+form go into a file of their own,
 ``part-<key>-m<month>.parquet``, beside the previous ones (linked). Only a group holding a
 rewritten bucket (a changed link) writes all its rows again, into one file.
 """

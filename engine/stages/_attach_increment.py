@@ -9,9 +9,10 @@ and new person; ``b=nulls`` for a row without one); a new signature moves nothin
 are all this month's).
 
 The stage writes this month's rows into their buckets (new files), then reads every previous
-file of a moved bucket once and writes its rows again with their new lines (they land in
-moved buckets only: both persons of a changed line are). Every other previous file is
-linked into this output as it is: hard links where the file system has them (no copy, no
+file of a bucket that loses rows (a changed line's old person's, ``b=nulls`` when it had
+none) once and writes its rows again with their new lines (they land in moved buckets only;
+in a bucket that only gains rows, as a new file). Every other previous file is linked into
+this output as it is: hard links where the file system has them (no copy, no
 extra disk; the manifest says ``reuse: hardlink``), copies otherwise (``reuse: copy``). A
 bucket's files need no global order (the aggregate stage sorts what it reads), so a bucket
 that only gains rows keeps its previous files beside the new one. The *affected* buckets,
@@ -97,7 +98,7 @@ def _link_or_copy(src: Path, dst: Path) -> str:
 def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, previous: str | Path, *,
                          month: str, client=None, progress: Callable[..., None] | None = None,
                          consume: bool = False) -> dict:
-    """Attach this month's rows and rewrite the moved person buckets of the previous job's
+    """Attach this month's rows and rewrite the person buckets that lose rows of the previous job's
     attach output (``previous``: its job directory); the other files are reused. This run's
     files are named after ``month`` (``m<month>-...``): the files an earlier increment of the
     chain wrote are among the reused ones, and must keep their names."""
@@ -126,16 +127,21 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         # a new signature's rows are all this month's (written as new files): only a line that
         # changed moves rows already in the buckets
         old = changed.filter(pc.invert(changed.column("new")))
-        persons = pa.concat_arrays([old.column("old_person").combine_chunks(),
-                                    old.column("new_person").combine_chunks()]).drop_null()
-        moved = {f"{int(b):05d}" for b in np.unique(person_buckets(persons, n_buckets))} if len(persons) else set()
-        if pc.any(pc.or_(pc.is_null(old.column("old_person")), pc.is_null(old.column("new_person")))).as_py():
-            moved.add("nulls")
+
+        def buckets(column: str) -> set[str]:
+            persons = old.column(column).combine_chunks()
+            out = {f"{int(b):05d}" for b in np.unique(person_buckets(persons.drop_null(), n_buckets))} \
+                if persons.null_count < len(persons) else set()
+            return out | ({"nulls"} if persons.null_count else set())
+
+        # a bucket that loses rows (their old person's, or the same person's with a changed line) is
+        # rewritten; one that only gains rows gets them as a new file beside its previous ones
+        losing, moved = buckets("old_person"), buckets("old_person") | buckets("new_person")
         rewrite, reuse, reused, theirs = {}, Counter(), {}, {}
         for source in SOURCES:  # every previous file is linked but those of the buckets rewritten
             theirs[source] = {p.name[2:]: sorted(p.glob("*.parquet")) for p in (prev / source).glob("b=*")} \
                 if (prev / source).exists() else {}
-            rewrite[source] = sorted(moved & set(theirs[source]))
+            rewrite[source] = sorted(losing & set(theirs[source]))
             reused[source] = sorted(set(theirs[source]) - set(rewrite[source]))
             for b in reused[source]:
                 for f in theirs[source][b]:
