@@ -187,7 +187,8 @@ def _bucket_groups(parts: list[tuple[int, list[str]]]) -> list[list[tuple[int, l
 def run_aggregate(*, career: str | Path | None = None, resource: str | Path | None = None, out_dir: str | Path,
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
                   first_review_month: str = "2021-01", consume: bool = False,
-                  progress: Callable[..., None] | None = None, increment: dict[str, Any] | None = None) -> dict[str, Any]:
+                  progress: Callable[..., None] | None = None,
+                  increment: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
     RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``.
     Person buckets of linked rows (the attach stage's) also give the linked rows in export form

@@ -113,7 +113,8 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
     with staged_directory(Path(out_dir)) as work:
         work = work.resolve()
         lookup, prev_lookup = str(work / ".links.arrow"), str(work / ".previous-links.arrow")
-        signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup), (str(prev.parent / "link"), prev_lookup)],
+        signatures = run_tasks(client, _build_lookup,
+                               [(str(link_dir), lookup), (str(prev.parent / "link"), prev_lookup)],
                                name="attach-lookup", progress=progress)[0]
         tag = f"m{month}-"
         if any(f.name.startswith(tag) for f in prev.glob("*/b=*/*.parquet")):
@@ -159,7 +160,8 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
             affected[source] = sorted(b for b in set(now) | set(theirs[source])  # a bucket emptied too
                                       if now.get(b, []) != [f.name for f in theirs[source].get(b, [])])
             # rows rewritten from a moved bucket land in moved buckets only (both persons of a changed line)
-            stray = [b for b in affected[source] if b not in moved and set(now.get(b, [])) != before.get(source, {}).get(b)]
+            stray = [b for b in affected[source]
+                     if b not in moved and set(now.get(b, [])) != before.get(source, {}).get(b)]
             if stray:
                 raise StageError(f"attach: rewritten rows landed in {source} buckets {stray[:5]}, which no changed "
                                  "signature's person is in")
