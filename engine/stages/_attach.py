@@ -127,7 +127,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
         buckets: set[int] = set()
         for path in paths:
             rows = pq.read_table(path, use_threads=False)
-            rows = rows.drop_columns([c for c in PERSON_COLUMNS if c in rows.column_names])  # re-attached rows
+            rows = rows.drop_columns([c for c in ("signature", *PERSON_COLUMNS) if c in rows.column_names])  # re-attached
             sig = signature_ids(rows)
             pos = np.searchsorted(keys, sig)
             pos = np.minimum(pos, max(len(keys) - 1, 0))
