@@ -6,7 +6,7 @@ the month holds the resource rows of the last month and the career rows whose re
 0 modulo 128 (together about 0.8% of the rows), and the persons registered that month
 (the base's register lacks 0.1% of the entries). Then three `nirlink run`s, each in a
 subprocess on the local cluster `nirlink run` starts (keeping the outputs an increment
-reads: `DASK_NIRLINK__JOBS__KEEP='ingest, link, attach, aggregate'`):
+reads: `DASK_NIRLINK__JOBS__KEEP=increment`):
 
 - base: the main job on the base (trains the model);
 - increment: `[increment] previous = base` on the month (the base's model);
@@ -34,7 +34,7 @@ from .end_to_end import _json_document, _nirlink, _run
 
 STAGES = ("ingest", "link", "attach", "aggregate", "export")
 GOAL = 0.05
-KEEP = "ingest, link, attach, aggregate"
+KEEP = "increment"
 
 
 def split(data: Path, out: Path) -> dict[str, int]:

@@ -223,6 +223,7 @@ def _fake_previous(src: Path, dest: Path) -> Path:
         (dest / stage).mkdir(parents=True)
         for name in ("_manifest.json", "_fingerprint.json"):
             shutil.copy(src / stage / name, dest / stage / name)
+    (dest / "link" / "predictions").mkdir()  # the candidate pairs (nirlink.jobs.keep naming increment)
     return dest
 
 
@@ -231,6 +232,7 @@ def _fake_previous(src: Path, dest: Path) -> Path:
     ("unfinished", "is failed, not succeeded"),
     ("version", "written by nirlink 0.0.1, this is nirlink"),
     ("released", "released its attach output"),
+    ("pairs", "removed its candidate pairs"),
 ])
 def test_previous_job_problems_are_named(chain, tmp_path, damage, expected):
     from nirlink.engine.jobs._registry import latest_run
@@ -244,12 +246,28 @@ def test_previous_job_problems_are_named(chain, tmp_path, damage, expected):
         state.write_text(state.read_text().replace('"succeeded"', '"failed"'))
     elif damage == "version":
         (prev / "link/_fingerprint.json").write_text(json.dumps({"fingerprint": "x", "nirlink": "0.0.1"}))
-    else:
+    elif damage == "released":
         (prev / "attach/_released.json").write_text(json.dumps({"released": ["*"], "why": "test"}))
+    else:
+        (prev / "link/predictions").rmdir()
     job = write_job(tmp_path / "job.toml", chain["root"] / "inc1", tmp_path / "out", extra=_increment(prev, "2025-12"))
     with pytest.raises(SpecError, match=expected) as err:
         load_job(job)
     assert any(path == "increment.previous" for path, _ in err.value.errors)
+
+
+@pytest.mark.parametrize("keep,stages,pairs", [
+    ("link", {"link"}, False), ("increment", {"link", "attach", "aggregate", "increment"}, True),
+    ("ingest, increment", {"ingest", "link", "attach", "aggregate", "increment"}, True), ("all", None, True),
+])
+def test_keep_increment_keeps_what_an_increment_reads(keep, stages, pairs):
+    import dask.config
+
+    from nirlink.engine.jobs._release import keep_setting, keeps_candidate_pairs
+
+    with dask.config.set({"nirlink.jobs.keep": keep}):
+        assert stages is None or keep_setting() == stages
+        assert keeps_candidate_pairs() is pairs
 
 
 def test_increment_section_is_checked(chain, tmp_path):
