@@ -1,20 +1,20 @@
 """A month's increment against a full run: `python -m benchmarks.incremental [--persons 200000]
-[--seed 3] [--dir DIR] [--keep] [--name incremental]`.
+[--seed 3] [--month 2026-01] [--dir DIR] [--keep] [--name incremental]`.
 
-`nirlink synth` writes the dataset; it is split, file by file, into a base and one month:
-the month holds the resource rows of the last month and the career rows whose record id is
-0 modulo 128 (together about 0.8% of the rows), and the persons registered that month
-(the base's register lacks 0.1% of the entries). Then three `nirlink run`s, each in a
-subprocess on the local cluster `nirlink run` starts (keeping the outputs an increment
-reads: `DASK_NIRLINK__JOBS__KEEP=increment`):
+`nirlink synth` writes a base, `nirlink synth --increment-of` its increment of one month
+(new persons entering the fund, deaths, corrections, duplicates merged away; the month's
+career and resource rows: about 1.3% of the base's rows) and `nirlink synth --union` the
+union of both. Then three `nirlink run`s, each in a subprocess on the local cluster
+`nirlink run` starts, keeping what an increment reads (`DASK_NIRLINK__JOBS__KEEP=increment`):
 
 - base: the main job on the base (trains the model);
 - increment: `[increment] previous = base` on the month (the base's model);
-- full: the main job on the union of both with the base's trained models (no training).
+- full: the main job on the union with the base's trained models (no training).
 
 Reported: each stage's seconds for the three, their wall seconds, increment / full (goal:
-<= 5% at 200,000 persons), the rows of each, and whether the increment's links and
-aggregates equal the full run's (decisions per signature; person aggregates row by row).
+<= 5% at 200,000 persons), the rows of each, the link stage's phases, what the increment
+reused, and whether the increment's links and aggregates equal the full run's (decisions
+per signature; person aggregates row by row).
 Results: benchmarks/results/<name>.json and <name>.md.
 """
 
@@ -35,38 +35,6 @@ from .end_to_end import _json_document, _nirlink, _run
 STAGES = ("ingest", "link", "attach", "aggregate", "export")
 GOAL = 0.05
 KEEP = "increment"
-
-
-def split(data: Path, out: Path) -> dict[str, int]:
-    """``data`` as ``out/base`` and ``out/month`` (file by file) and ``out/union`` (links to ``data``)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    last = pc.max(pq.read_table(data / "resource", columns=["period"])["period"])
-    rows = {"base": 0, "month": 0}
-    for kind in ("career", "resource"):
-        for f in sorted((data / kind).glob("*.parquet")):
-            t = pq.read_table(f)
-            month = (pc.equal(t["period"], last) if kind == "resource"
-                     else pc.equal(pc.bit_wise_and(t["record_id"], 127), 0))
-            for name, sel in (("base", pc.invert(month)), ("month", month)):
-                part = t.filter(sel)
-                (out / name / kind).mkdir(parents=True, exist_ok=True)
-                pq.write_table(part, out / name / kind / f.name)
-                rows[name] += part.num_rows
-    import numpy as np
-
-    reg = pq.read_table(data / "register")
-    added = pa.array(np.arange(reg.num_rows) % 1000 == 7)  # one entry in 1,000, registered this month
-    for name, t in (("base", reg.filter(pc.invert(added))), ("month", reg)):
-        (out / name / "register").mkdir(parents=True, exist_ok=True)
-        pq.write_table(t, out / name / "register" / "part-00000.parquet")
-    (out / "union").mkdir(parents=True, exist_ok=True)
-    for kind in ("career", "resource"):
-        (out / "union" / kind).symlink_to(data / kind, target_is_directory=True)
-    (out / "union" / "register").symlink_to(out / "month" / "register", target_is_directory=True)
-    return {**rows, "register_added": int(pc.sum(added).as_py())}
 
 
 def _job(run_dir: Path, name: str, data: Path, job: Path, extra: str = "") -> dict[str, Any]:
@@ -103,18 +71,25 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
     run_dir = base / f"p{persons}-s{args.seed}"
     data = run_dir / "data"
     run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "log.txt"
     _run(_nirlink("synth", "--persons", str(persons), "--out", str(data), "--seed", str(args.seed), "--overwrite",
-                  "--output", "json"), run_dir / "log.txt")
-    rows = split(data, run_dir / "split")
+                  "--output", "json"), log)
+    _run(_nirlink("synth", "--increment-of", str(data), "--month", args.month, "--out", str(run_dir / "month"),
+                  "--overwrite", "--output", "json"), log)
+    _run(_nirlink("synth", "--union", str(run_dir / "month"), "--out", str(run_dir / "union"), "--overwrite",
+                  "--output", "json"), log)
+    rows = {name: sum(json.loads((d / "_synth.json").read_text())["rows"][k] for k in ("career", "resource"))
+            for name, d in (("base", data), ("month", run_dir / "month"))}
+    rows["register_changes"] = json.loads((run_dir / "month" / "_synth.json").read_text()).get("register_changes")
     jobs = run_dir / "jobs"
     record: dict[str, Any] = {"persons": persons, "seed": args.seed, "rows": rows,
                               "load_average_before": os.getloadavg()}
-    record["base"] = _job(run_dir, "base", run_dir / "split" / "base", jobs / "base")
-    record["increment"] = _job(run_dir, "increment", run_dir / "split" / "month", jobs / "increment",
-                               extra=f'[increment]\nprevious = "{jobs / "base"}"\nmonth = "2025-12"\n')
+    record["base"] = _job(run_dir, "base", data, jobs / "base")
+    record["increment"] = _job(run_dir, "increment", run_dir / "month", jobs / "increment",
+                               extra=f'[increment]\nprevious = "{jobs / "base"}"\nmonth = "{args.month}"\n')
     models = (f'[linkage]\nmodel = "{jobs / "base/link/model.json"}"\n'
               f'register_model = "{jobs / "base/link/register_model.json"}"\n')
-    record["full"] = _job(run_dir, "full", run_dir / "split" / "union", jobs / "full", extra=models)
+    record["full"] = _job(run_dir, "full", run_dir / "union", jobs / "full", extra=models)
     record["ratio"] = record["increment"]["wall_s"] / record["full"]["wall_s"]
     record["goal_met"] = record["ratio"] <= GOAL
     record["equal_to_full"] = _equal(jobs / "increment", jobs / "full")
@@ -137,8 +112,8 @@ def render(runs: list[dict[str, Any]]) -> str:
                 for s in STAGES]
         rows.append(["wall (nirlink run)", r["base"]["wall_s"], r["increment"]["wall_s"], r["full"]["wall_s"]])
         out.append(f"### {r['persons']:,} persons, seed {r['seed']}: base {r['rows']['base']:,} rows, month "
-                   f"{r['rows']['month']:,} rows ({r['rows']['month'] / (r['rows']['base'] + r['rows']['month']):.2%}), "
-                   f"{r['rows']['register_added']:,} persons registered that month\n")
+                   f"{r['rows']['month']:,} rows ({r['rows']['month'] / (r['rows']['base'] + r['rows']['month']):.2%}); "
+                   f"register changes {r['rows']['register_changes']}\n")
         out.append(markdown_table(["stage (s)", "base", "increment", "full (union, base's model)"], rows))
         out.append(f"\nincrement / full: {r['ratio']:.1%} (goal <= {GOAL:.0%}: "
                    f"{'met' if r['goal_met'] else 'NOT met'}); equal to the full run: "
@@ -151,6 +126,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--persons", default="200000", help="comma list of sizes")
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--month", default="2026-01", help="the increment's month (after the base's last)")
     p.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the data and job directories")
     p.add_argument("--name", default="incremental")
