@@ -9,11 +9,13 @@ model:
 - the signatures are the union of the previous run's and this increment's rows' (row counts
   summed), bucket by bucket (``merge_signatures``); a previous signature is *carried* when
   none of its previous candidates was removed or changed, else it is *to do* with the new
-  ones (every signature is to do when the model is retrained);
+  ones (every signature is to do when the model is retrained),
+  and so is a signature that an added or changed entry can meet (it shares the entry's key
+  of some partition group of the model's blocking rules);
 - the deterministic pass runs again on every signature (a join on the NIR: cheap); the
-  carried signatures keep their previous model candidates (``carry_predictions``) and are
-  scored only against the added and changed entries; the signatures to do are scored against
-  the whole register (``score_increment``); then every signature is decided as in a full run.
+  carried signatures keep their previous model candidates (``carry_predictions``); the
+  signatures to do are scored against the whole register (``score_increment``); then every
+  signature is decided as in a full run.
 
 A full run on the union of the data finds the same pairs: a pair's weight depends on the two
 records, the model and the term frequencies only, never on the other records of its task.
@@ -23,7 +25,6 @@ The carried candidates' weights were computed with the previous register's term 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def register_diff(previous: Path, work: Path) -> dict[str, Any]:
     return out
 
 
-def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, everything: bool) -> dict[str, int]:
+def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, everything: bool,
+                  groups=None, keys: list[np.ndarray] | None = None) -> dict[str, int]:
     """Bucket ``bucket``: the union of the previous and new signatures (rows summed, sources
     or-ed) replaces this run's part; the signatures to do and the carried ones written apart."""
     p, w = Path(previous), Path(work)
@@ -111,26 +113,49 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
                                   read_bucket(p / "deterministic", bucket, CANDIDATE_SCHEMA)])
         touched = cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(), invalid)]
         todo |= np.isin(uid, touched)
+    near = np.zeros(len(uid), bool)
+    if not everything and keys:  # a signature an added or changed entry can meet: scored again
+        from ._buckets import key_hash
+
+        for (lk, _, _), k in zip(groups, keys):
+            h, valid = key_hash(union, [lk])
+            near |= valid & np.isin(h, k)
+        todo |= near
     pq.write_table(union, w / "signatures" / name, compression="zstd")
     new_ids = ~np.isin(uid, old_ids)
     for d, sel in (("todo", todo), ("carry", ~todo), ("new", new_ids)):  # new: for the drift check
         (w / d).mkdir(exist_ok=True)
         pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d == "new" else union.filter(pa.array(sel)),
                        w / d / name, compression="zstd")
-    return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
+    return {"signatures": len(uid), "new": int(new_ids.sum()), "near_register_changes": int(near.sum()),
+            "todo": int(todo.sum()),
             "carried": int((~todo).sum())}
 
 
 def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: LinkConfig, *, retrain: bool,
-                     client=None, progress: Progress | None = None) -> dict[str, int]:
-    """The union of the previous run's signatures and this run's, and the signatures to do."""
+                     model=None, client=None, progress: Progress | None = None) -> dict[str, int]:
+    """The union of the previous run's signatures and this run's, and the signatures to do:
+    the new ones, those with a removed or changed candidate, and those an added or changed
+    entry can meet (they share its key of some partition group of ``model``'s rules: every
+    rule of a group implies equal keys)."""
     theirs = sorted((previous / "signatures").glob("part-*.parquet"))
     if len(theirs) != cfg.signature_buckets:
         raise StageError(f"link: the previous job has {len(theirs)} signature buckets, this run "
                          f"{cfg.signature_buckets} (setting nirlink.linkage.signature-buckets): give the previous "
                          "job's value")
     invalid = share(client, np.union1d(diff["removed"], diff["changed"]))
-    res = run_tasks(client, _merge_bucket, [(str(previous), str(work), b, invalid, retrain)
+    groups, keys = None, None
+    fresh = np.union1d(diff["added"], diff["changed"])
+    if len(fresh) and model is not None:
+        from ._buckets import key_hash
+        from ._scoring import partition_groups
+
+        reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
+        reg = reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(fresh)))
+        groups = partition_groups(model)
+        hashed = [key_hash(reg, [rk]) for _, rk, _ in groups]
+        keys = share(client, [np.unique(h[valid]) for h, valid in hashed])
+    res = run_tasks(client, _merge_bucket, [(str(previous), str(work), b, invalid, retrain, groups, keys)
                                             for b in range(cfg.signature_buckets)], name="increment-signatures",
                     progress=progress)
     return {k: sum(r[k] for r in res) for k in res[0]}
@@ -161,63 +186,18 @@ def carry_predictions(previous: Path, work: Path, cfg: LinkConfig, *, client=Non
     return sum(res)
 
 
-def _near(f: str, out: str, groups, keys: list[np.ndarray]) -> int:
-    """The signatures of part ``f`` that some added or changed register entry can meet: their
-    key of some partition group is that entry's (every rule of a group implies equal keys)."""
-    from ._buckets import key_hash
-
-    t = pq.read_table(f, use_threads=False)
-    near = np.zeros(t.num_rows, bool)
-    for (lk, _, _), k in zip(groups, keys):
-        h, valid = key_hash(t, [lk])
-        near |= valid & np.isin(h, k)
-    pq.write_table(t.filter(pa.array(near)), Path(out) / Path(f).name, compression="zstd")
-    return int(near.sum())
-
-
 def _files(d: Path) -> list[str]:
     return [str(f) for f in sorted(d.glob("part-*.parquet")) if pq.read_metadata(f).num_rows]
 
 
-def score_increment(work: Path, model, tf, cfg: LinkConfig, diff: dict[str, Any], *, client=None,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    """Score the signatures to do against the whole register and the carried ones against the
-    added and changed register entries; every candidate lands in ``predictions/``."""
-    out: dict[str, Any] = {"todo": None, "carried_vs_register_changes": None}
-    kw = dict(schema=LINK_COLUMNS, exclude_linked=True, candidates=True, client=client, progress=progress)
+def score_increment(work: Path, model, tf, cfg: LinkConfig, *, client=None,
+                    progress: Progress | None = None) -> dict[str, Any] | None:
+    """Score the signatures to do against the whole register; their candidates land in
+    ``predictions/`` beside the carried ones."""
     todo = _files(work / "todo")
-    if todo:
-        out["todo"] = score_rules(work, model, tf, cfg, left_files=todo, right_files=register_files(work),
-                                  out=work / "predictions", **kw)
-    fresh = np.union1d(diff["added"], diff["changed"])
-    carried = _files(work / "carry")
-    if len(fresh) and carried:
-        reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
-        reg = reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(fresh)))
-        (work / "register_changes").mkdir(exist_ok=True)
-        pq.write_table(reg, work / "register_changes" / "part-00000.parquet")
-        from ._buckets import key_hash
-        from ._scoring import partition_groups
-
-        # only the carried signatures that share a partition key with an added or changed entry
-        groups = partition_groups(model)
-        hashed = [key_hash(reg, [rk]) for _, rk, _ in groups]
-        keys = share(client, [np.unique(h[valid]) for h, valid in hashed])
-        (work / "near").mkdir(exist_ok=True)
-        near = run_tasks(client, _near, [(f, str(work / "near"), groups, keys) for f in carried],
-                         name="increment-near", progress=progress)
-        delta = work / "predictions_delta"
-        out["carried_near_register_changes"] = sum(near)
-        if sum(near):
-            out["carried_vs_register_changes"] = score_rules(
-                work, model, tf, cfg, left_files=_files(work / "near"),
-                right_files=[str(work / "register_changes" / "part-00000.parquet")], out=delta, **kw)
-        for f in sorted(delta.rglob("*.parquet")):  # b=<k>/<name>.parquet -> predictions/b=<k>/delta-<name>
-            target = work / "predictions" / f.parent.name / f"delta-{f.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, target)
-        shutil.rmtree(delta, ignore_errors=True)
-        shutil.rmtree(work / "register_changes", ignore_errors=True)
-    for d in ("todo", "carry", "near"):
+    out = score_rules(work, model, tf, cfg, left_files=todo, right_files=register_files(work),
+                      out=work / "predictions", schema=LINK_COLUMNS, exclude_linked=True, candidates=True,
+                      client=client, progress=progress) if todo else None
+    for d in ("todo", "carry"):
         shutil.rmtree(work / d, ignore_errors=True)
     return out

@@ -85,7 +85,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
 
             diff = timed("register_diff", register_diff, prev, work)
             merged = timed("increment_signatures", merge_signatures, prev, work, diff, cfg,
-                           retrain=increment.retrain == "always", **kw)
+                           retrain=increment.retrain == "always", model=model, **kw)
         # clerical decisions are checked before the long phases: a bad line fails the stage at once
         clerical = load_decisions(decisions_path, signature_files(work), register_files(work),
                                   files["career"] + files["resource"]) if decisions_path else None
@@ -116,7 +116,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
                            exclude_linked=True, candidates=True, **kw)
         else:
             merged["carried_candidates"] = carry_predictions(prev, work, cfg, **kw)
-            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
+            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, **kw)
         decided = timed("decisions", decide, work, model, cfg, clerical=clerical, **kw)
         if prev is not None:
             from nirlink.linkage._increment_persons import person_changes
