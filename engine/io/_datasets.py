@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["write_parquet", "staged_directory", "sweep_temporaries", "describe_dataset", "file_sha256", "write_json",
-           "read_json", "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes"]
+           "read_json", "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes", "link_or_copy"]
 
 WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True)
 
@@ -58,6 +58,18 @@ def make_private_dir(path: str | os.PathLike) -> Path:
     elif not path.is_dir():
         path.mkdir()  # not a directory: raise the usual FileExistsError / NotADirectoryError
     return path
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """``dst`` as a hard link of ``src`` (its parents created private), or a copy keeping its
+    mode where the file system refuses links; returns ``"hardlink"`` or ``"copy"``."""
+    make_private_dir(Path(dst).parent)
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copy"
 
 
 def apply_private_modes(root: str | os.PathLike) -> None:

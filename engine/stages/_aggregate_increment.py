@@ -21,25 +21,13 @@ rewritten bucket (a changed link) writes all its rows again, into one file.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from nirlink.engine.io._datasets import make_private_dir, read_json
+from nirlink.engine.io._datasets import link_or_copy, read_json
 from nirlink.kernels import StageError
 
 __all__ = ["plan_groups"]
-
-
-def _link(src: Path, dst: Path) -> str:
-    make_private_dir(dst.parent)
-    try:
-        os.link(src, dst)
-        return "hardlink"
-    except OSError:
-        shutil.copy2(src, dst)
-        return "copy"
 
 
 def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[str, Any],
@@ -71,7 +59,7 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
     modes = increment.setdefault("reuse_files", {})
 
     def link(src: Path, dst: Path) -> None:
-        mode = _link(src, dst)
+        mode = link_or_copy(src, dst)
         modes[mode] = modes.get(mode, 0) + 1
 
     def link_rows(key: int) -> None:  # the group's rows files: its own and those earlier increments added

@@ -25,7 +25,6 @@ changed line.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
+from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_json, staged_directory, write_json
 from nirlink.kernels import StageError
 
 from ._attach import PERSON_COLUMNS, _attach_files, _build_lookup, _task_groups, attach_task_rows
@@ -83,16 +82,6 @@ def _ipc(path: str) -> pa.Table:
 
     with pa.memory_map(path, "r") as f:
         return ipc.open_file(f).read_all()
-
-
-def _link_or_copy(src: Path, dst: Path) -> str:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-        return "hardlink"
-    except OSError:
-        shutil.copy2(src, dst)
-        return "copy"
 
 
 def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path, previous: str | Path, *,
@@ -146,7 +135,7 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
             reused[source] = sorted(set(theirs[source]) - set(rewrite[source]))
             for b in reused[source]:
                 for f in theirs[source][b]:
-                    reuse[_link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
+                    reuse[link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
         before = {s: {p.name[2:]: set(os.listdir(p)) for p in (work / s).glob("b=*")} for s in SOURCES
                   if (work / s).exists()}
         args = [([str(f) for f in theirs[source][b]], source, lookup, str(work), n_buckets, f"{tag}previous-{b}", False)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,19 +163,16 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
                   consume: bool = False) -> int:
     """Stream ``inputs`` (each read once, in order) into the export file ``<name>/<part>.parquet``;
     ``consume``: remove each input once read."""
-    from nirlink.engine.io._datasets import make_private_dir, private_modes
+    from nirlink.engine.io._datasets import link_or_copy, make_private_dir, private_modes
 
     target = Path(out) / name / f"{part}.parquet"
     if key is None and name in ROW_TABLES and len(inputs) == 1:
         # already in export form (the aggregate stage's, one large file): moved, or linked when kept
-        make_private_dir(target.parent)
         if consume:
+            make_private_dir(target.parent)
             os.replace(inputs[0], target)
         else:
-            try:
-                os.link(inputs[0], target)
-            except OSError:
-                shutil.copyfile(inputs[0], target)
+            link_or_copy(inputs[0], target)
         return pq.read_metadata(target).num_rows
     writer, rows = None, 0
     try:
