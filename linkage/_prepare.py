@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from nirlink.kernels._hash import hash_rows
 from nirlink.kernels._text import squeeze
 
-__all__ = ["signature_ids", "records_table", "register_table", "LINK_COLUMNS", "RECORD_INPUT_COLUMNS"]
+__all__ = ["signature_ids", "records_table", "register_table", "LINK_COLUMNS", "RECORD_INPUT_COLUMNS",
+           "SIGNATURE_COLUMNS"]
 
 RECORD_INPUT_COLUMNS = ["declared_nir", "nir", "nir_status", "nir_sex", "last_name_key", "first_name_norm",
                         "first_names_norm", "birth_year", "birth_month", "birth_day"]
@@ -82,6 +83,9 @@ def _identity(table: pa.Table) -> dict[str, pa.Array]:
         "birth_month": _zero_to_null(table.column("birth_month")),
         "birth_day": _zero_to_null(table.column("birth_day")),
     }
+
+
+SIGNATURE_COLUMNS = ["declared_nir", "last_name_key", "first_names_norm", "birth_year", "birth_month", "birth_day"]
 
 
 def signature_ids(table: pa.Table) -> np.ndarray:

