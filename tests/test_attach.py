@@ -69,3 +69,29 @@ def test_task_groups_are_even_and_in_order(sizes, per_task):
     assert len(groups) <= n_groups
     for g in groups:
         assert sum(rows[f] for f in g) <= total / n_groups + max(sizes)
+
+
+def test_engine_files_keep_the_statistics_readers_prune_on(tmp_path):
+    """Row files keep min/max of ids, dates, numbers and the person (row groups pruned by record
+    id, latest month from statistics), not of other strings; no dictionary on row ids."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from nirlink.engine.io._datasets import write_parquet
+    from nirlink.engine.stages._signals import latest_month
+
+    t = pa.table({"record_id": pa.array([5, 9, 7], pa.int64()), "person": ["b", "a", "c"],
+                  "last_name": ["x", "y", "z"], "period": [dt.date(2024, 1, 1), dt.date(2024, 3, 1), dt.date(2023, 12, 1)],
+                  "amount": [1.5, 2.5, 3.5]})
+    write_parquet(t, tmp_path / "rows" / "part-0.parquet")
+    meta = pq.read_metadata(tmp_path / "rows" / "part-0.parquet").row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(meta.num_columns)}
+    assert (stats["record_id"].min, stats["record_id"].max) == (5, 9)
+    assert (stats["person"].min, stats["person"].max) == ("a", "c")
+    assert stats["last_name"] is None or not stats["last_name"].has_min_max
+    assert latest_month(tmp_path / "rows") == 2024 * 12 + 2
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["record_id"] and "RLE_DICTIONARY" in encodings["person"]
+    rows = pq.read_table(tmp_path / "rows", filters=[("record_id", "=", 7)])
+    assert rows.column("last_name").to_pylist() == ["z"]

@@ -34,7 +34,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, dictionary_columns, make_private_dir,
-                                         private_modes,
+                                         private_modes, statistics_columns,
                                          staged_directory, write_json)
 
 __all__ = ["run_attach", "PERSON_COLUMNS"]
@@ -89,11 +89,8 @@ class _BucketWriters:
             target = self.directory / f"b={bucket}" / f"{self.part}.parquet"
             make_private_dir(target.parent)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            # no string statistics but the person's: nothing reads a bucket file by the others
-            # (record ids and periods keep theirs), and they were 30% of the write
             options = {**WRITE_OPTIONS, "use_dictionary": dictionary_columns(table.schema),
-                       "write_statistics": [f.name for f in table.schema
-                                            if not pa.types.is_string(f.type) or f.name == "person"]}
+                       "write_statistics": statistics_columns(table.schema)}
             self.writers[bucket] = (pq.ParquetWriter(tmp, table.schema, **options), tmp, target)
         writer = self.writers[bucket][0]
         writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
