@@ -192,10 +192,18 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             # strings read as their dictionaries: the rows' shuffle into buckets then moves
             # dictionary indices; decoded once in bucket order. Read, shuffle and decode took
             # 1.0 s of CPU per million rows, 2.8 s with the strings read as values
-            strings = [f.name for f in pq.read_schema(path) if pa.types.is_string(f.type)]
-            rows = pq.read_table(path, use_threads=False, read_dictionary=strings)
-            rows = rows.drop_columns([c for c in ("signature", *PERSON_COLUMNS) if c in rows.column_names])  # re-attached
-            sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
+            schema = pq.read_schema(path)
+            stored = "signature" in schema.names  # attached rows again (an increment's rewrite)
+            wanted = [c for c in attached_columns(source)
+                      if c in schema.names and c not in PERSON_COLUMNS and (c != "signature" or stored)]
+            read = wanted if stored else [*wanted, *(c for c in SIGNATURE_COLUMNS if c not in wanted)]
+            rows = pq.read_table(path, columns=read, use_threads=False,
+                                 read_dictionary=[c for c in read if pa.types.is_string(schema.field(c).type)])
+            if stored:
+                sig = rows.column("signature").to_numpy()
+            else:
+                sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
+                rows = rows.select(wanted)
             pos = np.searchsorted(keys, sig)
             pos = np.minimum(pos, max(len(keys) - 1, 0))
             found = (keys[pos] == sig) if len(keys) else np.zeros(len(sig), bool)
@@ -205,9 +213,11 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             linked = found & sig_linked[pos] if len(keys) else found
             extra["person"] = pc.if_else(pa.array(linked), extra["person"], pa.nulls(rows.num_rows, pa.string()))
             extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
-            rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
+            if not stored:
+                rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
             for name in PERSON_COLUMNS:
                 rows = rows.append_column(name, extra[name])
+            rows = rows.select([c for c in attached_columns(source) if c in rows.column_names])
             bucket = np.where(linked, sig_bucket[pos], -1) if len(keys) else np.full(len(sig), -1)
             pending.append((rows, bucket, sig_rank[pos] if len(keys) else np.zeros(len(sig), np.int64)))
             done.append(path)
@@ -216,6 +226,22 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
         if pending:
             flush()
     return {"source": source, **total, "buckets": len(buckets)}
+
+
+def attached_columns(source: str) -> list[str]:
+    """The columns of an attached row: what the later stages read (the aggregates' inputs, the
+    rows in export form, the signals' rules), the row's signature and its attached columns.
+    Not the identity columns (names, birth date, their normalised forms) nor the row's origin:
+    linkage is done, and the ingested rows keep them for whoever needs them (explain, evaluate).
+    Written, they were half the stage's write and of its files' size."""
+    from ._aggregate_partitions import CAREER_INPUT, RESOURCE_INPUT
+    from ._export import ROW_COLUMNS
+    from ._signals import CAREER_COLUMNS, RESOURCE_COLUMNS
+
+    wanted = ["record_id", "signature", "nir", "nir_status", *ROW_COLUMNS[source],
+              *(CAREER_INPUT if source == "career" else RESOURCE_INPUT),
+              *(CAREER_COLUMNS if source == "career" else RESOURCE_COLUMNS), *PERSON_COLUMNS]
+    return list(dict.fromkeys(c for c in wanted if c != "year" or source == "career"))
 
 
 def _task_groups(files: list[str], rows_per_task: int) -> list[list[str]]:
