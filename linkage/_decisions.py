@@ -136,7 +136,7 @@ def decision_rule(model: ModelSpec) -> dict[str, float]:
 
 
 def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Table,
-                   rule: dict[str, float]) -> dict[str, int]:
+                   rule: dict[str, float], previous: str | None = None) -> dict[str, int]:
     import duckdb
 
     w = Path(work)
@@ -158,13 +158,18 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Tabl
                        from ranked where rk <= {CANDIDATES_KEPT} order by signature, rk""").to_arrow_table()
     con.close()
     links = links.sort_by("signature").select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
+    out = {}
+    if previous is not None:  # an increment: an unchanged decision keeps the previous run's scores
+        from ._increment import carry_scores
+
+        links, out["scores_carried"] = carry_scores(links, pq.read_table(Path(previous) / "links" /
+                                                                         f"part-{bucket:05d}.parquet"))
     pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", compression="zstd")
     pq.write_table(kept.cast(CANDIDATE_RANK_SCHEMA), w / "candidates" / f"part-{bucket:05d}.parquet",
                    compression="zstd")
     st = links.column("status").to_numpy(zero_copy_only=False)
     meth = pc.fill_null(links.column("method"), "").to_numpy(zero_copy_only=False)
     rows = links.column("rows").to_numpy()
-    out = {}
     for s in STATUS:
         out[f"signatures_{s}"] = int((st == s).sum())
         out[f"rows_{s}"] = int(rows[st == s].sum())
@@ -182,11 +187,14 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Tabl
 
 
 def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, clerical: pa.Table | None = None, client=None,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, previous: Path | None = None) -> dict:
     """Per signature: the best person (register clusters merged), its probability, the runner-up,
     the status; clerical decisions (``CLERICAL_SCHEMA``, validated by _clerical.py) take
     precedence over the model and the deterministic pass. Writes ``links/`` and, for explain
-    and review, each signature's best ``CANDIDATES_KEPT`` candidates in ``candidates/``."""
+    and review, each signature's best ``CANDIDATES_KEPT`` candidates in ``candidates/``. With
+    ``previous`` (an increment: the previous run's link directory) a signature whose person,
+    status and method are the previous run's keeps that run's probabilities and evidence
+    (``_increment.carry_scores``)."""
     (work / "links").mkdir(parents=True, exist_ok=True)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     clusters = pq.read_table(work / "clusters.parquet") if (work / "clusters.parquet").exists() else \
@@ -196,7 +204,8 @@ def decide(work: Path, model: ModelSpec, cfg: LinkConfig, *, clerical: pa.Table 
     shared = share(client, clusters)
     clerical = clerical if clerical is not None else CLERICAL_SCHEMA.empty_table()
     shared_clerical = share(client, clerical)
-    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, shared_clerical, rule)
+    res = run_tasks(client, _decide_bucket, [(str(work), b, shared, shared_clerical, rule,
+                                              None if previous is None else str(previous))
                                              for b in range(cfg.signature_buckets)], name="decide", progress=progress)
     total = Counter()
     for r in res:

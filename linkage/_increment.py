@@ -7,20 +7,27 @@ model:
 
 - the register is compared with the previous run's, entry by entry (``register_diff``);
 - the signatures are the union of the previous run's and this increment's rows' (row counts
-  summed), bucket by bucket (``merge_signatures``); a previous signature is *carried* when
-  none of its previous candidates was removed or changed, else it is *to do* with the new
-  ones (every signature is to do when the model is retrained),
-  and so is a signature that an added or changed entry can meet (it shares the entry's key
-  of some partition group of the model's blocking rules);
+  summed), bucket by bucket (``merge_signatures``); a new signature is *to do*, and so is a
+  previous one deterministically linked to a removed or changed entry (it has no model
+  candidates to keep); every other previous signature is *carried*: it keeps its previous
+  model candidates but those of removed or changed entries (``carry_predictions``), and, when
+  an added or changed entry can meet it (it shares the entry's key of some partition group of
+  the model's blocking rules) or one of its candidates was removed or changed, it is *near* a
+  change: scored against the added and changed entries only (every signature is to do when
+  the model is retrained);
 - the deterministic pass runs again on every signature (a join on the NIR: cheap); the
-  carried signatures keep their previous model candidates (``carry_predictions``); the
   signatures to do are scored against the whole register (``score_increment``); then every
-  signature is decided as in a full run.
+  signature is decided as in a full run, and one whose person, status and method did not
+  change keeps the previous run's probabilities and evidence (``carry_scores``).
 
 A full run on the union of the data finds the same pairs: a pair's weight depends on the two
-records, the model and the term frequencies only, never on the other records of its task.
-The carried candidates' weights were computed with the previous register's term frequencies
-(a full run's differ by the register's growth: hundredths of a bit a month).
+records, the model and the term frequencies only, never on the other records of its task, and
+a carried signature's pairs are its previous ones with unchanged entries plus those with the
+added and changed entries. The carried candidates' weights were computed with the previous
+register's term frequencies (a full run's differ by the register's growth: hundredths of a
+bit a month), and a carried decision's probabilities are those of the run that made it: a
+full run on the union decides the same, with a ``match_probability`` (and evidence) that may
+differ by that drift.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from ._scoring import CANDIDATE_SCHEMA, score_rules
 from ._signatures import SIGNATURE_SCHEMA
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["register_diff", "merge_signatures", "carry_predictions", "score_increment", "LINEAGE_SHARE"]
+__all__ = ["register_diff", "merge_signatures", "carry_predictions", "score_increment", "carry_scores",
+           "LINEAGE_SHARE"]
 
 LINEAGE_SHARE = 0.5  # below this share of the previous register's entries still present: another register
 
@@ -87,7 +95,8 @@ def register_diff(previous: Path, work: Path) -> dict[str, Any]:
 def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, everything: bool,
                   groups=None, keys: list[np.ndarray] | None = None) -> dict[str, int]:
     """Bucket ``bucket``: the union of the previous and new signatures (rows summed, sources
-    or-ed) replaces this run's part; the signatures to do and the carried ones written apart."""
+    or-ed) replaces this run's part; the signatures to do, near a change, carried (their ids)
+    and new (their ids) written apart."""
     p, w = Path(previous), Path(work)
     name = f"part-{bucket:05d}.parquet"
     prev = pq.read_table(p / "signatures" / name, schema=SIGNATURE_SCHEMA) if (p / "signatures" / name).exists() \
@@ -107,35 +116,39 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
         union = union.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources))
     uid = union.column("unique_id").to_numpy()
     old_ids = prev.column("unique_id").to_numpy()
-    todo = ~np.isin(uid, old_ids) if not everything else np.ones(len(uid), bool)
-    if not everything and len(invalid):
-        cands = pa.concat_tables([read_bucket(p / "predictions", bucket, CANDIDATE_SCHEMA),
-                                  read_bucket(p / "deterministic", bucket, CANDIDATE_SCHEMA)])
-        touched = cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(), invalid)]
-        todo |= np.isin(uid, touched)
+    new_ids = ~np.isin(uid, old_ids)
+    todo = new_ids if not everything else np.ones(len(uid), bool)
     near = np.zeros(len(uid), bool)
-    if not everything and keys:  # a signature an added or changed entry can meet: scored again
+    if not everything and len(invalid):
+        # a deterministic link to a removed or changed entry: no model candidates kept, scored
+        # against the whole register; a model candidate removed or changed: the others kept
+        det = read_bucket(p / "deterministic", bucket, CANDIDATE_SCHEMA)
+        todo |= np.isin(uid, det.column("signature").to_numpy()[np.isin(det.column("register_id").to_numpy(),
+                                                                        invalid)])
+        cands = read_bucket(p / "predictions", bucket, CANDIDATE_SCHEMA)
+        near |= np.isin(uid, cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(),
+                                                                          invalid)])
+    if not everything and keys:  # a signature an added or changed entry can meet
         from ._buckets import key_hash
 
         for (lk, _, _), k in zip(groups, keys):
             h, valid = key_hash(union, [lk])
             near |= valid & np.isin(h, k)
-        todo |= near
+    near &= ~todo
     pq.write_table(union, w / "signatures" / name, compression="zstd")
-    new_ids = ~np.isin(uid, old_ids)
-    for d, sel in (("todo", todo), ("carry", ~todo), ("new", new_ids)):  # new: for the drift check
+    for d, sel in (("todo", todo), ("near", near), ("carry", ~todo), ("new", new_ids)):  # new: for the drift check
         (w / d).mkdir(exist_ok=True)
-        pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d == "new" else union.filter(pa.array(sel)),
-                       w / d / name, compression="zstd")
-    return {"signatures": len(uid), "new": int(new_ids.sum()), "near_register_changes": int(near.sum()),
-            "todo": int(todo.sum()),
-            "carried": int((~todo).sum())}
+        pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d in ("new", "carry")
+                       else union.filter(pa.array(sel)), w / d / name, compression="zstd")
+    return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
+            "carried": int((~todo).sum()), "near_register_changes": int(near.sum())}
 
 
 def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: LinkConfig, *, retrain: bool,
                      model=None, client=None, progress: Progress | None = None) -> dict[str, int]:
-    """The union of the previous run's signatures and this run's, and the signatures to do:
-    the new ones, those with a removed or changed candidate, and those an added or changed
+    """The union of the previous run's signatures and this run's; the signatures to do (new,
+    or deterministically linked to a removed or changed entry), the carried ones and among
+    them those near a change: with a removed or changed candidate, or that an added or changed
     entry can meet (they share its key of some partition group of ``model``'s rules: every
     rule of a group implies equal keys)."""
     theirs = sorted((previous / "signatures").glob("part-*.parquet"))
@@ -161,9 +174,10 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
     return {k: sum(r[k] for r in res) for k in res[0]}
 
 
-def _carry_bucket(previous: str, work: str, bucket: int) -> int:
+def _carry_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray) -> int:
     """The previous model candidates of the carried signatures of ``bucket`` that the
-    deterministic pass did not link this time (a full run scores only those)."""
+    deterministic pass did not link this time (a full run scores only those), but those of a
+    removed or changed (``invalid``) register entry."""
     w = Path(work)
     carried = pq.read_table(w / "carry" / f"part-{bucket:05d}.parquet", columns=["unique_id"])
     det = read_bucket(w / "deterministic", bucket, CANDIDATE_SCHEMA).column("signature")
@@ -171,6 +185,8 @@ def _carry_bucket(previous: str, work: str, bucket: int) -> int:
     sig = cands.column("signature")
     keep = pc.and_(pc.is_in(sig, value_set=carried.column("unique_id").combine_chunks()),
                    pc.invert(pc.is_in(sig, value_set=det.combine_chunks())))
+    if len(invalid):
+        keep = pc.and_(keep, pc.invert(pc.is_in(cands.column("register_id"), value_set=pa.array(invalid))))
     cands = cands.filter(keep)
     if cands.num_rows:
         target = w / "predictions" / f"b={bucket:05d}" / "previous.parquet"
@@ -179,9 +195,11 @@ def _carry_bucket(previous: str, work: str, bucket: int) -> int:
     return cands.num_rows
 
 
-def carry_predictions(previous: Path, work: Path, cfg: LinkConfig, *, client=None,
+def carry_predictions(previous: Path, work: Path, diff: dict[str, Any], cfg: LinkConfig, *, client=None,
                       progress: Progress | None = None) -> int:
-    res = run_tasks(client, _carry_bucket, [(str(previous), str(work), b) for b in range(cfg.signature_buckets)],
+    invalid = share(client, np.union1d(diff["removed"], diff["changed"]))
+    res = run_tasks(client, _carry_bucket, [(str(previous), str(work), b, invalid)
+                                            for b in range(cfg.signature_buckets)],
                     name="increment-carry", progress=progress)
     return sum(res)
 
@@ -190,14 +208,51 @@ def _files(d: Path) -> list[str]:
     return [str(f) for f in sorted(d.glob("part-*.parquet")) if pq.read_metadata(f).num_rows]
 
 
-def score_increment(work: Path, model, tf, cfg: LinkConfig, *, client=None,
+def score_increment(work: Path, model, tf, cfg: LinkConfig, diff: dict[str, Any], *, client=None,
                     progress: Progress | None = None) -> dict[str, Any] | None:
-    """Score the signatures to do against the whole register; their candidates land in
-    ``predictions/`` beside the carried ones."""
-    todo = _files(work / "todo")
+    """Score the signatures to do against the whole register, and the carried signatures near
+    a register change against the added and changed entries only (their pairs with the other
+    entries are the carried candidates); the candidates land in ``predictions/`` beside the
+    carried ones."""
+    todo, near = _files(work / "todo"), _files(work / "near")
+    fresh = np.union1d(diff["added"], diff["changed"])
     out = score_rules(work, model, tf, cfg, left_files=todo, right_files=register_files(work),
                       out=work / "predictions", schema=LINK_COLUMNS, exclude_linked=True, candidates=True,
                       client=client, progress=progress) if todo else None
-    for d in ("todo", "carry"):
+    if near and len(fresh):
+        reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
+        (work / "fresh").mkdir(exist_ok=True)
+        pq.write_table(reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(fresh))),
+                       work / "fresh" / "part-00000.parquet")
+        near_out = score_rules(work, model, tf, cfg, left_files=near, right_files=_files(work / "fresh"),
+                               out=work / "near-predictions", schema=LINK_COLUMNS, exclude_linked=True,
+                               candidates=True, client=client, progress=progress)
+        for f in sorted((work / "near-predictions").glob("b=*/*.parquet")):  # beside the others, renamed
+            target = work / "predictions" / f.parent.name / f"near-{f.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f.rename(target)
+        out = {**(out or {}), "near_register_changes": near_out}
+    for d in ("todo", "near", "carry", "fresh", "near-predictions"):
         shutil.rmtree(work / d, ignore_errors=True)
     return out
+
+
+DECISION_COLUMNS = ["person", "status", "method"]
+SCORE_COLUMNS = ["match_probability", "match_weight", "runner_up_probability", "evidence", "runner_up_evidence"]
+
+
+def carry_scores(links: pa.Table, previous: pa.Table) -> tuple[pa.Table, int]:
+    """``links`` with the previous run's scores (``SCORE_COLUMNS``) where a signature's decision
+    (``DECISION_COLUMNS``) did not change: its rows' attached columns stay the previous job's
+    and their person buckets are not rewritten for a probability that moved with the
+    register's term frequencies. Returns the table and how many signatures kept their scores."""
+    pos = pc.index_in(links.column("signature"), value_set=previous.column("signature").combine_chunks())
+    same = pc.is_valid(pos)
+    before = previous.take(pos)
+    for c in DECISION_COLUMNS:
+        a, b = links.column(c), before.column(c)
+        same = pc.and_(same, pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b))))
+    for c in SCORE_COLUMNS:
+        i = links.schema.get_field_index(c)
+        links = links.set_column(i, links.field(c), pc.if_else(same, before.column(c), links.column(c)))
+    return links, int(pc.sum(same).as_py() or 0)

@@ -2,20 +2,26 @@
 
 A row's attached columns (person, its birth year and month, link status, method and
 probability) come from its signature's line in the link table. Between the previous job and
-this one a line changes when the signature's decision moved (a register change, a carried
-signature scored against added entries) and is new for a new signature. A person bucket is
-*moved* when it held, or will hold, a row whose line changed (the buckets of the line's old
-and new person; ``b=nulls`` for a row without one); a new signature moves nothing (its rows
-are all this month's).
+this one a line changes when the signature's decision (person, status, method) moved (a
+register change, a carried signature scored against added entries) or its person's birth
+year or month was corrected, and is new for a new signature; an unchanged decision keeps the
+previous job's probability (the link stage carries it), so a probability that moved with the
+register's term frequencies changes no line. A person bucket is *moved* when it held, or
+will hold, a row whose line changed (the buckets of the line's old and new person;
+``b=nulls`` for a row without one); a new signature moves nothing (its rows are all this
+month's).
 
-The stage writes this month's rows into their buckets (new files), then reads every previous
-file of a bucket that loses rows (a changed line's old person's, ``b=nulls`` when it had
-none) once and writes its rows again with their new lines (they land in moved buckets only;
-in a bucket that only gains rows, as a new file). Every other previous file is linked into
-this output as it is: hard links where the file system has them (no copy, no
-extra disk; the manifest says ``reuse: hardlink``), copies otherwise (``reuse: copy``). A
-bucket's files need no global order (the aggregate stage sorts what it reads), so a bucket
-that only gains rows keeps its previous files beside the new one. The *affected* buckets,
+The stage writes this month's rows into their buckets (new files), then goes through the
+previous files of each bucket that loses rows (a changed line's old person's, ``b=nulls``
+when it had none): a file without a row of a changed line (its ``signature`` column read) is
+linked as it is; the others are read once, their rows of unchanged lines written as they are
+into one file of the same bucket and their rows of changed lines attached again into their
+buckets (they land in moved buckets only; in a bucket that only gains rows, as a new file).
+Every other previous file is linked into this output as it is: hard links where the file
+system has them (no copy, no extra disk; the manifest says ``reuse: hardlink``), copies
+otherwise (``reuse: copy``). A bucket's files need no global order (the aggregate stage
+sorts what it reads), so a bucket that only gains rows keeps its previous files beside the
+new one. The *affected* buckets,
 whose aggregates must be computed again, are those whose files are not exactly the
 previous job's. The bucket count is the previous job's (a person's bucket must not move).
 ``delta/`` lists the changed persons: those of this month's rows and both persons of every
@@ -31,12 +37,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_json, staged_directory, write_json
 from nirlink.kernels import StageError
 
-from ._attach import PERSON_COLUMNS, _attach_files, _build_lookup, _task_groups, attach_task_rows
+from ._attach import PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _task_groups, attach_task_rows
 
 __all__ = ["run_attach_increment", "DELTA_SCHEMA", "person_buckets"]
 
@@ -91,7 +98,7 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
     attach output (``previous``: its job directory); the other files are reused. This run's
     files are named after ``month`` (``m<month>-...``): the files an earlier increment of the
     chain wrote are among the reused ones, and must keep their names."""
-    from nirlink.linkage._tasks import run_tasks
+    from nirlink.linkage._tasks import run_tasks, share
 
     from ._link import ingested_files
 
@@ -138,10 +145,13 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
                     reuse[link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
         before = {s: {p.name[2:]: set(os.listdir(p)) for p in (work / s).glob("b=*")} for s in SOURCES
                   if (work / s).exists()}
-        args = [([str(f) for f in theirs[source][b]], source, lookup, str(work), n_buckets, f"{tag}previous-{b}", False)
-                for source in SOURCES for b in rewrite[source]]
-        again = run_tasks(client, _attach_files, args, name="attach-previous", progress=progress,
+        moving = share(client, np.unique(old.column("signature").to_numpy()))
+        args = [([str(f) for f in theirs[source][b]], source, lookup, str(work), n_buckets, f"{tag}previous-{b}",
+                 moving) for source in SOURCES for b in rewrite[source]]
+        again = run_tasks(client, _rewrite_files, args, name="attach-previous", progress=progress,
                           rows=lambda r: r["rows"])
+        for r in again:
+            reuse.update(r.pop("reuse"))
         affected = {}
         for source in SOURCES:  # a bucket whose files are not the previous job's, all of them
             now = {p.name[2:]: sorted(f.name for f in p.glob("*.parquet")) for p in (work / source).glob("b=*")} \
@@ -171,6 +181,41 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         }
         write_json(work / "_manifest.json", manifest)
     return manifest
+
+
+def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_buckets: int, part: str,
+                   moving: np.ndarray) -> dict:
+    """The previous files of a bucket that loses rows: a file without a row of a ``moving``
+    signature (a changed line) is linked as it is; in the others the rows of an unchanged line
+    stay in this bucket as they are (one file, ``part``) and the rows of a changed line are
+    attached again into their buckets."""
+    total, reuse = Counter(rows=0, rows_attached_again=0), Counter()
+    bucket = Path(paths[0]).parent.name[2:]
+    target = Path(out) / source / f"b={bucket}"
+    with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
+        links = ipc.open_file(source_file).read_all()
+        keys = links.column("signature").to_numpy()
+        for path in paths:
+            sig = pq.read_table(path, columns=["signature"], use_threads=False).column("signature").to_numpy()
+            moved = np.isin(sig, moving)
+            if not moved.any():
+                reuse[link_or_copy(Path(path), target / Path(path).name)] += 1
+                continue
+            rows = pq.read_table(path, use_threads=False)
+            total.update({"rows": rows.num_rows, "rows_attached_again": int(moved.sum())})
+            if not moved.all():
+                writers._append(bucket, rows.filter(pa.array(~moved)))
+            rows, sig = rows.filter(pa.array(moved)), sig[moved]
+            pos = np.minimum(np.searchsorted(keys, sig), len(keys) - 1)
+            idx = pa.array(pos, mask=keys[pos] != sig)
+            extra = {c: links.column(c).take(idx).combine_chunks() for c in PERSON_COLUMNS}
+            linked = pc.fill_null(pc.equal(extra["link_status"], "linked"), False)  # as _attach_files does
+            extra["person"] = pc.if_else(linked, extra["person"], pa.nulls(rows.num_rows, pa.string()))
+            extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+            for c in PERSON_COLUMNS:
+                rows = rows.set_column(rows.schema.get_field_index(c), c, extra[c])
+            writers.write(rows)
+    return {"source": source, **total, "reuse": dict(reuse)}
 
 
 def _delta(changed: pa.Table, lookup: str, files: dict, work: Path) -> int:

@@ -115,9 +115,9 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
                            right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
                            exclude_linked=True, candidates=True, **kw)
         else:
-            merged["carried_candidates"] = carry_predictions(prev, work, cfg, **kw)
-            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, **kw)
-        decided = timed("decisions", decide, work, model, cfg, clerical=clerical, **kw)
+            merged["carried_candidates"] = carry_predictions(prev, work, diff, cfg, **kw)
+            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
+        decided = timed("decisions", decide, work, model, cfg, clerical=clerical, previous=prev, **kw)
         if prev is not None:
             from nirlink.linkage._increment_persons import person_changes
 
