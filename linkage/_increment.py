@@ -95,8 +95,8 @@ def register_diff(previous: Path, work: Path) -> dict[str, Any]:
 def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, everything: bool,
                   groups=None, keys: list[np.ndarray] | None = None) -> dict[str, int]:
     """Bucket ``bucket``: the union of the previous and new signatures (rows summed, sources
-    or-ed) replaces this run's part; the signatures to do, near a change, carried (their ids)
-    and new (their ids) written apart."""
+    or-ed) replaces this run's part; the signatures to do, near a change and carried (their
+    ids) written apart, and this run's own (their ids and rows, for the drift check)."""
     p, w = Path(previous), Path(work)
     name = f"part-{bucket:05d}.parquet"
     prev = pq.read_table(p / "signatures" / name, schema=SIGNATURE_SCHEMA) if (p / "signatures" / name).exists() \
@@ -136,10 +136,12 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
             near |= valid & np.isin(h, k)
     near &= ~todo
     pq.write_table(union, w / "signatures" / name, compression="zstd")
-    for d, sel in (("todo", todo), ("near", near), ("carry", ~todo), ("new", new_ids)):  # new: for the drift check
+    for d, sel in (("todo", todo), ("near", near), ("carry", ~todo)):
         (w / d).mkdir(exist_ok=True)
-        pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d in ("new", "carry")
+        pq.write_table(union.filter(pa.array(sel)).select(["unique_id"]) if d == "carry"
                        else union.filter(pa.array(sel)), w / d / name, compression="zstd")
+    (w / "month").mkdir(exist_ok=True)  # this run's own signatures and their rows: for the drift check
+    pq.write_table(new.select(["unique_id", "rows"]), w / "month" / name, compression="zstd")
     return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
             "carried": int((~todo).sum()), "near_register_changes": int(near.sum())}
 

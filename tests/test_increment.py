@@ -361,7 +361,24 @@ def test_published_person_ids_survive_merges(tmp_path):
                        {"old_person": "X", "new_person": "E", "month": "2026-11", "reason": "entry_removed"}]
 
 
-def test_drift_check_flags_a_model_that_no_longer_fits(chain, tmp_path):
+def test_drift_levels_move_beyond_the_sampling_error():
+    """A level moves when its share differs by more than the tolerance in bits and by more than Z
+    standard errors: 12 of 100 pairs against 1 of 100 is 2.7 bits but within the noise of two
+    samples of 100 (the bits alone advised retraining); the same shares on 647 pairs each move."""
+    from nirlink.linkage._drift import moved_levels
+
+    moved, bits, errors = moved_levels((12, 100), (1, 100), tolerance=2.0)
+    assert bits > 2.0 and errors < 4.0 and not moved
+    assert moved_levels((78, 647), (6, 647), tolerance=2.0)[0]
+    assert not moved_levels((78, 647), (6, 647), tolerance=3.0)[0]
+
+
+def test_drift_check_compares_this_months_rows_with_the_previous_jobs(chain, tmp_path):
+    """Rows drawn from the previous job's rows (the same process) do not advise retraining, whatever
+    the model's own m and u (another selection: distinct signatures); the same rows with their
+    first names garbled (a real shift) do."""
+    import numpy as np
+
     from nirlink.linkage import load_model
     from nirlink.linkage._drift import drift_check
     from nirlink.linkage._explain import load_tf
@@ -369,15 +386,20 @@ def test_drift_check_flags_a_model_that_no_longer_fits(chain, tmp_path):
     link = chain["jobs"] / "base" / "link"
     for d in ("signatures", "links", "register"):
         shutil.copytree(link / d, tmp_path / d)
-    (tmp_path / "new").mkdir()
-    pq.write_table(_table(link / "signatures").select(["unique_id"]), tmp_path / "new" / "part-00000.parquet")
+    links = _table(link / "links")
+    rows = np.random.default_rng(1).binomial(links["rows"].to_numpy(), 0.1)
+    (tmp_path / "month").mkdir()
+    pq.write_table(pa.table({"unique_id": links["signature"], "rows": pa.array(rows)}).filter(pa.array(rows > 0)),
+                   tmp_path / "month" / "part-00000.parquet")
     model, tf = load_model(link / "model.json"), load_tf(link / "tf" / "identity")
-    fits = drift_check(tmp_path, model, tf, tolerance=2.0)
-    assert fits["checked"] and fits["pairs_m"] > 500 and not fits["retrain_advised"]
-    for comp in model.splink["comparisons"]:  # the frequent levels' m divided by 8: 3 bits
-        for level in comp["comparison_levels"]:
-            if (level.get("m_probability") or 0) > 0.3:
-                level["m_probability"] /= 8
-    moved = drift_check(tmp_path, model, tf, tolerance=2.0)
-    assert moved["retrain_advised"] and moved["max_bits"] > 2.5
+    fits = drift_check(tmp_path, link, model, tf, tolerance=2.0)
+    assert fits["checked"] and fits["pairs_m"] > 1000 and not fits["retrain_advised"], fits["moved"]
+    for f in sorted((tmp_path / "signatures").glob("*.parquet")):  # every first name garbled: a shift
+        t = pq.read_table(f)
+        for c in ("first_name_key", "first_name_norm", "first_names_norm", "first_names_key"):
+            t = t.set_column(t.schema.get_field_index(c), c, pc.utf8_reverse(pc.utf8_upper(t[c])))
+        pq.write_table(t, f)
+    moved = drift_check(tmp_path, link, model, tf, tolerance=2.0)
+    assert moved["retrain_advised"]
     assert {lv["which"] for lv in moved["moved"]} == {"m"}
+    assert {lv["comparison"] for lv in moved["moved"]} <= {"first_name", "first_names"}

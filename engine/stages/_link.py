@@ -124,9 +124,9 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
             changes = person_changes(prev, work, increment.month)
             from nirlink.linkage._drift import drift_check
 
-            drift = timed("drift_check", drift_check, work, model, tf["identity"],
+            drift = timed("drift_check", drift_check, work, prev, model, tf["identity"],
                           tolerance=increment.drift_tolerance)
-            shutil.rmtree(work / "new", ignore_errors=True)
+            shutil.rmtree(work / "month", ignore_errors=True)
         review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
                        memory_limit=cfg.duckdb_memory_limit)
         # the candidates' buckets of the deterministic pass and of scoring are read by the
@@ -152,7 +152,8 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
                 "person_changes": changes.num_rows, "drift": drift},
             "notes": [] if prev is None or not drift["retrain_advised"] else [
                 f"drift: {len(drift['moved'])} comparison level(s) of this month's records moved more than "
-                f"{drift['tolerance_bits']} bits from the model's m or u (largest {drift['max_bits']} bits, "
+                f"{drift['tolerance_bits']} bits (and {drift['z']} standard errors) from the previous job's m or u "
+                f"estimate (largest {drift['moved'][0]['bits']} bits, "
                 f"{drift['moved'][0]['comparison']} '{drift['moved'][0]['level']}'): retraining is advised "
                 "(increment.retrain = \"always\")"],
             "timings_s": timings,
