@@ -31,7 +31,7 @@ class IncrementOptions:
     previous: str  # the previous job's output directory
     month: str  # the month this increment brings (YYYY-MM): person_changes.month
     retrain: str = "never"
-    drift_tolerance: float = 2.0  # bits: a comparison level's m or u moving more than this advises retraining
+    drift_tolerance: float = 2.0  # bits: a level moving more than this (and its sampling error) advises retraining
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
