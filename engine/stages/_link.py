@@ -117,7 +117,9 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         else:
             merged["carried_candidates"] = carry_predictions(prev, work, diff, cfg, **kw)
             scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
-        decided = timed("decisions", decide, work, model, cfg, clerical=clerical, previous=prev, **kw)
+        # an unchanged decision keeps the previous job's scores, unless the model was trained again
+        carried_from = prev if prev is not None and increment.retrain != "always" else None
+        decided = timed("decisions", decide, work, model, cfg, clerical=clerical, previous=carried_from, **kw)
         if prev is not None:
             from nirlink.linkage._increment_persons import person_changes
 
