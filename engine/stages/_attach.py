@@ -193,17 +193,12 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             # dictionary indices; decoded once in bucket order. Read, shuffle and decode took
             # 1.0 s of CPU per million rows, 2.8 s with the strings read as values
             schema = pq.read_schema(path)
-            stored = "signature" in schema.names  # attached rows again (an increment's rewrite)
-            wanted = [c for c in attached_columns(source)
-                      if c in schema.names and c not in PERSON_COLUMNS and (c != "signature" or stored)]
-            read = wanted if stored else [*wanted, *(c for c in SIGNATURE_COLUMNS if c not in wanted)]
+            wanted = [c for c in attached_columns(source) if c in schema.names and c not in (*PERSON_COLUMNS, "signature")]
+            read = [*wanted, *(c for c in SIGNATURE_COLUMNS if c not in wanted)]
             rows = pq.read_table(path, columns=read, use_threads=False,
                                  read_dictionary=[c for c in read if pa.types.is_string(schema.field(c).type)])
-            if stored:
-                sig = rows.column("signature").to_numpy()
-            else:
-                sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
-                rows = rows.select(wanted)
+            sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
+            rows = rows.select(wanted)
             pos = np.searchsorted(keys, sig)
             pos = np.minimum(pos, max(len(keys) - 1, 0))
             found = (keys[pos] == sig) if len(keys) else np.zeros(len(sig), bool)
@@ -213,8 +208,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             linked = found & sig_linked[pos] if len(keys) else found
             extra["person"] = pc.if_else(pa.array(linked), extra["person"], pa.nulls(rows.num_rows, pa.string()))
             extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
-            if not stored:
-                rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
+            rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
             for name in PERSON_COLUMNS:
                 rows = rows.append_column(name, extra[name])
             rows = rows.select([c for c in attached_columns(source) if c in rows.column_names])
