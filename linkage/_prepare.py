@@ -85,14 +85,14 @@ def _identity(table: pa.Table) -> dict[str, pa.Array]:
     }
 
 
+# the identity fields a signature id hashes, in order (the declared NIR first, normalised)
 SIGNATURE_COLUMNS = ["declared_nir", "last_name_key", "first_names_norm", "birth_year", "birth_month", "birth_day"]
 
 
 def signature_ids(table: pa.Table) -> np.ndarray:
     """The signature id of each ingested row (same identity fields, same id, in any source)."""
     declared = pc.utf8_upper(pc.replace_substring_regex(table.column("declared_nir"), r"[ .\-\t]", ""))
-    return hash_rows(declared, table.column("last_name_key"), table.column("first_names_norm"),
-                     table.column("birth_year"), table.column("birth_month"), table.column("birth_day"))
+    return hash_rows(declared, *(table.column(c) for c in SIGNATURE_COLUMNS[1:]))
 
 
 def records_table(table: pa.Table) -> pa.Table:
