@@ -152,23 +152,47 @@ def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
+class _LinkLookup:
+    """A task's view of the link table (the memory-mapped lookup file): per signature its
+    attached columns and, for a linked one, its person's bucket and rank in person order; rows
+    are looked up by their signature ids (binary search on the sorted ids)."""
+
+    def __init__(self, links: pa.Table, n_buckets: int):
+        from nirlink.linkage._buckets import bucket_ids, key_hash
+
+        self.keys = links.column("signature").to_numpy()
+        self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
+        linked = np.asarray(pc.fill_null(pc.equal(self.columns["link_status"], "linked"), False))
+        h, has_person = key_hash(pa.table({"person": self.columns["person"]}), ["person"])
+        # one entry more, at index len(keys): a signature missing from the table (no person)
+        self.bucket = np.append(np.where(linked & has_person, bucket_ids(h, n_buckets), -1), -1)
+        self.rank = np.append(np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), np.int64), 0)
+
+    def attach(self, sig: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
+        """The attached columns of rows of signature ids ``sig`` (only a linked row carries a
+        person; a row whose signature is missing is unlinked), each row's person bucket (-1:
+        no person) and person rank."""
+        n = len(self.keys)
+        pos = np.minimum(np.searchsorted(self.keys, sig), max(n - 1, 0))
+        found = self.keys[pos] == sig if n else np.zeros(len(sig), bool)
+        extra = {c: self.columns[c].take(pa.array(pos, mask=~found)) for c in PERSON_COLUMNS}
+        at = np.where(found, pos, n)
+        bucket = self.bucket[at]
+        extra["person"] = pc.if_else(pa.array(bucket >= 0), extra["person"], pa.nulls(len(sig), pa.string()))
+        extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+        return extra, bucket, self.rank[at]
+
+
 def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_buckets: int, part: str,
                   consume: bool = False) -> dict[str, Any]:
     """Attach a group of ingested files, gathering ROWS_PER_WRITE rows (whole files) before
     spreading them over the bucket files: row groups of about ROWS_PER_WRITE / buckets rows."""
-    from nirlink.linkage._buckets import bucket_ids, key_hash
     from nirlink.linkage._prepare import SIGNATURE_COLUMNS, signature_ids
 
     total: Counter = Counter()
+    keep = attached_columns(source)
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
-        links = ipc.open_file(source_file).read_all()
-        keys = links.column("signature").to_numpy()
-        columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
-        # per signature: linked or not, its person's bucket and rank in person order
-        sig_linked = np.asarray(pc.fill_null(pc.equal(columns["link_status"], "linked"), False))
-        h, has_person = key_hash(pa.table({"person": columns["person"]}), ["person"])
-        sig_bucket = np.where(sig_linked & has_person, bucket_ids(h, n_buckets), -1)
-        sig_rank = np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), dtype=np.int64)
+        links = _LinkLookup(ipc.open_file(source_file).read_all(), n_buckets)
         buckets: set[int] = set()
         pending: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []
         done: list[str] = []
@@ -194,27 +218,16 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             # dictionary indices; decoded once in bucket order. Read, shuffle and decode took
             # 1.0 s of CPU per million rows, 2.8 s with the strings read as values
             schema = pq.read_schema(path)
-            wanted = [c for c in attached_columns(source) if c in schema.names and c not in (*PERSON_COLUMNS, "signature")]
+            wanted = [c for c in keep if c in schema.names and c not in (*PERSON_COLUMNS, "signature")]
             read = [*wanted, *(c for c in SIGNATURE_COLUMNS if c not in wanted)]
             rows = pq.read_table(path, columns=read, use_threads=False,
                                  read_dictionary=[c for c in read if pa.types.is_string(schema.field(c).type)])
             sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
-            rows = rows.select(wanted)
-            pos = np.searchsorted(keys, sig)
-            pos = np.minimum(pos, max(len(keys) - 1, 0))
-            found = (keys[pos] == sig) if len(keys) else np.zeros(len(sig), bool)
-            idx = pa.array(pos, mask=~found)
-            extra = {c: columns[c].take(idx) for c in PERSON_COLUMNS}
-            # only linked rows carry a person; ambiguous and unlinked rows keep their status
-            linked = found & sig_linked[pos] if len(keys) else found
-            extra["person"] = pc.if_else(pa.array(linked), extra["person"], pa.nulls(rows.num_rows, pa.string()))
-            extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
-            rows = rows.append_column("signature", pa.array(sig, pa.int64()))  # the row's key in link/links
+            extra, bucket, rank = links.attach(sig)
+            rows = rows.select(wanted).append_column("signature", pa.array(sig, pa.int64()))  # its key in link/links
             for name in PERSON_COLUMNS:
                 rows = rows.append_column(name, extra[name])
-            rows = rows.select([c for c in attached_columns(source) if c in rows.column_names])
-            bucket = np.where(linked, sig_bucket[pos], -1) if len(keys) else np.full(len(sig), -1)
-            pending.append((rows, bucket, sig_rank[pos] if len(keys) else np.zeros(len(sig), np.int64)))
+            pending.append((rows.select([c for c in keep if c in rows.column_names]), bucket, rank))
             done.append(path)
             if sum(p[0].num_rows for p in pending) >= ROWS_PER_WRITE:
                 flush()

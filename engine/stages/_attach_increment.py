@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_json, staged_directory, write_json
 from nirlink.kernels import StageError
 
-from ._attach import PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _task_groups, attach_task_rows
+from ._attach import (PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _LinkLookup, _task_groups,
+                      attach_task_rows)
 
 __all__ = ["run_attach_increment", "DELTA_SCHEMA", "person_buckets"]
 
@@ -193,8 +194,7 @@ def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_bucke
     bucket = Path(paths[0]).parent.name[2:]
     target = Path(out) / source / f"b={bucket}"
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
-        links = ipc.open_file(source_file).read_all()
-        keys = links.column("signature").to_numpy()
+        links = _LinkLookup(ipc.open_file(source_file).read_all(), n_buckets)
         for path in paths:
             sig = pq.read_table(path, columns=["signature"], use_threads=False).column("signature").to_numpy()
             moved = np.isin(sig, moving)
@@ -206,15 +206,10 @@ def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_bucke
             if not moved.all():
                 writers._append(bucket, rows.filter(pa.array(~moved)))
             rows, sig = rows.filter(pa.array(moved)), sig[moved]
-            pos = np.minimum(np.searchsorted(keys, sig), len(keys) - 1)
-            idx = pa.array(pos, mask=keys[pos] != sig)
-            extra = {c: links.column(c).take(idx).combine_chunks() for c in PERSON_COLUMNS}
-            linked = pc.fill_null(pc.equal(extra["link_status"], "linked"), False)  # as _attach_files does
-            extra["person"] = pc.if_else(linked, extra["person"], pa.nulls(rows.num_rows, pa.string()))
-            extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+            extra, their_buckets, rank = links.attach(sig)
             for c in PERSON_COLUMNS:
                 rows = rows.set_column(rows.schema.get_field_index(c), c, extra[c])
-            writers.write(rows)
+            writers.write(rows, their_buckets, rank)
     return {"source": source, **total, "reuse": dict(reuse)}
 
 
