@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import local_client, markdown_table, write_results
-from .end_to_end import _json_document, _nirlink, _run, tree_bytes
+from .end_to_end import _json_document, _nirlink, _run, timed_duckdb, tree_bytes
 
 THREADS = 2
 
@@ -69,31 +69,18 @@ def _nirlink_attach(job: Path, out: Path, buckets: int, repeats: int) -> dict[st
 
 
 def _duckdb_regroup(job: Path, out: Path, buckets: int, repeats: int) -> dict[str, Any]:
-    import duckdb
     import pyarrow.parquet as pq
 
     from nirlink.engine.stages._attach import PERSON_COLUMNS, attached_columns
 
-    times = []
-    for _ in range(repeats):
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        con = duckdb.connect()
-        con.execute(f"SET threads = {THREADS}")
-        con.execute("SET preserve_insertion_order = false")
-        t0 = time.perf_counter()
-        for source in ("career", "resource"):
-            src = (job / "ingest" / source).as_posix()
-            names = pq.read_schema(next((job / "ingest" / source).glob("*.parquet"))).names
-            cols = ", ".join(c for c in attached_columns(source) if c in names and c not in PERSON_COLUMNS)
-            con.execute(f"COPY (SELECT {cols}, hash(record_id) % {buckets} AS b FROM read_parquet('{src}/*.parquet')) "
-                        f"TO '{(out / source).as_posix()}' (FORMAT parquet, PARTITION_BY (b), COMPRESSION zstd)")
-        times.append(time.perf_counter() - t0)
-        con.close()
-    files = sum(1 for _ in out.rglob("*.parquet"))
-    size = tree_bytes(out)
-    shutil.rmtree(out, ignore_errors=True)
-    return {"median_s": statistics.median(times), "times_s": times, "output_bytes": size, "files": files}
+    statements = []
+    for source in ("career", "resource"):
+        names = pq.read_schema(next((job / "ingest" / source).glob("*.parquet"))).names
+        cols = ", ".join(c for c in attached_columns(source) if c in names and c not in PERSON_COLUMNS)
+        statements.append(f"COPY (SELECT {cols}, hash(record_id) % {buckets} AS b FROM "
+                          f"read_parquet('{(job / 'ingest' / source).as_posix()}/*.parquet')) "
+                          f"TO '{(out / source).as_posix()}' (FORMAT parquet, PARTITION_BY (b), COMPRESSION zstd)")
+    return timed_duckdb(statements, out, THREADS, repeats)
 
 
 def main(argv=None) -> None:

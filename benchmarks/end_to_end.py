@@ -91,9 +91,10 @@ def _run(cmd: list[str], log: Path, watch: Path | None = None, env: dict | None 
     return proc.stdout, seconds, rss.peak, disk.peak if disk else 0
 
 
-def duckdb_floor(data: Path, out: Path, threads: int, repeats: int) -> dict[str, Any]:
-    """Seconds for DuckDB to read each input Parquet dataset once and write it once as
-    Parquet (median of ``repeats``; the output is removed after each repeat)."""
+def timed_duckdb(statements: list[str], out: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Seconds for DuckDB (``threads`` threads, insertion order not kept) to run ``statements``,
+    which write under ``out`` (median of ``repeats``; ``out`` emptied before each repeat and
+    removed at the end), the bytes and Parquet files they wrote."""
     import duckdb
 
     times = []
@@ -104,15 +105,23 @@ def duckdb_floor(data: Path, out: Path, threads: int, repeats: int) -> dict[str,
         con.execute(f"SET threads = {threads}")
         con.execute("SET preserve_insertion_order = false")
         t0 = time.perf_counter()
-        for name in INPUTS:
-            src = (data / name).as_posix()
-            con.execute(f"COPY (SELECT * FROM read_parquet('{src}/*.parquet')) TO '{(out / name).as_posix()}' "
-                        "(FORMAT parquet, PER_THREAD_OUTPUT true)")
+        for statement in statements:
+            con.execute(statement)
         times.append(time.perf_counter() - t0)
         con.close()
-    size = tree_bytes(out)
+    size, files = tree_bytes(out), sum(1 for _ in out.rglob("*.parquet"))
     shutil.rmtree(out, ignore_errors=True)
-    return {"median_s": statistics.median(times), "times_s": times, "threads": threads, "output_bytes": size}
+    return {"median_s": statistics.median(times), "times_s": times, "output_bytes": size, "files": files}
+
+
+def duckdb_floor(data: Path, out: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Seconds for DuckDB to read each input Parquet dataset once and write it once as
+    Parquet (median of ``repeats``; the output is removed after each repeat)."""
+    copies = [f"COPY (SELECT * FROM read_parquet('{(data / name).as_posix()}/*.parquet')) TO "
+              f"'{(out / name).as_posix()}' (FORMAT parquet, PER_THREAD_OUTPUT true)" for name in INPUTS]
+    timed = timed_duckdb(copies, out, threads, repeats)
+    return {"median_s": timed["median_s"], "times_s": timed["times_s"], "threads": threads,
+            "output_bytes": timed["output_bytes"]}
 
 
 def _manifest_sizes(job: Path) -> dict[str, Any]:
