@@ -133,10 +133,12 @@ def _security_for(address: str, security: Any):
 
 
 def _prepare_workers(client) -> None:
-    """Install the nirlink worker plugin (version check, thread limits, warm kernels)."""
-    from ._plugin import NirlinkWorkerPlugin, nirlink_version
+    """Set this process's Arrow memory pool and install the nirlink worker plugin (version
+    check, thread limits, the same Arrow memory pool, warm kernels)."""
+    from ._plugin import NirlinkWorkerPlugin, nirlink_version, use_arrow_memory_pool
 
+    pool = use_arrow_memory_pool()  # an unknown name fails here, before any worker is asked
     try:
-        client.register_plugin(NirlinkWorkerPlugin(nirlink_version()))
+        client.register_plugin(NirlinkWorkerPlugin(nirlink_version(), arrow_memory_pool=pool))
     except Exception as exc:  # noqa: BLE001 - a worker refusing the plugin is a cluster problem
         raise ClusterError(f"preparing the workers failed: {exc}") from None

@@ -151,6 +151,9 @@ def test_plain_process_recipe_runs_a_job(tmp_path, synth_small, job_run):
         assert result.exit_code == 0, result.output
         with cl.client() as c:
             assert "nirlink" in c.run(lambda dask_worker: list(dask_worker.plugins))[next(iter(c.run(os.getpid)))]
+            # the plugin gave each worker process the Arrow memory pool of the settings (jemalloc)
+            pools = c.run(lambda: __import__("pyarrow").default_memory_pool().backend_name)
+            assert set(pools.values()) == {"jemalloc"}, pools
     # the same job on separate processes publishes the same bytes as on the in-process cluster
     assert _digest(tmp_path / "out") == _digest(baseline_out)
 
@@ -160,6 +163,31 @@ def test_worker_plugin_refuses_another_version(dask_client):
 
     with pytest.raises(Exception, match="runs nirlink .* the client 0.0.0-other"):
         dask_client.register_plugin(NirlinkWorkerPlugin("0.0.0-other", warm=False), name="nirlink-other")
+
+
+def test_arrow_memory_pool_follows_the_setting(dask_client):
+    import dask.config
+    import pyarrow as pa
+
+    from nirlink.cluster import NirlinkWorkerPlugin, use_arrow_memory_pool
+    from nirlink.kernels import ClusterError
+
+    before = pa.default_memory_pool()
+    try:
+        assert use_arrow_memory_pool("system") == "system" == pa.default_memory_pool().backend_name
+        assert use_arrow_memory_pool("default") == "system"  # pyarrow's choice kept: nothing changed
+        with dask.config.set({"nirlink.cluster.arrow-memory-pool": "jemalloc"}):
+            assert use_arrow_memory_pool() == "jemalloc"
+        # the plugin sets it on the workers (in this process: the fixture's workers are threads)
+        dask_client.register_plugin(NirlinkWorkerPlugin(__import__("nirlink").version(), warm=False,
+                                                        arrow_memory_pool="mimalloc"), name="nirlink-pool")
+        assert set(dask_client.run(lambda: pa.default_memory_pool().backend_name).values()) == {"mimalloc"}
+        with dask.config.set({"nirlink.cluster.arrow-memory-pool": "tcmalloc"}):
+            with pytest.raises(ClusterError, match="nirlink.cluster.arrow-memory-pool is 'tcmalloc': expected one of"):
+                use_arrow_memory_pool()
+    finally:
+        dask_client.unregister_worker_plugin("nirlink-pool")
+        pa.set_memory_pool(before)
 
 
 def test_tls_only(tmp_path, synth_small):

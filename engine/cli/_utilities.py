@@ -114,7 +114,9 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
     ``--debug`` (before the command) prints the traceback too. Multi-line messages (a
     SpecError listing every problem) are printed whole. Before the command runs, unknown
     ``nirlink.*`` settings are warned about and, unless ``private=False`` (a command that
-    writes nothing personal, such as TLS certificates), the private umask is set.
+    writes nothing personal, such as TLS certificates), the private umask is set, and the
+    Arrow memory pool of this process is the one the settings name (``use_arrow_memory_pool``:
+    a command without a cluster runs its Arrow work here).
     """
     if func is None:
         return functools.partial(handle_errors, private=private)
@@ -126,6 +128,9 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
         try:
             _warn_unknown_settings()
             old_umask = _private_umask() if private else None
+            from nirlink.cluster import use_arrow_memory_pool
+
+            use_arrow_memory_pool()
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
