@@ -25,11 +25,14 @@ from numba import njit
 from ._errors import InputError, check_amounts
 from ._segments import grouping_order, integer_input, run_end
 
-__all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "aggregate_career"]
+__all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "DAYS_KINDS", "aggregate_career"]
 
 CAREER_KINDS = ("salary", "unemployment", "sickness", "maternity", "disability", "military")
 # days per assimilated quarter for each kind; 0 = one quarter per period (maternity); salary unused
 ASSIMILATION_DAYS = np.array([0, 50, 60, 0, 90, 90], np.int64)
+# the kinds whose days are added up over a year before dividing (their per-year days are state)
+DAYS_KINDS = tuple(k for k, d in zip(CAREER_KINDS, ASSIMILATION_DAYS) if d > 0)
+_DAYS_SLOT = np.array([DAYS_KINDS.index(k) if k in DAYS_KINDS else -1 for k in CAREER_KINDS], np.int64)
 SAM_QUARTER_RULE_FROM = 2004
 
 
@@ -56,13 +59,16 @@ def _scan(person, n_persons, year, first_year, last_year, kind, n_kinds, gross, 
 
 
 @njit(nogil=True, cache=True)
-def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, best_years, assim_days, first_year,
-                  pass_cents, salval_cents, reval, y_person, y_year, y_gross, y_capped, y_qsal, y_qassim, y_qtotal,
-                  y_revalued, y_eligible, p_quarters, p_first, p_last, p_years, p_sam, p_used, p_gross):
+def _career_fused(person, n_persons, year, kind, gross, days, periods, use_periods, order, use_order, best_years,
+                  assim_days, days_slot, first_year, pass_cents, salval_cents, reval, y_person, y_year, y_gross, y_capped, y_qsal,
+                  y_qassim, y_qtotal, y_revalued, y_eligible, y_days, y_periods, p_quarters, p_first, p_last, p_years,
+                  p_sam, p_used, p_gross):
     """Career aggregation in one pass over rows grouped by person (in row order when
     ``use_order`` is false, else along ``order``): per-year accumulators for the current
-    person live in small arrays indexed by year, so years need no sort. Returns the number
-    of person-years written."""
+    person live in small arrays indexed by year, so years need no sort. A row counts
+    ``periods[r]`` periods (one when ``use_periods`` is false). Besides the outputs, each
+    person-year's accumulators (``y_gross``, ``y_days`` per kind, ``y_periods``): what an
+    update from new rows needs. Returns the number of person-years written."""
     n_years = pass_cents.shape[0]
     n_kinds = assim_days.shape[0]
     acc_gross = np.zeros(n_years, np.int64)
@@ -91,7 +97,7 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
             if k == 0:
                 acc_gross[y] += np.int64(np.rint(gross[r] * 100.0))
             elif assim_days[k] == 0:
-                acc_one[y] += 1
+                acc_one[y] += periods[r] if use_periods else 1
             else:
                 acc_days[y, k] += days[r]
                 assim[y] = True
@@ -127,6 +133,10 @@ def _career_fused(person, n_persons, year, kind, gross, days, order, use_order, 
             y_qtotal[o] = qt
             y_revalued[o] = revalued
             y_eligible[o] = eligible
+            for k in range(n_kinds):
+                if days_slot[k] >= 0:
+                    y_days[o, days_slot[k]] = acc_days[y, k]
+            y_periods[o] = acc_one[y]
             o += 1
             quarters += qt
             total += g
@@ -175,13 +185,19 @@ def _raise_first_error(person, n_persons, year, kind, gross_salary, days, table)
     raise InputError(f"aggregate_career: days must be >= 0; {int(days[i])} at row {i}")
 
 
-def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, best_years, table) -> dict:
+def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, best_years, table,
+                     periods=None) -> dict:
     """Aggregate career rows.
 
     person: int64 dense person index in [0, n_persons); year: int; kind: int8 index into
     CAREER_KINDS; gross_salary: float64 EUR (NaN allowed only on non-salary rows); days:
-    int; best_years: int per person (N of the SAM); table: the reference YearTable.
-    Returns ``{"years": {...per person-year arrays...}, "persons": {...per person arrays...}}``.
+    int; best_years: int per person (N of the SAM); table: the reference YearTable;
+    periods: how many periods each row stands for (counted for the kinds that validate one
+    quarter per period: maternity), one when absent - rows that stand for several are how an
+    update feeds a person-year's previous state back (engine/stages/_aggregate_update.py).
+    Returns ``{"years": {...per person-year arrays...}, "persons": {...per person arrays...}}``;
+    the years also hold their state: ``days`` (one column per DAYS_KINDS, the year's days of
+    that kind) and ``periods``.
     """
     person = integer_input(person, "aggregate_career", "person")
     year = integer_input(year, "aggregate_career", "year")
@@ -196,6 +212,12 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         raise InputError(f"aggregate_career: best_years needs one entry per person ({n_persons}), got {best_years.shape}")
     if len(best_years) and best_years.min() < 0:
         raise InputError(f"aggregate_career: best_years must be >= 0, got {int(best_years.min())}")
+    use_periods = periods is not None
+    periods = integer_input(periods, "aggregate_career", "periods") if use_periods else np.zeros(1, np.int64)
+    if use_periods and len(periods) != n:
+        raise InputError("aggregate_career: periods differs in length from person")
+    if use_periods and n and periods.min() < 0:
+        raise InputError(f"aggregate_career: periods must be >= 0, got {int(periods.min())}")
     n_years = table.last_year - table.first_year + 1
     status, is_sorted = _scan(person, n_persons, year, table.first_year, table.last_year, kind, len(CAREER_KINDS),
                               gross_salary, days) if n else (0, True)
@@ -208,6 +230,8 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         "capped_cents": np.empty(cap, np.int64), "quarters_salary": np.empty(cap, np.int8),
         "quarters_assimilated": np.empty(cap, np.int16), "quarters": np.empty(cap, np.int8),
         "revalued_capped": np.empty(cap, np.float64), "counts_for_sam": np.empty(cap, np.bool_),
+        # days a year are bounded by the ingest (0-366 a row): int32 holds millions of rows' worth
+        "days": np.empty((cap, len(DAYS_KINDS)), np.int32), "periods": np.empty(cap, np.int32),
     }
     persons = {  # zeros: what a person without rows gets
         "quarters": np.zeros(n_persons, np.int64), "first_year": np.zeros(n_persons, np.int64),
@@ -215,8 +239,8 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         "sam": np.zeros(n_persons, np.float64), "sam_years": np.zeros(n_persons, np.int64),
         "gross_cents": np.zeros(n_persons, np.int64),
     }
-    m = _career_fused(person, n_persons, year, kind, gross_salary, days, order, not is_sorted, best_years,
-                      ASSIMILATION_DAYS, table.first_year, np.round(table.pass_annual * 100).astype(np.int64),
+    m = _career_fused(person, n_persons, year, kind, gross_salary, days, periods, use_periods, order, not is_sorted,
+                      best_years, ASSIMILATION_DAYS, _DAYS_SLOT, table.first_year, np.round(table.pass_annual * 100).astype(np.int64),
                       table.salval * 100.0, table.reval, *ys.values(), *persons.values())
     ys = {k: v[:m] for k, v in ys.items()}
     return {"years": ys, "persons": persons}

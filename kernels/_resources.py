@@ -46,11 +46,12 @@ def _scan(person, n_persons, month, kind, n_kinds, amount):
 
 
 @njit(nogil=True, cache=True)
-def _months(person, month, kind, amount, order, use_order, m0, span, out_person, out_month, out_kind, out_total,
-            out_rows):
+def _months(person, month, kind, amount, count, use_count, order, use_order, m0, span, out_person, out_month, out_kind,
+            out_total, out_rows):
     """Per person and month totals in one pass over rows grouped by person (in row order, or
     along ``order``): the current person's months accumulate in small arrays indexed by
-    month, so months need no sort. ``out_kind`` is kind-major (one contiguous row per kind)."""
+    month, so months need no sort. ``out_kind`` is kind-major (one contiguous row per kind).
+    A row counts ``count[r]`` rows (one when ``use_count`` is false)."""
     n_kinds = out_kind.shape[0]
     acc = np.zeros((span, n_kinds), np.int64)
     rows = np.zeros(span, np.int64)
@@ -66,7 +67,7 @@ def _months(person, month, kind, amount, order, use_order, m0, span, out_person,
             r = order[t] if use_order else t
             m = month[r] - m0
             acc[m, kind[r]] += np.int64(np.rint(amount[r] * 100.0))
-            rows[m] += 1
+            rows[m] += count[r] if use_count else 1
             if m < lo:
                 lo = m
             if m > hi:
@@ -110,9 +111,11 @@ def _years(person, month, by_kind, total, out_person, out_year, out_kind, out_to
 
 def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_period: int = 3,
                         review_phase: int = 0, window_lo: int = -13, window_hi: int = -2,
-                        first_review_month: int | None = None) -> dict:
+                        first_review_month: int | None = None, count=None) -> dict:
     """Aggregate resource rows (person: dense index; month: absolute month index; kind: index
-    into RESOURCE_KINDS; amount: float64 EUR, finite and >= 0).
+    into RESOURCE_KINDS; amount: float64 EUR, finite and >= 0; count: how many rows each row
+    stands for, one when absent - rows that stand for several are how an update feeds a
+    person-month's previous totals back, engine/stages/_aggregate_update.py).
 
     Returns ``{"months": ..., "years": ..., "reviews": ...}`` (dicts of arrays; amounts in
     cents, per-kind amounts as 2-d arrays with one column per kind).
@@ -124,6 +127,12 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     n = len(person)
     if not (len(month) == len(kind) == len(amount) == n):
         raise InputError("aggregate_resources: person, month, kind and amount differ in length")
+    use_count = count is not None
+    count = integer_input(count, "aggregate_resources", "count") if use_count else np.zeros(1, np.int64)
+    if use_count and len(count) != n:
+        raise InputError("aggregate_resources: count differs in length from person")
+    if use_count and n and count.min() < 0:
+        raise InputError(f"aggregate_resources: count must be >= 0, got {int(count.min())}")
     k = len(RESOURCE_KINDS)
     status, is_sorted, m_lo, m_hi = _scan(person, n_persons, month, kind, k, amount) if n else (0, True, 0, -1)
     if status:
@@ -131,7 +140,7 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     order = grouping_order(person, n_persons, is_sorted)
     months = {"person": np.empty(n, np.int64), "month": np.empty(n, np.int64),
               "by_kind": np.empty((k, n), np.int64), "total": np.empty(n, np.int64), "rows": np.empty(n, np.int64)}
-    m = _months(person, month, kind, amount, order, not is_sorted, m_lo, m_hi - m_lo + 1, months["person"],
+    m = _months(person, month, kind, amount, count, use_count, order, not is_sorted, m_lo, m_hi - m_lo + 1, months["person"],
                 months["month"], months["by_kind"], months["total"], months["rows"]) if n else 0
     months = {key: (v[:, :m] if key == "by_kind" else v[:m]) for key, v in months.items()}
     ny = count_runs(months["person"], months["month"] // 12) if m else 0

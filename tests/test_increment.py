@@ -199,6 +199,23 @@ def test_unaffected_buckets_are_reused(chain):
     assert f.stat().st_ino == (jobs / "inc1/attach/career" / reused.name / f.name).stat().st_ino
 
 
+def test_grown_groups_are_updated_and_counts_reconcile(chain):
+    """Groups that only gained this month's rows take the update path (previous aggregates plus
+    the new rows; their equality with the full run is test_aggregates_equal_a_full_run), and the
+    stage's counts cover every row as the full run's do."""
+    jobs = chain["jobs"]
+    inc1 = json.loads((jobs / "inc1/aggregate/_manifest.json").read_text())
+    inc2 = json.loads((jobs / "inc2/aggregate/_manifest.json").read_text())
+    full = json.loads((jobs / "full/aggregate/_manifest.json").read_text())
+    assert inc1["increment"]["groups_updated"]["resource"] > 0
+    assert inc2["increment"]["groups_updated"]["resource"] > 0 and inc2["increment"]["groups_updated"]["career"] > 0
+    for kind in ("career", "resource"):
+        counts = {k: v for k, v in inc2["inputs"][kind].items() if k != "path"}
+        assert counts == {k: v for k, v in full["inputs"][kind].items() if k != "path"}
+    assert inc2["state"]["career_person_year_state"]["rows"] == full["tables"]["career_person_year"]["rows"]
+    assert not (jobs / "inc2/export/career_person_year_state").exists()  # internal, not exported
+
+
 def test_person_changes_and_delta(chain):
     jobs = chain["jobs"]
     changes = _table(jobs / "inc2/export/person_changes")

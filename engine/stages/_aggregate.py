@@ -25,7 +25,8 @@ from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, dictio
 from nirlink.engine.io._readers import expand_paths
 from nirlink.kernels import InputError
 
-from ._aggregate_partitions import CAREER_INPUT, OUTPUT_SCHEMAS, RESOURCE_INPUT, career_partition, resource_partition
+from ._aggregate_partitions import (CAREER_INPUT, CAREER_STATE, OUTPUT_SCHEMAS, RESOURCE_INPUT, career_partition,
+                                    resource_partition)
 
 __all__ = ["run_aggregate", "review_month_index"]
 
@@ -59,21 +60,26 @@ def _partitions(path) -> list[str | list[str]]:
 
 
 def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
-                    rows: bool | tuple[str, str] = False, consume: bool = False) -> dict[str, Any]:
+                    rows: bool | tuple = False, consume: bool = False) -> dict[str, Any]:
     """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its
     outputs. ``rows``: ``part`` is a list of consecutive person buckets ``(index, files)`` of
     linked rows, each read once for its aggregates and its rows in export form, the rows of
     all of them streamed into one file ``<kind>_rows/part-<index>.parquet``; ``(prefix,
     suffix)``: only the rows of the files whose name starts with ``prefix`` (an increment's
-    new files), into ``part-<index><suffix>.parquet``. ``consume``: remove each partition's
+    new files), into ``part-<index><suffix>.parquet``; ``(prefix, suffix, previous, counts)``:
+    besides, only those files are read at all, the aggregates updated from the previous job's
+    (``previous``: its aggregate directory; ``counts``: its counts of the group, which the new
+    rows' add to; engine/stages/_aggregate_update.py). ``consume``: remove each partition's
     input files once its outputs are written."""
     if not rows:
         return {"kind": kind, **_aggregate_one(kind, part, index, out_dir, first_review, None, consume)}
-    only, suffix = rows if isinstance(rows, tuple) else (None, "")
+    only, suffix, previous, counts = (*rows, None, None)[:4] if isinstance(rows, tuple) else (None, "", None, None)
     total: Counter = Counter()
     with _RowsFile(Path(out_dir) / f"{kind}_rows" / f"part-{index:05d}{suffix}.parquet") as rows_file:
         for i, files in part:
-            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume, only))
+            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume, only, previous))
+    if counts is not None:  # the rows read before, kept in the previous job's buckets
+        total.update({k: counts.get(k, 0) for k in ("rows_in", "rows_without_person")})
     return {"kind": kind, **total}
 
 
@@ -114,8 +120,9 @@ class _RowsFile:
 
 
 def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
-                   rows_file: _RowsFile | None, consume: bool, only: str | None = None) -> dict[str, Any]:
-    linked = None
+                   rows_file: _RowsFile | None, consume: bool, only: str | None = None,
+                   previous: str | None = None) -> dict[str, Any]:
+    linked, new_counts = None, None
     if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
         paths = [part] if isinstance(part, str) else part
@@ -131,6 +138,8 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
         tables, rows = [], []
         for p in paths:  # every file for the aggregates; the rows in export form of all, or of ``only``'s
             full = rows_file is not None and (only is None or Path(p).name.startswith(only))
+            if previous is not None and not full:  # an update: the previous files' rows are in its aggregates
+                continue
             t = pq.read_table(p, columns=wanted if full else needed, use_threads=False, read_dictionary=as_dict)
             if full:
                 rows.append(t)
@@ -139,7 +148,14 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
             from ._export import linked_rows
 
             linked = linked_rows(pa.concat_tables(rows), kind)
-        table = pa.concat_tables(tables)
+        table = pa.concat_tables(tables) if tables else None
+        if previous is not None:
+            from ._aggregate_update import career_update_rows, new_row_counts, previous_state, resource_update_rows
+
+            new_counts = new_row_counts(table)
+            state, where = previous_state(kind, previous, index), f"{kind} person bucket {index}"
+            table = career_update_rows(state, table, where) if kind == "career" else \
+                resource_update_rows(state, table, where)
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":
@@ -149,6 +165,8 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
     for name, t in out.items():
         if t.num_rows:
             write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
+    if new_counts is not None:  # rows_in counts this run's rows, not the previous aggregates fed back
+        stats.update(new_counts)
     if linked is not None:
         rows_file.write(linked)
     if consume and isinstance(part, (str, list)):
@@ -248,8 +266,10 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
         if increment is not None:
             if increment.get("delta") and Path(increment["delta"]).exists():  # the changed persons, for the export
                 shutil.copytree(increment["delta"], tmp / "delta")
+            updated = Counter(kind for kind, _, _, rows in jobs if isinstance(rows, tuple) and len(rows) == 4)
             manifest["increment"] = {"previous": str(increment["previous"]), "reuse": increment.get("reuse"),
                                      "groups_computed": {k: len(v) - len(reused.get(k, [])) for k, v in groups.items()},
+                                     "groups_updated": {k: updated.get(k, 0) for k in groups},
                                      "groups_reused": {k: len(v) for k, v in reused.items()}}
         write_json(tmp / "_manifest.json", manifest)
     return manifest
@@ -295,6 +315,9 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
                 "rows": 0, "files": [], "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable}
                                                    for f in OUTPUT_SCHEMAS[name]]}
     linked_rows = {name: describe_dataset(root / name, relative_to=root) for name in ROW_TABLES if (root / name).exists()}
+    # internal: the career accumulators an increment updates from (engine/stages/_aggregate_update.py)
+    state = {CAREER_STATE: describe_dataset(root / CAREER_STATE, relative_to=root)} \
+        if any(kind == "career" for kind, _ in inputs) else {}
     from nirlink.engine.reference._tables import year_table
 
     yt = year_table()
@@ -307,6 +330,7 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
         "first_review_month": first_review_month,
         "tables": tables,
         "linked_rows": linked_rows,
+        "state": state,
         "notes": [f"SAM revaluation: no published coefficient for {unpublished[0]}-{unpublished[-1]}; "
                   "salaries of those years are taken at face value (coefficient 1.0)"] if unpublished else [],
     }

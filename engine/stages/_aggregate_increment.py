@@ -37,8 +37,11 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
     and the previous job's groups reused (their outputs linked into ``out``)."""
     from ._aggregate import CAREER_TABLES, NULLS_INDEX, RESOURCE_TABLES
 
+    from ._aggregate_partitions import CAREER_STATE
+
     prev_dir = Path(increment["previous"])
-    previous = read_json(prev_dir / "_manifest.json").get("row_groups")
+    prev_manifest = read_json(prev_dir / "_manifest.json")
+    previous = prev_manifest.get("row_groups")
     if previous is None:
         raise StageError(f"aggregate: the previous job's aggregate manifest ({prev_dir}) has no row_groups: it was "
                          "written by an older nirlink; run the previous job again")
@@ -55,7 +58,10 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
             groups.setdefault(key, [])
         groups[key].append((i, files))
     todo, reused = [], []
-    tables = CAREER_TABLES if kind == "career" else RESOURCE_TABLES
+    tables = (*CAREER_TABLES, CAREER_STATE) if kind == "career" else RESOURCE_TABLES
+    # the accumulators an update reads: the career's own dataset (absent from a previous job
+    # written before it existed: then every touched group is computed again from all its rows)
+    updatable = kind != "career" or CAREER_STATE in prev_manifest.get("state", {})
     modes = increment.setdefault("reuse_files", {})
 
     def link(src: Path, dst: Path) -> None:
@@ -71,12 +77,15 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
         key, members = entry["key"], groups.pop(entry["key"])
         touched = affected & ({*entry["buckets"]} | {i for i, _ in members})
         if touched and members:
-            # a group that only gained files: its aggregates from every file, its previous rows
-            # files kept and this month's rows in a file of their own; else all computed again
+            # a group that only gained files: its aggregates updated from the previous job's and
+            # the new files, its previous rows files kept and this month's rows in a file of their
+            # own; else all computed again from every row
             grown = not touched & rewritten and {i for i, _ in members} == set(entry["buckets"])
             if grown:
                 link_rows(key)
-            todo.append((key, sorted(members), (increment["new_prefix"], increment["rows_suffix"]) if grown else True))
+                rows = (increment["new_prefix"], increment["rows_suffix"]) + \
+                    ((str(prev_dir), entry["counts"]) if updatable else ())
+            todo.append((key, sorted(members), rows if grown else True))
         if touched:
             continue
         for name in tables:

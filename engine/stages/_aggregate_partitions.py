@@ -4,6 +4,15 @@ A partition holds every row of its persons (the stage guarantees it, by a shuffl
 person or because the input is already partitioned by person). Persons get dense indices
 in sorted order, so the outputs are sorted by person whatever the row order, and sums are
 in cents: a partition's output does not depend on how its rows arrived.
+
+Besides the published tables, the career side writes ``career_person_year_state`` (STATE_SCHEMAS):
+each person-year's integer accumulators (salary cents, days of each kind counted in days,
+maternity periods) and the person's birth year and month, which the published tables do
+not hold (quarters are divided per kind after the year's days are added up). With it, and
+``resource_person_month`` (whose amounts are exact cents), an increment updates a person
+from their previous aggregates and new rows alone (engine/stages/_aggregate_update.py).
+A row may stand for several (``periods`` on career rows, ``count`` on resource rows): that
+is how those accumulators come back in.
 """
 
 from __future__ import annotations
@@ -16,12 +25,12 @@ import pyarrow.compute as pc
 
 from nirlink.engine.reference._tables import cohort_table, year_table
 from nirlink.kernels import InputError
-from nirlink.kernels._career import CAREER_KINDS, aggregate_career
+from nirlink.kernels._career import CAREER_KINDS, DAYS_KINDS, aggregate_career
 from nirlink.kernels._dates import first_day_of_month, month_index
 from nirlink.kernels._resources import RESOURCE_KINDS, aggregate_resources
 
-__all__ = ["career_partition", "resource_partition", "OUTPUT_SCHEMAS", "CAREER_INPUT", "RESOURCE_INPUT",
-           "DEFAULT_BEST_YEARS"]
+__all__ = ["career_partition", "resource_partition", "OUTPUT_SCHEMAS", "STATE_SCHEMAS", "CAREER_STATE", "CAREER_INPUT",
+           "RESOURCE_INPUT", "DEFAULT_BEST_YEARS"]
 
 DEFAULT_BEST_YEARS = 25  # when a person's birth year is unknown
 CAREER_INPUT = ["person", "person_birth_year", "person_birth_month", "year", "kind", "gross_salary", "days"]
@@ -73,6 +82,20 @@ OUTPUT_SCHEMAS = {
         pa.field("window_end", pa.date32(), nullable=False),
         pa.field("income_12m", pa.float64(), nullable=False),
         pa.field("months_with_income", pa.int16(), nullable=False),
+    ]),
+}
+
+
+CAREER_STATE = "career_person_year_state"  # internal: read by the next increment, never exported
+STATE_SCHEMAS = {
+    CAREER_STATE: pa.schema([
+        pa.field("person", pa.string(), nullable=False),
+        pa.field("year", pa.int16(), nullable=False),
+        pa.field("birth_year", pa.int16()),  # the person's, as on their rows (null: unknown)
+        pa.field("birth_month", pa.int8()),
+        pa.field("gross_cents", pa.int64(), nullable=False),
+        *[pa.field(f"days_{k}", pa.int32(), nullable=False) for k in DAYS_KINDS],
+        pa.field("maternity_periods", pa.int32(), nullable=False),
     ]),
 }
 
@@ -168,8 +191,11 @@ def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, An
     has = birth_year > 0
     if has.any():
         best[has] = cohort_table().best_years(birth_year[has], birth_month[has])
-    res = aggregate_career(idx, n_persons, years, kinds, gross, days, best_years=best, table=year_table())
+    periods = _num(table.column("periods"), np.int64) if "periods" in table.column_names else None
+    res = aggregate_career(idx, n_persons, years, kinds, gross, days, best_years=best, table=year_table(),
+                           periods=periods)
     y, p = res["years"], res["persons"]
+    y_has = has[y["person"]]
     out = {
         "career_person_year": pa.table({
             "person": persons.take(pa.array(y["person"])),
@@ -194,6 +220,15 @@ def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, An
             "sam_years": pa.array(p["sam_years"].astype(np.int16)),
             "sam_best_years": pa.array(best.astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["career_person"]),
+        CAREER_STATE: pa.table({
+            "person": persons.take(pa.array(y["person"])),
+            "year": pa.array(y["year"]),
+            "birth_year": pa.array(birth_year[y["person"]].astype(np.int16), mask=~y_has),
+            "birth_month": pa.array(birth_month[y["person"]].astype(np.int8), mask=~y_has),
+            "gross_cents": pa.array(y["gross_cents"]),
+            **{f"days_{k}": pa.array(np.ascontiguousarray(y["days"][:, i])) for i, k in enumerate(DAYS_KINDS)},
+            "maternity_periods": pa.array(y["periods"]),
+        }, schema=STATE_SCHEMAS[CAREER_STATE]),
     }
     stats.pop("_without_person_mask", None)
     stats.update(persons=n_persons, person_years=len(y["person"]))
@@ -218,7 +253,9 @@ def resource_partition(table: pa.Table, *, first_review_month: int | None = None
         raise InputError("resource aggregation: period must not be null")
     month = _month_index(table.column("period"))
     amount = pc.fill_null(pc.cast(table.column("amount"), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-    res = aggregate_resources(idx, len(persons), month, kinds, amount, first_review_month=first_review_month)
+    count = _num(table.column("count"), np.int64) if "count" in table.column_names else None
+    res = aggregate_resources(idx, len(persons), month, kinds, amount, first_review_month=first_review_month,
+                              count=count)
     m, y, r = res["months"], res["years"], res["reviews"]
     kind_cols_m = {f"amount_{k}": pa.array(m["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
     kind_cols_y = {f"amount_{k}": pa.array(y["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
