@@ -12,11 +12,15 @@ are the previous job's, linked (hard links, else copies) under the same names, a
 counts are taken from the previous manifest, so the manifest's totals cover every row.
 
 A group whose buckets only gained files (this run's, named ``m<month>-...``: this month's
-rows, rows that moved in; none rewritten by the attach stage) gets its aggregates from every
-file (the aggregate columns only) but keeps its rows files: the new files' rows in export
-form go into a file of their own,
-``part-<key>-m<month>.parquet``, beside the previous ones (linked). Only a group holding a
-rewritten bucket (a changed link) writes all its rows again, into one file.
+rows, rows that moved in; none rewritten by the attach stage) reads only those files: its
+aggregates are updated from the previous job's accumulators of each bucket and the new rows
+(engine/stages/_aggregate_update.py; its counts are the previous group's plus the new rows')
+and it keeps its rows files: the new files' rows in export form go into a file of their own,
+``part-<key>-m<month>.parquet``, beside the previous ones (linked). A previous job without
+the career accumulators (``career_person_year_state``, the manifest's ``state``) has its
+grown career groups computed from every file instead. Only a group holding a rewritten
+bucket (a changed link) is computed from all its rows and writes them all again, into one
+file.
 """
 
 from __future__ import annotations
