@@ -116,3 +116,31 @@ def test_amounts_too_large_to_update_exactly_are_refused():
     previous, _ = resource_partition(_resource([(1, 2022 * 12, 0, float(big))]))
     with pytest.raises(StageError, match="too large to update exactly"):
         resource_update_rows(previous["resource_person_month"], None, "resource person bucket 7")
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_plan_updates_grown_groups_only_after_a_job_with_the_accumulators(tmp_path, with_state):
+    """Groups {0, 1} (bucket 1 gained a file), {2} (untouched), {3} (rewritten): the first is
+    updated, the second reused, the third computed from all its rows; after a previous job
+    without career accumulators every career group is computed again, none reused."""
+    import json
+
+    from nirlink.engine.stages._aggregate_increment import plan_groups
+
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    counts = {"kind": "career", "rows_in": 5, "rows_without_person": 1}
+    groups = [{"key": k, "buckets": b, "counts": counts} for k, b in ((0, [0, 1]), (2, [2]), (3, [3]))]
+    manifest = {"row_groups": {"career": groups}, "state": {CAREER_STATE: {"rows": 0}} if with_state else {}}
+    (prev / "_manifest.json").write_text(json.dumps(manifest))
+    parts = [(0, ["b0/a.parquet"]), (1, ["b1/a.parquet", "b1/m2026-01-new-00000.parquet"]), (2, ["b2/a.parquet"]),
+             (3, ["b3/m2026-01-previous-3.parquet"])]
+    increment = {"previous": str(prev), "affected": {"career": ["00001", "00003"]},
+                 "rewritten": {"career": ["00003"]}, "new_prefix": "m2026-01-", "rows_suffix": "-m2026-01"}
+    todo, reused = plan_groups("career", parts, increment, tmp_path / "out")
+    plan = {key: rows for key, _, rows in todo}
+    if with_state:
+        assert plan == {0: ("m2026-01-", "-m2026-01", str(prev), counts), 3: True}
+        assert [e["key"] for e in reused] == [2]
+    else:
+        assert plan == {0: ("m2026-01-", "-m2026-01"), 2: ("m2026-01-", "-m2026-01"), 3: True} and reused == []

@@ -16,9 +16,9 @@ rows, rows that moved in; none rewritten by the attach stage) reads only those f
 aggregates are updated from the previous job's accumulators of each bucket and the new rows
 (engine/stages/_aggregate_update.py; its counts are the previous group's plus the new rows')
 and it keeps its rows files: the new files' rows in export form go into a file of their own,
-``part-<key>-m<month>.parquet``, beside the previous ones (linked). A previous job without
-the career accumulators (``career_person_year_state``, the manifest's ``state``) has its
-grown career groups computed from every file instead. Only a group holding a rewritten
+``part-<key>-m<month>.parquet``, beside the previous ones (linked). After a previous job
+without the career accumulators (``career_person_year_state``, the manifest's ``state``)
+every career group is computed again from all its rows, none reused. Only a group holding a rewritten
 bucket (a changed link) is computed from all its rows and writes them all again, into one
 file.
 """
@@ -63,9 +63,12 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
         groups[key].append((i, files))
     todo, reused = [], []
     tables = (*CAREER_TABLES, CAREER_STATE) if kind == "career" else RESOURCE_TABLES
-    # the accumulators an update reads: the career's own dataset (absent from a previous job
-    # written before it existed: then every touched group is computed again from all its rows)
+    # the accumulators an update reads: the career's own dataset. A previous job written before
+    # it existed has none: then every group is computed again from all its rows (none reused, so
+    # that this job's accumulators cover every bucket and the next increment can update)
     updatable = kind != "career" or CAREER_STATE in prev_manifest.get("state", {})
+    if not updatable:
+        affected |= {i for i, _ in parts}
     modes = increment.setdefault("reuse_files", {})
 
     def link(src: Path, dst: Path) -> None:
