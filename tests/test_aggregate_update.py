@@ -144,3 +144,8 @@ def test_plan_updates_grown_groups_only_after_a_job_with_the_accumulators(tmp_pa
         assert [e["key"] for e in reused] == [2]
     else:
         assert plan == {0: ("m2026-01-", "-m2026-01"), 2: ("m2026-01-", "-m2026-01"), 3: True} and reused == []
+    # the cost rule: accumulators beyond half the group's rows are not worth reading
+    counts["person_years"] = 3
+    (prev / "_manifest.json").write_text(json.dumps(manifest))
+    todo, _ = plan_groups("career", parts, increment, tmp_path / "out2")
+    assert {key: rows for key, _, rows in todo}[0] == ("m2026-01-", "-m2026-01")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.kernels import StageError
@@ -43,17 +44,30 @@ __all__ = ["STATE_TABLES", "previous_state", "career_update_rows", "resource_upd
 STATE_TABLES = {"career": CAREER_STATE, "resource": "resource_person_month"}  # what an update reads per bucket
 MAX_CENTS = 1 << 50  # below this, cents -> cents / 100.0 -> rint(x * 100) gives the same cents
 
-_CAREER_ROWS = pa.schema([("person", pa.string()), ("person_birth_year", pa.int32()),
-                          ("person_birth_month", pa.int32()), ("year", pa.int32()), ("kind", pa.string()),
-                          ("gross_salary", pa.float64()), ("days", pa.int64()), ("periods", pa.int64())])
-_RESOURCE_ROWS = pa.schema([("person", pa.string()), ("period", pa.date32()), ("kind", pa.string()),
-                            ("amount", pa.float64()), ("count", pa.int64())])
+# person and kind as dictionaries (as the stage reads them from Parquet): no string built per row
+_DICT = pa.dictionary(pa.int32(), pa.string())
+_CAREER_ROWS = pa.schema([("person", _DICT), ("person_birth_year", pa.int32()), ("person_birth_month", pa.int32()),
+                          ("year", pa.int32()), ("kind", _DICT), ("gross_salary", pa.float64()), ("days", pa.int64()),
+                          ("periods", pa.int64())])
+_RESOURCE_ROWS = pa.schema([("person", _DICT), ("period", pa.date32()), ("kind", _DICT), ("amount", pa.float64()),
+                            ("count", pa.int64())])
 
 
 def previous_state(kind: str, previous: str | Path, index: int) -> pa.Table | None:
     """The previous job's accumulators of bucket ``index`` (None: the bucket had no person)."""
     path = Path(previous) / STATE_TABLES[kind] / f"part-{index:05d}.parquet"
-    return pq.read_table(path, use_threads=False) if path.exists() else None
+    return pq.read_table(path, use_threads=False, read_dictionary=["person"]) if path.exists() else None
+
+
+def _as(column, type_: pa.DataType):
+    """``column`` as ``type_`` (a dictionary type: dictionary-encoded first when it is not one)."""
+    if pa.types.is_dictionary(type_) and not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    return column.cast(type_)
+
+
+def _kinds(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names, pa.string()))
 
 
 def _too_large(cents: np.ndarray, what: str, where: str) -> None:
@@ -70,10 +84,7 @@ def _new_rows(new: pa.Table | None, schema: pa.Schema, one: str) -> pa.Table:
         if f.name == one:
             cols.append(pa.array(np.ones(new.num_rows, np.int64)))
         elif f.name in new.column_names:
-            c = new.column(f.name)
-            if pa.types.is_dictionary(c.type):
-                c = c.cast(c.type.value_type)
-            cols.append(c.cast(f.type))
+            cols.append(_as(new.column(f.name), f.type))
         else:
             cols.append(pa.nulls(new.num_rows, f.type))
     return pa.table(cols, schema=schema)
@@ -111,9 +122,9 @@ def _career_pseudo_rows(state: pa.Table, where: str) -> pa.Table:
     r = pa.array(np.concatenate(rows))
     k = np.concatenate(kinds)
     g = np.where(k == 0, gross[np.concatenate(rows)] / 100.0, np.nan)
-    return pa.table([state.column("person").take(r), state.column("birth_year").take(r).cast(pa.int32()),
+    return pa.table([_as(state.column("person").take(r), _DICT), state.column("birth_year").take(r).cast(pa.int32()),
                      state.column("birth_month").take(r).cast(pa.int32()), state.column("year").take(r).cast(pa.int32()),
-                     pa.array(np.array(CAREER_KINDS, object)[k], pa.string()),
+                     _kinds(k, CAREER_KINDS),
                      pa.array(g, mask=np.isnan(g)), pa.array(np.concatenate(days)), pa.array(np.concatenate(periods))],
                     schema=_CAREER_ROWS)
 
@@ -134,8 +145,8 @@ def _resource_pseudo_rows(months: pa.Table, where: str) -> pa.Table:
     row, kind = np.nonzero(has)  # row-major: a month's kinds in order, its first one first
     count = np.where(kind == first[row], months.column("rows").to_numpy().astype(np.int64)[row], 0)
     r = pa.array(row)
-    return pa.table([months.column("person").take(r), months.column("period").take(r),
-                     pa.array(np.array(RESOURCE_KINDS, object)[kind], pa.string()),
+    return pa.table([_as(months.column("person").take(r), _DICT), months.column("period").take(r),
+                     _kinds(kind, RESOURCE_KINDS),
                      pa.array(amounts[row, kind]), pa.array(count)], schema=_RESOURCE_ROWS)
 
 
