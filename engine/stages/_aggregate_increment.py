@@ -12,10 +12,11 @@ are the previous job's, linked (hard links, else copies) under the same names, a
 counts are taken from the previous manifest, so the manifest's totals cover every row.
 
 A group whose buckets only gained files (this run's, named ``m<month>-...``: this month's
-rows, rows that moved in; none rewritten by the attach stage) reads only those files: its
-aggregates are updated from the previous job's accumulators of each bucket and the new rows
-(engine/stages/_aggregate_update.py; its counts are the previous group's plus the new rows')
-and it keeps its rows files: the new files' rows in export form go into a file of their own,
+rows, rows that moved in; none rewritten by the attach stage) gets its aggregates from the
+aggregate columns of every file or, when its previous accumulators are few enough to be worth
+it (UPDATE_STATE_SHARE), reads only the new files and updates the previous job's
+accumulators of each bucket (engine/stages/_aggregate_update.py; its counts are the previous
+group's plus the new rows'); either way it keeps its rows files: the new files' rows in export form go into a file of their own,
 ``part-<key>-m<month>.parquet``, beside the previous ones (linked). After a previous job
 without the career accumulators (``career_person_year_state``, the manifest's ``state``)
 every career group is computed again from all its rows, none reused. Only a group holding a rewritten
