@@ -166,6 +166,12 @@ def test_two_runs_publish_identical_bytes(attached, tmp_path):
     run_aggregate(career=attached / "career", out_dir=tmp_path / "a", partitioned_by_person=True)
     run_aggregate(career=attached / "career", out_dir=tmp_path / "b", partitioned_by_person=True)
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != {}
+    # without the increment's accumulators (a job that keeps nothing for increments): the same
+    # published tables, no career_person_year_state
+    m = run_aggregate(career=attached / "career", out_dir=tmp_path / "c", partitioned_by_person=True, state=False)
+    state = {k for k in digest(tmp_path / "a") if k.startswith("career_person_year_state/")}
+    assert state and m["state"] == {} and not (tmp_path / "c" / "career_person_year_state").exists()
+    assert digest(tmp_path / "c") == {k: v for k, v in digest(tmp_path / "a").items() if k not in state}
 
 
 def test_dictionary_columns_from_other_writers_give_the_same_tables():

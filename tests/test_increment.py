@@ -309,11 +309,11 @@ def test_previous_job_problems_are_named(chain, tmp_path, damage, expected):
 def test_keep_increment_keeps_what_an_increment_reads(keep, stages, pairs):
     import dask.config
 
-    from nirlink.engine.jobs._release import keep_setting, keeps_candidate_pairs
+    from nirlink.engine.jobs._release import keep_setting, keeps_increment_inputs
 
     with dask.config.set({"nirlink.jobs.keep": keep}):
         assert stages is None or keep_setting() == stages
-        assert keeps_candidate_pairs() is pairs
+        assert keeps_increment_inputs() is pairs
 
 
 def test_increment_section_is_checked(chain, tmp_path):

@@ -26,7 +26,7 @@ from nirlink.engine import _config
 from nirlink.engine.io._datasets import read_json, write_json
 
 __all__ = ["READERS", "released", "release_after", "resume_from", "directory_bytes", "keep_setting", "MARKER",
-           "consume", "DiskRecord", "keeps_candidate_pairs"]
+           "consume", "DiskRecord", "keeps_increment_inputs"]
 
 MARKER = "_released.json"
 KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
@@ -54,9 +54,11 @@ def keep_setting() -> set[str]:
     return keep | {"link", "attach", "aggregate"} if "increment" in keep else keep
 
 
-def keeps_candidate_pairs() -> bool:
-    """Whether the link stage keeps its candidate pairs (``deterministic/``, ``predictions/``),
-    which a later increment reads (``nirlink.jobs.keep`` names ``increment``, or ``all``)."""
+def keeps_increment_inputs() -> bool:
+    """Whether the job keeps what only a later increment reads (``nirlink.jobs.keep`` names
+    ``increment``, or ``all``): the link stage's candidate pairs (``deterministic/``,
+    ``predictions/``) and the aggregate stage's career accumulators (``career_person_year_state``),
+    which are then written at all."""
     return "increment" in keep_setting()
 
 

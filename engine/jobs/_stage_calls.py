@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from nirlink.engine import _config
 from nirlink.kernels import StageError
 
-from ._release import consume
+from ._release import consume, keeps_increment_inputs
 
 if TYPE_CHECKING:
     from ._runner import Job
@@ -96,7 +96,7 @@ def run_stage(job: Job, stage: str) -> dict[str, Any]:
                          "rows_suffix": f"-m{s.increment.month}", "delta": d / "attach" / "delta"}
         manifest = run_aggregate(career=career, resource=resource, out_dir=d / "aggregate", client=c,
                                  partitioned_by_person=partitioned, first_review_month=s.first_review_month,
-                                 consume=eat, increment=increment,
+                                 consume=eat, increment=increment, state=keeps_increment_inputs(),
                                  progress=lambda done, total, rows=None: progress("aggregate", done, total, rows))
         shutil.rmtree(scratch, ignore_errors=True)
         return manifest

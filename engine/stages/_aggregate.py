@@ -60,7 +60,7 @@ def _partitions(path) -> list[str | list[str]]:
 
 
 def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
-                    rows: bool | tuple = False, consume: bool = False) -> dict[str, Any]:
+                    rows: bool | tuple = False, consume: bool = False, state: bool = True) -> dict[str, Any]:
     """Aggregate one partition (a file path, or a pandas frame from the shuffle) and write its
     outputs. ``rows``: ``part`` is a list of consecutive person buckets ``(index, files)`` of
     linked rows, each read once for its aggregates and its rows in export form, the rows of
@@ -70,14 +70,16 @@ def _partition_task(kind: str, part: Any, index: int, out_dir: str, first_review
     besides, only those files are read at all, the aggregates updated from the previous job's
     (``previous``: its aggregate directory; ``counts``: its counts of the group, which the new
     rows' add to; engine/stages/_aggregate_update.py). ``consume``: remove each partition's
-    input files once its outputs are written."""
+    input files once its outputs are written. ``state``: write the career accumulators a later
+    increment updates from (``career_person_year_state``)."""
     if not rows:
-        return {"kind": kind, **_aggregate_one(kind, part, index, out_dir, first_review, None, consume)}
+        return {"kind": kind, **_aggregate_one(kind, part, index, out_dir, first_review, None, consume, state=state)}
     only, suffix, previous, counts = (*rows, None, None)[:4] if isinstance(rows, tuple) else (None, "", None, None)
     total: Counter = Counter()
     with _RowsFile(Path(out_dir) / f"{kind}_rows" / f"part-{index:05d}{suffix}.parquet") as rows_file:
         for i, files in part:
-            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume, only, previous))
+            total.update(_aggregate_one(kind, files, i, out_dir, first_review, rows_file, consume, only, previous,
+                                        state))
     if counts is not None:  # the rows read before, kept in the previous job's buckets
         total.update({k: counts.get(k, 0) for k in ("rows_in", "rows_without_person")})
     return {"kind": kind, **total}
@@ -121,7 +123,7 @@ class _RowsFile:
 
 def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review: int | None,
                    rows_file: _RowsFile | None, consume: bool, only: str | None = None,
-                   previous: str | None = None) -> dict[str, Any]:
+                   previous: str | None = None, state: bool = True) -> dict[str, Any]:
     linked, new_counts = None, None
     if isinstance(part, (str, list)):
         columns = CAREER_INPUT if kind == "career" else RESOURCE_INPUT
@@ -163,7 +165,7 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
     else:
         out, stats = resource_partition(table, first_review_month=first_review)
     for name, t in out.items():
-        if t.num_rows:
+        if t.num_rows and (state or name != CAREER_STATE):
             write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
     if new_counts is not None:  # rows_in counts this run's rows, not the previous aggregates fed back
         stats.update(new_counts)
@@ -207,12 +209,14 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                   client=None, partitioned_by_person: bool = False, npartitions: int | None = None,
                   first_review_month: str = "2021-01", consume: bool = False,
                   progress: Callable[..., None] | None = None,
-                  increment: dict[str, Any] | None = None) -> dict[str, Any]:
+                  increment: dict[str, Any] | None = None, state: bool = True) -> dict[str, Any]:
     """Aggregate career and/or resource rows (columns: engine/stages/_aggregate_partitions.py CAREER_INPUT,
     RESOURCE_INPUT; ``person`` null = row without a person) and publish the tables under ``out_dir``.
     Person buckets of linked rows (the attach stage's) also give the linked rows in export form
     (``career_rows``, ``resource_rows``: the bucket read once for both); ``consume``: each
-    bucket's files are removed once its outputs are written (the job's last reader of them)."""
+    bucket's files are removed once its outputs are written (the job's last reader of them);
+    ``state``: also write the career accumulators a later increment updates from (a job writes
+    them when it keeps what increments read, engine/jobs/_release.py keeps_increment_inputs)."""
     if career is None and resource is None:
         raise InputError("aggregate: give career and/or resource rows")
     first_review = review_month_index(first_review_month) if first_review_month else None
@@ -253,7 +257,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                 n = npartitions or max(1, len(files))
                 shuffled = ddf.shuffle(on="person", npartitions=n)
                 jobs.extend((kind, part, i, False) for i, part in enumerate(shuffled.to_delayed()))
-        results = _run(jobs, str(tmp.resolve()), first_review, client, progress, consume)
+        results = _run(jobs, str(tmp.resolve()), first_review, client, progress, consume, state)
         groups = {kind: [] for kind, _ in inputs}  # groups of person buckets, each with its counts
         for (kind, part, key, rows), result in zip(jobs, results):
             if rows:
@@ -275,7 +279,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
     return manifest
 
 
-def _run(jobs, out_dir, first_review, client, progress, consume):
+def _run(jobs, out_dir, first_review, client, progress, consume, state):
     from nirlink.linkage._tasks import run_tasks, without_step
 
     if client is not None:
@@ -294,7 +298,7 @@ def _run(jobs, out_dir, first_review, client, progress, consume):
             return f"{kind} partition {index}: {part[0]}" + (f" and {len(part) - 1} more" if len(part) > 1 else "")
         return f"{kind} partition {index} of the shuffle by person"
 
-    return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review, rows, consume)
+    return run_tasks(client, _partition_task, [(kind, part, index, out_dir, first_review, rows, consume, state)
                                                 for kind, part, index, rows in jobs],
                      name="aggregate", progress=without_step(progress), describe=describe,
                      rows=lambda r: r["rows_in"])
@@ -317,7 +321,7 @@ def _manifest(inputs, results, root: Path, partitioned, first_review_month, star
     linked_rows = {name: describe_dataset(root / name, relative_to=root) for name in ROW_TABLES if (root / name).exists()}
     # internal: the career accumulators an increment updates from (engine/stages/_aggregate_update.py)
     state = {CAREER_STATE: describe_dataset(root / CAREER_STATE, relative_to=root)} \
-        if any(kind == "career" for kind, _ in inputs) else {}
+        if (root / CAREER_STATE).exists() else {}
     from nirlink.engine.reference._tables import year_table
 
     yt = year_table()

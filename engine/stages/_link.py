@@ -52,7 +52,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     from nirlink.linkage._review import write_review
     from nirlink.linkage._training import model_frequencies, train_models
 
-    from nirlink.engine.jobs._release import keeps_candidate_pairs
+    from nirlink.engine.jobs._release import keeps_increment_inputs
 
     files = ingested_files(ingest_dir)
     if not files["register"]:
@@ -134,7 +134,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         # the candidates' buckets of the deterministic pass and of scoring are read by the
         # decisions (and a later increment's link stage) only: link/candidates keeps each
         # signature's best 3 for explain and review
-        for scratch in ("tmp",) if keeps_candidate_pairs() else ("tmp", "deterministic", "predictions"):
+        for scratch in ("tmp",) if keeps_increment_inputs() else ("tmp", "deterministic", "predictions"):
             shutil.rmtree(work / scratch, ignore_errors=True)
         manifest = {
             "stage": "link",
