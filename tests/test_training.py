@@ -84,6 +84,7 @@ def test_parallel_em_sessions_agree_with_splinks_sequence(sample, dask_client, t
         runs[where] = json.dumps({n: m.to_json() for n, m in models.items()}, sort_keys=True)
         assert result["training"]["identity"]["em_sessions"] == len(model.training["em_blocking"])
         assert set(result["timings_s"]) == {"training.frequencies", "training.sample", "training.u", "training.em"}
+        assert not (Path(work) / "tmp" / "training").exists()  # the samples' files (cluster) are removed
     assert runs["process"] == runs["cluster"]
     parallel = _weights(json.loads(runs["process"])["identity"]["splink"])
     assert sequential.keys() == parallel.keys()
