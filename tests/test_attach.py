@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nirlink.engine.stages._attach import ROWS_PER_ATTACH_TASK, ROWS_PER_BUCKET_FILE, _task_groups, attach_task_rows
+from nirlink.linkage._buckets import bucket_ids, key_hash
 
 
 def test_task_size_grows_with_the_buckets():
@@ -45,6 +47,9 @@ def test_buckets_hold_every_row_once_sorted_by_person(job_run):
             for g in range(pf.num_row_groups):
                 person = pf.read_row_group(g, columns=["person"]).column("person").to_pylist()
                 assert None not in person and person == sorted(person), f
+            # the bucket is the person's (its hash), whoever computed it (the lookup, once)
+            h, _ = key_hash(pa.table({"person": pa.array(sorted(set(person)), pa.string())}), ["person"])
+            assert set(bucket_ids(h, manifest["person_buckets"]).tolist()) == {int(f.parent.name[2:])}, f
         assert max(by_bucket.values()) <= tasks
         assert sum(pq.read_metadata(f).num_rows for f in files) == accepted
         assert aggregate["linked_rows"][f"{source}_rows"]["rows"] == accepted

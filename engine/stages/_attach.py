@@ -44,7 +44,12 @@ PERSON_COLUMNS = ["person", "person_birth_year", "person_birth_month", "link_sta
                   "match_probability"]
 
 
-def _build_lookup(link_dir: str, out: str) -> int:
+def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None) -> int:
+    """The link table as a memory-mapped Arrow file for the attach tasks, sorted by signature,
+    with each person's rank in person order and, given ``n_buckets``, each signature's person
+    bucket (``bucket``, -1: no linked person): computed here once rather than by every task
+    (hashing every signature's person is O(signatures) per task: 0.3 s a task at 1M persons,
+    32 tasks). Returns the number of signatures."""
     import duckdb
 
     con = duckdb.connect()
@@ -58,6 +63,9 @@ def _build_lookup(link_dir: str, out: str) -> int:
         order by l.signature""").to_arrow_table()
     con.close()
     table = table.combine_chunks()
+    if n_buckets is not None:
+        table = table.append_column("bucket", pa.array(_person_buckets(table, n_buckets), pa.int32()))
+        table = table.replace_schema_metadata({"n_buckets": str(n_buckets)})
     with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return table.num_rows
@@ -152,20 +160,30 @@ def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
+def _person_buckets(links: pa.Table, n_buckets: int) -> np.ndarray:
+    """Each signature's person bucket: that of its person when linked, else -1."""
+    from nirlink.linkage._buckets import bucket_ids, key_hash
+
+    linked = np.asarray(pc.fill_null(pc.equal(_one_chunk(links.column("link_status")), "linked"), False))
+    h, has_person = key_hash(pa.table({"person": _one_chunk(links.column("person"))}), ["person"])
+    return np.where(linked & has_person, bucket_ids(h, n_buckets), -1)
+
+
 class _LinkLookup:
     """A task's view of the link table (the memory-mapped lookup file): per signature its
     attached columns and, for a linked one, its person's bucket and rank in person order; rows
     are looked up by their signature ids (binary search on the sorted ids)."""
 
     def __init__(self, links: pa.Table, n_buckets: int):
-        from nirlink.linkage._buckets import bucket_ids, key_hash
-
         self.keys = links.column("signature").to_numpy()
         self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
-        linked = np.asarray(pc.fill_null(pc.equal(self.columns["link_status"], "linked"), False))
-        h, has_person = key_hash(pa.table({"person": self.columns["person"]}), ["person"])
+        meta = links.schema.metadata or {}
+        if "bucket" in links.column_names and meta.get(b"n_buckets") == str(n_buckets).encode():
+            bucket = np.asarray(_one_chunk(links.column("bucket")), np.int64)  # _build_lookup's
+        else:
+            bucket = _person_buckets(links, n_buckets)
         # one entry more, at index len(keys): a signature missing from the table (no person)
-        self.bucket = np.append(np.where(linked & has_person, bucket_ids(h, n_buckets), -1), -1)
+        self.bucket = np.append(bucket, -1)
         self.rank = np.append(np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), np.int64), 0)
 
     def attach(self, sig: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
@@ -289,7 +307,7 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
     with staged_directory(out_dir) as work:
         work = work.resolve()
         lookup = str(work / ".links.arrow")
-        signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup)], name="attach-lookup",
+        signatures = run_tasks(client, _build_lookup, [(str(link_dir), lookup, n_buckets)], name="attach-lookup",
                                progress=progress)[0]
         args = [(group, source, lookup, str(work), n_buckets, f"part-{i:05d}", consume) for source in ("career", "resource")
                 for i, group in enumerate(_task_groups(files[source], attach_task_rows(n_buckets)))]

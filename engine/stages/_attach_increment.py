@@ -111,7 +111,7 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
         work = work.resolve()
         lookup, prev_lookup = str(work / ".links.arrow"), str(work / ".previous-links.arrow")
         signatures = run_tasks(client, _build_lookup,
-                               [(str(link_dir), lookup), (str(prev.parent / "link"), prev_lookup)],
+                               [(str(link_dir), lookup, n_buckets), (str(prev.parent / "link"), prev_lookup)],
                                name="attach-lookup", progress=progress)[0]
         tag = f"m{month}-"
         if any(f.name.startswith(tag) for f in prev.glob("*/b=*/*.parquet")):
