@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import grouping_order, integer_input, run_end
+from ._segments import grouping_order, integer_input, optional_counts, run_end
 
 __all__ = ["CAREER_KINDS", "ASSIMILATION_DAYS", "DAYS_KINDS", "aggregate_career"]
 
@@ -212,12 +212,7 @@ def aggregate_career(person, n_persons: int, year, kind, gross_salary, days, *, 
         raise InputError(f"aggregate_career: best_years needs one entry per person ({n_persons}), got {best_years.shape}")
     if len(best_years) and best_years.min() < 0:
         raise InputError(f"aggregate_career: best_years must be >= 0, got {int(best_years.min())}")
-    use_periods = periods is not None
-    periods = integer_input(periods, "aggregate_career", "periods") if use_periods else np.zeros(1, np.int64)
-    if use_periods and len(periods) != n:
-        raise InputError("aggregate_career: periods differs in length from person")
-    if use_periods and n and periods.min() < 0:
-        raise InputError(f"aggregate_career: periods must be >= 0, got {int(periods.min())}")
+    use_periods, periods = optional_counts(periods, "aggregate_career", "periods", n)
     n_years = table.last_year - table.first_year + 1
     status, is_sorted = _scan(person, n_persons, year, table.first_year, table.last_year, kind, len(CAREER_KINDS),
                               gross_salary, days) if n else (0, True)

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ._errors import InputError, check_amounts
-from ._segments import count_runs, grouping_order, integer_input, rolling_window_sum, run_end
+from ._segments import count_runs, grouping_order, integer_input, optional_counts, rolling_window_sum, run_end
 
 __all__ = ["RESOURCE_KINDS", "aggregate_resources"]
 
@@ -127,12 +127,7 @@ def aggregate_resources(person, n_persons: int, month, kind, amount, *, review_p
     n = len(person)
     if not (len(month) == len(kind) == len(amount) == n):
         raise InputError("aggregate_resources: person, month, kind and amount differ in length")
-    use_count = count is not None
-    count = integer_input(count, "aggregate_resources", "count") if use_count else np.zeros(1, np.int64)
-    if use_count and len(count) != n:
-        raise InputError("aggregate_resources: count differs in length from person")
-    if use_count and n and count.min() < 0:
-        raise InputError(f"aggregate_resources: count must be >= 0, got {int(count.min())}")
+    use_count, count = optional_counts(count, "aggregate_resources", "count", n)
     k = len(RESOURCE_KINDS)
     status, is_sorted, m_lo, m_hi = _scan(person, n_persons, month, kind, k, amount) if n else (0, True, 0, -1)
     if status:

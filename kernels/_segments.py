@@ -320,6 +320,20 @@ def integer_input(values, where: str, name: str) -> np.ndarray:
     return a
 
 
+def optional_counts(values, where: str, name: str, n: int) -> tuple[bool, np.ndarray]:
+    """An optional column of how many rows each row stands for: ``(given, counts)``, the counts
+    checked as ``n`` integers >= 0 (``integer_input``); when not given, a one-entry placeholder
+    that the compiled kernels ignore."""
+    if values is None:
+        return False, np.zeros(1, np.int64)
+    counts = integer_input(values, where, name)
+    if len(counts) != n:
+        raise InputError(f"{where}: {name} differs in length from person")
+    if n and counts.min() < 0:
+        raise InputError(f"{where}: {name} must be >= 0, got {int(counts.min())}")
+    return True, counts
+
+
 def grouping_order(keys, n_keys: int, is_sorted: bool) -> np.ndarray:
     """Row order that groups rows by key for the kernels' walk (``run_end``): empty when the
     rows already come sorted by key (the walk then goes in row order), else one stable
