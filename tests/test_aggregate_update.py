@@ -149,3 +149,28 @@ def test_plan_updates_grown_groups_only_after_a_job_with_the_accumulators(tmp_pa
     (prev / "_manifest.json").write_text(json.dumps(manifest))
     todo, _ = plan_groups("career", parts, increment, tmp_path / "out2")
     assert {key: rows for key, _, rows in todo}[0] == ("m2026-01-", "-m2026-01")
+
+
+@pytest.mark.parametrize("state", [True, False])
+def test_reused_groups_carry_the_accumulators_only_when_the_job_writes_them(tmp_path, state):
+    """A reused group's published tables are linked from the previous job; its career
+    accumulators only when this job writes them (else its output would hold some buckets'
+    accumulators and not others')."""
+    import json
+
+    from nirlink.engine.stages._aggregate_increment import plan_groups
+
+    prev = tmp_path / "prev"
+    for name in ("career_person_year", CAREER_STATE):
+        (prev / name).mkdir(parents=True)
+        (prev / name / "part-00000.parquet").write_bytes(b"x")
+    groups = [{"key": 0, "buckets": [0], "counts": {"kind": "career", "rows_in": 5, "rows_without_person": 0}}]
+    (prev / "_manifest.json").write_text(json.dumps({"row_groups": {"career": groups},
+                                                     "state": {CAREER_STATE: {"rows": 1}}}))
+    out = tmp_path / "out"
+    increment = {"previous": str(prev), "affected": {"career": []}, "rewritten": {"career": []},
+                 "new_prefix": "m2026-01-", "rows_suffix": "-m2026-01"}
+    todo, reused = plan_groups("career", [(0, ["b0/a.parquet"])], increment, out, state)
+    assert todo == [] and [e["key"] for e in reused] == [0]
+    assert (out / "career_person_year" / "part-00000.parquet").exists()
+    assert (out / CAREER_STATE / "part-00000.parquet").exists() is state

@@ -243,7 +243,7 @@ def run_aggregate(*, career: str | Path | None = None, resource: str | Path | No
                     if increment is not None:
                         from ._aggregate_increment import plan_groups
 
-                        todo, reused[kind] = plan_groups(kind, bucket_parts(path), increment, tmp)
+                        todo, reused[kind] = plan_groups(kind, bucket_parts(path), increment, tmp, state)
                         jobs.extend((kind, g, key, rows) for key, g, rows in todo)
                     else:
                         jobs.extend((kind, g, g[0][0], True) for g in _bucket_groups(bucket_parts(path)))

@@ -44,10 +44,12 @@ UPDATE_STATE_SHARE = 0.5
 
 
 def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[str, Any],
-                out: Path) -> tuple[list[tuple[int, list[tuple[int, list[str]]], Any]], list[dict[str, Any]]]:
+                out: Path, state: bool = True) -> tuple[list[tuple[int, list[tuple[int, list[str]]], Any]],
+                                                        list[dict[str, Any]]]:
     """The groups of ``parts`` (``(bucket index, files)``) to compute, as ``(key, buckets, rows)``
     (``rows``: True, or the prefix of the files whose rows to write and the rows file's suffix),
-    and the previous job's groups reused (their outputs linked into ``out``)."""
+    and the previous job's groups reused (their outputs linked into ``out``; their career
+    accumulators only when this job writes them, ``state``: else its buckets would hold some)."""
     from ._aggregate import CAREER_TABLES, NULLS_INDEX, RESOURCE_TABLES
 
     from ._aggregate_partitions import CAREER_STATE
@@ -71,7 +73,7 @@ def plan_groups(kind: str, parts: list[tuple[int, list[str]]], increment: dict[s
             groups.setdefault(key, [])
         groups[key].append((i, files))
     todo, reused = [], []
-    tables = (*CAREER_TABLES, CAREER_STATE) if kind == "career" else RESOURCE_TABLES
+    tables = (*CAREER_TABLES, *([CAREER_STATE] if state else [])) if kind == "career" else RESOURCE_TABLES
     # the accumulators an update reads: the career's own dataset. A previous job written before
     # it existed has none: then every group is computed again from all its rows (none reused, so
     # that this job's accumulators cover every bucket and the next increment can update)
