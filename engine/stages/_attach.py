@@ -38,7 +38,7 @@ from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, dictio
                                          private_modes, statistics_columns,
                                          staged_directory, write_json)
 
-__all__ = ["run_attach", "PERSON_COLUMNS"]
+__all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
 PERSON_COLUMNS = ["person", "person_birth_year", "person_birth_month", "link_status", "link_method",
                   "match_probability"]
@@ -46,7 +46,8 @@ PERSON_COLUMNS = ["person", "person_birth_year", "person_birth_month", "link_sta
 
 def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None) -> int:
     """The link table as a memory-mapped Arrow file for the attach tasks, sorted by signature,
-    with each person's rank in person order and, given ``n_buckets``, each signature's person
+    with each person's rank in person order and, given ``n_buckets`` (the lookup ``_LinkLookup``
+    reads; not the previous job's, which the increment only compares), each signature's person
     bucket (``bucket``, -1: no linked person): computed here once rather than by every task
     (hashing every signature's person is O(signatures) per task: 0.3 s a task at 1M persons,
     32 tasks). Returns the number of signatures."""
@@ -65,7 +66,6 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None) -> int:
     table = table.combine_chunks()
     if n_buckets is not None:
         table = table.append_column("bucket", pa.array(_person_buckets(table, n_buckets), pa.int32()))
-        table = table.replace_schema_metadata({"n_buckets": str(n_buckets)})
     with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return table.num_rows
@@ -160,13 +160,18 @@ def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _person_buckets(links: pa.Table, n_buckets: int) -> np.ndarray:
-    """Each signature's person bucket: that of its person when linked, else -1."""
+def person_buckets(persons: pa.Array, n_buckets: int) -> np.ndarray:
+    """The person bucket of each person (-1: null), as the attach stage's writers compute it."""
     from nirlink.linkage._buckets import bucket_ids, key_hash
 
+    h, has_person = key_hash(pa.table({"person": persons}), ["person"])
+    return np.where(has_person, bucket_ids(h, n_buckets), -1)
+
+
+def _person_buckets(links: pa.Table, n_buckets: int) -> np.ndarray:
+    """Each signature's person bucket: that of its person when linked, else -1."""
     linked = np.asarray(pc.fill_null(pc.equal(_one_chunk(links.column("link_status")), "linked"), False))
-    h, has_person = key_hash(pa.table({"person": _one_chunk(links.column("person"))}), ["person"])
-    return np.where(linked & has_person, bucket_ids(h, n_buckets), -1)
+    return np.where(linked, person_buckets(_one_chunk(links.column("person")), n_buckets), -1)
 
 
 class _LinkLookup:
@@ -174,16 +179,11 @@ class _LinkLookup:
     attached columns and, for a linked one, its person's bucket and rank in person order; rows
     are looked up by their signature ids (binary search on the sorted ids)."""
 
-    def __init__(self, links: pa.Table, n_buckets: int):
+    def __init__(self, links: pa.Table):
         self.keys = links.column("signature").to_numpy()
         self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
-        meta = links.schema.metadata or {}
-        if "bucket" in links.column_names and meta.get(b"n_buckets") == str(n_buckets).encode():
-            bucket = np.asarray(_one_chunk(links.column("bucket")), np.int64)  # _build_lookup's
-        else:
-            bucket = _person_buckets(links, n_buckets)
         # one entry more, at index len(keys): a signature missing from the table (no person)
-        self.bucket = np.append(bucket, -1)
+        self.bucket = np.append(np.asarray(_one_chunk(links.column("bucket")), np.int64), -1)
         self.rank = np.append(np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), np.int64), 0)
 
     def attach(self, sig: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
@@ -210,7 +210,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
     total: Counter = Counter()
     keep = attached_columns(source)
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
-        links = _LinkLookup(ipc.open_file(source_file).read_all(), n_buckets)
+        links = _LinkLookup(ipc.open_file(source_file).read_all())
         buckets: set[int] = set()
         pending: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []
         done: list[str] = []

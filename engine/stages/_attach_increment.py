@@ -44,21 +44,13 @@ from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_jso
 from nirlink.kernels import StageError
 
 from ._attach import (PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _LinkLookup, _task_groups,
-                      attach_task_rows)
+                      attach_task_rows, person_buckets)
 
-__all__ = ["run_attach_increment", "DELTA_SCHEMA", "person_buckets"]
+__all__ = ["run_attach_increment", "DELTA_SCHEMA"]
 
 DELTA_SCHEMA = pa.schema([pa.field("person", pa.string(), nullable=False),
                           pa.field("change", pa.string(), nullable=False)])  # rows | relinked
 SOURCES = ("career", "resource")
-
-
-def person_buckets(persons: pa.Array, n_buckets: int) -> np.ndarray:
-    """The person bucket of each (non-null) person, as the attach stage's writers compute it."""
-    from nirlink.linkage._buckets import bucket_ids, key_hash
-
-    h, _ = key_hash(pa.table({"person": persons}), ["person"])
-    return bucket_ids(h, n_buckets)
 
 
 def _changed_lines(lookup: str, previous: str) -> pa.Table:
@@ -194,7 +186,7 @@ def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_bucke
     bucket = Path(paths[0]).parent.name[2:]
     target = Path(out) / source / f"b={bucket}"
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
-        links = _LinkLookup(ipc.open_file(source_file).read_all(), n_buckets)
+        links = _LinkLookup(ipc.open_file(source_file).read_all())
         for path in paths:
             sig = pq.read_table(path, columns=["signature"], use_threads=False).column("signature").to_numpy()
             moved = np.isin(sig, moving)
