@@ -161,11 +161,11 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
     else:
         table = pa.Table.from_pandas(part, preserve_index=False)
     if kind == "career":
-        out, stats = career_partition(table)
+        out, stats = career_partition(table, state)
     else:
         out, stats = resource_partition(table, first_review_month=first_review)
     for name, t in out.items():
-        if t.num_rows and (state or name != CAREER_STATE):
+        if t.num_rows:
             write_parquet(t, Path(out_dir) / name / f"part-{index:05d}.parquet")
     if new_counts is not None:  # rows_in counts this run's rows, not the previous aggregates fed back
         stats.update(new_counts)

@@ -169,8 +169,9 @@ def _num(col, dtype, fill=0):
     return pc.fill_null(col, fill).to_numpy(zero_copy_only=False).astype(dtype)
 
 
-def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, Any]]:
-    """Aggregate the career rows of one partition (see CAREER_INPUT for the columns)."""
+def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """Aggregate the career rows of one partition (see CAREER_INPUT for the columns); ``state``:
+    the accumulators (CAREER_STATE) too."""
     table, idx, persons, stats = _persons(table)
     n_persons = len(persons)
     kinds = _codes(table.column("kind"), CAREER_KINDS, "career aggregation")
@@ -220,7 +221,9 @@ def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, An
             "sam_years": pa.array(p["sam_years"].astype(np.int16)),
             "sam_best_years": pa.array(best.astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["career_person"]),
-        CAREER_STATE: pa.table({
+    }
+    if state:
+        out[CAREER_STATE] = pa.table({
             "person": persons.take(pa.array(y["person"])),
             "year": pa.array(y["year"]),
             "birth_year": pa.array(birth_year[y["person"]].astype(np.int16), mask=~y_has),
@@ -228,8 +231,7 @@ def career_partition(table: pa.Table) -> tuple[dict[str, pa.Table], dict[str, An
             "gross_cents": pa.array(y["gross_cents"]),
             **{f"days_{k}": pa.array(np.ascontiguousarray(y["days"][:, i])) for i, k in enumerate(DAYS_KINDS)},
             "maternity_periods": pa.array(y["periods"]),
-        }, schema=STATE_SCHEMAS[CAREER_STATE]),
-    }
+        }, schema=STATE_SCHEMAS[CAREER_STATE])
     stats.pop("_without_person_mask", None)
     stats.update(persons=n_persons, person_years=len(y["person"]))
     return out, stats
