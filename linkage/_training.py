@@ -64,11 +64,14 @@ def _spill(path: Path, table: pa.Table | None) -> str | None:
     the 97 MB record sample with ``client.scatter`` took 1.5-4.4 s each time, twice per
     training (once per batch), with the workers idle; writing it takes 0.1 s and mapping it
     nothing. The file holds names and birth dates: it stays in the job's private directory and
-    is removed with the scratch once training is done."""
+    is removed with the scratch once training is done. Compressed (zstd): uncompressed, the
+    samples were 161 MB at 200k persons, the link stage's peak of disk (0.55x the input on top
+    of the ingested rows); each task then decompresses its copy instead of mapping it."""
     if table is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return str(path)
 

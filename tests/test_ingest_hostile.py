@@ -3,6 +3,8 @@ right reason code - and the counts always reconcile (rows read = accepted + reje
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,6 +74,8 @@ def _one_reject(tmp_path, rows, reason, column, **kw):
 REJECT_CASES = [
     ("negative salary", [_row(gross_salary="-12.5")], "negative_amount", "gross_salary"),
     ("salary not a number", [_row(gross_salary="douze")], "bad_number", "gross_salary"),
+    ("salary with a fraction of a cent", [_row(gross_salary="1234.567")], "sub_cent_amount", "gross_salary"),
+    ("salary beyond decimal(18, 2)", [_row(gross_salary="12345678901234567")], "sub_cent_amount", "gross_salary"),
     ("salary NaN", [_row(gross_salary="NaN")], "bad_number", "gross_salary"),
     ("salary missing on a salary row", [_row(gross_salary="")], "missing_value", "gross_salary"),
     ("year in the future", [_row(year="2031", start_date="2031-01-01", end_date="2031-12-31")], "year_out_of_range", "year"),
@@ -179,12 +183,17 @@ def test_resource_period_and_amount_rules(tmp_path):
     rows = [dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)),
             {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "period": "2021-13"},
             {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "amount": "-3"},
-            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "period": "2040-01"}]
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "period": "2040-01"},
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "amount": "0.105"},
+            {**dict(zip(RESOURCE_HEADER, RESOURCE_GOOD)), "amount": "1234.56"}]
     path = _write(tmp_path, "r.csv", _csv_text(rows, header=RESOURCE_HEADER))
     totals, accepted, rejects = _run(tmp_path, path, kind="resource")
-    assert totals["accepted"] == 1 and accepted.column("amount").to_pylist() == [1500.0]
+    # amounts are exact decimals of cents: 1234.56 is not the double nearest to it
+    assert totals["accepted"] == 2
+    assert accepted.schema.field("amount").type == pa.decimal128(18, 2)
+    assert accepted.column("amount").to_pylist() == [Decimal("1500.00"), Decimal("1234.56")]
     assert str(accepted.column("period").to_pylist()[0]) == "2021-03-01"
-    assert rejects.column("reason").to_pylist() == ["bad_date", "negative_amount", "year_out_of_range"]
+    assert rejects.column("reason").to_pylist() == ["bad_date", "negative_amount", "year_out_of_range", "sub_cent_amount"]
 
 
 def test_register_rejects_bad_nirs(tmp_path):

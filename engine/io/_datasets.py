@@ -28,9 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["write_parquet", "staged_directory", "sweep_temporaries", "describe_dataset", "file_sha256", "write_json",
-           "read_json", "WRITE_OPTIONS", "dictionary_columns", "statistics_columns", "private_modes", "make_private_dir", "apply_private_modes", "link_or_copy"]
+           "read_json", "WRITE_OPTIONS", "dictionary_columns", "statistics_columns", "column_options", "delta_columns", "private_modes", "make_private_dir", "apply_private_modes", "link_or_copy"]
 
-WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True)
+# store_decimal_as_integer: money (decimal(18, 2), engine/io/_money.py) as Parquet INT64 of
+# cents, which zstd compresses (fixed 16-byte arrays otherwise)
+WRITE_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True, store_decimal_as_integer=True)
 
 
 def private_modes() -> tuple[int, int]:
@@ -95,7 +97,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     (nearly all distinct) nor a row's own ids (ROW_ID_COLUMNS): the writer builds their
     dictionary, overflows its page and falls back to plain - measured on 2M attached rows, 20%
     of the write time for files 12% larger."""
-    return [f.name for f in schema if not pa.types.is_floating(f.type) and not pa.types.is_nested(f.type)
+    return [f.name for f in schema if not (pa.types.is_floating(f.type) or pa.types.is_decimal(f.type))
+            and not pa.types.is_nested(f.type)
             and f.name not in ROW_ID_COLUMNS]
 
 
@@ -107,6 +110,23 @@ def statistics_columns(schema: pa.Schema) -> list[str] | bool:
             or f.name == "person"] or False
 
 
+DELTA_COLUMNS = frozenset({"record_id", "row_number"})  # increasing within a file, or within a person's run
+
+
+def delta_columns(schema: pa.Schema) -> dict[str, str]:
+    """Parquet DELTA_BINARY_PACKED for the integer row ids that mostly increase (DELTA_COLUMNS;
+    not ``signature``, a hash): measured on the ingested rows at 200,000 persons, record_id and
+    row_number went from 1.0 byte a row each to nearly nothing (50 of 251 MB), and record_id
+    of the exported rows (sorted by person, then record id) from 1.1 to 0.25 byte a row."""
+    return {f.name: "DELTA_BINARY_PACKED" for f in schema if f.name in DELTA_COLUMNS and pa.types.is_integer(f.type)}
+
+
+def column_options(schema: pa.Schema) -> dict[str, Any]:
+    """The writer's options for ``schema`` (WRITE_OPTIONS and the per-column choices above)."""
+    return {**WRITE_OPTIONS, "use_dictionary": dictionary_columns(schema), "write_statistics": statistics_columns(schema),
+            "column_encoding": delta_columns(schema) or None}
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> None:
     """Write ``table`` to ``path`` through a temporary name (a reader never sees a partial file)."""
     path = Path(path)
@@ -116,6 +136,9 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> N
         options["use_dictionary"] = dictionary_columns(table.schema)
     if "write_statistics" not in options:
         options["write_statistics"] = statistics_columns(table.schema)
+    if "column_encoding" not in options and "use_dictionary" in options and options["use_dictionary"] is not True:
+        encoding = {c: e for c, e in delta_columns(table.schema).items() if c not in (options["use_dictionary"] or [])}
+        options["column_encoding"] = encoding or None
     pq.write_table(table, tmp, **{**WRITE_OPTIONS, **options})
     os.chmod(tmp, private_modes()[1])
     os.replace(tmp, path)

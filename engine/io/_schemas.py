@@ -12,6 +12,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+from ._money import MONEY
+
 __all__ = ["Column", "COLUMNS", "KINDS", "ACCEPTED_SCHEMAS", "rejects_schema", "REASONS", "INPUT_KINDS"]
 
 INPUT_KINDS = ("career", "resource", "register")
@@ -92,6 +94,8 @@ REASONS = {
     "bad_row": "a CSV line with the wrong number of fields",
     "duplicate_record_id": "a record id an earlier accepted row of the same kind already has (in job order: "
                            "input, file, row); that first row is kept",
+    "sub_cent_amount": "an amount that is not a whole number of cents (amounts are decimal(18, 2) from ingest "
+                       "on), or one of 10^16 euros or more",
 }
 
 _IDENTITY = [
@@ -128,7 +132,7 @@ ACCEPTED_SCHEMAS = {
         pa.field("start_date", pa.date32(), nullable=False),
         pa.field("end_date", pa.date32(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
-        pa.field("gross_salary", pa.float64()),
+        pa.field("gross_salary", MONEY),
         pa.field("days", pa.int16(), nullable=False),
         *_ORIGIN,
     ]),
@@ -143,7 +147,7 @@ ACCEPTED_SCHEMAS = {
         pa.field("payer_id", pa.string(), nullable=False),
         pa.field("period", pa.date32(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
-        pa.field("amount", pa.float64(), nullable=False),
+        pa.field("amount", MONEY, nullable=False),
         *_ORIGIN,
     ]),
     "register": pa.schema([

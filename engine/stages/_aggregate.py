@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, dictionary_columns, make_private_dir, private_modes,
-                                         staged_directory, statistics_columns, write_json, write_parquet)
+from nirlink.engine.io._datasets import (column_options, describe_dataset, make_private_dir, private_modes,
+                                         staged_directory, write_json, write_parquet)
 from nirlink.engine.io._readers import expand_paths
 from nirlink.kernels import InputError
 
@@ -100,9 +100,7 @@ class _RowsFile:
             return
         if self.writer is None:
             make_private_dir(self.target.parent)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, **{
-                **WRITE_OPTIONS, "use_dictionary": dictionary_columns(table.schema),
-                "write_statistics": statistics_columns(table.schema)})
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, **column_options(table.schema))
         if table.schema != self.writer.schema:
             table = table.cast(self.writer.schema)
         self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)

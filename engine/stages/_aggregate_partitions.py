@@ -3,7 +3,9 @@
 A partition holds every row of its persons (the stage guarantees it, by a shuffle on the
 person or because the input is already partitioned by person). Persons get dense indices
 in sorted order, so the outputs are sorted by person whatever the row order, and sums are
-in cents: a partition's output does not depend on how its rows arrived.
+in cents: a partition's output does not depend on how its rows arrived. Amounts come out as
+money (engine/io/_money.py, decimal(18, 2)); the revalued salaries and the SAM, which the
+kernels compute in euros, rounded to the cent.
 
 Besides the published tables, the career side writes ``career_person_year_state`` (STATE_SCHEMAS):
 each person-year's integer accumulators (salary cents, days of each kind counted in days,
@@ -23,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nirlink.engine.io._money import MONEY, cents_of, money_from_cents
 from nirlink.engine.reference._tables import cohort_table, year_table
 from nirlink.kernels import InputError
 from nirlink.kernels._career import CAREER_KINDS, DAYS_KINDS, aggregate_career
@@ -36,17 +39,17 @@ DEFAULT_BEST_YEARS = 25  # when a person's birth year is unknown
 CAREER_INPUT = ["person", "person_birth_year", "person_birth_month", "year", "kind", "gross_salary", "days"]
 RESOURCE_INPUT = ["person", "period", "kind", "amount"]
 
-_KIND_COLS = [pa.field(f"amount_{k}", pa.float64(), nullable=False) for k in RESOURCE_KINDS]
+_KIND_COLS = [pa.field(f"amount_{k}", MONEY, nullable=False) for k in RESOURCE_KINDS]
 OUTPUT_SCHEMAS = {
     "career_person_year": pa.schema([
         pa.field("person", pa.string(), nullable=False),
         pa.field("year", pa.int16(), nullable=False),
-        pa.field("gross_salary", pa.float64(), nullable=False),
-        pa.field("capped_salary", pa.float64(), nullable=False),
+        pa.field("gross_salary", MONEY, nullable=False),
+        pa.field("capped_salary", MONEY, nullable=False),
         pa.field("quarters_salary", pa.int8(), nullable=False),
         pa.field("quarters_assimilated", pa.int16(), nullable=False),
         pa.field("quarters", pa.int8(), nullable=False),
-        pa.field("revalued_capped_salary", pa.float64(), nullable=False),
+        pa.field("revalued_capped_salary", MONEY, nullable=False),
         pa.field("counts_for_sam", pa.bool_(), nullable=False),
     ]),
     "career_person": pa.schema([
@@ -56,23 +59,22 @@ OUTPUT_SCHEMAS = {
         pa.field("first_year", pa.int16(), nullable=False),
         pa.field("last_year", pa.int16(), nullable=False),
         pa.field("years", pa.int32(), nullable=False),
-        pa.field("gross_salary", pa.float64(), nullable=False),
-        pa.field("sam", pa.float64(), nullable=False),
+        pa.field("gross_salary", MONEY, nullable=False),
+        pa.field("sam", MONEY, nullable=False),
         pa.field("sam_years", pa.int16(), nullable=False),
         pa.field("sam_best_years", pa.int16(), nullable=False),
     ]),
     "resource_person_month": pa.schema([
         pa.field("person", pa.string(), nullable=False),
         pa.field("period", pa.date32(), nullable=False),
-        *_KIND_COLS,
-        pa.field("total", pa.float64(), nullable=False),
+        *_KIND_COLS,  # no total: the sum of these (37 of 90 MB at 200k persons; README "Exports")
         pa.field("rows", pa.int32(), nullable=False),
     ]),
     "resource_person_year": pa.schema([
         pa.field("person", pa.string(), nullable=False),
         pa.field("year", pa.int16(), nullable=False),
         *_KIND_COLS,
-        pa.field("total", pa.float64(), nullable=False),
+        pa.field("total", MONEY, nullable=False),
         pa.field("months", pa.int16(), nullable=False),
     ]),
     "resource_person_review": pa.schema([
@@ -80,7 +82,7 @@ OUTPUT_SCHEMAS = {
         pa.field("review_month", pa.date32(), nullable=False),
         pa.field("window_start", pa.date32(), nullable=False),
         pa.field("window_end", pa.date32(), nullable=False),
-        pa.field("income_12m", pa.float64(), nullable=False),
+        pa.field("income_12m", MONEY, nullable=False),
         pa.field("months_with_income", pa.int16(), nullable=False),
     ]),
 }
@@ -165,6 +167,20 @@ def _codes(values, names: tuple[str, ...], what: str) -> np.ndarray:
     return codes
 
 
+def _amounts(col) -> np.ndarray:
+    """An amount column (money, or numbers) as float64 with NaN for null, the kernels' input:
+    whole cents / 100, which the kernels round back to the same cents."""
+    out = cents_of(col, null=0) / 100.0
+    if col.null_count:
+        out[~np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)] = np.nan
+    return out
+
+
+def _to_cents(values: np.ndarray) -> np.ndarray:
+    """Amounts the kernels compute in euros (revalued salaries, the SAM), to the nearest cent."""
+    return np.round(np.asarray(values, np.float64) * 100.0).astype(np.int64)
+
+
 def _num(col, dtype, fill=0):
     return pc.fill_null(col, fill).to_numpy(zero_copy_only=False).astype(dtype)
 
@@ -175,7 +191,7 @@ def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.
     table, idx, persons, stats = _persons(table)
     n_persons = len(persons)
     kinds = _codes(table.column("kind"), CAREER_KINDS, "career aggregation")
-    gross = pc.fill_null(pc.cast(table.column("gross_salary"), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    gross = _amounts(table.column("gross_salary"))
     years = _num(table.column("year"), np.int64)
     days = _num(table.column("days"), np.int64)
     # each person's birth cohort (first known value among their rows)
@@ -201,12 +217,12 @@ def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.
         "career_person_year": pa.table({
             "person": persons.take(pa.array(y["person"])),
             "year": pa.array(y["year"]),
-            "gross_salary": pa.array(y["gross_cents"] / 100.0),
-            "capped_salary": pa.array(y["capped_cents"] / 100.0),
+            "gross_salary": money_from_cents(y["gross_cents"]),
+            "capped_salary": money_from_cents(y["capped_cents"]),
             "quarters_salary": pa.array(y["quarters_salary"]),
             "quarters_assimilated": pa.array(y["quarters_assimilated"]),
             "quarters": pa.array(y["quarters"]),
-            "revalued_capped_salary": pa.array(y["revalued_capped"]),
+            "revalued_capped_salary": money_from_cents(_to_cents(y["revalued_capped"])),
             "counts_for_sam": pa.array(y["counts_for_sam"]),
         }, schema=OUTPUT_SCHEMAS["career_person_year"]),
         "career_person": pa.table({
@@ -216,8 +232,8 @@ def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.
             "first_year": pa.array(p["first_year"].astype(np.int16)),
             "last_year": pa.array(p["last_year"].astype(np.int16)),
             "years": pa.array(p["years"].astype(np.int32)),
-            "gross_salary": pa.array(p["gross_cents"] / 100.0),
-            "sam": pa.array(p["sam"]),
+            "gross_salary": money_from_cents(p["gross_cents"]),
+            "sam": money_from_cents(_to_cents(p["sam"])),
             "sam_years": pa.array(p["sam_years"].astype(np.int16)),
             "sam_best_years": pa.array(best.astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["career_person"]),
@@ -254,26 +270,26 @@ def resource_partition(table: pa.Table, *, first_review_month: int | None = None
     if table.column("period").null_count:
         raise InputError("resource aggregation: period must not be null")
     month = _month_index(table.column("period"))
-    amount = pc.fill_null(pc.cast(table.column("amount"), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    amount = _amounts(table.column("amount"))
     count = _num(table.column("count"), np.int64) if "count" in table.column_names else None
     res = aggregate_resources(idx, len(persons), month, kinds, amount, first_review_month=first_review_month,
                               count=count)
     m, y, r = res["months"], res["years"], res["reviews"]
-    kind_cols_m = {f"amount_{k}": pa.array(m["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
-    kind_cols_y = {f"amount_{k}": pa.array(y["by_kind"][:, i] / 100.0) for i, k in enumerate(RESOURCE_KINDS)}
+    kind_cols_m = {f"amount_{k}": money_from_cents(m["by_kind"][:, i]) for i, k in enumerate(RESOURCE_KINDS)}
+    kind_cols_y = {f"amount_{k}": money_from_cents(y["by_kind"][:, i]) for i, k in enumerate(RESOURCE_KINDS)}
     out = {
         "resource_person_month": pa.table({
             "person": persons.take(pa.array(m["person"])), "period": _month_dates(m["month"]), **kind_cols_m,
-            "total": pa.array(m["total"] / 100.0), "rows": pa.array(m["rows"].astype(np.int32)),
+            "rows": pa.array(m["rows"].astype(np.int32)),
         }, schema=OUTPUT_SCHEMAS["resource_person_month"]),
         "resource_person_year": pa.table({
             "person": persons.take(pa.array(y["person"])), "year": pa.array(y["year"].astype(np.int16)), **kind_cols_y,
-            "total": pa.array(y["total"] / 100.0), "months": pa.array(y["months"].astype(np.int16)),
+            "total": money_from_cents(y["total"]), "months": pa.array(y["months"].astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["resource_person_year"]),
         "resource_person_review": pa.table({
             "person": persons.take(pa.array(r["person"])), "review_month": _month_dates(r["review_month"]),
             "window_start": _month_dates(r["review_month"] - 13), "window_end": _month_dates(r["review_month"] - 2),
-            "income_12m": pa.array(r["total"] / 100.0), "months_with_income": pa.array(r["months"].astype(np.int16)),
+            "income_12m": money_from_cents(r["total"]), "months_with_income": pa.array(r["months"].astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["resource_person_review"]),
     }
     stats.pop("_without_person_mask", None)

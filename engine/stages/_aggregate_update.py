@@ -3,8 +3,8 @@ aggregates of the bucket and the new rows alone, equal to aggregating every row 
 
 Every aggregate is a function of per-person integer accumulators that new rows only add to:
 - resources: per person and month, the cents of each kind and the rows. They are the
-  previous ``resource_person_month`` itself (amounts are cents / 100 as float64, so
-  ``rint(amount * 100)`` gives the cents back exactly below 2**50 cents); the year and
+  previous ``resource_person_month`` itself (amounts are money, decimal(18, 2): their cents
+  exactly, engine/io/_money.py); the year and
   review tables are computed from the months, as in a full run.
 - career: per person and year, the salary cents (before the PASS cap: the cap, quarters by
   salary and the SAM come from the year's total), the days of each kind that counts quarters
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nirlink.engine.io._money import MONEY, cents_of, money_from_cents
 from nirlink.kernels import StageError
 from nirlink.kernels._career import CAREER_KINDS, DAYS_KINDS
 from nirlink.kernels._resources import RESOURCE_KINDS
@@ -47,9 +48,9 @@ MAX_CENTS = 1 << 50  # below this, cents -> cents / 100.0 -> rint(x * 100) gives
 # person and kind as dictionaries (as the stage reads them from Parquet): no string built per row
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _CAREER_ROWS = pa.schema([("person", _DICT), ("person_birth_year", pa.int32()), ("person_birth_month", pa.int32()),
-                          ("year", pa.int32()), ("kind", _DICT), ("gross_salary", pa.float64()), ("days", pa.int64()),
+                          ("year", pa.int32()), ("kind", _DICT), ("gross_salary", MONEY), ("days", pa.int64()),
                           ("periods", pa.int64())])
-_RESOURCE_ROWS = pa.schema([("person", _DICT), ("period", pa.date32()), ("kind", _DICT), ("amount", pa.float64()),
+_RESOURCE_ROWS = pa.schema([("person", _DICT), ("period", pa.date32()), ("kind", _DICT), ("amount", MONEY),
                             ("count", pa.int64())])
 
 
@@ -121,11 +122,12 @@ def _career_pseudo_rows(state: pa.Table, where: str) -> pa.Table:
     periods.append(m[at])
     r = pa.array(np.concatenate(rows))
     k = np.concatenate(kinds)
-    g = np.where(k == 0, gross[np.concatenate(rows)] / 100.0, np.nan)
+    salary = k == 0
     return pa.table([_as(state.column("person").take(r), _DICT), state.column("birth_year").take(r).cast(pa.int32()),
                      state.column("birth_month").take(r).cast(pa.int32()), state.column("year").take(r).cast(pa.int32()),
                      _kinds(k, CAREER_KINDS),
-                     pa.array(g, mask=np.isnan(g)), pa.array(np.concatenate(days)), pa.array(np.concatenate(periods))],
+                     money_from_cents(np.where(salary, gross[np.concatenate(rows)], 0), valid=salary),
+                     pa.array(np.concatenate(days)), pa.array(np.concatenate(periods))],
                     schema=_CAREER_ROWS)
 
 
@@ -136,8 +138,7 @@ def resource_update_rows(months: pa.Table | None, new: pa.Table | None, where: s
 
 
 def _resource_pseudo_rows(months: pa.Table, where: str) -> pa.Table:
-    amounts = np.column_stack([months.column(f"amount_{k}").to_numpy() for k in RESOURCE_KINDS])
-    cents = np.rint(amounts * 100.0).astype(np.int64)
+    cents = np.column_stack([cents_of(months.column(f"amount_{k}")) for k in RESOURCE_KINDS])
     _too_large(cents.reshape(-1), "a month's amount", where)
     has = cents > 0
     has[:, 0] |= ~has.any(axis=1)  # a month of zero amounts still has its rows: one pseudo row of kind 0
@@ -147,7 +148,7 @@ def _resource_pseudo_rows(months: pa.Table, where: str) -> pa.Table:
     r = pa.array(row)
     return pa.table([_as(months.column("person").take(r), _DICT), months.column("period").take(r),
                      _kinds(kind, RESOURCE_KINDS),
-                     pa.array(amounts[row, kind]), pa.array(count)], schema=_RESOURCE_ROWS)
+                     money_from_cents(cents[row, kind]), pa.array(count)], schema=_RESOURCE_ROWS)
 
 
 def new_row_counts(new: pa.Table | None) -> dict[str, int]:

@@ -34,8 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from nirlink.engine.io._datasets import (WRITE_OPTIONS, describe_dataset, dictionary_columns, make_private_dir,
-                                         private_modes, statistics_columns,
+from nirlink.engine.io._datasets import (column_options, describe_dataset, make_private_dir, private_modes,
                                          staged_directory, write_json)
 
 __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
@@ -98,9 +97,7 @@ class _BucketWriters:
             target = self.directory / f"b={bucket}" / f"{self.part}.parquet"
             make_private_dir(target.parent)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            options = {**WRITE_OPTIONS, "use_dictionary": dictionary_columns(table.schema),
-                       "write_statistics": statistics_columns(table.schema)}
-            self.writers[bucket] = (pq.ParquetWriter(tmp, table.schema, **options), tmp, target)
+            self.writers[bucket] = (pq.ParquetWriter(tmp, table.schema, **column_options(table.schema)), tmp, target)
         writer = self.writers[bucket][0]
         writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
 

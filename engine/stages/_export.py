@@ -163,8 +163,7 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
                   consume: bool = False) -> int:
     """Stream ``inputs`` (each read once, in order) into the export file ``<name>/<part>.parquet``;
     ``consume``: remove each input once read."""
-    from nirlink.engine.io._datasets import (dictionary_columns, link_or_copy, make_private_dir, private_modes,
-                                             statistics_columns)
+    from nirlink.engine.io._datasets import column_options, link_or_copy, make_private_dir, private_modes
 
     target = Path(out) / name / f"{part}.parquet"
     if key is None and name in ROW_TABLES and len(inputs) == 1:
@@ -185,9 +184,7 @@ def _export_group(inputs: list[str], name: str, out: str, part: str, key: Pseudo
                 continue
             if writer is None:
                 make_private_dir(target.parent)
-                writer = pq.ParquetWriter(target, table.schema, compression="zstd",
-                                          use_dictionary=dictionary_columns(table.schema),
-                                          write_statistics=statistics_columns(table.schema))
+                writer = pq.ParquetWriter(target, table.schema, **column_options(table.schema))
             if table.schema != writer.schema:
                 table = table.cast(writer.schema)
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from nirlink.engine.io._readers import Chunk, ChunkTask
 from nirlink.kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, parse_dates
 from nirlink.kernels._nir import DEPT_2A, DEPT_2B, NIR_STATUS, check_nir
+from nirlink.engine.io._money import cents_from_amounts, money_from_cents
 from nirlink.kernels._numbers import (
     DECIMAL_AUTO,
     DECIMAL_COMMA,
@@ -33,7 +34,8 @@ _DECIMAL = {"auto": DECIMAL_AUTO, ".": DECIMAL_POINT, ",": DECIMAL_COMMA}
 _NEWLINE = r"[\r\n]"
 REASON_CODES = ("missing_value", "bad_number", "negative_amount", "bad_date", "year_out_of_range",
                 "date_outside_year", "end_before_start", "bad_days", "bad_kind", "bad_sex", "bad_nir",
-                "bad_encoding", "bad_characters", "field_too_long", "bad_row", "duplicate_record_id")
+                "bad_encoding", "bad_characters", "field_too_long", "bad_row", "duplicate_record_id",
+                "sub_cent_amount")  # new codes go last: a code is its position
 _R = {name: i + 1 for i, name in enumerate(REASON_CODES)}  # 0 = no error
 
 
@@ -235,13 +237,15 @@ def _career_fields(get, kinds, n, errors: _Errors, decimal, yt) -> dict[str, Any
     errors.add("gross_salary", salary_s == NUM_BAD, "bad_number")
     errors.add("gross_salary", is_salary & (salary_s == NUM_MISSING), "missing_value")
     errors.add("gross_salary", (salary_s == 0) & (salary_v < 0), "negative_amount")
+    salary_c, salary_exact = cents_from_amounts(salary_v)
+    errors.add("gross_salary", (salary_s == 0) & ~salary_exact, "sub_cent_amount")
     return {
         "employer_id": pc.utf8_trim_whitespace(get("employer_id")),
         "year": pa.array(np.clip(year, 0, 32767).astype(np.int16)),
         "start_date": _date32(start["ordinal"]),
         "end_date": _date32(end["ordinal"]),
         "kind": kinds,
-        "gross_salary": pa.array(salary_v, mask=salary_s != 0),
+        "gross_salary": money_from_cents(salary_c, valid=salary_s == 0),
         "days": pa.array(np.clip(days, 0, 32767).astype(np.int16)),
     }
 
@@ -256,11 +260,13 @@ def _resource_fields(get, kinds, n, errors: _Errors, decimal, yt) -> dict[str, A
     amount_v, amount_s = _numbers(get("amount"), decimal)
     errors.add("amount", amount_s == NUM_BAD, "bad_number")
     errors.add("amount", (amount_s == 0) & (amount_v < 0), "negative_amount")
+    amount_c, amount_exact = cents_from_amounts(amount_v)
+    errors.add("amount", (amount_s == 0) & ~amount_exact, "sub_cent_amount")
     return {
         "payer_id": pc.utf8_trim_whitespace(get("payer_id")),
         "period": _date32(first_of_month),
         "kind": kinds,
-        "amount": pa.array(amount_v),
+        "amount": money_from_cents(amount_c),
     }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nirlink.engine.io._money import cents_of
 from nirlink.engine.reference._tables import aspa_table, cohort_table
 from nirlink.kernels._dates import first_day_of_month, month_index
 
@@ -173,7 +174,7 @@ def _rows(career: pa.Table | None, resource: pa.Table | None) -> dict[str, np.nd
         if t is None or t.num_rows == 0:
             continue
         day = _days(t.column("start_date" if source == "career" else "period"))
-        amount = _np(t.column("gross_salary" if source == "career" else "amount"), 0.0).astype(np.float64)
+        amount = cents_of(t.column("gross_salary" if source == "career" else "amount")) / 100.0
         parts.append({
             "person": _as_dict(t.column("person")), "record_id": _np(t.column("record_id"), -1).astype(np.int64),
             "day": day, "month": month_index(day, day >= -719162),
