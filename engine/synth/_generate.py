@@ -23,18 +23,17 @@ import pyarrow as pa
 from nirlink.engine import _config
 from nirlink.kernels import InputError
 
-from ._columns import dates, dictionary_column, siret_column, write_dataset
+from ._columns import dates, gather_versions, siret_column, version_dictionary, write_dataset
 from ._identity import make_persons, register_table
-from ._noise import declare
+from ._noise import NIR_NOISE, declare
 from ._params import SynthParams
 from ._records import CAREER_KINDS, P_PENSION, PAYERS, RESOURCE_KINDS, Resources, VersionSpace, make_careers, make_resources
-from ._signals import bad_employers, clip_careers_at_death, plant_resources, signal_truth
+from ._signals import bad_employers, plant_resources, signal_truth
 
 __all__ = ["DATASETS", "CAREER_SCHEMA", "RESOURCE_SCHEMA", "TRUTH_SCHEMA", "generate_block", "plan_blocks", "synth"]
 
 DATASETS = ("register", "career", "resource", "truth")
 SIGNAL_TRUTH = "truth_signals"  # the signals' truth (engine/synth/_signals.py), beside truth/
-ROW_FIELDS = ("person", "version", "employer", "year", "start", "end", "kind", "gross", "days")
 RESOURCE_FLAG = 1 << 62
 
 CAREER_SCHEMA = pa.schema([
@@ -70,6 +69,11 @@ TRUTH_SCHEMA = pa.schema([
     pa.field("nir_noise", pa.string()),
     pa.field("identity_version", pa.int64()),
 ])
+# the truth as the generator builds it: its string columns dictionary-encoded (_truth_table),
+# every column optional in the files as they always were (readers concatenate them with others)
+_TRUTH_ARROW = pa.schema([pa.field(f.name, pa.dictionary(pa.int8() if f.name in ("source", "nir_noise") else pa.int32(),
+                                                         pa.string()) if f.name in ("source", "true_nir", "nir_noise")
+                                   else f.type) for f in TRUTH_SCHEMA])
 
 
 def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_persons: int, total_persons: int,
@@ -100,11 +104,6 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     resources = make_resources(rng, persons, careers, p=params, n_employers=n_employers, versions=versions)
     # cases for the signals stage, from their own random stream (engine/synth/_signals.py)
     plant_rng = np.random.default_rng(np.random.SeedSequence([params.seed, block, 14]))
-    keep = clip_careers_at_death(careers, persons)
-    if not keep.all():
-        keep = np.flatnonzero(keep)
-        for f in ROW_FIELDS:
-            setattr(careers, f, getattr(careers, f)[keep])
     fy, fm = (int(x) for x in params.first_resource_month.split("-"))
     ly, lm = (int(x) for x in params.last_resource_month.split("-"))
     last_month = ly * 12 + lm - 1
@@ -123,13 +122,13 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     ident = declare(rng, persons, v_person, used, params.noise, heavy=is_bad[v_decl],
                     heavy_scale=params.bad_declarant_noise_scale, heavy_rng=plant_rng)
 
-    # employers and payers as SIRET dictionaries (only those used by the block), each row's
-    # declarant as its rank among them
+    # employers and payers as SIRET dictionaries (those the block's rows use), each pool
+    # index's rank among them; the identity columns' values, per version (_columns.py)
     pool_used = np.zeros(n_employers + len(PAYERS), bool)
     pool_used[careers.employer] = True
     pool_used[resources.payer] = True
     emp_used = np.flatnonzero(pool_used)
-    rank = np.cumsum(pool_used) - 1
+    rank = (np.cumsum(pool_used) - 1).astype(np.int32)
     sirets = siret_column(emp_used)
     name = f"part-{block:05d}.parquet"
     root = Path(out)
@@ -139,27 +138,29 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
                                            "first_names", "nir_kind"])
 
     string_cols = ["declared_nir", "last_name", "first_name", "birth_date", "kind"]
-
-    encoded: dict = {}  # dictionaries shared by the career and resource columns, encoded once
+    by_version = np.empty((len(v_person), 4), np.int32)
+    values = [version_dictionary(idx, d, used, by_version[:, c]) for c, (idx, d) in enumerate(
+        ((ident.nir_idx, ident.nir_dict), (ident.last_idx, ident.last_dict), (ident.first_idx, ident.first_dict),
+         (ident.birth_idx, ident.birth_dict)))]
+    by_version = np.ascontiguousarray(by_version)
 
     def identity_columns(version):
-        return {
-            "declared_nir": dictionary_column(ident.nir_idx, ident.nir_dict, encoded, rows=version),
-            "last_name": dictionary_column(ident.last_idx, ident.last_dict, encoded, rows=version),
-            "first_name": dictionary_column(ident.first_idx, ident.first_dict, encoded, rows=version),
-            "birth_date": dictionary_column(ident.birth_idx, ident.birth_dict, encoded, rows=version),
-        }
+        cols = gather_versions(version, by_version, values)
+        return dict(zip(("declared_nir", "last_name", "first_name", "birth_date"), cols))
+
+    def declarants(pool_index):
+        return pa.DictionaryArray.from_arrays(pa.array(rank[pool_index]), sirets)
 
     nc = len(careers.person)
     career_ids = (np.int64(block) << 32) + np.arange(nc, dtype=np.int64)
     career = pa.table({
         "record_id": pa.array(career_ids),
         **identity_columns(careers.version),
-        "employer_id": dictionary_column(rank, sirets, rows=careers.employer),
+        "employer_id": declarants(careers.employer),
         "year": pa.array(careers.year),
         "start_date": dates(careers.start),
         "end_date": dates(careers.end),
-        "kind": dictionary_column(careers.kind, pa.array(CAREER_KINDS)),
+        "kind": pa.DictionaryArray.from_arrays(pa.array(careers.kind), pa.array(CAREER_KINDS)),
         "gross_salary": pa.array(careers.gross, mask=np.isnan(careers.gross)),
         "days": pa.array(careers.days),
     })
@@ -170,37 +171,56 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     resource = pa.table({
         "record_id": pa.array(resource_ids),
         **identity_columns(resources.version),
-        "payer_id": dictionary_column(rank, sirets, rows=resources.payer),
+        "payer_id": declarants(resources.payer),
         "period": dates(resources.period),
-        "kind": dictionary_column(resources.kind, pa.array(RESOURCE_KINDS)),
+        "kind": pa.DictionaryArray.from_arrays(pa.array(resources.kind), pa.array(RESOURCE_KINDS)),
         "amount": pa.array(resources.amount),
     })
     write(resource, root / "resource" / name, string_cols + ["payer_id"])
 
-    # truth: every record -> the person's canonical NIR; every register row -> its person
-    canonical = persons.nir
-    noise_names = pa.array(["none", "missing-nir", "wrong-key", "transposed-digits", "other-person-nir",
-                            "nir-without-key"])
-    n_reg = len(reg_person)
-    truth = pa.table({
-        "source": dictionary_column(np.repeat(np.array([0, 1, 2], np.int8), [nc, nr, n_reg]), pa.array(["career", "resource", "register"])),
-        "record_id": pa.concat_arrays([pa.array(career_ids), pa.array(resource_ids), pa.nulls(n_reg, pa.int64())]),
-        "register_nir": pa.concat_arrays([pa.nulls(nc + nr, pa.string()), reg.column("nir").combine_chunks()]),
-        "true_nir": dictionary_column(np.concatenate([careers.person, resources.person, reg_person]), canonical),
-        "nir_noise": dictionary_column(np.concatenate([ident.nir_noise[careers.version], ident.nir_noise[resources.version],
-                                           np.full(n_reg, -1, np.int8)]), noise_names),
-        # the declared identity a record carries (one per person and declarant; see VersionSpace)
-        "identity_version": pa.array(np.concatenate([careers.version, resources.version, np.full(n_reg, -1)])
-                                     + (np.int64(block) << 32), mask=np.repeat([False, True], [nc + nr, n_reg])),
-    })
-    write(truth, root / "truth" / name, ["source", "register_nir", "true_nir", "nir_noise"])
+    # truth: every record -> the person's canonical NIR; every register row -> its person. One
+    # chunk per source (the writer takes them as they are: no concatenation), the dictionary
+    # columns sharing one dictionary across chunks.
+    write(_truth_table(block, persons.nir, reg.column("nir").combine_chunks(), reg_person, ident.nir_noise,
+                       ((career_ids, careers.person, careers.version), (resource_ids, resources.person, resources.version))),
+          root / "truth" / name, TRUTH_STRINGS)
     signals = signal_truth(persons, careers.person, careers.start,
                            {"person": resources.person, "period": resources.period, "kind": resources.kind,
                             "amount": resources.amount}, v_person, ident.nir_noise, ident.other_person, used,
                            last_month=last_month, bad_sirets=siret_column(bad) if block == 0 else None)
     write(signals, root / SIGNAL_TRUTH / name, ["rule"])
     return {"block": block, "persons": n_persons, "register": reg.num_rows, "career": nc, "resource": nr,
-            "truth": truth.num_rows, "versions": int(used.sum())}
+            "truth": nc + nr + reg.num_rows, "versions": int(used.sum())}
+
+
+NOISE_NAMES = pa.array(["none", *NIR_NOISE])
+SOURCES = pa.array(["career", "resource", "register"])
+TRUTH_STRINGS = ["source", "register_nir", "true_nir", "nir_noise"]
+
+
+def _truth_table(block: int, canonical: pa.Array, register_nir: pa.Array, reg_person: np.ndarray,
+                 nir_noise: np.ndarray, sources) -> pa.Table:
+    """The truth of a block: per record (career, then resource) its person's canonical NIR, its
+    NIR noise and identity version (``nir_noise[version]``, ``version`` + block << 32), then per
+    register row its person's; ``sources``: (record ids, persons, versions) of each dataset."""
+    tag = np.int64(block) << 32
+    chunks = []
+    for s, (ids, person, version) in enumerate(sources):
+        n = len(ids)
+        chunks.append(pa.record_batch([
+            pa.DictionaryArray.from_arrays(pa.array(np.full(n, s, np.int8)), SOURCES),
+            pa.array(ids), pa.nulls(n, pa.string()),
+            pa.DictionaryArray.from_arrays(pa.array(person), canonical),
+            pa.DictionaryArray.from_arrays(pa.array(nir_noise[version]), NOISE_NAMES),
+            pa.array(version + tag)], schema=_TRUTH_ARROW))
+    n = len(reg_person)
+    chunks.append(pa.record_batch([
+        pa.DictionaryArray.from_arrays(pa.array(np.full(n, 2, np.int8)), SOURCES),
+        pa.nulls(n, pa.int64()), register_nir,
+        pa.DictionaryArray.from_arrays(pa.array(reg_person.astype(np.int32)), canonical),
+        pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), NOISE_NAMES),
+        pa.nulls(n, pa.int64())], schema=_TRUTH_ARROW))
+    return pa.Table.from_batches(chunks)
 
 
 def plan_blocks(persons: int, partitions: int | None, persons_per_partition: int,

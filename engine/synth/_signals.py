@@ -6,8 +6,8 @@ What is planted (rates are settings, ``nirlink.synth.*``):
 
 - ``dead-income-rate``: of the persons who die within the resource window and have resource
   rows, this share keep receiving their last monthly payment 1-6 months after the death month.
-  (Career rows starting after the death month are clipped first: the career model draws short
-  periods anywhere in the death year.)
+  (The career model makes no row starting after the death month, though it places short
+  periods anywhere in the year: engine/synth/_expand.py.)
 - ``non-take-up-rate``: of the persons alive at the last resource month and past the age of
   the automatic full rate of their cohort, this share have no ``pension`` row at all.
 - ``minimum-benefit-rate``: of the persons aged 65+ at the last resource month whose last
@@ -39,7 +39,7 @@ from numba import njit
 from nirlink.engine.reference._tables import aspa_table, cohort_table
 from nirlink.kernels._dates import first_day_of_month, month_index
 
-__all__ = ["bad_employers", "plant_resources", "clip_careers_at_death", "signal_truth", "TRUTH_SCHEMA"]
+__all__ = ["bad_employers", "plant_resources", "signal_truth", "TRUTH_SCHEMA"]
 
 PENSION, MINIMUM = 1, 5  # indices in _records.RESOURCE_KINDS
 TRUTH_SCHEMA = pa.schema([pa.field("rule", pa.string(), nullable=False), pa.field("person", pa.string()),
@@ -66,12 +66,6 @@ def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
         return np.zeros(0, np.int64)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 14]))
     return np.sort(rng.choice(larger, size=min(k, larger), replace=False)).astype(np.int64)
-
-
-def clip_careers_at_death(careers, persons) -> np.ndarray:
-    """Mask of the career rows to keep: none starting after the death month."""
-    death = persons.death_ordinal[careers.person]
-    return ~((death >= 0) & (_month(careers.start) > _month(np.maximum(death, 0))))
 
 
 def _ages(persons, as_of: int) -> np.ndarray:
