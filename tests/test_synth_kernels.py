@@ -1,5 +1,5 @@
 """The synthetic generator's Numba kernels: calendar helpers against numpy's calendar, the
-planting's merge against a stable sort, and the career and resource kernels (which draw inside
+career and resource kernels (which draw inside
 their loops, so no vectorised reference gives the same values) against the model's rules, row
 by row."""
 
@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nirlink.engine.synth._expand import _month_of, _month_start, draw_careers, draw_resources
-from nirlink.engine.synth._signals import _in_order, _insert_points, _merge
+from nirlink.engine.synth._signals import _in_order
 
 
 def _np_month_start(year, month):
@@ -30,36 +30,6 @@ def test_month_start_matches_numpy_calendar(year, month):
 def test_month_of_matches_numpy_calendar(day):
     m = np.datetime64(day, "D").astype("datetime64[M]").astype(np.int64)
     assert _month_of(day) == m + 1970 * 12
-
-
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 60), k=st.integers(0, 15))
-def test_planted_rows_merge_like_a_stable_sort(seed, n, k):
-    rng = np.random.default_rng(seed)
-    person = np.sort(rng.integers(0, 8, n)).astype(np.int32)
-    period = np.zeros(n, np.int32)
-    for p in np.unique(person):  # each person's rows in period order, periods repeating
-        at = person == p
-        period[at] = np.sort(rng.integers(17900, 17905, int(at.sum())))
-    value = np.arange(n, dtype=np.int64)
-    kept = np.flatnonzero(rng.random(n) < 0.8)
-    new_person = rng.integers(0, 9, k).astype(np.int32)
-    new_period = rng.integers(17898, 17907, k).astype(np.int32)
-    order = np.lexsort((new_period, new_person))
-    new_person, new_period, new_value = new_person[order], new_period[order], 1000 + np.arange(k)
-    key = person.astype(np.int64) * 100_000 + period
-    assert _in_order(person, period) and (n < 2 or not _in_order(person[::-1], period[::-1]) or len(set(key)) == 1)
-    before = _insert_points(person, period, kept, new_person, new_period)
-    assert np.array_equal(before, np.searchsorted(key[kept], new_person.astype(np.int64) * 100_000 + new_period,
-                                                  side="right"))
-    got = [_merge(a, kept, b, before, len(kept) == n) for a, b in
-           ((person, new_person), (period, new_period), (value, new_value))]
-    # the reference: a stable sort of the kept rows followed by the new ones
-    all_p = np.concatenate([person[kept], new_person])
-    all_d = np.concatenate([period[kept], new_period])
-    ref = np.lexsort((all_d, all_p))
-    assert np.array_equal(got[2], np.concatenate([value[kept], new_value])[ref])
-    assert np.array_equal(got[0], all_p[ref]) and np.array_equal(got[1], all_d[ref])
-
 
 
 FIRST, LAST = 1990, 2025
@@ -135,23 +105,34 @@ def test_careers_reach_the_configured_rows_per_person():
     assert 0.6 < kinds[0] < 0.95 and kinds[3] > 0
 
 
-@settings(max_examples=40)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 25))
-def test_resources_follow_the_model_row_by_row(seed, n):
+def _resources(seed, n, plant=None, n_months=84, first=2019 * 12):
     (birth_year, sex, death), out = _careers(seed, n)
     py_start, py_employer, py_version, py_level = out[1]
     lo, hi, retire_year, level_base = out[2]
-    first, n_months, n_emp = 2019 * 12, 84, 50
     smic = np.linspace(1_500.0, 1_800.0, n_months)
-    rows, (v_person, v_emp) = draw_resources(np.random.default_rng(seed + 1), first, n_months, smic, death, lo, hi,
-                                             py_start, py_employer, py_version, py_level, retire_year, level_base,
-                                             90.0, n_emp, 1.0, 1000)
+    death_month = np.where(death >= 0, np.asarray(np.maximum(death, 0), "datetime64[D]").astype("datetime64[M]")
+                           .astype(np.int64) + 1970 * 12, -1)
+    if plant is None:
+        plant = (np.zeros(n, bool), death_month, np.zeros(n, np.int64), np.zeros(n, bool), 0.0)
+    rows, new = draw_resources(np.random.default_rng(seed + 1), first, n_months, smic, death, lo, hi, py_start,
+                               py_employer, py_version, py_level, retire_year, level_base, 90.0, 50, 1.0, 1000,
+                               *plant)
+    return (birth_year, sex, death, death_month), out, smic, rows, new
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 25))
+def test_resources_follow_the_model_row_by_row(seed, n):
+    (birth_year, sex, death, _), out, smic, rows, (v_person, v_emp) = _resources(seed, n)
+    py_start, py_employer, py_version, py_level = out[1]
+    lo, hi, retire_year, level_base = out[2]
+    first, n_months, n_emp = 2019 * 12, 84, 50
     person, version, payer, period, kind, amount = rows
     assert _in_order(person, period)
     m = period.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12 - first
     assert np.all((m >= 0) & (m < n_months)) and np.array_equal(period, _np_month_start((first + m) // 12,
                                                                                          (first + m) % 12 + 1))
-    assert np.all((death[person] < 0) | (period <= death[person]))  # nothing paid after death (before planting)
+    assert np.all((death[person] < 0) | (period <= death[person]))  # nothing paid after death (nothing planted)
     y = (first + m) // 12
     in_career = (y >= lo[person]) & (y <= hi[person])
     # pensions past the retirement year, outside the career; benefits from the pool's payers
@@ -161,7 +142,7 @@ def test_resources_follow_the_model_row_by_row(seed, n):
     assert np.all(~in_career[kind == 1] & (y[kind == 1] >= retire_year[person[kind == 1]]))
     pm = person.astype(np.int64) * n_months + m  # a base and a complementary pension each month
     assert np.array_equal(np.unique(pm[kind == 1]), pm[kind == 1]) and np.array_equal(pm[kind == 1], pm[kind == 2])
-    assert np.all(in_career[kind == 3])
+    assert np.all(in_career[kind == 3]) and not np.any(kind == 5)
     # salaries: the year's main employer and its version, or a second salary of its own version
     sal = np.flatnonzero(kind == 0)
     py = np.where(in_career, py_start[person] + (y - lo[person]), -1)[sal]
@@ -178,3 +159,51 @@ def test_resources_follow_the_model_row_by_row(seed, n):
     assert np.all((d > 2.99) & (d < 30.01))
 
 
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 25), n_months=st.sampled_from([6, 12, 30, 84]))
+def test_planted_cases_match_a_reference_on_the_plain_rows(seed, n, n_months):
+    """Planting in the kernel against planting by hand on the rows the same draws give without it."""
+    first = 2019 * 12
+    last = first + n_months - 1
+    rng = np.random.default_rng(seed)
+    drop = rng.random(n) < 0.5
+    top_up = rng.random(n) < 0.5
+    ceiling = float(rng.choice([0.0, 5_000.0, 20_000.0, 1e9]))
+    (_, _, death, dm), _, _, plain, _ = _resources(seed, n, n_months=n_months, first=first)
+    dead_months = np.where((dm >= first) & (dm < last) & (rng.random(n) < 0.7),
+                           np.minimum(rng.integers(1, 7, n), last - dm), 0)
+    alive = (dm < 0) | (dm > last)
+    top_up &= alive
+    dead_months[alive] = 0
+    # income after death and top-ups draw nothing: the planted rows are the plain rows and theirs
+    got = _resources(seed, n, plant=(np.zeros(n, bool), dm, dead_months, top_up, ceiling), n_months=n_months,
+                     first=first)[3]
+    person, version, payer, period, kind, amount = (np.asarray(a) for a in plain)
+    month = period.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    want = [list(t) for t in zip(person.tolist(), version.tolist(), payer.tolist(), period.tolist(), kind.tolist(),
+                                 amount.tolist())]
+    out = []
+    for i in range(n):
+        mine = [r for r, p in zip(want, person) if p == i]
+        mm = [mo for mo, p in zip(month, person) if p == i]
+        if dead_months[i] and mine:
+            for t in range(dead_months[i]):
+                mo = dm[i] + 1 + t
+                day = int(_np_month_start(mo // 12, mo % 12 + 1))
+                mine.append([i, mine[-1][1], mine[-1][2], day, mine[-1][4], mine[-1][5]])
+                mm.append(mo)
+        if top_up[i] and sum(r[5] for r, mo in zip(mine, mm) if mo > last - 12) < ceiling:
+            merged = [r for r, mo in zip(mine, mm) if mo <= last - 12]
+            for mo in range(last - 11, last + 1):
+                these = [r for r, x in zip(mine, mm) if x == mo]
+                merged += these
+                merged.append([i, i * 4, 50, int(_np_month_start(mo // 12, mo % 12 + 1)), 5,
+                               np.rint(max(ceiling / 12 - sum(r[5] for r in these), 1.0) * 100) / 100])
+            mine = merged
+        out += mine
+    assert [list(t) for t in zip(*(a.tolist() for a in got))] == out
+    # non-take-up: no base pension for those persons (the months' other payments stay)
+    dropped = _resources(seed, n, plant=(drop, dm, np.zeros(n, np.int64), np.zeros(n, bool), 0.0),
+                         n_months=n_months, first=first)[3]
+    assert not np.any((dropped[4] == 1) & drop[dropped[0]])
+    assert np.array_equal(np.unique(dropped[0][dropped[4] == 2]), np.unique(person[(kind == 2)]))

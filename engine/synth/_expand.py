@@ -26,6 +26,7 @@ RETIRE_AGES = np.array([60, 61, 62, 62, 63, 64, 64, 65, 67], np.int64)
 # career kinds (_records.CAREER_KINDS) and payers (_records.PAYERS)
 _SALARY, _UNEMPLOYMENT, _SICKNESS, _MATERNITY = 0, 1, 2, 3
 _P_PENSION, _P_COMPLEMENTARY, _P_UNEMPLOYMENT, _P_HEALTH = 0, 1, 2, 3
+_MINIMUM = 5  # minimum_old_age_benefit in _records.RESOURCE_KINDS
 
 
 @njit(nogil=True, cache=True)
@@ -256,11 +257,19 @@ def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, las
 
 @njit(nogil=True, cache=True)
 def draw_resources(rng, first_month, n_months, smic_month, death_ordinal, lo, hi, py_start, py_employer,
-                   py_version, py_level, retire_year, level_base, rows_per_person, n_employers, q, first_version):
+                   py_version, py_level, retire_year, level_base, rows_per_person, n_employers, q, first_version,
+                   drop_pension, death_month, dead_months, top_up, yearly_ceiling):
     """The monthly resources of the persons of a block (model: _records.py), grouped by person
     then month: per person-month the payments owed (a salary from the year's main employer, a
     base and a complementary pension past the retirement year, an unemployment benefit in 70%
     of the idle months of a career), then the extras (a daily allowance or a second salary).
+
+    The planted cases of the signals stage (engine/synth/_signals.py, ``planting_plan``)
+    are made with the rows, each person's after their own rows: no base pension for the
+    ``drop_pension`` persons; the last payment repeated ``dead_months[i]`` months after the
+    ``death_month[i]`` (absolute month index) of a person who has rows; and for the ``top_up``
+    persons whose income over the window's last 12 months is below ``yearly_ceiling``, a
+    minimum benefit each of those months, after the month's rows, up to a twelfth of it.
 
     Returns the rows (person, version, payer, period, kind, amount) and the new identity
     versions (second salaries' employers), numbered from ``first_version``."""
@@ -311,20 +320,27 @@ def draw_resources(rng, first_month, n_months, smic_month, death_ordinal, lo, hi
         if status[k]:
             extra[k] = rng.poisson(lam)
             n_rows += extra[k]
+    n_new_rows = n_rows - base_rows
+    for i in range(n):
+        n_rows += (6 if dead_months[i] > 0 else 0) + (12 if top_up[i] else 0)
     person = np.empty(n_rows, np.int32)
     version = np.empty(n_rows, np.int64)
     payer = np.empty(n_rows, np.int64)
     day = np.empty(n_rows, np.int32)
     kind = np.empty(n_rows, np.int8)
     amount = np.empty(n_rows, np.float64)
-    v_person = np.empty(n_rows - base_rows, np.int64)
-    v_employer = np.empty(n_rows - base_rows, np.int64)
+    v_person = np.empty(n_new_rows, np.int64)
+    v_employer = np.empty(n_new_rows, np.int64)
+    month_row = np.empty(n_months + 1, np.int64)  # the current person's first row of each month
+    last_month = first_month + n_months - 1
     n_new = 0
     pool = n_employers
     r = 0
     k = 0
     for i in range(n):
+        p0 = r
         for m in range(n_months):
+            month_row[m] = r
             st = status[k]
             if st == 0:
                 k += 1
@@ -332,6 +348,8 @@ def draw_resources(rng, first_month, n_months, smic_month, death_ordinal, lo, hi
             base = smic_month[m] * level_base[i]
             owed = 2 if st == 2 else 1
             for j in range(owed + extra[k]):
+                if st == 2 and j == 0 and drop_pension[i]:  # non-take-up: no base pension
+                    continue
                 person[r] = i
                 day[r] = period[m]
                 if j < owed:
@@ -368,4 +386,49 @@ def draw_resources(rng, first_month, n_months, smic_month, death_ordinal, lo, hi
                 amount[r] = np.rint(max(a, 1.0) * 100.0) / 100.0
                 r += 1
             k += 1
-    return (person, version, payer, day, kind, amount), (v_person[:n_new], v_employer[:n_new])
+        month_row[n_months] = r
+        if dead_months[i] > 0 and r > p0:  # income after death: the last payment, repeated
+            src = r - 1
+            for t in range(dead_months[i]):
+                mm = death_month[i] + 1 + t
+                person[r], version[r], payer[r], kind[r], amount[r] = i, version[src], payer[src], kind[src], amount[src]
+                day[r] = days_from_civil(mm // 12, mm % 12 + 1, 1)
+                r += 1
+        if top_up[i]:
+            r = _top_up(i, r, month_row[min(max(n_months - 12, 0), n_months)], last_month, yearly_ceiling, pool,
+                        person, version, payer, day, kind, amount)
+    return ((person[:r], version[:r], payer[:r], day[:r], kind[:r], amount[:r]),
+            (v_person[:n_new], v_employer[:n_new]))
+
+
+@njit(nogil=True, cache=True)
+def _top_up(i, r, w0, last_month, yearly_ceiling, pool, person, version, payer, day, kind, amount):
+    """The minimum benefit of person ``i`` whose rows of the last 12 months are ``w0 .. r``
+    (in month order): if their sum is below the ceiling, one row per month after that month's
+    rows, topping it up to a twelfth of the ceiling (at least 1 EUR). Returns the new end."""
+    income = 0.0
+    for t in range(w0, r):
+        income += amount[t]
+    if not income < yearly_ceiling:
+        return r
+    count = r - w0
+    t_version = version[w0:r].copy()
+    t_payer = payer[w0:r].copy()
+    t_day = day[w0:r].copy()
+    t_kind = kind[w0:r].copy()
+    t_amount = amount[w0:r].copy()
+    w = w0
+    t = 0
+    for mm in range(last_month - 11, last_month + 1):
+        paid = 0.0
+        while t < count and _month_of(np.int64(t_day[t])) == mm:
+            person[w], version[w], payer[w], day[w], kind[w], amount[w] = (i, t_version[t], t_payer[t], t_day[t],
+                                                                          t_kind[t], t_amount[t])
+            paid += t_amount[t]
+            w += 1
+            t += 1
+        person[w], version[w], payer[w], kind[w] = i, i * 4 + _P_PENSION, pool + _P_PENSION, _MINIMUM
+        day[w] = days_from_civil(mm // 12, mm % 12 + 1, 1)
+        amount[w] = np.rint(max(yearly_ceiling / 12 - paid, 1.0) * 100.0) / 100.0
+        w += 1
+    return w

@@ -27,8 +27,8 @@ from ._columns import dates, gather_versions, siret_column, version_dictionary, 
 from ._identity import make_persons, register_table
 from ._noise import NIR_NOISE, declare
 from ._params import SynthParams
-from ._records import CAREER_KINDS, P_PENSION, PAYERS, RESOURCE_KINDS, Resources, VersionSpace, make_careers, make_resources
-from ._signals import bad_employers, plant_resources, signal_truth
+from ._records import CAREER_KINDS, PAYERS, RESOURCE_KINDS, VersionSpace, make_careers, make_resources
+from ._signals import bad_employers, planting_plan, signal_truth
 
 __all__ = ["DATASETS", "CAREER_SCHEMA", "RESOURCE_SCHEMA", "TRUTH_SCHEMA", "generate_block", "plan_blocks", "synth"]
 
@@ -101,17 +101,14 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
     n_employers = max(10, int(total_persons * params.employers_per_1000_persons / 1000))
     versions = VersionSpace(n_persons, n_employers)
     careers = make_careers(rng, persons, p=params, n_employers=n_employers, versions=versions)
-    resources = make_resources(rng, persons, careers, p=params, n_employers=n_employers, versions=versions)
     # cases for the signals stage, from their own random stream (engine/synth/_signals.py)
     plant_rng = np.random.default_rng(np.random.SeedSequence([params.seed, block, 14]))
     fy, fm = (int(x) for x in params.first_resource_month.split("-"))
     ly, lm = (int(x) for x in params.last_resource_month.split("-"))
     last_month = ly * 12 + lm - 1
-    planted = plant_resources(plant_rng, resources, persons, p=params, last_month=last_month,
-                              first_month=fy * 12 + fm - 1,
-                              pension_version=lambda who: versions.payer(who, P_PENSION))
-    planted["payer"][planted["payer"] < 0] = n_employers + P_PENSION
-    resources = Resources(**planted)
+    planting = planting_plan(plant_rng, persons, p=params, first_month=fy * 12 + fm - 1, last_month=last_month)
+    resources = make_resources(rng, persons, careers, p=params, n_employers=n_employers, versions=versions,
+                               planting=planting)
     v_person, v_decl = versions.arrays()
     used = np.zeros(len(v_person), bool)
     used[careers.version] = True

@@ -141,7 +141,10 @@ def _parse_month(text: str) -> tuple[int, int]:
     return int(y), int(m)
 
 
-def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versions: VersionSpace) -> Resources:
+def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versions: VersionSpace,
+                   planting: tuple) -> Resources:
+    """The monthly resources of ``persons``, with the cases ``planting`` plants
+    (_signals.planting_plan)."""
     yt = year_table()
     fy, fm = _parse_month(p.first_resource_month)
     ly, lm = _parse_month(p.last_resource_month)
@@ -152,7 +155,8 @@ def make_resources(rng, persons, careers: Careers, *, p, n_employers: int, versi
     rows, new = draw_resources(
         rng, first, n_months, smic_month, persons.death_ordinal.astype(np.int64), careers.lo, careers.hi,
         careers.py_start, careers.py_employer, careers.py_spell_version, careers.py_level, careers.retire_year,
-        careers.level_base, float(p.resource_rows_per_person), n_employers, _zipf_q(n_employers), versions.size)
+        careers.level_base, float(p.resource_rows_per_person), n_employers, _zipf_q(n_employers), versions.size,
+        *planting)
     versions.add(*new)
     person, version, payer, period, kind, amount = rows
     return Resources(person=person, version=version, payer=payer, period=period, kind=kind, amount=amount)
