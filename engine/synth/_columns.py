@@ -181,21 +181,26 @@ def dates(days: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(days, np.int32)).cast(pa.date32())
 
 
-_WRITE = dict(compression="snappy", store_schema=False)
+_WRITE = dict(compression="lz4", store_schema=False)
 _DELTA = {"record_id"}
 
 
-def write_dataset(table: pa.Table, path: Path, string_columns: list[str]) -> None:
+def write_dataset(table: pa.Table, path: Path, string_columns: list[str], schema: pa.Schema | None = None) -> None:
     """Write ``table`` to ``path`` (through a temporary name): the string columns
     dictionary-encoded, record ids delta-encoded, statistics (min/max) for the other columns only. Statistics of a
     dictionary column cost a hash of its indices, a third of the whole write, and no reader
-    of these files filters on names or NIRs by row group."""
+    of these files filters on names or NIRs by row group.
+
+    With ``schema`` (the dataset's documented schema), its non-null fields are written as
+    required columns: an optional column costs its definition levels, ~8 ns a value, a fifth
+    of the career and resource writes."""
     tmp = path.with_name("." + path.name + ".tmp")
+    if schema is not None:
+        table = pa.Table.from_arrays(table.columns, schema=pa.schema(
+            [f.with_nullable(schema.field(f.name).nullable) for f in table.schema]))
     stats = [c for c in table.column_names if c not in string_columns]
     # record ids run in sequence: delta encoding writes them 2x faster and ~500x smaller
     delta = {c: "DELTA_BINARY_PACKED" for c in table.column_names if c in _DELTA}
     pq.write_table(table, tmp, use_dictionary=string_columns, write_statistics=stats,
                    column_encoding=delta or None, **_WRITE)
     os.replace(tmp, path)
-
-

@@ -85,8 +85,8 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
     with ThreadPoolExecutor(1, thread_name_prefix="synth-writer") as writer:
         pending: list[Future] = []
 
-        def write(table: pa.Table, path: Path, string_columns: list[str]) -> None:
-            pending.append(writer.submit(write_dataset, table, path, string_columns))
+        def write(table: pa.Table, path: Path, string_columns: list[str], schema: pa.Schema | None = None) -> None:
+            pending.append(writer.submit(write_dataset, table, path, string_columns, schema))
 
         summary = _generate_block(write, out, block, n_blocks, n_persons, total_persons, params)
         for f in pending:
@@ -161,7 +161,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
         "gross_salary": pa.array(careers.gross, mask=np.isnan(careers.gross)),
         "days": pa.array(careers.days),
     })
-    write(career, root / "career" / name, string_cols + ["employer_id"])
+    write(career, root / "career" / name, string_cols + ["employer_id"], CAREER_SCHEMA)
 
     nr = len(resources.person)
     resource_ids = RESOURCE_FLAG + (np.int64(block) << 32) + np.arange(nr, dtype=np.int64)
@@ -173,7 +173,7 @@ def _generate_block(write, out: str, block: int, n_blocks: int, n_persons: int, 
         "kind": pa.DictionaryArray.from_arrays(pa.array(resources.kind), pa.array(RESOURCE_KINDS)),
         "amount": pa.array(resources.amount),
     })
-    write(resource, root / "resource" / name, string_cols + ["payer_id"])
+    write(resource, root / "resource" / name, string_cols + ["payer_id"], RESOURCE_SCHEMA)
 
     # truth: every record -> the person's canonical NIR; every register row -> its person. One
     # chunk per source (the writer takes them as they are: no concatenation), the dictionary
