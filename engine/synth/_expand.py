@@ -50,6 +50,13 @@ def _month_of(day):
 
 
 @njit(nogil=True, cache=True)
+def _integer(rng, low, high):
+    """A uniform integer in [low, high): from one uniform double, ~8 ns, where Numba's
+    ``Generator.integers`` takes ~65 ns a draw (measured on the benchmark machine)."""
+    return low + np.int64(rng.random() * (high - low))
+
+
+@njit(nogil=True, cache=True)
 def _employer(rng, n_employers, q):
     """An employer index with a Zipf-like law p(r) ~ 1 / (r + q), by inverting its continuous
     CDF (no table, so the pool can hold millions of employers)."""
@@ -77,7 +84,7 @@ def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, las
     for i in range(n):
         by = np.int64(birth_year[i])
         start_age = min(max(16 + np.floor(rng.gamma(2.0, 2.2)), 16), 30)
-        retire_age = RETIRE_AGES[rng.integers(0, RETIRE_AGES.shape[0])]
+        retire_age = RETIRE_AGES[_integer(rng, 0, RETIRE_AGES.shape[0])]
         never = rng.random() < 0.05
         level_base[i] = np.exp(rng.normal(np.log(1.4), 0.45))
         d = death_ordinal[i]
@@ -136,10 +143,10 @@ def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, las
             if rng.random() < 0.12:
                 part = rng.uniform(0.5, 0.8)
             py_level[k] = smic_year[y - first_year] * level_base[i] * 1.015 ** t * part
-            s_month = rng.integers(2, 13)
-            g_end = min(s_month + rng.integers(0, 4), 12)
-            first_month = rng.integers(1, 13) if first else 1
-            last_month = rng.integers(1, 13) if (last and y < last_year) else 12
+            s_month = _integer(rng, 2, 13)
+            g_end = min(s_month + _integer(rng, 0, 4), 12)
+            first_month = _integer(rng, 1, 13) if first else 1
+            last_month = _integer(rng, 1, 13) if (last and y < last_year) else 12
             main_from = first_month
             if switch and not first:
                 main_from = g_end + 1 if gap else s_month
@@ -211,11 +218,11 @@ def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, las
                 if kd == _MATERNITY and not (sex[i] == 2 and 20 <= age <= 42):
                     kd = _SICKNESS
                 if kd == _SALARY:
-                    length = rng.integers(10, 120)
+                    length = _integer(rng, 10, 120)
                 elif kd == _MATERNITY:
                     length = 112
                 else:
-                    length = rng.integers(10, 200)
+                    length = _integer(rng, 10, 200)
                 s = y0 + np.int64(np.floor(rng.random() * max(y1 - y0 + 1 - length, 1)))
                 e = min(s + length - 1, y1)
                 if kd == _SALARY:  # a short job: its own employer and identity version
@@ -373,7 +380,7 @@ def draw_resources(rng, first_month, n_months, smic_month, death_ordinal, lo, hi
                     payer[r] = pool + _P_HEALTH
                     version[r] = i * 4 + _P_HEALTH
                     kind[r] = 4
-                    a = base / 30 * 0.5 * rng.integers(3, 31)
+                    a = base / 30 * 0.5 * _integer(rng, 3, 31)
                 else:  # a second salary, from its own employer
                     emp = _employer(rng, n_employers, q)
                     payer[r] = emp
