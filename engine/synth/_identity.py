@@ -301,7 +301,7 @@ def _names(rng, sex, birth_year, p):
             voc = first_names(s, d)
             draws = voc.names[voc.draw(rng, len(rows) * 4)].reshape(len(rows), 4)
             parts[rows] = draws
-    first = np.array([" ".join(parts[i, : count[i]]) for i in range(n)], dtype=object)
+    first = np.array([" ".join(row[:c]) for row, c in zip(parts.tolist(), count.tolist())], dtype=object)
     return last, usage, first
 
 
