@@ -7,10 +7,13 @@ gives follow from the order of the draws in these loops: deterministic per seed 
 whatever the worker count.
 
 What was tried before and why it went: the random draws in numpy, vectorised over persons,
-person-years and person-months, then kernels expanding them into rows (gathers from a dozen
-drawn arrays per row). The draws were cheap per value but each was a temporary the size of
-the rows, and the gathers cost more than the arithmetic: 0.38 s for the careers and
-resources of a 20,000-person block (2.5M rows) against ~0.1 s for these kernels.
+person-years and person-months (in the order of the first, numpy-only model, so that a seed
+kept its values), then kernels expanding them into rows (gathers from a dozen drawn arrays per
+row), and the planted cases merged into every column afterwards. Each draw was a temporary
+the size of the rows and the gathers cost more than the arithmetic: ~0.84 s of CPU for the
+careers and resources of a 20,000-person block (2.5M rows), against ~0.2 s for these kernels
+on the same (loaded) machine. Numba's ``Generator.integers`` costs ~65 ns a draw, ``random``
+~8 ns: uniform integers come from ``_integer``.
 """
 
 from __future__ import annotations
