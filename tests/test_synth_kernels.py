@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nirlink.engine.synth._expand import _month_of, _month_start, draw_careers, draw_resources
+from nirlink.engine.synth._expand import _month_of, _month_start, draw_careers
+from nirlink.engine.synth._expand_resources import draw_resources
 from nirlink.engine.synth._signals import _in_order
 
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from nirlink.engine.reference._tables import year_table
 
-from ._expand import draw_careers, draw_resources
+from ._expand import draw_careers
+from ._expand_resources import draw_resources
 
 __all__ = ["Careers", "Resources", "make_careers", "make_resources", "CAREER_KINDS", "RESOURCE_KINDS", "PAYERS",
            "VersionSpace"]
