@@ -241,6 +241,33 @@ def test_truth_covers_every_record_and_register_row(synth_small):
     assert dups > 0 and ok == dups
 
 
+def test_a_block_made_in_parts_keeps_its_ids_and_versions_apart(tmp_path, monkeypatch):
+    """A block's persons come in parts (row groups of its files): record ids and identity
+    versions continue across the parts, and the truth covers each record once."""
+    from nirlink.engine.synth import _generate
+
+    monkeypatch.setattr(_generate, "PART_PERSONS", 300)
+    summary = synth(tmp_path / "p", persons=1000, partitions=1, params=SynthParams(seed=4))
+    assert pq.ParquetFile(tmp_path / "p" / "career" / "part-00000.parquet").metadata.num_row_groups == 4
+    (records, distinct, covered) = _sql(tmp_path / "p", """
+        with r as (select record_id from career union all select record_id from resource)
+        select count(*), count(distinct record_id),
+               (select count(*) from r join truth t using (record_id) where t.source <> 'register') from r""")[0]
+    assert records == distinct == covered == summary["rows"]["career"] + summary["rows"]["resource"]
+    # one person and one declared identity per version, in whichever part it was drawn
+    (versions, persons, identities) = _sql(tmp_path / "p", """
+        with v as (select t.identity_version, t.true_nir, c.declared_nir, c.last_name, c.first_name, c.birth_date
+                   from career c join truth t on t.source = 'career' and t.record_id = c.record_id
+                   union all
+                   select t.identity_version, t.true_nir, r.declared_nir, r.last_name, r.first_name, r.birth_date
+                   from resource r join truth t on t.source = 'resource' and t.record_id = r.record_id)
+        select count(distinct identity_version), count(distinct (identity_version, true_nir)),
+               count(distinct (identity_version, declared_nir, last_name, first_name, birth_date)) from v""")[0]
+    assert versions == persons == identities > 4000
+    (people,) = _sql(tmp_path / "p", "select count(distinct true_nir) from truth where source = 'career'")[0]
+    assert people > 900
+
+
 @pytest.mark.parametrize(
     "kwargs,fragment",
     [

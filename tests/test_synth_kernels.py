@@ -1,21 +1,17 @@
-"""The synthetic generator's Numba kernels against vectorised numpy references (the way the
-generator computed the same rows before the kernels)."""
+"""The synthetic generator's Numba kernels: calendar helpers against numpy's calendar, the
+career and resource kernels (which draw inside
+their loops, so no vectorised reference gives the same values) against the model's rules, row
+by row."""
 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nirlink.engine.synth._expand import (
-    _month_start,
-    career_amounts,
-    career_rows,
-    resource_amounts,
-    resource_grid,
-    resource_rows,
-)
-from nirlink.engine.synth._signals import _in_order, _insert_points, _merge
+from nirlink.engine.synth._expand import _month_of, _month_start, draw_careers
+from nirlink.engine.synth._expand_resources import draw_resources
+from nirlink.engine.synth._signals import _in_order
 
 
 def _np_month_start(year, month):
@@ -28,155 +24,187 @@ def test_month_start_matches_numpy_calendar(year, month):
     assert _month_start(year, month) == _np_month_start(year, month)
 
 
-def _reference_career_rows(c_prev, c_gap, c_main, c_total, py_person, py_year, s_month, g_end, main_from,
-                           last_month, spell_emp, spell_version, prev_spell, py_emp, py_spell_version, unemp_emp,
-                           unemp_payer):
-    n_py, n_rows = len(c_total), int(c_total.sum())
-    row_py = np.repeat(np.arange(n_py), c_total)
-    j = np.arange(n_rows) - np.concatenate([[0], np.cumsum(c_total)[:-1]])[row_py]
-    cp, cg, cm = c_prev[row_py], c_gap[row_py], c_main[row_py]
-    slot = np.where(j < cp, 0, np.where(j < cp + cg, 1, np.where(j < cp + cg + cm, 2, 3)))
-    year, person = py_year[row_py], py_person[row_py]
-    sm, ge, mf, lm = s_month[row_py], g_end[row_py], main_from[row_py], last_month[row_py]
-    m_from = np.select([slot == 0, slot == 1, slot == 2], [np.ones_like(sm), sm, mf], 1)
-    m_to = np.select([slot == 0, slot == 1, slot == 2], [sm - 1, ge, lm], 12)
-    employer = np.where(slot == 0, spell_emp[prev_spell[row_py]], py_emp[row_py])
-    version = np.where(slot == 0, spell_version[prev_spell[row_py]], py_spell_version[row_py])
-    employer[slot == 1] = unemp_emp
-    version[slot == 1] = person[slot == 1] * 4 + unemp_payer
-    return (row_py, slot, person, year, _np_month_start(year, m_from), _np_month_start(year, m_to + 1) - 1,
-            (slot == 1).astype(np.int8), employer, version)
+@given(day=st.integers(-80_000, 80_000))
+@example(day=0)
+@example(day=-1)
+@example(day=11_016)  # 2000-02-29
+def test_month_of_matches_numpy_calendar(day):
+    m = np.datetime64(day, "D").astype("datetime64[M]").astype(np.int64)
+    assert _month_of(day) == m + 1970 * 12
 
 
-@given(seed=st.integers(0, 2**32 - 1), n_py=st.integers(0, 40))
-def test_career_rows_match_the_vectorised_expansion(seed, n_py):
+FIRST, LAST = 1990, 2025
+SMIC = np.linspace(9_000.0, 21_000.0, LAST - FIRST + 1)
+
+
+def _persons(seed, n):
     rng = np.random.default_rng(seed)
-    c_prev, c_gap, c_main = (rng.integers(0, 2, n_py) for _ in range(3))
-    c_total = c_prev + c_gap + c_main + rng.integers(0, 4, n_py)
-    s_month = rng.integers(2, 13, n_py)
-    g_end = np.minimum(s_month + rng.integers(0, 4, n_py), 12)
-    last_month = rng.integers(1, 13, n_py)
-    main_from = np.minimum(rng.integers(1, 13, n_py), last_month)
-    spell = rng.integers(0, 1000, (4, max(n_py, 1)))
-    args = (c_prev, c_gap, c_main, c_total, rng.integers(0, 50, n_py), rng.integers(1990, 2026, n_py), s_month,
-            g_end, main_from, last_month, spell[0], spell[1], rng.integers(0, max(n_py, 1), n_py), spell[2][:n_py],
-            spell[3][:n_py], 77, 2)
-    got = career_rows(*args)
-    want = _reference_career_rows(*args)
-    for g, w in zip(got, want):
-        assert np.array_equal(g, w)
+    birth_year = rng.integers(1935, 2007, n)
+    sex = rng.integers(1, 3, n).astype(np.int8)
+    death = np.where(rng.random(n) < 0.3, rng.integers(7_500, 20_400, n), -1)  # 1990-2025
+    return birth_year, sex, death
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 200))
-def test_amounts_round_like_numpy(seed, n):
-    rng = np.random.default_rng(seed)
-    start = rng.integers(7000, 20000, n)
-    end = start + rng.integers(0, 365, n)
-    kind = rng.integers(0, 4, n).astype(np.int8)
-    slot = rng.integers(0, 4, n).astype(np.int8)
-    py_level = rng.lognormal(10, 1, 7)
-    row_py = rng.integers(0, 7, n)
-    days, gross = career_amounts(row_py, slot, kind, start, end, py_level)
-    d = (end - start + 1).astype(np.int64)
-    want = np.where(kind == 0, py_level[row_py] * d / 365.0, np.nan)
-    want[(slot == 3) & (kind == 0)] *= 0.3
-    assert np.array_equal(days, d.astype(np.int16))
-    assert np.array_equal(gross, np.round(want, 2), equal_nan=True)
-
-    rslot = rng.integers(0, 5, n).astype(np.int8)
-    extra = np.where(rslot == 4, rng.integers(1, 3, n), 0).astype(np.int8)
-    level, base, noise = rng.lognormal(7, 1, n), rng.lognormal(7, 1, n), 1 + rng.normal(0, 0.05, n)
-    daily = rng.integers(3, 31, n)
-    want = level * np.array([1.0, 0.45, 0.2, 0.57, 0.0])[rslot] * noise
-    want[extra == 1] = (base / 30 * 0.5 * daily)[extra == 1]
-    want[extra == 2] = (base * 0.25 * noise)[extra == 2]
-    assert np.array_equal(resource_amounts(rslot, extra, level, base, noise, daily),
-                          np.round(np.maximum(want, 1.0), 2))
+def _careers(seed, n, rows_per_person=37.0, n_employers=50):
+    birth_year, sex, death = _persons(seed, n)
+    out = draw_careers(np.random.default_rng(seed), birth_year, sex, death, SMIC, FIRST, LAST, rows_per_person,
+                       n_employers, 1.0, 4 * n)
+    return (birth_year, sex, death), out
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 60), k=st.integers(0, 15))
-def test_planted_rows_merge_like_a_stable_sort(seed, n, k):
-    rng = np.random.default_rng(seed)
-    person = np.sort(rng.integers(0, 8, n)).astype(np.int32)
-    period = np.zeros(n, np.int32)
-    for p in np.unique(person):  # each person's rows in period order, periods repeating
-        at = person == p
-        period[at] = np.sort(rng.integers(17900, 17905, int(at.sum())))
-    value = np.arange(n, dtype=np.int64)
-    kept = np.flatnonzero(rng.random(n) < 0.8)
-    new_person = rng.integers(0, 9, k).astype(np.int32)
-    new_period = rng.integers(17898, 17907, k).astype(np.int32)
-    order = np.lexsort((new_period, new_person))
-    new_person, new_period, new_value = new_person[order], new_period[order], 1000 + np.arange(k)
-    key = person.astype(np.int64) * 100_000 + period
-    assert _in_order(person, period) and (n < 2 or not _in_order(person[::-1], period[::-1]) or len(set(key)) == 1)
-    before = _insert_points(person, period, kept, new_person, new_period)
-    assert np.array_equal(before, np.searchsorted(key[kept], new_person.astype(np.int64) * 100_000 + new_period,
-                                                  side="right"))
-    got = [_merge(a, kept, b, before, len(kept) == n) for a, b in
-           ((person, new_person), (period, new_period), (value, new_value))]
-    # the reference: a stable sort of the kept rows followed by the new ones
-    all_p = np.concatenate([person[kept], new_person])
-    all_d = np.concatenate([period[kept], new_period])
-    ref = np.lexsort((all_d, all_p))
-    assert np.array_equal(got[2], np.concatenate([value[kept], new_value])[ref])
-    assert np.array_equal(got[0], all_p[ref]) and np.array_equal(got[1], all_d[ref])
-
-
-def _reference_resource_grid(n, first, n_months, death, lo, hi, py_start, py_employer, retire_year, u):
-    months = first + np.arange(n_months)
-    pm_person = np.repeat(np.arange(n), n_months)
-    pm_month, pm_year = np.tile(months, n), np.tile(months // 12, n)
-    period = (pm_month - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
-    alive = (death[pm_person] < 0) | (period <= death[pm_person])
-    plo, phi = lo[pm_person], hi[pm_person]
-    in_career = (pm_year >= plo) & (pm_year <= phi)
-    py = np.where(in_career, py_start[pm_person] + (pm_year - plo), 0)
-    has_py = in_career & (len(py_employer) > 0)
-    emp = np.where(has_py, py_employer[py] if len(py_employer) else -1, -1)
-    employed = has_py & (emp >= 0) & alive
-    retired = ~in_career & (pm_year >= retire_year[pm_person]) & alive
-    unemployed = has_py & (emp < 0) & alive & (u < 0.7)
-    status = np.select([employed, retired, unemployed], [1, 2, 3], 0)
-    return employed.astype(np.int64) + 2 * retired + unemployed, status, np.where(in_career, py, 0)
-
-
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 12))
-def test_resource_grid_and_rows_match_the_vectorised_expansion(seed, n):
-    rng = np.random.default_rng(seed)
-    first, n_months = 2019 * 12, 30
-    lo = rng.integers(2015, 2023, n)
-    hi = lo + rng.integers(-1, 6, n)  # hi < lo: no career year
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40))
+@example(seed=0, n=0)
+def test_careers_follow_the_model_row_by_row(seed, n):
+    (birth_year, sex, death), out = _careers(seed, n)
+    (person, version, employer, year, start, end, kind, gross, days), py, per_person, (v_person, v_emp) = out
+    lo, hi, retire_year, level_base = per_person
+    py_start, py_employer, py_version, py_level = py
+    n_emp = 50
+    # grouped by person then year, every row inside its person's career years and its year
+    key = person.astype(np.int64) * 10_000 + year
+    assert np.all(np.diff(key) >= 0)
+    assert np.all((year >= lo[person]) & (year <= hi[person]))
+    assert np.array_equal(_np_month_start(year, 1) <= start, np.ones(len(start), bool))
+    assert np.all((start <= end) & (end < _np_month_start(year + 1, 1)))
+    assert np.array_equal(days, (end - start + 1).astype(np.int16))
+    # no row starts after the death month
+    dead = death[person] >= 0
+    death_month = np.asarray(death, "datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    assert np.all(~dead | (start.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+                          <= death_month[person]))
+    # salaries only for salaries, cents, positive; maternity for women 20-42
+    assert np.array_equal(np.isnan(gross), kind != 0)
+    sal = gross[kind == 0]
+    assert np.all(sal > 0) and np.array_equal(sal, np.round(sal, 2))
+    age = year - birth_year[person]
+    assert np.all((kind != 3) | ((sex[person] == 2) & (age >= 20) & (age <= 42)))
+    # declarants: payers' versions are the person's (person * 4 + payer), employers' their own
+    assert np.array_equal(employer[kind == 1], np.full(int((kind == 1).sum()), n_emp + 2))
+    assert np.array_equal(version[kind == 1], person[kind == 1] * 4 + 2)
+    health = (kind == 2) | (kind == 3)
+    assert np.all(employer[health] == n_emp + 3) and np.array_equal(version[health], person[health] * 4 + 3)
+    own = version[kind == 0] - 4 * n
+    assert np.all(own >= 0) and np.array_equal(v_person[own], person[kind == 0])
+    assert np.array_equal(v_emp[own], employer[kind == 0]) and np.all(employer[kind == 0] < n_emp)
+    # the person-year view: one entry per career year, the main employer's row among the year's
     n_years = np.maximum(hi - lo + 1, 0)
-    py_start = np.concatenate([[0], np.cumsum(n_years)[:-1]]).astype(np.int64)
-    n_py = int(n_years.sum())
-    py_employer = np.where(rng.random(n_py) < 0.2, -1, rng.integers(0, 50, n_py))
-    death = np.where(rng.random(n) < 0.3, rng.integers(17800, 19500, n), -1)
-    retire = rng.integers(2016, 2024, n)
-    u = rng.random(n * n_months)
-    args = (n, first, n_months, death, lo, hi, py_start, py_employer, retire, u)
-    got = resource_grid(*args)
-    want = _reference_resource_grid(*args)
-    for g, w in zip(got, want):
-        assert np.array_equal(g, w)
+    assert len(py_employer) == n_years.sum() and np.array_equal(py_start, np.cumsum(n_years) - n_years)
+    assert np.all(retire_year - birth_year >= 60) and np.all(level_base > 0)
+    # an inactive year (no main employer) has no row but an unemployment gap after a switch
+    inactive = py_employer[py_start[person] + (year - lo[person])] == -1
+    assert np.all(kind[inactive] == 1)
+    # the same generator state gives the same rows
+    again = _careers(seed, n)[1]
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(out[0], again[0]))
 
-    c_base, status, py = got
-    c_total = c_base + np.where(status > 0, rng.integers(0, 3, len(c_base)), 0)
-    smic, level_base = rng.lognormal(7, 0.1, n_months), rng.lognormal(0, 0.3, max(n, 1))
-    py_level, py_version = rng.lognormal(10, 0.5, n_py), rng.integers(0, 10**6, n_py)
-    person, period, slot, payer, version, level, base = resource_rows(
-        c_base, c_total, status, py, n_months, first, smic, level_base, py_level, py_employer, py_version, 1000)
-    # the reference: one row per owed payment, then the extras, person-months in order
-    row_pm = np.repeat(np.arange(len(c_total)), c_total)
-    j = np.arange(len(row_pm)) - np.concatenate([[0], np.cumsum(c_total)[:-1]])[row_pm].astype(np.int64)
-    st_, pm_person, m = status[row_pm], row_pm // n_months, row_pm % n_months
-    want_slot = np.where(j < c_base[row_pm], np.where(st_ == 1, 0, np.where(st_ == 2, 1 + (j == 1), 3)), 4)
-    assert np.array_equal(person, pm_person) and np.array_equal(slot, want_slot)
-    assert np.array_equal(period, _np_month_start((first + m) // 12, (first + m) % 12 + 1))
-    sal, pay = want_slot == 0, (want_slot >= 1) & (want_slot <= 3)
-    assert np.array_equal(base, smic[m] * level_base[pm_person])
-    assert np.array_equal(level[sal], py_level[py[row_pm][sal]] / 12) and np.array_equal(level[~sal], base[~sal])
-    assert np.array_equal(payer[sal], py_employer[py[row_pm][sal]]) and np.array_equal(version[sal],
-                                                                                    py_version[py[row_pm][sal]])
-    assert np.array_equal(payer[pay], 1000 + want_slot[pay] - 1)
-    assert np.array_equal(version[pay], pm_person[pay] * 4 + want_slot[pay] - 1)
+
+def test_careers_reach_the_configured_rows_per_person():
+    (_, _, _), out = _careers(7, 4000, rows_per_person=37.0)
+    assert abs(len(out[0][0]) / 4000 - 37) < 1.5
+    kinds = np.bincount(out[0][6], minlength=4) / len(out[0][6])
+    assert 0.6 < kinds[0] < 0.95 and kinds[3] > 0
+
+
+def _resources(seed, n, plant=None, n_months=84, first=2019 * 12):
+    (birth_year, sex, death), out = _careers(seed, n)
+    py_start, py_employer, py_version, py_level = out[1]
+    lo, hi, retire_year, level_base = out[2]
+    smic = np.linspace(1_500.0, 1_800.0, n_months)
+    death_month = np.where(death >= 0, np.asarray(np.maximum(death, 0), "datetime64[D]").astype("datetime64[M]")
+                           .astype(np.int64) + 1970 * 12, -1)
+    if plant is None:
+        plant = (np.zeros(n, bool), death_month, np.zeros(n, np.int64), np.zeros(n, bool), 0.0)
+    rows, new = draw_resources(np.random.default_rng(seed + 1), first, n_months, smic, death, lo, hi, py_start,
+                               py_employer, py_version, py_level, retire_year, level_base, 90.0, 50, 1.0, 1000,
+                               *plant)
+    return (birth_year, sex, death, death_month), out, smic, rows, new
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 25))
+def test_resources_follow_the_model_row_by_row(seed, n):
+    (birth_year, sex, death, _), out, smic, rows, (v_person, v_emp) = _resources(seed, n)
+    py_start, py_employer, py_version, py_level = out[1]
+    lo, hi, retire_year, level_base = out[2]
+    first, n_months, n_emp = 2019 * 12, 84, 50
+    person, version, payer, period, kind, amount = rows
+    assert _in_order(person, period)
+    m = period.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12 - first
+    assert np.all((m >= 0) & (m < n_months)) and np.array_equal(period, _np_month_start((first + m) // 12,
+                                                                                         (first + m) % 12 + 1))
+    assert np.all((death[person] < 0) | (period <= death[person]))  # nothing paid after death (nothing planted)
+    y = (first + m) // 12
+    in_career = (y >= lo[person]) & (y <= hi[person])
+    # pensions past the retirement year, outside the career; benefits from the pool's payers
+    for k, payer_k in ((1, 0), (2, 1), (3, 2), (4, 3)):
+        rows_k = kind == k
+        assert np.all(payer[rows_k] == n_emp + payer_k) and np.array_equal(version[rows_k], person[rows_k] * 4 + payer_k)
+    assert np.all(~in_career[kind == 1] & (y[kind == 1] >= retire_year[person[kind == 1]]))
+    pm = person.astype(np.int64) * n_months + m  # a base and a complementary pension each month
+    assert np.array_equal(np.unique(pm[kind == 1]), pm[kind == 1]) and np.array_equal(pm[kind == 1], pm[kind == 2])
+    assert np.all(in_career[kind == 3]) and not np.any(kind == 5)
+    # salaries: the year's main employer and its version, or a second salary of its own version
+    sal = np.flatnonzero(kind == 0)
+    py = np.where(in_career, py_start[person] + (y - lo[person]), -1)[sal]
+    main = (py >= 0) & (version[sal] < 1000)
+    assert np.array_equal(payer[sal][main], py_employer[py[main]]) and np.array_equal(version[sal][main],
+                                                                                       py_version[py[main]])
+    second = sal[~main]
+    assert np.array_equal(v_person[version[second] - 1000], person[second])
+    assert np.array_equal(v_emp[version[second] - 1000], payer[second])
+    # amounts: cents, at least 1; a daily allowance is half a day of the base level for 3-30 days
+    assert np.all(amount >= 1) and np.array_equal(amount, np.round(amount, 2))
+    daily = kind == 4
+    d = amount[daily] / (smic[m[daily]] * level_base[person[daily]] / 60)
+    assert np.all((d > 2.99) & (d < 30.01))
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 25), n_months=st.sampled_from([6, 12, 30, 84]))
+def test_planted_cases_match_a_reference_on_the_plain_rows(seed, n, n_months):
+    """Planting in the kernel against planting by hand on the rows the same draws give without it."""
+    first = 2019 * 12
+    last = first + n_months - 1
+    rng = np.random.default_rng(seed)
+    drop = rng.random(n) < 0.5
+    top_up = rng.random(n) < 0.5
+    ceiling = float(rng.choice([0.0, 5_000.0, 20_000.0, 1e9]))
+    (_, _, death, dm), _, _, plain, _ = _resources(seed, n, n_months=n_months, first=first)
+    dead_months = np.where((dm >= first) & (dm < last) & (rng.random(n) < 0.7),
+                           np.minimum(rng.integers(1, 7, n), last - dm), 0)
+    alive = (dm < 0) | (dm > last)
+    top_up &= alive
+    dead_months[alive] = 0
+    # income after death and top-ups draw nothing: the planted rows are the plain rows and theirs
+    got = _resources(seed, n, plant=(np.zeros(n, bool), dm, dead_months, top_up, ceiling), n_months=n_months,
+                     first=first)[3]
+    person, version, payer, period, kind, amount = (np.asarray(a) for a in plain)
+    month = period.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    want = [list(t) for t in zip(person.tolist(), version.tolist(), payer.tolist(), period.tolist(), kind.tolist(),
+                                 amount.tolist())]
+    out = []
+    for i in range(n):
+        mine = [r for r, p in zip(want, person) if p == i]
+        mm = [mo for mo, p in zip(month, person) if p == i]
+        if dead_months[i] and mine:
+            for t in range(dead_months[i]):
+                mo = dm[i] + 1 + t
+                day = int(_np_month_start(mo // 12, mo % 12 + 1))
+                mine.append([i, mine[-1][1], mine[-1][2], day, mine[-1][4], mine[-1][5]])
+                mm.append(mo)
+        if top_up[i] and sum(r[5] for r, mo in zip(mine, mm) if mo > last - 12) < ceiling:
+            merged = [r for r, mo in zip(mine, mm) if mo <= last - 12]
+            for mo in range(last - 11, last + 1):
+                these = [r for r, x in zip(mine, mm) if x == mo]
+                merged += these
+                merged.append([i, i * 4, 50, int(_np_month_start(mo // 12, mo % 12 + 1)), 5,
+                               np.rint(max(ceiling / 12 - sum(r[5] for r in these), 1.0) * 100) / 100])
+            mine = merged
+        out += mine
+    assert [list(t) for t in zip(*(a.tolist() for a in got))] == out
+    # non-take-up: no base pension for those persons (the months' other payments stay)
+    dropped = _resources(seed, n, plant=(drop, dm, np.zeros(n, np.int64), np.zeros(n, bool), 0.0),
+                         n_months=n_months, first=first)[3]
+    assert not np.any((dropped[4] == 1) & drop[dropped[0]])
+    assert np.array_equal(np.unique(dropped[0][dropped[4] == 2]), np.unique(person[(kind == 2)]))

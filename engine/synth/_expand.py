@@ -1,9 +1,20 @@
-"""Numba kernels expanding person-years and person-months into rows (engine/synth/_records.py).
+"""Numba kernels drawing the careers of one block (engine/synth/_records.py), and the calendar
+and draw helpers they share with the resources' kernel (_expand_resources.py).
 
-The random draws stay in numpy, in the same order and sizes as the vectorised model drew
-them; these kernels only do the deterministic part (repeat, gather, select, calendar
-arithmetic) in one pass over the rows instead of dozens of numpy temporaries, so a seed
-gives the same values as the vectorised code did.
+Each kernel takes the block's ``np.random.Generator`` and draws from it inside its loops
+(Numba implements the Generator's methods, with numpy's algorithms), in one pass over
+persons, person-years or person-months, then one over the rows it emits. The values a seed
+gives follow from the order of the draws in these loops: deterministic per seed and block,
+whatever the worker count.
+
+What was tried before and why it went: the random draws in numpy, vectorised over persons,
+person-years and person-months (in the order of the first, numpy-only model, so that a seed
+kept its values), then kernels expanding them into rows (gathers from a dozen drawn arrays per
+row), and the planted cases merged into every column afterwards. Each draw was a temporary
+the size of the rows and the gathers cost more than the arithmetic: ~0.84 s of CPU for the
+careers and resources of a 20,000-person block (2.5M rows), against ~0.2 s for these kernels
+on the same (loaded) machine. Numba's ``Generator.integers`` costs ~65 ns a draw, ``random``
+~8 ns: uniform integers come from ``_integer``.
 """
 
 from __future__ import annotations
@@ -13,7 +24,13 @@ from numba import njit
 
 from nirlink.kernels._dates import days_from_civil
 
-__all__ = ["career_rows", "career_amounts", "resource_grid", "resource_rows"]
+__all__ = ["draw_careers", "RETIRE_AGES"]
+
+RETIRE_AGES = np.array([60, 61, 62, 62, 63, 64, 64, 65, 67], np.int64)
+# career kinds (_records.CAREER_KINDS) and payers (_records.PAYERS)
+_SALARY, _UNEMPLOYMENT, _SICKNESS, _MATERNITY = 0, 1, 2, 3
+_P_PENSION, _P_COMPLEMENTARY, _P_UNEMPLOYMENT, _P_HEALTH = 0, 1, 2, 3
+_MINIMUM = 5  # minimum_old_age_benefit in _records.RESOURCE_KINDS
 
 
 @njit(nogil=True, cache=True)
@@ -24,191 +41,226 @@ def _month_start(year, month):
 
 
 @njit(nogil=True, cache=True)
-def career_rows(c_prev, c_gap, c_main, c_total, py_person, py_year, s_month, g_end, main_from, last_month,
-                spell_emp, spell_version, prev_spell, py_emp, py_spell_version, unemp_employer, unemp_payer):
-    """Rows of the person-years: slot 0 previous employer, 1 unemployment gap, 2 main
-    employer, 3 extra (start, end, employer, version filled later by ``career_extras``)."""
-    n_py = c_total.shape[0]
-    n_rows = 0
-    for i in range(n_py):
-        n_rows += c_total[i]
-    row_py = np.empty(n_rows, np.int64)
-    slot = np.empty(n_rows, np.int8)
-    person = np.empty(n_rows, np.int64)
-    year = np.empty(n_rows, np.int64)
-    start = np.empty(n_rows, np.int64)
-    end = np.empty(n_rows, np.int64)
-    kind = np.zeros(n_rows, np.int8)
-    employer = np.empty(n_rows, np.int64)
-    version = np.empty(n_rows, np.int64)
-    r = 0
-    for i in range(n_py):
-        cp, cg, cm = c_prev[i], c_gap[i], c_main[i]
-        y, p = py_year[i], py_person[i]
-        sm = s_month[i]
-        ps = prev_spell[i]
-        for j in range(c_total[i]):
-            row_py[r] = i
-            person[r] = p
-            year[r] = y
-            if j < cp:
-                s, m_from, m_to = 0, 1, sm - 1
-                employer[r] = spell_emp[ps]
-                version[r] = spell_version[ps]
-            elif j < cp + cg:
-                s, m_from, m_to = 1, sm, g_end[i]
-                kind[r] = 1
-                employer[r] = unemp_employer
-                version[r] = p * 4 + unemp_payer
-            elif j < cp + cg + cm:
-                s, m_from, m_to = 2, main_from[i], last_month[i]
-                employer[r] = py_emp[i]
-                version[r] = py_spell_version[i]
-            else:
-                s, m_from, m_to = 3, 1, 12
-                employer[r] = py_emp[i]
-                version[r] = py_spell_version[i]
-            slot[r] = s
-            start[r] = _month_start(y, m_from)
-            end[r] = _month_start(y, m_to + 1) - 1
-            r += 1
-    return row_py, slot, person, year, start, end, kind, employer, version
+def _month_of(day):
+    """Absolute month index (year * 12 + month - 1) of a day count since 1970-01-01."""
+    z = day + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    m = mp + 3 if mp < 10 else mp - 9
+    return (yoe + era * 400 + (1 if m <= 2 else 0)) * 12 + m - 1
 
 
 @njit(nogil=True, cache=True)
-def career_extras(ex_idx, ek, length, u_start, year, start, end, kind):
-    """Extra rows: a period of ``length`` days at a uniform place inside the year."""
-    for k in range(ex_idx.shape[0]):
-        r = ex_idx[k]
-        y0 = _month_start(year[r], 1)
-        y1 = _month_start(year[r], 13) - 1
-        e_start = y0 + np.int64(np.floor(u_start[k] * max(y1 - y0 + 1 - length[k], 1)))
-        start[r] = e_start
-        end[r] = min(e_start + length[k] - 1, y1)
-        kind[r] = ek[k]
+def _integer(rng, low, high):
+    """A uniform integer in [low, high): from one uniform double, ~8 ns, where Numba's
+    ``Generator.integers`` takes ~65 ns a draw (measured on the benchmark machine)."""
+    return low + np.int64(rng.random() * (high - low))
 
 
 @njit(nogil=True, cache=True)
-def career_amounts(row_py, slot, kind, start, end, py_level):
-    """Days of each row; gross salary (level x days / 365, x 0.3 for second jobs, rounded to
-    cents; NaN for other kinds)."""
-    n = row_py.shape[0]
-    days = np.empty(n, np.int16)
-    gross = np.empty(n, np.float64)
-    for r in range(n):
-        d = end[r] - start[r] + 1
-        days[r] = d
-        if kind[r] == 0:
-            g = py_level[row_py[r]] * d / 365.0
-            if slot[r] == 3:
-                g *= 0.3
-            gross[r] = np.rint(g * 100.0) / 100.0
-        else:
-            gross[r] = np.nan
-    return days, gross
+def _employer(rng, n_employers, q):
+    """An employer index with a Zipf-like law p(r) ~ 1 / (r + q), by inverting its continuous
+    CDF (no table, so the pool can hold millions of employers)."""
+    x = q * ((n_employers + q) / q) ** rng.random() - q
+    return min(np.int64(x), n_employers - 1)
 
 
 @njit(nogil=True, cache=True)
-def resource_grid(n, first_month, n_months, death, lo, hi, py_start, py_employer, retire_year, u_unemployed):
-    """Person-month grid (person-major): monthly rows owed (``c_base``: 1 salary, 2 pensions,
-    1 unemployment benefit), the status (1 employed, 2 retired, 3 unemployed, 0 none) and
-    the person-year of each person-month; ``u_unemployed`` < 0.7 makes an idle month paid."""
-    n_pm = n * n_months
-    c_base = np.zeros(n_pm, np.int64)
-    status = np.zeros(n_pm, np.int8)
-    py = np.zeros(n_pm, np.int64)
-    has_years = py_employer.shape[0] > 0
+def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, last_year, rows_per_person,
+                 n_employers, q, first_version):
+    """The careers of the persons of a block (model: _records.py).
+
+    ``smic_year[y - first_year]``: the annual SMIC (35 h) of each career year. New identity
+    versions (employment spells, short jobs) are numbered from ``first_version``.
+    Returns (rows, person-years, persons, new versions) as tuples of arrays."""
+    n = birth_year.shape[0]
+    # --- persons: first and last career years, salary level
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
+    retire_year = np.empty(n, np.int64)
+    level_base = np.empty(n, np.float64)
+    py_start = np.empty(n, np.int64)
+    death_cut = np.empty(n, np.int64)  # first day of the month after the death month
+    n_py = 0
+    for i in range(n):
+        by = np.int64(birth_year[i])
+        start_age = min(max(16 + np.floor(rng.gamma(2.0, 2.2)), 16), 30)
+        retire_age = RETIRE_AGES[_integer(rng, 0, RETIRE_AGES.shape[0])]
+        never = rng.random() < 0.05
+        level_base[i] = np.exp(rng.normal(np.log(1.4), 0.45))
+        d = death_ordinal[i]
+        death_y = 10_000
+        death_cut[i] = 1 << 40
+        if d >= 0:
+            dm = _month_of(np.int64(d))
+            death_y = dm // 12
+            death_cut[i] = _month_start(death_y, dm % 12 + 2)
+        lo[i] = max(by + np.int64(start_age), first_year)
+        hi[i] = min(by + retire_age - 1, death_y, last_year)
+        if never:
+            hi[i] = lo[i] - 1
+        retire_year[i] = by + retire_age
+        py_start[i] = n_py
+        n_py += max(hi[i] - lo[i] + 1, 0)
+
+    # --- person-years: employer spells (a switch with probability 0.15 a year, an
+    # unemployment gap in a third of them), inactive years, part time, the months of the year
+    py_person = np.empty(n_py, np.int64)
+    py_year = np.empty(n_py, np.int64)
+    py_employer = np.empty(n_py, np.int64)  # main employer, -1 in an inactive year
+    py_version = np.empty(n_py, np.int64)  # identity version of the main employer's spell
+    py_prev = np.empty(n_py, np.int64)  # the previous spell's employer (switch years)
+    py_prev_version = np.empty(n_py, np.int64)
+    py_level = np.empty(n_py, np.float64)
+    py_flags = np.zeros(n_py, np.int8)  # 1 previous-employer row, 2 gap row, 4 main row
+    py_months = np.empty((n_py, 4), np.int8)  # switch month, gap end, main from, last month
+    py_extra = np.zeros(n_py, np.int64)
+    new_person = np.empty(n_py, np.int64)  # new versions: spells now, short jobs later
+    new_employer = np.empty(n_py, np.int64)
+    n_new = 0
+    base_rows = 0
+    active = 0
     k = 0
     for i in range(n):
-        for m in range(n_months):
-            month = first_month + m
-            y = month // 12
-            period = days_from_civil(y, month % 12 + 1, 1)
-            alive = death[i] < 0 or period <= death[i]
-            in_career = lo[i] <= y <= hi[i]
-            if in_career:
-                py[k] = py_start[i] + (y - lo[i])
-            if alive:
-                if in_career and has_years:
-                    if py_employer[py[k]] >= 0:
-                        status[k] = 1
-                        c_base[k] = 1
-                    elif u_unemployed[k] < 0.7:
-                        status[k] = 3
-                        c_base[k] = 1
-                elif not in_career and y >= retire_year[i]:
-                    status[k] = 2
-                    c_base[k] = 2
+        emp, ver = -1, -1
+        n_years = max(hi[i] - lo[i] + 1, 0)
+        for t in range(n_years):
+            y = lo[i] + t
+            first, last = t == 0, t == n_years - 1
+            switch = first or rng.random() < 0.15
+            inactive = (not first) and rng.random() < 0.04
+            gap = switch and (not first) and rng.random() < 0.35
+            py_person[k] = i
+            py_year[k] = y
+            py_prev[k] = emp
+            py_prev_version[k] = ver
+            if switch:
+                emp = _employer(rng, n_employers, q)
+                ver = first_version + n_new
+                new_person[n_new] = i
+                new_employer[n_new] = emp
+                n_new += 1
+            part = 1.0
+            if rng.random() < 0.12:
+                part = rng.uniform(0.5, 0.8)
+            py_level[k] = smic_year[y - first_year] * level_base[i] * 1.015 ** t * part
+            s_month = _integer(rng, 2, 13)
+            g_end = min(s_month + _integer(rng, 0, 4), 12)
+            first_month = _integer(rng, 1, 13) if first else 1
+            last_month = _integer(rng, 1, 13) if (last and y < last_year) else 12
+            main_from = first_month
+            if switch and not first:
+                main_from = g_end + 1 if gap else s_month
+            py_months[k, 0] = s_month
+            py_months[k, 1] = g_end
+            py_months[k, 2] = min(main_from, last_month)
+            py_months[k, 3] = last_month
+            flags = 0
+            if switch and not first and not inactive:
+                flags |= 1
+            if gap:
+                flags |= 2
+            if not inactive:
+                flags |= 4
+                active += 1
+            py_flags[k] = flags
+            base_rows += (flags & 1) + ((flags >> 1) & 1) + ((flags >> 2) & 1)
+            py_employer[k] = -1 if inactive else emp
+            py_version[k] = ver
             k += 1
-    return c_base, status, py
+    # extra rows (a second short job, sickness, maternity, unemployment) on active years,
+    # a Poisson number whose mean reaches the configured rows per person
+    lam = max(0.0, (rows_per_person * n - base_rows) / max(active, 1))
+    n_rows = base_rows
+    for k in range(n_py):
+        if py_flags[k] & 4:
+            py_extra[k] = rng.poisson(lam)
+            n_rows += py_extra[k]
 
-
-@njit(nogil=True, cache=True)
-def resource_rows(c_base, c_total, status, py, n_months, first_month, smic_month, level_base, py_level,
-                  py_employer, py_spell_version, pool):
-    """Rows of the person-months: slot 0 salary, 1 pension, 2 complementary pension, 3
-    unemployment benefit, 4 extra (payer and version set later); the monthly level (from the
-    person-year's salary for salaries) and the person's base level (SMIC x multiplier)."""
-    n_pm = c_total.shape[0]
-    n_rows = 0
-    for k in range(n_pm):
-        n_rows += c_total[k]
+    # --- rows, grouped by person then year; none starting after the death month
     person = np.empty(n_rows, np.int32)
-    period = np.empty(n_rows, np.int32)
-    slot = np.empty(n_rows, np.int8)
-    payer = np.zeros(n_rows, np.int64)
-    version = np.zeros(n_rows, np.int64)
-    level = np.empty(n_rows, np.float64)
-    base_level = np.empty(n_rows, np.float64)
-    has_years = py_employer.shape[0] > 0
+    version = np.empty(n_rows, np.int64)
+    employer = np.empty(n_rows, np.int64)
+    year = np.empty(n_rows, np.int16)
+    start = np.empty(n_rows, np.int32)
+    end = np.empty(n_rows, np.int32)
+    kind = np.zeros(n_rows, np.int8)
+    gross = np.empty(n_rows, np.float64)
+    days = np.empty(n_rows, np.int16)
+    short_person = np.empty(n_rows - base_rows, np.int64)
+    short_employer = np.empty(n_rows - base_rows, np.int64)
+    n_short = 0
     r = 0
-    for k in range(n_pm):
-        i = k // n_months
-        m = k - i * n_months
-        month = first_month + m
-        day = days_from_civil(month // 12, month % 12 + 1, 1)
-        base = smic_month[m] * level_base[i]
-        st = status[k]
-        for j in range(c_total[k]):
-            person[r] = i
-            period[r] = day
-            base_level[r] = base
-            level[r] = base
-            if j < c_base[k]:
-                if st == 1:
-                    s = 0
-                    if has_years:
-                        payer[r] = py_employer[py[k]]
-                        version[r] = py_spell_version[py[k]]
-                        level[r] = py_level[py[k]] / 12
-                elif st == 2:
-                    s = 1 + (j == 1)
+    for k in range(n_py):
+        i = py_person[k]
+        y = py_year[k]
+        flags = py_flags[k]
+        y0 = _month_start(y, 1)
+        y1 = _month_start(y, 13) - 1
+        for slot in range(3 + py_extra[k]):
+            if slot < 3 and not flags & (1 << slot):
+                continue
+            if slot == 0:  # the previous employer, until the switch
+                s = y0
+                e = _month_start(y, py_months[k, 0]) - 1
+                kd, emp, ver = _SALARY, py_prev[k], py_prev_version[k]
+            elif slot == 1:  # unemployment between the two
+                s = _month_start(y, py_months[k, 0])
+                e = _month_start(y, py_months[k, 1] + 1) - 1
+                kd, emp, ver = _UNEMPLOYMENT, n_employers + _P_UNEMPLOYMENT, i * 4 + _P_UNEMPLOYMENT
+            elif slot == 2:  # the main employer
+                s = _month_start(y, py_months[k, 2])
+                e = _month_start(y, py_months[k, 3] + 1) - 1
+                kd, emp, ver = _SALARY, py_employer[k], py_version[k]
+            else:  # an extra period somewhere in the year
+                u = rng.random()
+                kd = _SALARY if u < 0.55 else _SICKNESS if u < 0.85 else _MATERNITY if u < 0.95 else _UNEMPLOYMENT
+                age = y - birth_year[i]
+                if kd == _MATERNITY and not (sex[i] == 2 and 20 <= age <= 42):
+                    kd = _SICKNESS
+                if kd == _SALARY:
+                    length = _integer(rng, 10, 120)
+                elif kd == _MATERNITY:
+                    length = 112
                 else:
-                    s = 3
-                if s > 0:
-                    payer[r] = pool + s - 1  # P_PENSION, P_COMPLEMENTARY, P_UNEMPLOYMENT
-                    version[r] = i * 4 + s - 1
+                    length = _integer(rng, 10, 200)
+                s = y0 + np.int64(np.floor(rng.random() * max(y1 - y0 + 1 - length, 1)))
+                e = min(s + length - 1, y1)
+                if kd == _SALARY:  # a short job: its own employer and identity version
+                    emp = _employer(rng, n_employers, q)
+                    ver = -1  # numbered below, after the spells
+                elif kd == _UNEMPLOYMENT:
+                    emp, ver = n_employers + _P_UNEMPLOYMENT, i * 4 + _P_UNEMPLOYMENT
+                else:
+                    emp, ver = n_employers + _P_HEALTH, i * 4 + _P_HEALTH
+            if s >= death_cut[i]:  # starts after the death month
+                continue
+            if ver == -1:
+                short_person[n_short] = i
+                short_employer[n_short] = emp
+                ver = first_version + n_new + n_short
+                n_short += 1
+            d = e - s + 1
+            person[r] = i
+            version[r] = ver
+            employer[r] = emp
+            year[r] = y
+            start[r] = s
+            end[r] = e
+            kind[r] = kd
+            days[r] = d
+            if kd == _SALARY:
+                g = py_level[k] * d / 365.0
+                if slot >= 3:
+                    g *= 0.3
+                gross[r] = np.rint(g * 100.0) / 100.0
             else:
-                s = 4
-            slot[r] = s
+                gross[r] = np.nan
             r += 1
-    return person, period, slot, payer, version, level, base_level
-
-
-@njit(nogil=True, cache=True)
-def resource_amounts(slot, extra, level, base_level, noise, daily_days):
-    """Amounts: level x factor of the slot x noise; extras: a daily allowance (``extra`` 1,
-    half the base level a day for ``daily_days`` days) or a second salary (``extra`` 2, a
-    quarter of the base level x noise); at least 1 EUR, rounded to cents."""
-    factors = np.array([1.0, 0.45, 0.2, 0.57, 0.0])
-    n = slot.shape[0]
-    amount = np.empty(n, np.float64)
-    for r in range(n):
-        if extra[r] == 1:
-            a = base_level[r] / 30 * 0.5 * daily_days[r]
-        elif extra[r] == 2:
-            a = base_level[r] * 0.25 * noise[r]
-        else:
-            a = level[r] * factors[slot[r]] * noise[r]
-        amount[r] = np.rint(max(a, 1.0) * 100.0) / 100.0
-    return amount
+    v_person = np.concatenate((new_person[:n_new], short_person[:n_short]))
+    v_employer = np.concatenate((new_employer[:n_new], short_employer[:n_short]))
+    rows = (person[:r], version[:r], employer[:r], year[:r], start[:r], end[:r], kind[:r], gross[:r], days[:r])
+    return rows, (py_start, py_employer, py_version, py_level), (lo, hi, retire_year, level_base), (v_person, v_employer)

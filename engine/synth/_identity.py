@@ -9,7 +9,7 @@ redrawn (another month, then another place); nobody is ever given a duplicate nu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -77,6 +77,12 @@ class Persons:
 
     def __len__(self) -> int:
         return len(self.sex)
+
+    def part(self, start: int, stop: int) -> Persons:
+        """Persons ``start`` .. ``stop`` - 1 of these (Arrow columns copied compact)."""
+        rows = pa.array(np.arange(start, stop, dtype=np.int64))
+        return Persons(**{f.name: v.take(rows) if isinstance(v, pa.Array) else v[start:stop]
+                          for f in fields(self) for v in (getattr(self, f.name),)})
 
 
 def _choice(rng, values, weights, n):
@@ -301,7 +307,7 @@ def _names(rng, sex, birth_year, p):
             voc = first_names(s, d)
             draws = voc.names[voc.draw(rng, len(rows) * 4)].reshape(len(rows), 4)
             parts[rows] = draws
-    first = np.array([" ".join(parts[i, : count[i]]) for i in range(n)], dtype=object)
+    first = np.array([" ".join(row[:c]) for row, c in zip(parts.tolist(), count.tolist())], dtype=object)
     return last, usage, first
 
 

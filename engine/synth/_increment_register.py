@@ -213,7 +213,7 @@ def build_snapshot(prev: Described, out: Path, month: int, *, seed: int, tag: in
             birth[i] = f"{y:04d}-{m:02d}-{(d - 1 + shift) % dim + 1:02d}"
         else:
             fields_changed[k] = "last_name"
-            new = _typo(u[k], last[i])
+            new = _typo(*u[k].tolist(), last[i])
             last[i] = new if new != last[i] else last[i] + "E"
     reg = reg.set_column(reg.schema.get_field_index("death_date"), "death_date",
                          pa.array(death.astype(np.int32), pa.int32(), mask=death < 0).cast(pa.date32()))

@@ -33,7 +33,7 @@ from nirlink.kernels import InputError
 
 from ._columns import dictionary_column, siret_column, write_dataset
 from ._describe import Described
-from ._generate import RESOURCE_FLAG
+from ._generate import CAREER_SCHEMA, RESOURCE_FLAG, RESOURCE_SCHEMA
 from ._noise import declare
 from ._records import P_COMPLEMENTARY, P_PENSION, P_UNEMPLOYMENT, RESOURCE_KINDS, VersionSpace, _employers
 
@@ -181,8 +181,8 @@ def write_rows(prev: Described, out: Path, month: int, snapshot, *, seed: int, t
     name = snapshot.new_file
     for sub in ("career", "resource", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    write_dataset(career, out / "career" / name, strings + ["employer_id"])
-    write_dataset(resource, out / "resource" / name, strings + ["payer_id"])
+    write_dataset(career, out / "career" / name, strings + ["employer_id"], CAREER_SCHEMA)
+    write_dataset(resource, out / "resource" / name, strings + ["payer_id"], RESOURCE_SCHEMA)
     reg_truth = register_truth(snapshot.new_register.column("nir").combine_chunks(),
                                snapshot.new_persons.nir.take(pa.array(snapshot.new_register_person)))
 

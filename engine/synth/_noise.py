@@ -34,20 +34,20 @@ def strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-def _typo(u: np.ndarray, text: str) -> str:
-    """One typo drawn from three uniforms ``u``: the operation, the position, the character."""
+def _typo(u0: float, u1: float, u2: float, text: str) -> str:
+    """One typo drawn from three uniforms: the operation, the position, the character."""
     if len(text) < 2:
         return text + "E"
-    op = int(u[0] * 4)
-    i = int(u[1] * len(text))
+    op = int(u0 * 4)
+    i = int(u1 * len(text))
     if op == 0:  # insert
-        return text[:i] + _ALPHABET[int(u[2] * len(_ALPHABET))] + text[i:]
+        return text[:i] + _ALPHABET[int(u2 * len(_ALPHABET))] + text[i:]
     if op == 1:  # delete
         return text[:i] + text[i + 1:]
     if op == 2:  # substitute, by a keyboard neighbour when there is one
         c = text[i]
         pool = _KEYBOARD.get(c, _ALPHABET)
-        return text[:i] + pool[int(u[2] * len(pool))] + text[i + 1:]
+        return text[:i] + pool[int(u2 * len(pool))] + text[i + 1:]
     i = min(i, len(text) - 2)  # transpose with the next character
     return text[:i] + text[i + 1] + text[i] + text[i + 2:]
 
@@ -178,21 +178,25 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     strip = accents[touched]
     custom_first[strip] = [strip_accents(f) for f in custom_first[strip]]
     # the typos' and case changes' choices: uniforms drawn at once, one row per version
+    # (Python lists in the loop: indexing numpy arrays one scalar at a time cost half of it)
     draws = np.flatnonzero(drawn[touched])
     u = rng.random((len(draws), 8))
-    for k, uk in zip(draws.tolist(), u):
-        i = int(touched[k])
-        last, first = custom_last[k], custom_first[k]
-        if typo_l[i]:
-            last = _typo(uk[0:3], last)
-        if typo_f[i]:
-            first = _typo(uk[3:6], first)
-        if swapped[i]:
+    at = touched[draws]
+    flags = zip(typo_l[at].tolist(), typo_f[at].tolist(), swapped[at].tolist(), casing[at].tolist())
+    lasts, firsts = custom_last[draws].tolist(), custom_first[draws].tolist()
+    for k, (uk, (tl, tf, sw, cs)) in enumerate(zip(u.tolist(), flags)):
+        last, first = lasts[k], firsts[k]
+        if tl:
+            last = _typo(uk[0], uk[1], uk[2], last)
+        if tf:
+            first = _typo(uk[3], uk[4], uk[5], first)
+        if sw:
             last, first = first, last
-        if casing[i]:
+        if cs:
             last, first = _case_spacing(uk[6], last), _case_spacing(uk[7], first)
-        custom_last[k] = last
-        custom_first[k] = first
+        lasts[k], firsts[k] = last, first
+    custom_last[draws] = lasts
+    custom_first[draws] = firsts
     last_idx[touched] = 2 * n + np.arange(len(touched))
     first_idx[touched] = 2 * n + np.arange(len(touched))
     last_dict = pa.array(np.concatenate([last_base, custom_last]), pa.string())

@@ -1,13 +1,14 @@
 """Cases planted for the signals stage, and their truth.
 
 Planting draws from its own random stream (``SeedSequence([seed, block, 14])``, and for the
-employers ``[seed, 14]``, the same in every block), so the rest of a block is unchanged by it.
-What is planted (rates are settings, ``nirlink.synth.*``):
+employers ``[seed, 14]``, the same in every block), so the rest of a block is unchanged by it;
+the planted rows are made with the others, by the resource kernel (``planting_plan`` says what it
+plants for each person). What is planted (rates are settings, ``nirlink.synth.*``):
 
 - ``dead-income-rate``: of the persons who die within the resource window and have resource
   rows, this share keep receiving their last monthly payment 1-6 months after the death month.
-  (Career rows starting after the death month are clipped first: the career model draws short
-  periods anywhere in the death year.)
+  (The career model makes no row starting after the death month, though it places short
+  periods anywhere in the year: engine/synth/_expand.py.)
 - ``non-take-up-rate``: of the persons alive at the last resource month and past the age of
   the automatic full rate of their cohort, this share have no ``pension`` row at all.
 - ``minimum-benefit-rate``: of the persons aged 65+ at the last resource month whose last
@@ -37,9 +38,9 @@ import pyarrow as pa
 from numba import njit
 
 from nirlink.engine.reference._tables import aspa_table, cohort_table
-from nirlink.kernels._dates import first_day_of_month, month_index
+from nirlink.kernels._dates import month_index
 
-__all__ = ["bad_employers", "plant_resources", "clip_careers_at_death", "signal_truth", "TRUTH_SCHEMA"]
+__all__ = ["bad_employers", "planting_plan", "signal_truth", "TRUTH_SCHEMA"]
 
 PENSION, MINIMUM = 1, 5  # indices in _records.RESOURCE_KINDS
 TRUTH_SCHEMA = pa.schema([pa.field("rule", pa.string(), nullable=False), pa.field("person", pa.string()),
@@ -49,10 +50,6 @@ TRUTH_SCHEMA = pa.schema([pa.field("rule", pa.string(), nullable=False), pa.fiel
 def _month(days) -> np.ndarray:
     """Absolute month index (year * 12 + month - 1) of day counts since 1970-01-01."""
     return month_index(np.asarray(days))
-
-
-def _first_day(months) -> np.ndarray:
-    return first_day_of_month(months).astype(np.int64)
 
 
 def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
@@ -68,12 +65,6 @@ def bad_employers(seed: int, n_employers: int, rate: float) -> np.ndarray:
     return np.sort(rng.choice(larger, size=min(k, larger), replace=False)).astype(np.int64)
 
 
-def clip_careers_at_death(careers, persons) -> np.ndarray:
-    """Mask of the career rows to keep: none starting after the death month."""
-    death = persons.death_ordinal[careers.person]
-    return ~((death >= 0) & (_month(careers.start) > _month(np.maximum(death, 0))))
-
-
 def _ages(persons, as_of: int) -> np.ndarray:
     bm = np.where((persons.birth_month >= 1) & (persons.birth_month <= 12), persons.birth_month, 1).astype(np.int64)
     return as_of - (persons.birth_year.astype(np.int64) * 12 + bm - 1)
@@ -84,77 +75,29 @@ def _alive(persons, as_of: int) -> np.ndarray:
     return (d < 0) | (_month(np.maximum(d, 0)) > as_of)
 
 
-def plant_resources(rng, res, persons, *, p, last_month: int, first_month: int, pension_version):
-    """Return the resources with the planted cases (arrays of the same fields, grouped by person)."""
+def planting_plan(rng, persons, *, p, first_month: int, last_month: int):
+    """What the planting does to each person's resources, drawn from the planting's stream
+    (the rows are made by engine/synth/_expand.py's ``draw_resources``): whether their base
+    pension is dropped (non-take-up), their death month and for how many months their last
+    payment goes on after it (0: none; the kernel plants it only for a person who has rows),
+    whether their low resources are topped up, and the yearly ceiling of the top-up."""
     n = len(persons)
-    cols = {k: getattr(res, k) for k in ("person", "version", "payer", "period", "kind", "amount")}
-    month = _month(cols["period"])
-    # income after death: repeat the last payment 1-6 months after the death month
     death = persons.death_ordinal
-    dm = np.where(death >= 0, _month(np.maximum(death, 0)), -1)
-    has_rows = np.bincount(cols["person"], minlength=n) > 0
-    eligible = (dm >= first_month) & (dm < last_month) & has_rows
-    chosen = np.flatnonzero(eligible & (rng.random(n) < p.dead_income_rate))
-    extra = []
-    in_order = _in_order(cols["person"], cols["period"])
-    if len(chosen):
-        if in_order:
-            last_row = np.maximum(np.searchsorted(cols["person"], np.arange(n), side="right") - 1, 0)
-        else:
-            order = np.lexsort((month, cols["person"]))
-            ends = np.searchsorted(cols["person"][order], np.arange(n), side="right") - 1
-            last_row = order[np.maximum(ends, 0)]  # each person's latest row (persons chosen have rows)
-        k = np.minimum(rng.integers(1, 7, len(chosen)), last_month - dm[chosen])
-        who = np.repeat(chosen, k)
-        after = dm[who] + 1 + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
-        src = last_row[who]
-        extra.append({"person": cols["person"][src], "version": cols["version"][src], "payer": cols["payer"][src],
-                      "period": _first_day(after).astype(np.int32), "kind": cols["kind"][src],
-                      "amount": cols["amount"][src]})
+    dm = np.where(death >= 0, _month(np.maximum(death, 0)), -1).astype(np.int64)
+    u_dead, k, u_take_up, u_minimum = rng.random(n), rng.integers(1, 7, n), rng.random(n), rng.random(n)
+    # income after death: the last payment repeated 1-6 months after the death month
+    dead = (dm >= first_month) & (dm < last_month) & (u_dead < p.dead_income_rate)
+    dead_months = np.where(dead, np.minimum(k, last_month - dm), 0).astype(np.int64)
     # non-take-up: past the full-rate age, alive, no pension row at all
     ct = cohort_table()
     age = _ages(persons, last_month)
     by = np.clip(persons.birth_year, 1900, 2030)
-    full_age = ct.full_rate_age(by, persons.birth_month)
-    has_pension = np.bincount(cols["person"][cols["kind"] == PENSION], minlength=n) > 0
-    drop_pension = _alive(persons, last_month) & (age >= full_age) & has_pension & (rng.random(n) < p.non_take_up_rate)
-    keep = ~((cols["kind"] == PENSION) & drop_pension[cols["person"]])
-    kept = np.flatnonzero(keep)
-    month = month[kept]
-    person = cols["person"][kept]
+    alive = _alive(persons, last_month)
+    drop_pension = alive & (age >= ct.full_rate_age(by, persons.birth_month)) & (u_take_up < p.non_take_up_rate)
     # minimum benefit: top up the low resources of some persons aged 65+
     ceiling = aspa_table().yearly_ceiling([last_month])[0]
-    if not np.isnan(ceiling):
-        window = month > last_month - 12
-        amounts = cols["amount"][kept]
-        income = np.bincount(person[window], weights=amounts[window], minlength=n)
-        low = _alive(persons, last_month) & (age >= 65 * 12) & (income < ceiling)
-        topped = np.flatnonzero(low & (rng.random(n) < p.minimum_benefit_rate))
-        if len(topped):
-            per_month = np.zeros((len(topped), 12))
-            pos = np.full(n, -1)
-            pos[topped] = np.arange(len(topped))
-            sel = window & (pos[person] >= 0)
-            np.add.at(per_month, (pos[person[sel]], month[sel] - (last_month - 11)), amounts[sel])
-            who = np.repeat(topped, 12)
-            m = np.tile(np.arange(last_month - 11, last_month + 1), len(topped))
-            amount = np.round(np.maximum(ceiling / 12 - per_month.ravel(), 1.0), 2)
-            extra.append({"person": who.astype(cols["person"].dtype), "version": pension_version(who),
-                          "payer": np.full(len(who), cols["payer"].dtype.type(-1)),  # set by the caller
-                          "period": _first_day(m).astype(np.int32), "kind": np.full(len(who), MINIMUM, np.int8),
-                          "amount": amount})
-    if not in_order:  # rows not grouped by person and month: the general path
-        cols = {k: np.concatenate([v[kept], *[e[k].astype(v.dtype) for e in extra]]) for k, v in cols.items()}
-        order = np.lexsort((cols["period"], cols["person"]))
-        return {k: v[order] for k, v in cols.items()}
-    # the rows are in order: merge the planted rows in (after the rows of the same person
-    # and month, in the order planted, as a stable sort of everything would place them)
-    new = {k: np.concatenate([e[k].astype(cols[k].dtype) for e in extra]) if extra else cols[k][:0] for k in cols}
-    new_order = np.lexsort((new["period"], new["person"]))
-    new = {k: v[new_order] for k, v in new.items()}
-    before = _insert_points(cols["person"], cols["period"], kept, new["person"], new["period"])
-    whole = len(kept) == len(keep)
-    return {k: _merge(v, kept, new[k], before, whole) for k, v in cols.items()}
+    top_up = alive & (age >= 65 * 12) & (u_minimum < p.minimum_benefit_rate) & (not np.isnan(ceiling))
+    return drop_pension, dm, dead_months, top_up, 0.0 if np.isnan(ceiling) else float(ceiling)
 
 
 @njit(nogil=True, cache=True)
@@ -164,52 +107,6 @@ def _in_order(person, period) -> bool:
         if person[i] < person[i - 1] or (person[i] == person[i - 1] and period[i] < period[i - 1]):
             return False
     return True
-
-
-@njit(nogil=True, cache=True)
-def _insert_points(person, period, kept, new_person, new_period):
-    """For each new row, the number of kept rows (sorted by person, period) that sort at or
-    before it: ``searchsorted(side='right')`` on the (person, period) pairs, without building keys."""
-    out = np.empty(new_person.shape[0], np.int64)
-    for j in range(new_person.shape[0]):
-        p, d = new_person[j], new_period[j]
-        lo, hi = 0, kept.shape[0]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            r = kept[mid]
-            if person[r] < p or (person[r] == p and period[r] <= d):
-                lo = mid + 1
-            else:
-                hi = mid
-        out[j] = lo
-    return out
-
-
-@njit(nogil=True, cache=True)
-def _merge_rows(base, kept, new, before, out):
-    j = 0
-    o = 0
-    for b in range(kept.shape[0]):
-        while j < new.shape[0] and before[j] <= b:
-            out[o] = new[j]
-            o += 1
-            j += 1
-        out[o] = base[kept[b]]
-        o += 1
-    while j < new.shape[0]:
-        out[o] = new[j]
-        o += 1
-        j += 1
-
-
-def _merge(base, kept, new, before, whole: bool) -> np.ndarray:
-    """The rows ``kept`` of ``base`` with ``new[j]`` inserted before kept row ``before[j]``."""
-    out = np.empty(len(kept) + len(new), base.dtype)
-    if whole and not len(new):
-        out[:] = base
-    else:
-        _merge_rows(base, kept, new, before, out)
-    return out
 
 
 @njit(nogil=True, cache=True)
