@@ -65,7 +65,11 @@ def test_sizes_are_recorded(released_job, synth_small):
     assert disk["input_bytes"] == inputs
     assert set(disk["stages"]) == set(STAGES)
     assert disk["peak_bytes"] >= max(s["bytes_at_publication"] for s in disk["stages"].values())
-    assert disk["peak_bytes"] > disk["final_bytes"] == disk["stages"]["export"]["bytes_after_release"]
+    assert disk["peak_bytes"] >= max(s["bytes_after_release"] for s in disk["stages"].values())
+    assert disk["peak_bytes"] >= disk["final_bytes"] == disk["stages"]["export"]["bytes_after_release"]
+    # what no later stage reads is released as stages publish (the ingested register once
+    # link has published; the rows are consumed by the stages reading them, not listed)
+    assert "ingest/register" in disk["released"], disk["released"]
     assert disk["peak_over_input"] == round(disk["peak_bytes"] / inputs, 3)
 
 

@@ -208,6 +208,7 @@ class DiskRecord:
         running = max(size, sampled[1]) if sampled[0] == stage else size
         gone = release_after(self.job_dir, stages, published)
         after = directory_bytes(self.job_dir)
+        running = max(running, after)  # a release writes its record (_released.json) before it frees
         d = self.data
         if running > d["peak_bytes"]:
             d["peak_bytes"], d["peak_stage"] = running, stage
