@@ -60,7 +60,7 @@ EXACT_U_PARTS = 4
 
 def _spill(path: Path, table: pa.Table | None) -> str | None:
     """``table`` written once as the Arrow file ``path`` (in the link stage's scratch), for the
-    training tasks to map: its path. Measured at 200k persons (2 workers): broadcasting
+    training tasks to read: its path. Measured at 200k persons (2 workers): broadcasting
     the 97 MB record sample with ``client.scatter`` took 1.5-4.4 s each time, twice per
     training (once per batch), with the workers idle; writing it takes 0.1 s and mapping it
     nothing. The file holds names and birth dates: it stays in the job's private directory and

@@ -132,14 +132,11 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, **options: Any) -> N
     path = Path(path)
     make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    if "use_dictionary" not in options and not any(pa.types.is_nested(f.type) for f in table.schema):
-        options["use_dictionary"] = dictionary_columns(table.schema)
-    if "write_statistics" not in options:
-        options["write_statistics"] = statistics_columns(table.schema)
-    if "column_encoding" not in options and "use_dictionary" in options and options["use_dictionary"] is not True:
-        encoding = {c: e for c, e in delta_columns(table.schema).items() if c not in (options["use_dictionary"] or [])}
-        options["column_encoding"] = encoding or None
-    pq.write_table(table, tmp, **{**WRITE_OPTIONS, **options})
+    defaults = column_options(table.schema)
+    if any(pa.types.is_nested(f.type) for f in table.schema):  # the writer's own dictionary choice
+        del defaults["use_dictionary"]
+        defaults["column_encoding"] = None
+    pq.write_table(table, tmp, **{**defaults, **options})
     os.chmod(tmp, private_modes()[1])
     os.replace(tmp, path)
 

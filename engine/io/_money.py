@@ -16,15 +16,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["MONEY", "money_from_cents", "cents_of", "cents_from_amounts", "is_money"]
+__all__ = ["MONEY", "money_from_cents", "cents_of", "cents_from_amounts", "round_cents"]
 
 MONEY = pa.decimal128(18, 2)
 _MAX_CENTS = 10**18 - 1  # decimal(18, 2): 18 digits
 SUB_CENT_TOLERANCE = 1e-6  # of a cent: what a double's rounding of a 2-decimal number may leave
 
 
-def is_money(typ: pa.DataType) -> bool:
-    return pa.types.is_decimal(typ) and typ.scale == 2
+def round_cents(euros: np.ndarray) -> np.ndarray:
+    """Float amounts in euros to the nearest cent (int64); NaN must be handled by the caller."""
+    return np.round(np.asarray(euros, np.float64) * 100.0).astype(np.int64)
 
 
 def money_from_cents(cents: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
@@ -48,9 +49,10 @@ def cents_of(col: pa.Array | pa.ChunkedArray, null: int = 0) -> np.ndarray:
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         values = col.to_numpy(zero_copy_only=False).astype(np.float64)
-        out = np.round(values * 100.0)
-        out[np.isnan(out)] = null
-        return out.astype(np.int64)
+        missing = np.isnan(values)
+        out = round_cents(np.where(missing, 0.0, values))
+        out[missing] = null
+        return out
     if not pa.types.is_decimal128(col.type):
         raise TypeError(f"expected an amount (decimal or number), got {col.type}")
     if col.type.scale != 2:

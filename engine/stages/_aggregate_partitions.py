@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nirlink.engine.io._money import MONEY, cents_of, money_from_cents
+from nirlink.engine.io._money import MONEY, cents_of, money_from_cents, round_cents
 from nirlink.engine.reference._tables import cohort_table, year_table
 from nirlink.kernels import InputError
 from nirlink.kernels._career import CAREER_KINDS, DAYS_KINDS, aggregate_career
@@ -176,11 +176,6 @@ def _amounts(col) -> np.ndarray:
     return out
 
 
-def _to_cents(values: np.ndarray) -> np.ndarray:
-    """Amounts the kernels compute in euros (revalued salaries, the SAM), to the nearest cent."""
-    return np.round(np.asarray(values, np.float64) * 100.0).astype(np.int64)
-
-
 def _num(col, dtype, fill=0):
     return pc.fill_null(col, fill).to_numpy(zero_copy_only=False).astype(dtype)
 
@@ -222,7 +217,7 @@ def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.
             "quarters_salary": pa.array(y["quarters_salary"]),
             "quarters_assimilated": pa.array(y["quarters_assimilated"]),
             "quarters": pa.array(y["quarters"]),
-            "revalued_capped_salary": money_from_cents(_to_cents(y["revalued_capped"])),
+            "revalued_capped_salary": money_from_cents(round_cents(y["revalued_capped"])),
             "counts_for_sam": pa.array(y["counts_for_sam"]),
         }, schema=OUTPUT_SCHEMAS["career_person_year"]),
         "career_person": pa.table({
@@ -233,7 +228,7 @@ def career_partition(table: pa.Table, state: bool = True) -> tuple[dict[str, pa.
             "last_year": pa.array(p["last_year"].astype(np.int16)),
             "years": pa.array(p["years"].astype(np.int32)),
             "gross_salary": money_from_cents(p["gross_cents"]),
-            "sam": money_from_cents(_to_cents(p["sam"])),
+            "sam": money_from_cents(round_cents(p["sam"])),
             "sam_years": pa.array(p["sam_years"].astype(np.int16)),
             "sam_best_years": pa.array(best.astype(np.int16)),
         }, schema=OUTPUT_SCHEMAS["career_person"]),
