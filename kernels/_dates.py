@@ -16,7 +16,8 @@ from numba import njit
 
 from ._arrow import string_buffers, trimmed
 
-__all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil", "month_index", "first_day_of_month"]
+__all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil", "civil_month", "month_index",
+           "first_day_of_month"]
 
 DATE_OK = 0
 DATE_MISSING = 1
@@ -36,7 +37,7 @@ def days_from_civil(y, m, d):
 
 
 @njit(nogil=True, cache=True)
-def _civil_month(day):
+def civil_month(day):
     """Absolute month index (year * 12 + month - 1) of a day count since 1970-01-01
     (H. Hinnant's civil_from_days, year and month only)."""
     z = np.int64(day) + 719468
@@ -75,7 +76,7 @@ def _month_of_days(days, valid, out):
     if span <= _TABLE_MAX and span <= 4 * n:
         # dates span a few decades: a table of the month of every day in range, then lookups
         table = np.empty(span, np.int64)
-        m = _civil_month(lo)
+        m = civil_month(lo)
         t = 0
         while t < span:
             nxt = m + 1
@@ -90,7 +91,7 @@ def _month_of_days(days, valid, out):
             out[i] = table[np.int64(days[i]) - lo] if valid[i] else -1
         return
     for i in range(n):
-        out[i] = _civil_month(days[i]) if valid[i] else -1
+        out[i] = civil_month(days[i]) if valid[i] else -1
 
 
 @njit(nogil=True, cache=True)

@@ -44,6 +44,18 @@ def _luhn_digit(values: np.ndarray, n_digits: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
+def _used_ranks(used):
+    """Each distinct value's number among the used ones, in order (a used value's new index)."""
+    remap = np.empty(used.shape[0], np.int32)
+    k = 0
+    for u in range(used.shape[0]):
+        remap[u] = k
+        if used[u]:
+            k += 1
+    return remap
+
+
+@njit(nogil=True, cache=True)
 def _remap(indices, rows, to_unique, n_unique, out, null):
     """Dictionary indices (``indices[rows]``, or ``indices`` when ``rows`` is empty) onto
     distinct values, renumbered to the values used; -1 is null (``null`` set). Returns the
@@ -58,12 +70,7 @@ def _remap(indices, rows, to_unique, n_unique, out, null):
             used[to_unique[j]] = True
         else:
             nulls += 1
-    remap = np.empty(n_unique, np.int32)
-    k = 0
-    for u in range(n_unique):
-        remap[u] = k
-        if used[u]:
-            k += 1
+    remap = _used_ranks(used)
     for i in range(n):
         j = indices[i] if direct else indices[rows[i]]
         if j >= 0:
@@ -117,12 +124,7 @@ def _version_remap(indices, used_versions, to_unique, n_unique, out):
     for v in range(indices.shape[0]):
         if used_versions[v] and indices[v] >= 0:
             used[to_unique[indices[v]]] = True
-    remap = np.empty(n_unique, np.int32)
-    k = 0
-    for u in range(n_unique):
-        remap[u] = k
-        if used[u]:
-            k += 1
+    remap = _used_ranks(used)
     for v in range(indices.shape[0]):
         j = indices[v]
         out[v] = remap[to_unique[j]] if j >= 0 and used[to_unique[j]] else -1

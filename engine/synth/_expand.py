@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nirlink.kernels._dates import days_from_civil
+from nirlink.kernels._dates import civil_month, days_from_civil
 
 __all__ = ["draw_careers", "RETIRE_AGES"]
 
@@ -38,19 +38,6 @@ def _month_start(year, month):
     """Days since 1970-01-01 of the first day of (year, month); month may be 13 (next year)."""
     total = year * 12 + month - 1
     return days_from_civil(total // 12, total % 12 + 1, 1)
-
-
-@njit(nogil=True, cache=True)
-def _month_of(day):
-    """Absolute month index (year * 12 + month - 1) of a day count since 1970-01-01."""
-    z = day + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    m = mp + 3 if mp < 10 else mp - 9
-    return (yoe + era * 400 + (1 if m <= 2 else 0)) * 12 + m - 1
 
 
 @njit(nogil=True, cache=True)
@@ -95,7 +82,7 @@ def draw_careers(rng, birth_year, sex, death_ordinal, smic_year, first_year, las
         death_y = 10_000
         death_cut[i] = 1 << 40
         if d >= 0:
-            dm = _month_of(np.int64(d))
+            dm = civil_month(np.int64(d))
             death_y = dm // 12
             death_cut[i] = _month_start(death_y, dm % 12 + 2)
         lo[i] = max(by + np.int64(start_age), first_year)

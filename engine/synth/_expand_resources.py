@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nirlink.kernels._dates import days_from_civil
+from nirlink.kernels._dates import civil_month, days_from_civil
 
-from ._expand import _MINIMUM, _P_HEALTH, _P_PENSION, _P_UNEMPLOYMENT, _employer, _integer, _month_of
+from ._expand import _MINIMUM, _P_HEALTH, _P_PENSION, _P_UNEMPLOYMENT, _employer, _integer
 
 __all__ = ["draw_resources"]
 
@@ -180,7 +180,7 @@ def _top_up(i, r, w0, last_month, yearly_ceiling, pool, person, version, payer, 
     t = 0
     for mm in range(last_month - 11, last_month + 1):
         paid = 0.0
-        while t < count and _month_of(np.int64(t_day[t])) == mm:
+        while t < count and civil_month(np.int64(t_day[t])) == mm:
             person[w], version[w], payer[w], day[w], kind[w], amount[w] = (i, t_version[t], t_payer[t], t_day[t],
                                                                           t_kind[t], t_amount[t])
             paid += t_amount[t]
