@@ -87,6 +87,7 @@ class BlockingFile(_Strict):
 class TrainingFile(_Strict):
     sample_max_register_rows: int = Field(300_000, gt=0)
     u_max_pairs: float = Field(1_000_000, gt=0)
+    u_sample_rows: int = Field(50_000, gt=0)
     deterministic_rules: list[str] = Field(default_factory=list)
     deterministic_recall: float = Field(0.8, gt=0, le=1)
     em_blocking: list[list[str] | str] = Field(default_factory=list)

@@ -34,28 +34,59 @@ def _year_counts(f: str) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
 
 
-def _take_years(f: str, years: list[int], columns: list[str] | None = None) -> pa.Table:
-    t = pq.read_table(f, use_threads=False)
-    t = t.filter(pc.fill_null(pc.is_in(t.column("birth_year"), value_set=pa.array(years, pa.int16())), False))
-    return t.select(LINK_COLUMNS.names)
+def _take(f: str, years: list[int], fraction: float, seed: int) -> tuple[pa.Table, pa.Table]:
+    """The rows of file ``f`` with a birth year in ``years`` (for EM) and a uniform random share
+    ``fraction`` of all its rows (for u), in one read."""
+    t = pq.read_table(f, columns=LINK_COLUMNS.names, use_threads=False)
+    in_years = t.filter(pc.fill_null(pc.is_in(t.column("birth_year"), value_set=pa.array(years, pa.int16())), False))
+    return in_years, t.filter(uniform_mask(t.column("unique_id"), fraction, seed))
+
+
+def uniform_mask(ids: pa.ChunkedArray | pa.Array, fraction: float, seed: int) -> np.ndarray:
+    """Rows kept by a uniform draw of share ``fraction``: a row is kept when a 64-bit mix
+    (splitmix64's finaliser) of its id and the seed falls below ``fraction`` of the range, so the
+    draw depends on the ids alone, not on how the rows are split into files or tasks."""
+    if fraction >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids.to_numpy() if isinstance(ids, pa.ChunkedArray) else ids.to_numpy(zero_copy_only=False),
+                       dtype=np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z < np.uint64(int(fraction * 2.0**64) if fraction > 0 else 0)
 
 
 def _pick_years(counts: dict[int, int], max_rows: int, seed: int) -> list[int]:
-    years = sorted(counts)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(years)
+    """Birth years holding at most ``max_rows`` register rows (at least one band), drawn as
+    random bands of ``YEAR_BAND`` consecutive years: the records of a year either side join
+    the sample (``_sample``), and whole bands keep those neighbours few."""
+    bands: dict[int, list[int]] = {}
+    for y in sorted(counts):
+        bands.setdefault(y // YEAR_BAND, []).append(y)
+    order = sorted(bands)
+    np.random.default_rng(seed).shuffle(order)
     chosen, total = [], 0
-    for y in years:
-        if chosen and total + counts[y] > max_rows:
+    for b in order:
+        rows = sum(counts[y] for y in bands[b])
+        if chosen and total + rows > max_rows:
             continue
-        chosen.append(y)
-        total += counts[y]
+        chosen.extend(bands[b])
+        total += rows
     return sorted(chosen)
 
 
+YEAR_BAND = 5
+
+
 # the register sample of an exact u is counted in this many parts, one task each: counts are
-# integers, so their sum does not depend on the number of parts or on the order they finish in
-EXACT_U_PARTS = 4
+# integers, so their sum does not depend on the number of parts or on the order they finish in.
+# One: at the built-in models' 5,000 rows, a part's fixed cost (reading the register's bodies)
+# is a third of the whole (2 parts: 1.6 s each, 1 part: 2.1 s, at 200k persons)
+EXACT_U_PARTS = 1
+# defaults of the training recipe's sample bounds (a model's `training` may set its own)
+SAMPLE_MAX_REGISTER_ROWS = 300_000
+U_SAMPLE_ROWS = 50_000
 
 
 def _spill(path: Path, table: pa.Table | None) -> str | None:
@@ -96,40 +127,56 @@ def _u_task(kind: str, model: ModelSpec, comparison: str, left, right, tf, reg_f
     return estimate_u(model, left, right, tf, comparison, threads=threads, memory_limit=memory_limit)
 
 
-def _em_task(kind: str, model: ModelSpec, index: int, left, right, tf, threads, memory_limit, full_sizes, fixed_u, u):
+def _em_task(kind: str, model: ModelSpec, index: int, left, right, tf, threads, memory_limit, prior_scale, fixed_u, u):
     """One task of the EM batch: a session of a model's EM, or the whole training of a model
     whose recipe has no EM session (u and prior only)."""
     left, right = _mapped(left), _mapped(right)
     if kind == "session":
         return em_session(model, index, left, right, tf, threads=threads, memory_limit=memory_limit, fixed_u=fixed_u,
                           u=u)
-    return _train_task(model, left, right, tf, threads, memory_limit, full_sizes, fixed_u, u)
+    return _train_task(model, left, right, tf, threads, memory_limit, prior_scale, fixed_u, u)
 
 
-def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, full_sizes,
+def _train_task(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf, threads, memory_limit, prior_scale,
                 fixed_u=None, u=None):
-    return train(model, left, right, tf, threads=threads, memory_limit=memory_limit, full_sizes=full_sizes,
+    return train(model, left, right, tf, threads=threads, memory_limit=memory_limit, prior_scale=prior_scale,
                  fixed_u=fixed_u, u=u)
 
 
 def _sample(model: ModelSpec, reg_files: list[str], sig_files: list[str], client, progress) -> dict[str, Any]:
-    """The training sample of a model: the register rows (right) and, for a link, the records
-    (left) of a random set of birth years, with the full sizes when that is a subset."""
-    name = model.name
+    """The training samples of a model, in one read of each file.
+
+    For EM: the register rows (right) of a random set of birth years holding at most
+    ``sample_max_register_rows`` rows and, for a link, the records (left) born in those years or
+    a year either side (a record's birth year is off by one in about 1% of declarations: without
+    the neighbours those matches would leave the sample and the 'one field off' level's m with
+    them, 4x too low at 50,000 rows). The sample so keeps every match of its register rows, and
+    the prior found on it is rescaled by the share of the left rows it holds (``prior_scale``).
+    For u: a uniform random draw of at most ``u_sample_rows`` rows of each side (u is about
+    random pairs: in a year subset two rows are born the same year far more often)."""
+    name, t = model.name, model.training
     counts = Counter()
     for c in run_tasks(client, _year_counts, [(f,) for f in reg_files], name=f"sample-{name}", progress=progress):
         counts.update(c)
-    max_rows = int(model.training.get("sample_max_register_rows", 300_000))
-    years = _pick_years(counts, max_rows, int(model.training.get("seed", 42)))
-    right = pa.concat_tables(run_tasks(client, _take_years, [(f, years) for f in reg_files], name=f"sample-r-{name}"))
+    seed = int(t.get("seed", 42))
+    years = _pick_years(counts, int(t.get("sample_max_register_rows", SAMPLE_MAX_REGISTER_ROWS)), seed)
+    u_rows = int(t.get("u_sample_rows", U_SAMPLE_ROWS))
+
+    def take(files: list[str], total: int, side: str, in_years: list[int]) -> tuple[pa.Table, pa.Table]:
+        fraction = min(1.0, u_rows / total) if total else 1.0
+        parts = run_tasks(client, _take, [(f, in_years, fraction, seed) for f in files], name=f"sample-{side}-{name}")
+        return pa.concat_tables([p[0] for p in parts]), pa.concat_tables([p[1] for p in parts])
+
     n_right_full = sum(counts.values())
+    right, u_right = take(reg_files, n_right_full, "r", years)
+    subset = len(years) < len(counts)
     if model.link_type == "link_only":
-        left = pa.concat_tables(run_tasks(client, _take_years, [(f, years) for f in sig_files], name=f"sample-l-{name}"))
         n_left_full = sum(pq.read_metadata(f).num_rows for f in sig_files)
-        full = (n_left_full, n_right_full) if len(years) < len(counts) else None
-        return {"years": years, "left": left, "right": right, "full": full}
-    full = (n_right_full, n_right_full) if len(years) < len(counts) else None
-    return {"years": years, "left": right, "right": None, "full": full}
+        left, u_left = take(sig_files, n_left_full, "l", sorted({y + d for y in years for d in (-1, 0, 1)}))
+        return {"years": years, "left": left, "right": right, "u_left": u_left, "u_right": u_right,
+                "prior_scale": left.num_rows / max(n_left_full, 1) if subset else None}
+    return {"years": years, "left": right, "right": None, "u_left": u_right, "u_right": None,
+            "prior_scale": right.num_rows / max(n_right_full, 1) if subset else None}
 
 
 def model_frequencies(work: Path, models: dict[str, ModelSpec], *, client=None,
@@ -174,7 +221,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     # the tables themselves)
     scratch = work / "tmp" / "training"
     on_workers = {name: {k: _spill(scratch / f"{name}-{k}.arrow", s[k]) if client is not None else s[k]
-                         for k in ("left", "right")}
+                         for k in ("left", "right", "u_left", "u_right")}
                   for name, s in samples.items()}
     lap("sample")
     jobs, args = [], []
@@ -189,7 +236,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         for comp in u_comparisons(model.splink_settings()):
             if comp not in exact:
                 jobs.append(("sampled", name, comp))
-                args.append(("sampled", model, comp, on_workers[name]["left"], on_workers[name]["right"], tf_all[name],
+                args.append(("sampled", model, comp, on_workers[name]["u_left"], on_workers[name]["u_right"], tf_all[name],
                              reg_files, 0, *opts))
     results = run_tasks(client, _u_task, args, name="training-u", progress=progress)
     u_all: dict[str, dict[str, list]] = {name: {} for name in todo}
@@ -211,20 +258,22 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         for index in range(sessions) if sessions else [0]:
             em_jobs.append(name)
             em_args.append(("session" if sessions else "whole", model, index, on_workers[name]["left"],
-                            on_workers[name]["right"], tf_all[name], *opts, samples[name]["full"], fixed_u, u_all[name]))
+                            on_workers[name]["right"], tf_all[name], *opts, samples[name]["prior_scale"], fixed_u, u_all[name]))
     results = run_tasks(client, _em_task, em_args, name="training-em", progress=progress)
     for name, model in todo.items():
         s = samples[name]
         mine = [r for n, r in zip(em_jobs, results) if n == name]
         if model.training.get("em_blocking"):  # the sessions' results, in the recipe's order
             n_right = s["right"].num_rows if s["right"] is not None else None
-            settings = finish_training(model, combine_sessions(mine), s["left"].num_rows, n_right, s["full"])
+            settings = finish_training(model, combine_sessions(mine), s["left"].num_rows, n_right, None,
+                                       prior_scale=s["prior_scale"])
         else:
             settings = mine[0]
         model.splink = settings
         right = s["right"] if s["right"] is not None else s["left"]
         info[name] = {"sample_years": s["years"], "sample_left_rows": s["left"].num_rows,
-                      "sample_right_rows": right.num_rows,
+                      "sample_right_rows": right.num_rows, "u_sample_left_rows": s["u_left"].num_rows,
+                      "u_sample_right_rows": (s["u_right"] if s["u_right"] is not None else s["u_left"]).num_rows,
                       "probability_two_random_records_match": settings["probability_two_random_records_match"],
                       "em_sessions": len(model.training.get("em_blocking", [])), **info[name]}
     lap("em")

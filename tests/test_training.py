@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nirlink.linkage import LinkConfig, identity_model, register_model
 from nirlink.linkage._exact_u import exact_u, exact_u_counts, exact_u_from_counts
@@ -110,3 +112,95 @@ def test_one_em_session_apart_is_splinks_session(sample):
     ours = finish_training(model, combine_sessions([em_session(model, 0, left, right, tf, u=u)]), left.num_rows,
                            right.num_rows, None)
     assert ours == train(model, left, right, tf, u=u)
+
+
+# ------------------------------------------------------------------ the bounded samples
+
+
+def _splitmix_keeps(uid: int, fraction: float, seed: int) -> bool:
+    """Oracle of uniform_mask in plain Python integers: splitmix64's finaliser of the id plus
+    the seed's multiple of the golden gamma, below ``fraction`` of 2**64."""
+    if fraction >= 1.0:
+        return True
+    mask = (1 << 64) - 1
+    z = ((uid & mask) + 0x9E3779B97F4A7C15 * (seed + 1)) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z < int(fraction * 2.0**64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=200),
+       fraction=st.floats(0, 1), seed=st.integers(0, 2**20), cut=st.integers(0, 200))
+def test_uniform_draw_is_a_function_of_the_id_alone(ids, fraction, seed, cut):
+    import numpy as np
+    import pyarrow as pa
+
+    from nirlink.linkage._training import uniform_mask
+
+    arr = pa.array(ids, pa.int64())
+    mask = uniform_mask(arr, fraction, seed)
+    assert mask.tolist() == [_splitmix_keeps(i, fraction, seed) for i in ids]
+    # split into two files, the same rows are drawn
+    chunked = pa.chunked_array([arr[:cut], arr[cut:]], pa.int64())
+    assert np.array_equal(uniform_mask(chunked, fraction, seed), mask)
+    # a smaller share keeps a subset of a larger one
+    assert not (uniform_mask(arr, fraction / 2, seed) & ~mask).any()
+
+
+def test_uniform_draw_keeps_its_share():
+    import numpy as np
+    import pyarrow as pa
+
+    from nirlink.linkage._training import uniform_mask
+
+    ids = pa.array(np.arange(200_000, dtype=np.int64) * 7919)  # ids in a regular pattern
+    for fraction in (0.01, 0.25, 0.5):
+        kept = uniform_mask(ids, fraction, 42).sum()
+        assert abs(kept - fraction * 200_000) < 5 * (fraction * 200_000) ** 0.5  # five standard deviations
+
+
+def test_years_are_drawn_as_whole_bands_up_to_the_bound():
+    from nirlink.linkage._training import YEAR_BAND, _pick_years
+
+    counts = {y: 100 + (y % 7) * 10 for y in range(1931, 2006)}
+    for max_rows, seed in ((1_000, 1), (3_000, 2), (50, 3), (10**6, 4)):
+        years = _pick_years(counts, max_rows, seed)
+        bands = {y // YEAR_BAND for y in years}
+        assert years == sorted(y for y in counts if y // YEAR_BAND in bands)  # whole bands only
+        rows = sum(counts[y] for y in years)
+        first_band = min(sum(c for y, c in counts.items() if y // YEAR_BAND == b) for b in bands)
+        assert rows <= max_rows or len(bands) == 1 and rows == first_band  # at least one band
+        assert _pick_years(counts, max_rows, seed) == years
+    assert _pick_years(counts, 10**6, 4) == sorted(counts)
+
+
+def test_sample_keeps_the_records_a_year_either_side_and_scales_the_prior(job_run):
+    """A subset sample: the register rows of whole bands of birth years, the records of those
+    years and of a year either side, uniform u samples of the bounded size; the prior is rescaled
+    by the share of records kept, and lands near the prior trained on every row."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _, out, _ = job_run
+    work = out / "link"
+    reg, sig = register_files(work), signature_files(work)
+    register = pq.read_table(reg)
+    signatures = pq.read_table(sig)
+    model = _model()
+    model.training = {**model.training, "sample_max_register_rows": register.num_rows // 3, "u_sample_rows": 500}
+    s = _sample(model, reg, sig, None, None)
+    years = set(s["years"])
+    assert 0 < s["right"].num_rows <= register.num_rows // 3
+    assert sorted(s["right"]["unique_id"].to_pylist()) == sorted(
+        r["unique_id"] for r in register.select(["unique_id", "birth_year"]).to_pylist() if r["birth_year"] in years)
+    near = {y + d for y in years for d in (-1, 0, 1)}
+    expected = [r["unique_id"] for r in signatures.select(["unique_id", "birth_year"]).to_pylist()
+                if r["birth_year"] in near]
+    assert sorted(s["left"]["unique_id"].to_pylist()) == sorted(expected)
+    assert s["prior_scale"] == s["left"].num_rows / signatures.num_rows
+    for side, table in (("u_left", signatures), ("u_right", register)):
+        assert abs(s[side].num_rows - 500) < 5 * 500 ** 0.5
+        assert set(s[side]["unique_id"].to_pylist()) <= set(table["unique_id"].to_pylist())
+    assert pc.min(s["u_left"]["birth_year"]).as_py() < min(years) or pc.max(s["u_left"]["birth_year"]).as_py() > max(years)
