@@ -219,10 +219,12 @@ def train_on(model: ModelSpec, left: pa.Table, right: pa.Table | None, *, thread
     tf = tf if tf is not None else term_frequencies(model, [left] if right is None else [left, right])
     sl = _sample(left, max_rows, seed)
     sr = _sample(right, max_rows, seed) if right is not None else None
-    full = None
-    if sl.num_rows < left.num_rows or (right is not None and sr.num_rows < right.num_rows):
-        full = (left.num_rows, (right if right is not None else left).num_rows)
-    model.splink = train(model, sl, sr, tf, threads=threads, full_sizes=full, names=SPLINK_NAMES)
+    # no rescaling of the prior: each side is a uniform random draw of its own, so the matching
+    # pairs and all pairs shrink alike (by the product of the two shares, or the share squared
+    # for a deduplication) and the share of pairs that match is the data's. (The job's training
+    # samples birth years on both sides at once, keeping each sampled record's match: there the
+    # prior is rescaled, linkage/_training.py.)
+    model.splink = train(model, sl, sr, tf, threads=threads, names=SPLINK_NAMES)
     return {"sample_left_rows": sl.num_rows, "sample_right_rows": sr.num_rows if sr is not None else None,
             "probability_two_random_records_match": model.splink["probability_two_random_records_match"]}
 

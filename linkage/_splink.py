@@ -114,13 +114,13 @@ def make_linker(con, settings: dict[str, Any], tables: list[pa.Table], tf: dict[
 
 
 def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str, pa.Table], *,
-          threads: int = 1, memory_limit: str | None = None, full_sizes: tuple[int, int] | None = None,
+          threads: int = 1, memory_limit: str | None = None,
           fixed_u: dict[str, dict[str, float]] | None = None, u: dict[str, list[float | None]] | None = None,
           names: tuple[str, str] = ("records", "register"), prior_scale: float | None = None) -> dict:
     """Train the model on a sample and return its Splink settings (plain Splink loads them).
 
     u by random sampling, the probability that two random records match from deterministic
-    rules (rescaled to the full sizes when training ran on a subset), m by expectation
+    rules (multiplied by ``prior_scale`` when given), m by expectation
     maximisation over the recipe's blocking rules. Levels of the recipe's ``m_fixed`` and of
     ``fixed_u`` (u counted outside Splink, see _exact_u) keep those values throughout.
     An EM blocking entry is a list of columns or expressions (Splink's block_on) or SQL.
@@ -142,8 +142,7 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
             linker.training.estimate_parameters_using_expectation_maximisation(em_rule(cols),
                                                                                record_sample_proportion=1.0)
         settings = linker.misc.save_model_to_json()
-    return finish_training(model, settings, left.num_rows, right.num_rows if right is not None else None, full_sizes,
-                           prior_scale)
+    return finish_training(model, settings, prior_scale)
 
 
 def start_training(model: ModelSpec, tables: list[pa.Table], tf: dict[str, pa.Table], *, threads: int,
@@ -168,24 +167,17 @@ def start_training(model: ModelSpec, tables: list[pa.Table], tf: dict[str, pa.Ta
     return ctx()
 
 
-def finish_training(model: ModelSpec, settings: dict, n_left: int, n_right: int | None,
-                    full_sizes: tuple[int, int] | None, prior_scale: float | None = None) -> dict:
-    """Trained Splink settings made a nirlink model's: m floors, u of unobserved levels, the
-    prior rescaled from the sample to the full sizes, no random Linker name. ``prior_scale``,
-    when given, is the rescaling factor itself (the sampler knows which matches its sample
-    keeps), instead of the one ``full_sizes`` implies."""
+def finish_training(model: ModelSpec, settings: dict, prior_scale: float | None = None) -> dict:
+    """Trained Splink settings made a nirlink model's: m floors, u of unobserved levels, no
+    random Linker name, and the prior multiplied by ``prior_scale`` when given: a sample that
+    keeps every match of its records (the job's birth-year sample, linkage/_training.py) finds
+    the prior of its own pairs, higher than the data's by the share of the records it holds."""
     t = model.training
     settings.pop("linker_uid", None)  # a random name of the Linker object: the model would differ run to run
     apply_m_floors(settings, t.get("m_floor", 0.0), t.get("m_floors", {}))
     fill_null_u(settings, float(t.get("u_max_pairs", 1e6)))
     if prior_scale is not None:
         settings["probability_two_random_records_match"] *= prior_scale
-    elif full_sizes is not None:
-        # the sample keeps every match of its records, so lambda scales with the pair count
-        big_left, big_right = full_sizes
-        lam = settings["probability_two_random_records_match"]
-        settings["probability_two_random_records_match"] = lam * (n_right / max(big_right, 1)) if n_right is not None \
-            else lam * (n_left / max(big_left, 1))
     return settings
 
 

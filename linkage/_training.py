@@ -264,9 +264,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         s = samples[name]
         mine = [r for n, r in zip(em_jobs, results) if n == name]
         if model.training.get("em_blocking"):  # the sessions' results, in the recipe's order
-            n_right = s["right"].num_rows if s["right"] is not None else None
-            settings = finish_training(model, combine_sessions(mine), s["left"].num_rows, n_right, None,
-                                       prior_scale=s["prior_scale"])
+            settings = finish_training(model, combine_sessions(mine), prior_scale=s["prior_scale"])
         else:
             settings = mine[0]
         model.splink = settings

@@ -353,3 +353,25 @@ def test_term_frequencies_come_from_both_inputs():
                                  {"label": "else", "sql": "ELSE"}]}], "blocking": [{"name": "s", "left_keys": ["s"]}]})
     tf = term_frequencies(model, [pa.table({"s": ["a", "a", "b"]}), pa.table({"s": ["b", "c", None]})])["s"]
     assert dict(zip(tf.column("s").to_pylist(), tf.column("tf_s").to_pylist())) == {"a": 0.4, "b": 0.4, "c": 0.2}
+
+
+@pytest.mark.parametrize("mode", ["link", "dedupe"])
+def test_a_sampled_training_finds_the_datas_prior(mode):
+    """Each side is sampled uniformly and on its own, so the share of pairs that match is the
+    data's: the prior trained on half (link: half of each side) or a quarter (dedupe) of the
+    records is the prior trained on all of them, not that prior times the share sampled."""
+    from nirlink.linkage._front import prepare, train_on
+
+    tables = people(12000, mode=mode, seed=5)
+    priors = {}
+    for cap in (10**9, 3000):
+        model = load_model(MODELS / f"person-{mode}.json")
+        model.training = {**model.training, "sample_max_register_rows": cap}
+        prep = prepare(model, [(f"input{i}", t) for i, t in enumerate(tables)])
+        sides = [s.train for s in prep.sides]
+        info = train_on(model, sides[0], sides[1] if len(sides) > 1 else None, threads=2)
+        assert info["sample_left_rows"] == min(cap, tables[0].num_rows)
+        priors[cap] = info["probability_two_random_records_match"]
+    share = 3000 / tables[0].num_rows
+    assert share <= 0.5
+    assert 0.8 < priors[3000] / priors[10**9] < 1.25, (priors, share)

@@ -109,8 +109,7 @@ def test_one_em_session_apart_is_splinks_session(sample):
     model.training = {**model.training, "em_blocking": [["first_name_key", "birth_year", "birth_month"]],
                       "u_exact": [], "m_fixed": {}}
     u = {c: estimate_u(model, left, right, tf, c) for c in u_comparisons(model.splink_settings())}
-    ours = finish_training(model, combine_sessions([em_session(model, 0, left, right, tf, u=u)]), left.num_rows,
-                           right.num_rows, None)
+    ours = finish_training(model, combine_sessions([em_session(model, 0, left, right, tf, u=u)]))
     assert ours == train(model, left, right, tf, u=u)
 
 
