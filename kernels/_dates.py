@@ -17,7 +17,7 @@ from numba import njit
 from ._arrow import string_buffers, trimmed
 
 __all__ = ["parse_dates", "DATE_OK", "DATE_MISSING", "DATE_BAD", "days_from_civil", "civil_month", "month_index",
-           "first_day_of_month"]
+           "first_day_of_month", "civil_parts"]
 
 DATE_OK = 0
 DATE_MISSING = 1
@@ -48,6 +48,38 @@ def civil_month(day):
     mp = (5 * doy + 2) // 153
     m = mp + 3 if mp < 10 else mp - 9
     return (yoe + era * 400 + (1 if m <= 2 else 0)) * 12 + m - 1
+
+
+@njit(nogil=True, cache=True)
+def _civil_parts(days, valid, year, month, day):
+    for i in range(days.shape[0]):
+        if not valid[i]:
+            year[i] = 0
+            month[i] = 0
+            day[i] = 0
+            continue
+        z = np.int64(days[i]) + 719468
+        era = z // 146097
+        doe = z - era * 146097
+        yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+        doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+        mp = (5 * doy + 2) // 153
+        m = mp + 3 if mp < 10 else mp - 9
+        year[i] = yoe + era * 400 + (1 if m <= 2 else 0)
+        month[i] = m
+        day[i] = doy - (153 * mp + 2) // 5 + 1
+
+
+def civil_parts(days: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Year (int16), month and day (int8) of day counts since 1970-01-01 (H. Hinnant's
+    civil_from_days, proleptic Gregorian); 0, 0, 0 where ``valid`` is false. Years must fit
+    an int16 (the caller's dates are civil-register dates)."""
+    n = len(days)
+    year = np.empty(n, np.int16)
+    month = np.empty(n, np.int8)
+    day = np.empty(n, np.int8)
+    _civil_parts(np.asarray(days), np.asarray(valid, np.bool_), year, month, day)
+    return year, month, day
 
 
 _TABLE_MAX = 1 << 20  # entries of a lookup table (days or months spanned) worth building

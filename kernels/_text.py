@@ -26,7 +26,7 @@ from numba import njit
 
 from ._arrow import string_array_from_buffers, string_buffers
 
-__all__ = ["normalize_names", "squeeze", "first_token", "text_checks", "FLAG_CONTROL", "FLAG_BAD_UTF8"]
+__all__ = ["normalize_names", "squeeze", "first_token", "text_checks", "blank_values", "FLAG_CONTROL", "FLAG_BAD_UTF8"]
 
 FLAG_CONTROL = 1
 FLAG_BAD_UTF8 = 2
@@ -277,3 +277,46 @@ def text_checks(values, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     too_long = np.empty(n, np.bool_)
     _text_checks(offsets, data, valid, int(max_length), control, too_long)
     return control, too_long
+
+
+@njit(nogil=True, cache=True)
+def _is_space(cp):
+    """Unicode White_Space as pyarrow's utf8_trim_whitespace trims it (and str.isspace)."""
+    if cp < 0x80:
+        return (9 <= cp <= 13) or (28 <= cp <= 32)
+    return (cp == 0x85 or cp == 0xA0 or cp == 0x1680 or 0x2000 <= cp <= 0x200A or cp == 0x2028 or cp == 0x2029
+            or cp == 0x202F or cp == 0x205F or cp == 0x3000)
+
+
+@njit(nogil=True, cache=True)
+def _blank_values(offsets, data, valid, out):
+    for i in range(offsets.shape[0] - 1):
+        blank = True
+        if valid[i]:
+            j = offsets[i]
+            end = offsets[i + 1]
+            while j < end:
+                b = np.int64(data[j])
+                if b < 0x80:
+                    cp, k = b, 1
+                elif (b & 0xE0) == 0xC0 and j + 1 < end:
+                    cp, k = ((b & 0x1F) << 6) | (np.int64(data[j + 1]) & 0x3F), 2
+                elif (b & 0xF0) == 0xE0 and j + 2 < end:
+                    cp, k = ((b & 0x0F) << 12) | ((np.int64(data[j + 1]) & 0x3F) << 6) | (np.int64(data[j + 2]) & 0x3F), 3
+                else:  # 4-byte characters (none is a space) and stray bytes
+                    cp, k = -1, 1
+                if cp < 0 or not _is_space(cp):
+                    blank = False
+                    break
+                j += k
+        out[i] = blank
+
+
+def blank_values(values) -> np.ndarray:
+    """True where a UTF-8 string value is null or only white space: what
+    ``fill_null(utf8_trim_whitespace(v) == "", True)`` gives, in one pass that stops at the
+    first other character (most values: their first byte)."""
+    offsets, data, valid = string_buffers(values)
+    out = np.empty(len(offsets) - 1, np.bool_)
+    _blank_values(offsets, data, valid, out)
+    return out

@@ -8,6 +8,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from nirlink.engine.io._readers import InputSpec
 from nirlink.engine.stages._ingest import run_ingest
@@ -99,3 +101,22 @@ def test_csv_and_parquet_give_the_same_rows(ingested, tmp_path):
     assert m["inputs"]["c"]["totals"]["accepted"] == 20000
     assert a.equals(b)
     assert pc.all(pc.equal(a.column("row_number"), pa.array(range(1, 20001)))).as_py()
+
+
+@given(st.lists(st.booleans(), max_size=700), st.integers(0, 3))
+@example([False] * 10, 0)
+@example([True] * 10, 0)
+@example([i % 2 == 0 for i in range(600)], 0)  # 300 rejects: more runs than slices are kept for
+def test_accepted_rows_are_the_filtered_rows(rejected, extra_true):
+    """The accepted rows (slices between rare rejects, one filter for many) are the rows a filter keeps, in order."""
+    import numpy as np
+
+    from nirlink.engine.stages._ingest_rows import _without
+
+    rejected = np.array(rejected + [True] * extra_true, bool)
+    n = len(rejected)
+    table = pa.table({"i": pa.array(np.arange(n)), "s": pa.array([f"v{i}" if i % 3 else None for i in range(n)])})
+    keep = pa.array(~rejected)
+    got = _without(table, rejected, keep)
+    assert got.schema == table.schema
+    assert got.to_pydict() == table.filter(keep).to_pydict()

@@ -13,7 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nirlink.kernels._csv import CsvScanner
-from nirlink.kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, first_day_of_month, month_index, parse_dates
+from nirlink.kernels._dates import (DATE_BAD, DATE_MISSING, DATE_OK, civil_parts, first_day_of_month, month_index,
+                                   parse_dates)
 from nirlink.kernels._numbers import (
     DECIMAL_AUTO,
     DECIMAL_COMMA,
@@ -146,6 +147,24 @@ def test_month_index_matches_numpy_datetime64(days):
     first = (got - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     assert first_day_of_month(got).tolist() == first.tolist()
     assert month_index(days, valid=np.zeros(len(days), bool)).tolist() == [-1] * len(days)
+
+
+@given(st.lists(st.tuples(st.integers(-719_162, 2_932_896), st.booleans()), max_size=50))
+@example([(0, True), (-1, True), (59, True), (-719_162, True), (2_932_896, True), (11_016, False)])
+def test_civil_parts_match_numpy_datetime64(values):
+    """Year, month and day of day counts (years 1-9999) as numpy's calendar gives them; 0 where invalid."""
+    days = np.array([d for d, _ in values], np.int32)
+    valid = np.array([v for _, v in values], bool)
+    d = days.astype("datetime64[D]")
+    months = d.astype("datetime64[M]")
+    want_year = d.astype("datetime64[Y]").astype(np.int64) + 1970
+    want_month = months.astype(np.int64) % 12 + 1
+    want_day = (d - months.astype("datetime64[D]")).astype(np.int64) + 1
+    year, month, day = civil_parts(days, valid)
+    assert (year.dtype, month.dtype, day.dtype) == (np.int16, np.int8, np.int8)
+    assert year.tolist() == np.where(valid, want_year, 0).tolist()
+    assert month.tolist() == np.where(valid, want_month, 0).tolist()
+    assert day.tolist() == np.where(valid, want_day, 0).tolist()
 
 
 # ------------------------------------------------------------------ numbers

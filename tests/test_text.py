@@ -3,13 +3,15 @@
 import re
 import unicodedata
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import pyarrow.compute as pc
 
-from nirlink.kernels._text import _SEPARATORS, _SPECIAL, FLAG_CONTROL, first_token, normalize_names, squeeze, text_checks
+from nirlink.kernels._text import (_SEPARATORS, _SPECIAL, FLAG_CONTROL, blank_values, first_token, normalize_names, squeeze,
+                                  text_checks)
 
 SEPARATOR_CHARS = "".join(chr(c) for c in _SEPARATORS)
 
@@ -101,3 +103,24 @@ def test_text_checks_equal_the_regex_and_utf8_length(values, max_length):
     want_long = pc.fill_null(pc.greater(pc.utf8_length(arr), max_length), False)
     assert control.tolist() == want_control.to_pylist()
     assert too_long.tolist() == want_long.to_pylist()
+
+
+# every character pyarrow counts as white space, and others of 1 to 4 bytes
+SPACES = [chr(c) for c in (*range(9, 14), *range(28, 33), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                           0x202F, 0x205F, 0x3000)]
+BLANKISH_TEXT = st.text(st.sampled_from([*SPACES, "a", "é", "\u200b", "\u3001", "😀", "\x00", "\x1b"]), max_size=8)
+
+
+@given(st.lists(st.one_of(st.none(), BLANKISH_TEXT), max_size=20))
+@example([None, "", " ", "\t\n", "\u3000\xa0", " a ", "\u200b", "😀"])
+def test_blank_values_equal_pyarrows_trimmed_empty(values):
+    arr = pa.array(values, pa.string())
+    want = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
+    assert blank_values(arr).tolist() == want.to_pylist()
+
+
+def test_blank_values_know_every_code_point_pyarrow_trims():
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    arr = pa.array([chr(c) for c in cps], pa.string())
+    want = pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False)
+    assert np.array_equal(blank_values(arr), want)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nirlink.engine.io._readers import Chunk, ChunkTask
-from nirlink.kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, parse_dates
+from nirlink.kernels._dates import DATE_BAD, DATE_MISSING, DATE_OK, civil_parts, parse_dates
 from nirlink.kernels._nir import DEPT_2A, DEPT_2B, NIR_STATUS, check_nir
 from nirlink.engine.io._money import cents_from_amounts, money_from_cents
 from nirlink.kernels._numbers import (
@@ -26,7 +26,8 @@ from nirlink.kernels._numbers import (
     parse_numbers,
     utf8_valid,
 )
-from nirlink.kernels._text import FLAG_BAD_UTF8, FLAG_CONTROL, first_token, normalize_names, squeeze, text_checks
+from nirlink.kernels._text import (FLAG_BAD_UTF8, FLAG_CONTROL, blank_values, first_token, normalize_names, squeeze,
+                                  text_checks)
 
 __all__ = ["REASON_CODES"]
 
@@ -94,19 +95,25 @@ def _text(arr: pa.Array, task: ChunkTask, errors: _Errors, column: str, max_leng
 
 
 def _blank(arr: pa.Array) -> np.ndarray:
-    """True where the value is null or only spaces."""
+    """True where the value is null or only white space."""
     if len(arr) == 0:
         return np.zeros(0, bool)
-    return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True).to_numpy(zero_copy_only=False)
+    return blank_values(arr)
+
+
+def _dept_label(code: int) -> str:
+    return "2A" if code == DEPT_2A else "2B" if code == DEPT_2B else f"{code:02d}"
+
+
+# every department code check_nir gives (1-95, 99, 970-988, 2A and 2B) has its label at its own
+# index: the text column is a dictionary lookup, not a Python object per row
+_DEPT_LABELS = pa.array([_dept_label(c) for c in range(1000)], pa.string())
 
 
 def _dept_text(dept: np.ndarray) -> pa.Array:
-    out = np.empty(len(dept), dtype=object)
-    out[:] = None
-    for code in np.unique(dept[dept > 0]):
-        text = "2A" if code == DEPT_2A else "2B" if code == DEPT_2B else f"{code:02d}"
-        out[dept == code] = text
-    return pa.array(out, pa.string())
+    """Department labels of check_nir's codes ("01", "2A", "974"); null where the code is 0."""
+    indices = pa.array(dept.astype(np.int32), mask=dept <= 0)
+    return pa.DictionaryArray.from_arrays(indices, _DEPT_LABELS).cast(pa.string())
 
 
 def _nir_columns(values: pa.Array, birth_year: np.ndarray, today_year: int) -> dict[str, Any]:
@@ -154,12 +161,8 @@ def _dates(arr: pa.Array, *, allow_unknown: bool) -> dict[str, np.ndarray]:
         valid = np.asarray(arr.is_valid())
         days = pc.cast(pc.cast(arr, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
         days = np.where(valid, days, 0).astype(np.int32)
-        d = days.astype("datetime64[D]")
-        y = d.astype("datetime64[Y]").astype(np.int64) + 1970
-        m = d.astype("datetime64[M]").astype(np.int64) % 12 + 1
-        dd = (d - d.astype("datetime64[M]")).astype(np.int64) + 1
-        return {"year": np.where(valid, y, 0).astype(np.int16), "month": np.where(valid, m, 0).astype(np.int8),
-                "day": np.where(valid, dd, 0).astype(np.int8), "ordinal": days,
+        y, m, dd = civil_parts(days, valid)
+        return {"year": y, "month": m, "day": dd, "ordinal": days,
                 "status": np.where(valid, DATE_OK, DATE_MISSING).astype(np.int8)}
     return parse_dates(arr, allow_unknown=allow_unknown)
 

@@ -186,7 +186,7 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
     rejected = errors.rejected
     keep = pa.array(~rejected)
     schema = ACCEPTED_SCHEMAS[kind]
-    accepted = pa.table({f.name: _as(out[f.name], f.type) for f in schema}, schema=schema).filter(keep)
+    accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in schema}, schema=schema), rejected, keep)
 
     rejects = _rejects(t, text, errors, chunk, task, out.get("record_id"))
     stats["rows_read"] += n + len(chunk.bad_rows)
@@ -197,6 +197,23 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
     if chunk.bad_rows:
         stats["reason_bad_row"] += len(chunk.bad_rows)
     return ChunkResult(accepted, rejects, dict(stats))
+
+
+MAX_RUNS = 256  # accepted runs between rejected rows kept as zero-copy slices; more: one filter
+
+
+def _without(table: pa.Table, rejected: np.ndarray, keep: pa.Array) -> pa.Table:
+    """``table`` without its rejected rows. Rejects are rare: the runs of accepted rows between
+    them are zero-copy slices (filtering copies every column: 0.2 s of CPU per million rows of
+    a resource chunk, even with nothing rejected); many rejects: one filter."""
+    rows = np.flatnonzero(rejected)
+    if not len(rows):
+        return table
+    if len(rows) >= MAX_RUNS:
+        return table.filter(keep)
+    starts = np.r_[0, rows + 1]
+    ends = np.r_[rows, len(rejected)]
+    return pa.concat_tables([table.slice(a, b - a) for a, b in zip(starts, ends) if b > a] or [table.slice(0, 0)])
 
 
 def _rejects(t: pa.Table, text: dict, errors: _Errors, chunk: Chunk, task: ChunkTask, record_id) -> pa.Table:
