@@ -172,8 +172,9 @@ def explain_signature(link_dir: str | Path, signature: int, *, tf_name: str = "i
 
 def signatures_of_records(row_files: Sequence[str], record_ids: Sequence[int]) -> dict[int, list[tuple[str, int]]]:
     """record id -> [(file, signature)] for every row carrying it (a record id may stand in
-    more than one input): ingested rows (the signature computed from their identity) or linked
-    rows of the attach, aggregate and export stages (their ``signature`` column)."""
+    more than one input): the rows' ``signature`` column (ingested, attached, aggregated and
+    exported rows), or the signature computed from their identity (rows ingested before the
+    ingest stage stored it)."""
     wanted = pa.array(sorted({int(r) for r in record_ids}), pa.int64())
     found: dict[int, list[tuple[str, int]]] = {}
     for f in row_files:

@@ -1,8 +1,12 @@
 """Phase 1 of the link stage: distinct identity signatures of the ingested rows, per source.
 
-Rows repeat a person's identity tens of times, so linkage works on signatures: map tasks
-hash each row's identity to a signature id and a bucket, reduce tasks merge each bucket
-(checking for 64-bit collisions) into signatures/part-<b>.parquet.
+Rows repeat a person's identity tens of times, so linkage works on signatures. The ingest
+stage, which holds each row's identity columns in memory, hashes them to the row's
+``signature`` and writes beside each accepted part file the part's distinct signatures with
+their linkage columns and row counts (``_signatures/<input>/<part>``, ``distinct_signatures``:
+a few percent of the rows). Map tasks merge those per group of files and spread them over
+buckets by id; reduce tasks merge each bucket (checking for 64-bit collisions) into
+signatures/part-<b>.parquet. No ingested row is read again.
 """
 
 from __future__ import annotations
@@ -21,34 +25,54 @@ from nirlink.kernels import InputError, StageError
 
 from ._buckets import key_hash, read_bucket, write_buckets
 from ._config import LinkConfig
-from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table, signature_ids
+from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table
 from ._tasks import Progress, run_tasks
 
-__all__ = ["SOURCES", "SIGNATURE_SCHEMA", "build_signatures", "signature_files"]
+__all__ = ["SOURCES", "SIGNATURE_SCHEMA", "SIDECAR_DIR", "build_signatures", "signature_files", "distinct_signatures",
+           "sidecar_path"]
 
 SOURCES = ("career", "resource")
 SIGNATURE_SCHEMA = pa.schema([*LINK_COLUMNS, pa.field("rows", pa.int64(), nullable=False),
                               pa.field("sources", pa.int8(), nullable=False)])
 
+FILES_PER_MAP = 8  # part files' distinct signatures merged by one map task (each a few percent of its rows)
+SIDECAR_DIR = "_signatures"  # beside the ingested inputs' directories (an input's name never starts with '_')
+SIDECAR_SCHEMA = pa.schema([*LINK_COLUMNS, pa.field("rows", pa.int64(), nullable=False)])
+
+
+def sidecar_path(rows_file: str | Path) -> Path:
+    """Where the ingest stage writes the distinct signatures of the accepted part ``rows_file``
+    (``<ingest>/<input>/<part>`` -> ``<ingest>/_signatures/<input>/<part>``)."""
+    p = Path(rows_file)
+    return p.parent.parent / SIDECAR_DIR / p.parent.name / p.name
+
+
+def distinct_signatures(rows: pa.Table) -> pa.Table:
+    """The distinct signatures of ingested rows (their ``signature`` column): the linkage
+    columns of each signature's first row and how many rows carry it."""
+    ids = rows.column("signature").to_numpy()
+    uniq, first, n = np.unique(ids, return_index=True, return_counts=True)
+    rec = records_table(rows.select(RECORD_INPUT_COLUMNS).take(pa.array(first)))
+    if not np.array_equal(rec.column("unique_id").to_numpy(), uniq):
+        raise StageError("signatures: the rows' stored signature differs from their identity's hash")
+    return rec.append_column(SIDECAR_SCHEMA.field("rows"), pa.array(n.astype(np.int64)))
+
+
 def _sig_map(files: Sequence[str], source: int, work: str, n_buckets: int, part: str) -> dict[str, int]:
-    rows = 0
-    tables, ids, counts = [], [], []
+    parts = []
     for f in files:
-        t = pq.read_table(f, columns=RECORD_INPUT_COLUMNS, use_threads=False)
-        rows += t.num_rows
-        # linkage columns of each signature's first row only: the other rows repeat its
-        # identity (16k signatures in a million rows; 0.71 s of CPU per million rows for
-        # every row, 0.32 s with the ids hashed first)
-        uniq, first, n = np.unique(signature_ids(t), return_index=True, return_counts=True)
-        tables.append(records_table(t.take(pa.array(first))))
-        ids.append(uniq)
-        counts.append(n)
-    if not tables:
+        side = sidecar_path(f)
+        if not side.exists():
+            raise InputError(f"{f}: no distinct signatures beside it ({side}): the ingest stage writes them; "
+                             "run it again (--restart)")
+        parts.append(pq.read_table(side, use_threads=False))
+    if not parts:
         return {"rows": 0, "distinct": 0}
-    rec = pa.concat_tables(tables)
-    uniq, first, inverse = np.unique(np.concatenate(ids), return_index=True, return_inverse=True)
-    local = rec.take(pa.array(first))
-    local = local.append_column("rows", pa.array(np.bincount(inverse, weights=np.concatenate(counts),
+    rec = pa.concat_tables(parts)
+    rows = int(pc.sum(rec.column("rows")).as_py() or 0)
+    uniq, first, inverse = np.unique(rec.column("unique_id").to_numpy(), return_index=True, return_inverse=True)
+    local = rec.drop_columns(["rows"]).take(pa.array(first))
+    local = local.append_column("rows", pa.array(np.bincount(inverse, weights=rec.column("rows").to_numpy(),
                                                              minlength=len(uniq)).astype(np.int64)))
     local = local.append_column("sources", pa.array(np.full(len(uniq), 1 << source, np.int8)))
     h, valid = key_hash(local, ["unique_id"])
@@ -87,8 +111,9 @@ def build_signatures(rows: dict[str, Sequence[str]], work: Path, cfg: LinkConfig
     (work / "signatures").mkdir(parents=True, exist_ok=True)
     args = []
     for s, source in enumerate(SOURCES):
-        for i, f in enumerate(rows.get(source, [])):
-            args.append(([f], s, str(work), cfg.signature_buckets, f"{source}-{i:05d}"))
+        files = rows.get(source, [])
+        for i in range(0, len(files), FILES_PER_MAP):
+            args.append((files[i:i + FILES_PER_MAP], s, str(work), cfg.signature_buckets, f"{source}-{i:05d}"))
     if not args:
         raise InputError("link: no career or resource rows to link")
     maps = run_tasks(client, _sig_map, args, name="signatures-map", progress=progress,

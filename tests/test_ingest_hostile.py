@@ -400,3 +400,23 @@ def test_duplicate_ids_in_chunks_and_files_keep_the_first_row(tmp_path_factory, 
     assert check["duplicates"] == len(rows) - len(kept)
     if increasing:
         assert check["chunks_checked"] == 0
+    _signatures_match_their_parts(tmp_path / "out", "in")
+
+
+def _signatures_match_their_parts(out, name):
+    """Each accepted part has its distinct signatures beside it, with the part's rows counted
+    (after duplicates moved out), and no part removed leaves its signatures behind."""
+    import numpy as np
+
+    from nirlink.linkage._prepare import signature_ids
+    from nirlink.linkage._signatures import SIDECAR_DIR, sidecar_path
+
+    parts = sorted((out / name).glob("*.parquet"))
+    assert sorted(p.name for p in (out / SIDECAR_DIR / name).glob("*.parquet")) == [p.name for p in parts]
+    for part in parts:
+        rows = pq.read_table(part)
+        assert rows.column("signature").to_pylist() == signature_ids(rows).tolist()
+        side = pq.read_table(sidecar_path(part))
+        ids, counts = np.unique(rows.column("signature").to_numpy(), return_counts=True)
+        assert side.column("unique_id").to_pylist() == ids.tolist()
+        assert side.column("rows").to_pylist() == counts.tolist()

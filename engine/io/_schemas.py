@@ -117,6 +117,9 @@ _NIR = [
     pa.field("nir_department", pa.string()),
 ]
 _ORIGIN = [pa.field("source_file", pa.string(), nullable=False), pa.field("row_number", pa.int64(), nullable=False)]
+# a declared row's identity signature (linkage/_prepare.py signature_ids), hashed where the
+# columns are in memory: the link stage's signatures and the attach stage's lookup read it
+_SIGNATURE = pa.field("signature", pa.int64(), nullable=False)
 
 ACCEPTED_SCHEMAS = {
     "career": pa.schema([
@@ -135,6 +138,7 @@ ACCEPTED_SCHEMAS = {
         pa.field("gross_salary", MONEY),
         pa.field("days", pa.int16(), nullable=False),
         *_ORIGIN,
+        _SIGNATURE,
     ]),
     "resource": pa.schema([
         pa.field("record_id", pa.int64(), nullable=False),
@@ -149,6 +153,7 @@ ACCEPTED_SCHEMAS = {
         pa.field("kind", pa.string(), nullable=False),
         pa.field("amount", MONEY, nullable=False),
         *_ORIGIN,
+        _SIGNATURE,
     ]),
     "register": pa.schema([
         pa.field("nir", pa.string(), nullable=False),

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import (column_options, describe_dataset, make_private_dir, private_modes,
                                          staged_directory, write_json)
+from nirlink.kernels import InputError
 
 __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
@@ -202,8 +203,6 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
                   consume: bool = False) -> dict[str, Any]:
     """Attach a group of ingested files, gathering ROWS_PER_WRITE rows (whole files) before
     spreading them over the bucket files: row groups of about ROWS_PER_WRITE / buckets rows."""
-    from nirlink.linkage._prepare import SIGNATURE_COLUMNS, signature_ids
-
     total: Counter = Counter()
     keep = attached_columns(source)
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
@@ -233,13 +232,13 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             # dictionary indices; decoded once in bucket order. Read, shuffle and decode took
             # 1.0 s of CPU per million rows, 2.8 s with the strings read as values
             schema = pq.read_schema(path)
-            wanted = [c for c in keep if c in schema.names and c not in (*PERSON_COLUMNS, "signature")]
-            read = [*wanted, *(c for c in SIGNATURE_COLUMNS if c not in wanted)]
-            rows = pq.read_table(path, columns=read, use_threads=False,
-                                 read_dictionary=[c for c in read if pa.types.is_string(schema.field(c).type)])
-            sig = signature_ids(_decoded(rows.select(SIGNATURE_COLUMNS)))
-            extra, bucket, rank = links.attach(sig)
-            rows = rows.select(wanted).append_column("signature", pa.array(sig, pa.int64()))  # its key in link/links
+            wanted = [c for c in keep if c in schema.names and c not in PERSON_COLUMNS]
+            if "signature" not in wanted:
+                raise InputError(f"{path}: no signature column: ingested by an older nirlink; run the job with --restart")
+            rows = pq.read_table(path, columns=wanted, use_threads=False,
+                                 read_dictionary=[c for c in wanted if pa.types.is_string(schema.field(c).type)])
+            # the signature the ingest stage hashed (its key in link/links)
+            extra, bucket, rank = links.attach(rows.column("signature").to_numpy())
             for name in PERSON_COLUMNS:
                 rows = rows.append_column(name, extra[name])
             pending.append((rows.select([c for c in keep if c in rows.column_names]), bucket, rank))

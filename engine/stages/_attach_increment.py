@@ -216,10 +216,8 @@ def _delta(changed: pa.Table, lookup: str, files: dict, work: Path) -> int:
     con.register("changed", changed)
     month = pa.array([], pa.string())
     if ingested:
-        from nirlink.linkage._prepare import signature_ids
-
-        sigs = np.unique(np.concatenate([signature_ids(pq.read_table(f)) for f in ingested if os.path.exists(f)]
-                                        or [np.zeros(0, np.int64)]))
+        sigs = np.unique(np.concatenate([pq.read_table(f, columns=["signature"]).column("signature").to_numpy()
+                                         for f in ingested if os.path.exists(f)] or [np.zeros(0, np.int64)]))
         con.register("month_sigs", pa.table({"signature": sigs}))
         con.register("n_links", _ipc(lookup))
         month = con.sql("""select distinct l.person from n_links l join month_sigs using (signature)

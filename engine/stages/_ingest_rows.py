@@ -186,7 +186,13 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
     rejected = errors.rejected
     keep = pa.array(~rejected)
     schema = ACCEPTED_SCHEMAS[kind]
-    accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in schema}, schema=schema), rejected, keep)
+    fields = [f for f in schema if f.name != "signature"]
+    accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in fields}, schema=pa.schema(fields)),
+                        rejected, keep)
+    if "signature" in schema.names:  # hashed from the accepted rows' canonical columns
+        from nirlink.linkage._prepare import signature_ids
+
+        accepted = accepted.append_column(schema.field("signature"), pa.array(signature_ids(accepted), pa.int64()))
 
     rejects = _rejects(t, text, errors, chunk, task, out.get("record_id"))
     stats["rows_read"] += n + len(chunk.bad_rows)
