@@ -34,6 +34,7 @@ KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
 READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("ingest", "rejects"): ("signals", "export"),
     ("ingest", "register"): ("link", "signals"),  # the register input (the signals stage reads it by that name)
+    ("ingest", "_signatures"): ("link",),  # each part file's distinct signatures (linkage/_signatures.py)
     ("ingest", None): ("link", "attach", "aggregate"),
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),
@@ -212,7 +213,8 @@ class DiskRecord:
         d = self.data
         if running > d["peak_bytes"]:
             d["peak_bytes"], d["peak_stage"] = running, stage
-        d["stages"][stage] = {"peak_bytes": running, "bytes_at_publication": size, "bytes_after_release": after}
+        d["stages"][stage] = {"peak_bytes": running, "bytes_at_publication": size, "bytes_after_release": after,
+                              "released": gone}
         d["released"] += gone
         d["final_bytes"] = after
         n = d["input_bytes"] or 1
