@@ -34,7 +34,6 @@ KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
 READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("ingest", "rejects"): ("signals", "export"),
     ("ingest", "register"): ("link", "signals"),  # the register input (the signals stage reads it by that name)
-    ("ingest", "_signatures"): ("link",),  # each part file's distinct signatures (linkage/_signatures.py)
     ("ingest", None): ("link", "attach", "aggregate"),
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),

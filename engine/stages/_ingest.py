@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_chunks
 from nirlink.engine.io._schemas import REASONS
@@ -22,20 +20,7 @@ from nirlink.kernels import InputFileError, StageError
 from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
 from ._ingest_rows import process_chunk
 
-__all__ = ["run_ingest", "plan_ingest", "ingest_task", "write_signatures"]
-
-
-def write_signatures(accepted: pa.Table, part: Path) -> None:
-    """The distinct signatures of a declared rows' part file, beside it (linkage/_signatures.py),
-    or none for the register; removed with the part when it has no row left."""
-    from nirlink.linkage._signatures import distinct_signatures, sidecar_path
-
-    if "signature" not in accepted.column_names:
-        return
-    if accepted.num_rows:
-        write_parquet(distinct_signatures(accepted), sidecar_path(part))
-    else:
-        sidecar_path(part).unlink(missing_ok=True)
+__all__ = ["run_ingest", "plan_ingest", "ingest_task"]
 
 
 def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
@@ -70,7 +55,6 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
         name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
             write_parquet(res.accepted, Path(out_dir) / task.input_name / name)
-            write_signatures(res.accepted, Path(out_dir) / task.input_name / name)
         if res.rejects.num_rows:
             write_parquet(res.rejects, Path(out_dir) / "rejects" / task.input_name / name)
         results.append({"input": task.input_name, "file": task.path, **res.stats})

@@ -165,9 +165,6 @@ def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[
             write_parquet(kept, path)
         else:
             path.unlink()
-        from ._ingest import write_signatures
-
-        write_signatures(kept, path)  # the part's distinct signatures without the moved rows
         rejects = _rejects(table.filter(pa.array(moved)), mine, kind, names, files)
         write_parquet(rejects, Path(root) / "rejects" / names[inp] / name.replace(".parquet", "-duplicates.parquet"))
         k = int(moved.sum())
