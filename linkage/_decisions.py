@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import ModelError
 
-from ._buckets import read_bucket
+from ._buckets import read_bucket, sorted_id_options
 from ._config import LinkConfig
 from ._model import ModelSpec, prior_bits
 from ._scoring import CANDIDATE_SCHEMA
@@ -164,9 +164,10 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Tabl
 
         links, out["scores_carried"] = carry_scores(links, pq.read_table(Path(previous) / "links" /
                                                                          f"part-{bucket:05d}.parquet"))
-    pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", compression="zstd")
+    # both sorted by signature (the candidates by signature, then rank)
+    pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", **sorted_id_options(links.schema, "signature"))
     pq.write_table(kept.cast(CANDIDATE_RANK_SCHEMA), w / "candidates" / f"part-{bucket:05d}.parquet",
-                   compression="zstd")
+                   **sorted_id_options(CANDIDATE_RANK_SCHEMA, "signature"))
     st = links.column("status").to_numpy(zero_copy_only=False)
     meth = pc.fill_null(links.column("method"), "").to_numpy(zero_copy_only=False)
     rows = links.column("rows").to_numpy()

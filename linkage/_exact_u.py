@@ -20,8 +20,16 @@ __all__ = ["exact_u", "exact_u_counts", "exact_u_from_counts"]
 _BODY_SEGMENTS = ((1, 5), (6, 5), (11, 3))
 
 
+# the register rows a sample is counted against at most: a uniform draw of them beyond. The
+# pairs counted grow with sample x register rows: 2.6 s for 5,000 rows against 200,000 at
+# 200k persons, which at 7.8M persons would have been about 100 s in one task. The rarest
+# level counted (one edit or transposition) had 83 pairs at 5,000 x 200,000: enough.
+EXACT_U_REGISTER_ROWS = 250_000
+
+
 def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: int, seed: int,
-            threads: int = 1, memory_limit: str | None = None) -> dict[str, Any]:
+            threads: int = 1, memory_limit: str | None = None,
+            register_rows: int = EXACT_U_REGISTER_ROWS) -> dict[str, Any]:
     """u of every level of a comparison on ``nir_body``, counted exactly instead of sampled:
     ``sample`` register rows against the whole register (all pairs of distinct rows), each
     pair put in its first level. Only pairs agreeing on one of the body's three segments are
@@ -29,18 +37,22 @@ def exact_u(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: 
     7 characters) all imply such an agreement (a level needing two shifted edits could escape:
     such pairs are counted as ELSE). Two register rows never share a body, so the 'body exact'
     level's u among non-matches comes from another person's NIR being declared: m(ELSE) / N.
-    A level with no pair gets half a pair. In one process; ``exact_u_counts`` on parts of the
-    sample (parallel tasks) and ``exact_u_from_counts`` give the same result."""
+    A level with no pair gets half a pair. The sample is counted against at most
+    ``register_rows`` register rows (a uniform draw of them in a larger register): the pairs are
+    then sample x drawn rows, less the sample's rows drawn too. In one process;
+    ``exact_u_counts`` on parts of the sample (parallel tasks) and ``exact_u_from_counts`` give
+    the same result."""
     counts = exact_u_counts(model, comparison, reg_files, sample=sample, seed=seed, threads=threads,
-                            memory_limit=memory_limit)
+                            memory_limit=memory_limit, register_rows=register_rows)
     return exact_u_from_counts(model, comparison, [counts])
 
 
 def exact_u_counts(model: ModelSpec, comparison: str, reg_files: list[str], *, sample: int, seed: int,
-                   part: tuple[int, int] = (0, 1), threads: int = 1, memory_limit: str | None = None) -> dict[str, Any]:
+                   part: tuple[int, int] = (0, 1), threads: int = 1, memory_limit: str | None = None,
+                   register_rows: int = EXACT_U_REGISTER_ROWS) -> dict[str, Any]:
     """The pairs of part ``part[0]`` of ``part[1]`` of the register sample (split on a hash of
-    the row id) in each level of the comparison: integer counts, which add up exactly over the
-    parts whatever their number or the order they finish in."""
+    the row id) in each level of the comparison, and the pairs compared: integer counts, which
+    add up exactly over the parts whatever their number or the order they finish in."""
     from ._splink import duckdb_connection
 
     levels = _levels(model, comparison)
@@ -54,16 +66,24 @@ def exact_u_counts(model: ModelSpec, comparison: str, reg_files: list[str], *, s
         con.execute(f"create table s as select * from (select * from r order by hash(unique_id + {int(seed)}) "
                     f"limit {int(sample)}) where hash(unique_id) % {parts} = {index}")
         k = con.execute("select count(*) from s").fetchall()[0][0]
+        if n > register_rows:  # the rows counted against: a uniform draw (another seed than the sample's)
+            con.execute(f"create table d as select * from r order by hash(unique_id + {int(seed) + 1}) "
+                        f"limit {int(register_rows)}")
+        else:
+            con.execute("create view d as select * from r")
+        drawn = con.execute("select count(*) from d").fetchall()[0][0]
+        both = con.execute("select count(*) from s join d using (unique_id)").fetchall()[0][0]
         seg = [f"substr(a.nir_body, {p}, {w}) = substr(b.nir_body, {p}, {w})" for p, w in _BODY_SEGMENTS]
         # each pair once: joined on the first segment it agrees on
         joins = " union all ".join(
-            f"select case {cases} else -1 end as level from s a join r b on {seg[i]} and a.unique_id <> b.unique_id"
+            f"select case {cases} else -1 end as level from s a join d b on {seg[i]} and a.unique_id <> b.unique_id"
             + "".join(f" and not {seg[j]}" for j in range(i))
             # every level above ELSE is within two edits or shares the first 7 characters
             + " where substr(a.nir_body, 1, 7) = substr(b.nir_body, 1, 7) or levenshtein(a.nir_body, b.nir_body) <= 2"
             for i in range(len(seg)))
         counts = dict(con.execute(f"select level, count(*) from ({joins}) where level >= 0 group by level").fetchall())
-    return {"counts": {int(i): int(c) for i, c in counts.items()}, "register_rows": int(n), "sample_rows": int(k)}
+    return {"counts": {int(i): int(c) for i, c in counts.items()}, "register_rows": int(n), "sample_rows": int(k),
+            "pairs": int(k) * int(drawn) - int(both)}
 
 
 def exact_u_from_counts(model: ModelSpec, comparison: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +95,7 @@ def exact_u_from_counts(model: ModelSpec, comparison: str, parts: list[dict[str,
     for p in parts:
         for i, c in p["counts"].items():
             counts[int(i)] = counts.get(int(i), 0) + int(c)
-    pairs = float(k) * float(max(n - 1, 1))
+    pairs = float(max(sum(p["pairs"] for p in parts), 1))
     u: dict[str, float] = {}
     else_label = None
     for i, lv in enumerate(levels):

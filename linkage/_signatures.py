@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError, StageError
 
-from ._buckets import key_hash, read_bucket, write_buckets
+from ._buckets import key_hash, read_bucket, sorted_id_options, write_buckets
 from ._config import LinkConfig
 from ._prepare import LINK_COLUMNS, RECORD_INPUT_COLUMNS, records_table
 from ._tasks import Progress, run_tasks
@@ -94,7 +94,8 @@ def _sig_reduce(work: str, bucket: int) -> dict[str, Any]:
                              "report it (two different identities got the same id)")
         t = t.take(pa.array(starts)).set_column(SIGNATURE_SCHEMA.names.index("rows"), "rows", pa.array(rows))
         t = t.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources.astype(np.int8)))
-    pq.write_table(t, Path(work) / "signatures" / f"part-{bucket:05d}.parquet", compression="zstd")
+    pq.write_table(t, Path(work) / "signatures" / f"part-{bucket:05d}.parquet",  # sorted by unique_id (above)
+                   **sorted_id_options(t.schema, "unique_id"))
     src = t.column("sources").to_numpy() if t.num_rows else np.zeros(0, np.int8)
     return {"signatures": t.num_rows, **{f"signatures_{s}": int(((src >> i) & 1).sum()) for i, s in enumerate(SOURCES)}}
 

@@ -125,17 +125,18 @@ def train(model: ModelSpec, left: pa.Table, right: pa.Table | None, tf: dict[str
     ``fixed_u`` (u counted outside Splink, see _exact_u) keep those values throughout.
     An EM blocking entry is a list of columns or expressions (Splink's block_on) or SQL.
     ``u``: the u of each comparison as ``estimate_u`` returns them, estimated elsewhere (by
-    parallel tasks); by default they are estimated here, one comparison after the other.
+    parallel tasks); by default they are estimated here.
     ``prior_scale``: see finish_training.
     """
-    from ._u import estimate_u, set_u, u_comparisons
+    from ._u import estimate_us, set_u, u_comparisons
 
     t = model.training
     tables = [left] if right is None else [left, right]
     if u is None:
         base = fix_levels(model.splink_settings(), t.get("m_fixed", {}), fixed_u or {})
-        u = {c: estimate_u(model, left, right, tf, c, threads=threads, memory_limit=memory_limit, names=names)
-             for c in u_comparisons(base)}
+        wanted = u_comparisons(base)
+        u = estimate_us(model, left, right, tf, wanted, threads=threads, memory_limit=memory_limit,
+                        names=names) if wanted else {}
     with start_training(model, tables, tf, threads=threads, memory_limit=memory_limit, fixed_u=fixed_u, u=u,
                         names=names) as linker:
         for cols in t.get("em_blocking", []):

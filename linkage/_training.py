@@ -22,7 +22,7 @@ from ._register import register_files
 from ._signatures import signature_files
 from ._em import combine_sessions, em_session
 from ._splink import finish_training, train
-from ._u import estimate_u, u_comparisons
+from ._u import estimate_us, u_comparisons
 from ._tasks import Progress, run_tasks
 
 __all__ = ["train_models", "model_frequencies"]
@@ -115,16 +115,17 @@ def _mapped(table: pa.Table | str | None) -> pa.Table | None:
     return table
 
 
-def _u_task(kind: str, model: ModelSpec, comparison: str, left, right, tf, reg_files: list[str], part: int,
-            threads: int, memory_limit: str | None):
-    """One task of the u batch: a part of an exact u count, or a comparison's sampled u."""
+def _u_task(kind: str, model: ModelSpec, comparison: str | list[str], left, right, tf, reg_files: list[str],
+            part: int, threads: int, memory_limit: str | None):
+    """One task of the u batch: a part of an exact u count (``comparison``), or the sampled u
+    of a model's comparisons (a list of them, estimated together: estimate_us)."""
     left, right = _mapped(left), _mapped(right)
     t = model.training
     if kind == "exact":
         return exact_u_counts(model, comparison, reg_files, sample=int(t.get("u_exact_sample", 50_000)),
                               seed=int(t.get("seed", 42)), part=(part, EXACT_U_PARTS), threads=threads,
                               memory_limit=memory_limit)
-    return estimate_u(model, left, right, tf, comparison, threads=threads, memory_limit=memory_limit)
+    return estimate_us(model, left, right, tf, comparison, threads=threads, memory_limit=memory_limit)
 
 
 def _em_task(kind: str, model: ModelSpec, index: int, left, right, tf, threads, memory_limit, prior_scale, fixed_u, u):
@@ -193,10 +194,9 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     of birth years (matches share their birth year, so a year subset keeps them together).
 
     Three batches of tasks, so that the cluster's cores share the work: term frequencies and
-    the samples; then the u of every comparison of every model (one task each, Splink's
+    the samples; then the u of each model's sampled comparisons (one task a model, Splink's
     random sampling) with the exact u counts of the declared NIR (in parts); then the
-    expectation maximisation of each model (its sessions in order, as Splink runs them), one
-    task per model. Results are combined in the models' and comparisons' order, so the
+    expectation maximisation of each model, one task per session (linkage/_em.py). Results are combined in the models' and comparisons' order, so the
     trained models do not depend on the cluster. ``tf``: the models' term-frequency tables
     (model_frequencies), computed here when not given."""
     reg_files, sig_files = register_files(work), signature_files(work)
@@ -231,13 +231,13 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
             for part in range(EXACT_U_PARTS):
                 jobs.append(("exact", name, comp))
                 args.append(("exact", model, comp, None, None, None, reg_files, part, *opts))
-    for name, model in todo.items():
+    for name, model in todo.items():  # a model's sampled comparisons in one task (see estimate_us)
         exact = set(model.training.get("u_exact", []))
-        for comp in u_comparisons(model.splink_settings()):
-            if comp not in exact:
-                jobs.append(("sampled", name, comp))
-                args.append(("sampled", model, comp, on_workers[name]["u_left"], on_workers[name]["u_right"], tf_all[name],
-                             reg_files, 0, *opts))
+        sampled = [c for c in u_comparisons(model.splink_settings()) if c not in exact]
+        if sampled:
+            jobs.append(("sampled", name, None))
+            args.append(("sampled", model, sampled, on_workers[name]["u_left"], on_workers[name]["u_right"],
+                         tf_all[name], reg_files, 0, *opts))
     results = run_tasks(client, _u_task, args, name="training-u", progress=progress)
     u_all: dict[str, dict[str, list]] = {name: {} for name in todo}
     exact_parts: dict[tuple[str, str], list] = {}
@@ -245,7 +245,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
         if kind == "exact":
             exact_parts.setdefault((name, comp), []).append(res)
         else:
-            u_all[name][comp] = res
+            u_all[name].update(res)
     lap("u")
     em_jobs, em_args = [], []
     for name, model in todo.items():

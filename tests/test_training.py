@@ -20,7 +20,7 @@ from nirlink.linkage._register import register_files
 from nirlink.linkage._signatures import signature_files
 from nirlink.linkage._splink import duckdb_connection, make_linker, train
 from nirlink.linkage._training import _sample, train_models
-from nirlink.linkage._u import estimate_u, u_comparisons
+from nirlink.linkage._u import estimate_u, estimate_us, u_comparisons
 
 
 def _model(name: str = "identity"):
@@ -59,6 +59,13 @@ def test_u_of_each_comparison_apart_equals_splink_all_at_once(sample):
         apart = estimate_u(model, left, right, tf, comp["output_column_name"])
         assert apart == [lv.get("u_probability") for lv in comp["comparison_levels"]]
         assert any(v is not None for v in apart)
+    # a subset of them in one sampling (what a training task runs) estimates the same values
+    some = names[1:]
+    assert estimate_us(model, left, right, tf, some) == {
+        c["output_column_name"]: [lv.get("u_probability") for lv in c["comparison_levels"]]
+        for c in together["comparisons"] if c["output_column_name"] in some}
+    with pytest.raises(KeyError, match="no comparison"):
+        estimate_us(model, left, right, tf, ["no_such_comparison"])
 
 
 def test_exact_u_counted_in_parts_equals_one_count(sample):
@@ -69,6 +76,26 @@ def test_exact_u_counted_in_parts_equals_one_count(sample):
     assert sum(p["sample_rows"] for p in parts) == whole["sample_rows"] == 2_000
     assert min(p["sample_rows"] for p in parts) > 0  # really split
     assert exact_u_from_counts(model, "nir", list(reversed(parts))) == whole
+
+
+def test_exact_u_against_a_draw_of_the_register(sample):
+    """Counted against at most ``register_rows`` rows: the whole register when it is no larger
+    (the same result), else a draw: sample x drawn pairs less the sample rows drawn, each
+    level's count at most the whole register's, the best-filled level's u within sampling
+    error of the whole register's."""
+    work, model, *_ = sample
+    reg = register_files(work)
+    n = exact_u(model, "nir", reg, sample=1, seed=7)["register_rows"]
+    whole = exact_u(model, "nir", reg, sample=n, seed=7)  # every pair of the register
+    assert whole["pairs"] == n * (n - 1)
+    assert exact_u(model, "nir", reg, sample=n, seed=7, register_rows=n) == whole
+    half = exact_u(model, "nir", reg, sample=n, seed=7, register_rows=n // 2)
+    assert half["register_rows"] == n
+    assert half["pairs"] == n * (n // 2) - n // 2  # every drawn row is in the sample
+    assert all(c <= whole["pairs_counted"][level] for level, c in half["pairs_counted"].items())
+    level, most = max(whole["pairs_counted"].items(), key=lambda kv: kv[1])
+    assert most >= 50, whole["pairs_counted"]  # the session's small register: ~40 expected in the draw
+    assert 0.6 < half["u"][level] / whole["u"][level] < 1.6, (half["u"][level], whole["u"][level])
 
 
 def test_parallel_em_sessions_agree_with_splinks_sequence(sample, dask_client, tmp_path):

@@ -8,8 +8,9 @@ stage is up to date) and ``_released.json`` records what went. A re-run that mus
 stage whose input was released runs the producing stage again first (``resume_from``).
 The job's last reader of an output may also remove its files as it reads them (``consume``:
 the attach stage the ingested rows, the aggregate stage the person buckets, the export
-stage the aggregate output); the output is marked released before the first
-file goes, so a run that stops half-way is followed by one that runs its producer again.
+stage the aggregate output), and the last reader of a named part of an output may remove
+it once read (``consume_parts``: the link stage the ingested register); the output is marked released before the first file goes, so a run that stops
+half-way is followed by one that runs its producer again.
 The outputs no stage of the job reads (the export, or the last stage of a shorter job) are
 the job's results: never released.
 """
@@ -26,7 +27,7 @@ from nirlink.engine import _config
 from nirlink.engine.io._datasets import read_json, write_json
 
 __all__ = ["READERS", "released", "release_after", "resume_from", "directory_bytes", "keep_setting", "MARKER",
-           "consume", "DiskRecord", "keeps_increment_inputs"]
+           "consume", "consume_parts", "DiskRecord", "keeps_increment_inputs"]
 
 MARKER = "_released.json"
 KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
@@ -126,6 +127,23 @@ def consume(job_dir: Path, producer: str, reader: str, stages: tuple[str, ...]) 
         write_json(out / MARKER, {"released": sorted({*released(job_dir, producer), "*"}),
                                   "why": f"removed by the {reader} stage as it read them (nirlink.jobs.keep keeps it)"})
     return True
+
+
+def consume_parts(job_dir: Path, producer: str, reader: str, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The parts of ``producer``'s output (``READERS``' named parts) that ``reader`` may remove
+    once it has read them: ``producer`` is not kept and ``reader`` is the part's last reader in
+    the job (the link stage: without a signals stage, the ingested ``register``, read by its
+    first steps only). Each is marked released first, as
+    ``consume`` does: a run that stops before publishing runs ``producer`` again."""
+    if producer in keep_setting() or producer not in stages:
+        return ()
+    parts = tuple(p for (s, p) in READERS if s == producer and p is not None
+                  and (readers := _readers(producer, p, stages)) and readers[-1] == reader)
+    out = Path(job_dir) / producer
+    if parts and out.is_dir():
+        write_json(out / MARKER, {"released": sorted({*released(job_dir, producer), *parts}),
+                                  "why": f"removed by the {reader} stage once read (nirlink.jobs.keep keeps it)"})
+    return parts
 
 
 def _needs(stage: str, stages: tuple[str, ...]) -> list[tuple[str, str | None]]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from nirlink.engine import _config
 from nirlink.kernels import StageError
 
-from ._release import consume, keeps_increment_inputs
+from ._release import consume, consume_parts, keeps_increment_inputs
 
 if TYPE_CHECKING:
     from ._runner import Job
@@ -58,7 +58,8 @@ def run_stage(job: Job, stage: str) -> dict[str, Any]:
         )
         return run_link(d / "ingest", d / "link", client=c, model_path=model_path,
                         register_model_path=register_model_path, decisions_path=s.linkage.decisions,
-                        config=cfg, progress=progress, increment=inc)
+                        config=cfg, progress=progress, increment=inc,
+                        consume=consume_parts(d, "ingest", "link", s.stages))
     if stage == "attach":
         from nirlink.engine.stages._attach import run_attach
 

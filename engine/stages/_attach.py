@@ -209,7 +209,6 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
         links = _LinkLookup(ipc.open_file(source_file).read_all())
         buckets: set[int] = set()
         pending: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []
-        done: list[str] = []
 
         def flush() -> None:
             first = pending[0][0].schema
@@ -221,11 +220,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             total.update({"rows": rows.num_rows, "rows_with_person": int(valid.sum()),
                           "rows_without_person": int((~valid).sum()),
                           **{f"status_{s['values']}": int(s["counts"]) for s in status.to_pylist()}})
-            if consume:
-                for path in done:
-                    os.remove(path)  # the job's last reader of the ingested file: its disk is free for the buckets
             pending.clear()
-            done.clear()
 
         for path in paths:
             # strings read as their dictionaries: the rows' shuffle into buckets then moves
@@ -237,12 +232,18 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
                 raise InputError(f"{path}: no signature column: ingested by an older nirlink; run the job with --restart")
             rows = pq.read_table(path, columns=wanted, use_threads=False,
                                  read_dictionary=[c for c in wanted if pa.types.is_string(schema.field(c).type)])
+            if consume:
+                # the job's last reader of the ingested file (marked released before the stage
+                # began): its rows are in memory, its disk free for the buckets. Removed once
+                # written instead, the files pending a write (ROWS_PER_WRITE rows a task) held the
+                # stage's peak of disk at 390 MB against 312 at 200,000 persons (1.51x the input
+                # against 1.20x; the job's peak is now the export's, 1.43x)
+                os.remove(path)
             # the signature the ingest stage hashed (its key in link/links)
             extra, bucket, rank = links.attach(rows.column("signature").to_numpy())
             for name in PERSON_COLUMNS:
                 rows = rows.append_column(name, extra[name])
             pending.append((rows.select([c for c in keep if c in rows.column_names]), bucket, rank))
-            done.append(path)
             if sum(p[0].num_rows for p in pending) >= ROWS_PER_WRITE:
                 flush()
         if pending:
@@ -290,7 +291,7 @@ def run_attach(ingest_dir: str | Path, link_dir: str | Path, out_dir: str | Path
                person_buckets: int | None = None, progress: Callable[..., None] | None = None,
                consume: bool = False) -> dict:
     """Attach the link table to the ingested career and resource rows; ``consume``: each task
-    removes an ingested file once its rows are in the buckets (the job's last reader of them)."""
+    removes an ingested file once it has read its rows (the job's last reader of them)."""
     from nirlink.linkage._tasks import run_tasks
 
     from ._link import ingested_files

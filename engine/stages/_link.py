@@ -35,11 +35,25 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def _consume(ingest_dir: Path, parts: tuple[str, ...], register_files: list[str]) -> None:
+    """Remove the ingest output's ``parts`` (marked released by the caller) once read: the
+    register input (read by build_register only; removed only when it is the input of kind
+    register)."""
+    for part in parts:
+        target = ingest_dir / part
+        if part == "register" and register_files and all(Path(f).parent == target for f in register_files):
+            shutil.rmtree(target, ignore_errors=True)
+
+
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
              register_model_path: str | Path | None = None, decisions_path: str | Path | None = None, config=None,
-             progress: Callable[..., None] | None = None, increment=None) -> dict[str, Any]:
+             progress: Callable[..., None] | None = None, increment=None, consume: tuple[str, ...] = ()) -> dict[str, Any]:
     """The link stage; ``increment`` (IncrementOptions): continue the previous job's link stage
-    (linkage/_increment.py): its decisions kept where their candidates did not change."""
+    (linkage/_increment.py): its decisions kept where their candidates did not change.
+    ``consume``: the parts of the ingest output this stage is the job's last reader of
+    (``register``; engine/jobs/_release.py ``consume_parts``), removed as soon as the step
+    reading them is done, not when the stage publishes: the rest of the stage, its longest
+    part, need not hold them."""
     from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
     from nirlink.linkage._clerical import load_decisions
     from nirlink.linkage._decisions import decide
@@ -75,6 +89,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         sig = timed("signatures", build_signatures, {"career": files["career"], "resource": files["resource"]},
                     work, cfg, **kw)
         reg = timed("register", build_register, files["register"], work, **kw)
+        _consume(Path(ingest_dir), consume, files["register"])
         from nirlink.linkage._prepare import LINK_COLUMNS
         from nirlink.linkage._register import register_files
         from nirlink.linkage._signatures import signature_files
