@@ -86,6 +86,7 @@ class BlockingFile(_Strict):
 
 class TrainingFile(_Strict):
     sample_max_register_rows: int = Field(300_000, gt=0)
+    sample_max_record_rows: int = Field(150_000, gt=0)
     u_max_pairs: float = Field(1_000_000, gt=0)
     u_sample_rows: int = Field(50_000, gt=0)
     deterministic_rules: list[str] = Field(default_factory=list)

@@ -34,11 +34,14 @@ def _year_counts(f: str) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
 
 
-def _take(f: str, years: list[int], fraction: float, seed: int) -> tuple[pa.Table, pa.Table]:
-    """The rows of file ``f`` with a birth year in ``years`` (for EM) and a uniform random share
-    ``fraction`` of all its rows (for u), in one read."""
+def _take(f: str, years: list[int], fraction: float, seed: int, em_fraction: float = 1.0) -> tuple[pa.Table, pa.Table]:
+    """The rows of file ``f`` with a birth year in ``years``, of which a uniform random share
+    ``em_fraction`` (for EM), and a uniform random share ``fraction`` of all its rows (for u),
+    in one read."""
     t = pq.read_table(f, columns=LINK_COLUMNS.names, use_threads=False)
     in_years = t.filter(pc.fill_null(pc.is_in(t.column("birth_year"), value_set=pa.array(years, pa.int16())), False))
+    if em_fraction < 1.0:  # another draw than u's (seed + 1)
+        in_years = in_years.filter(uniform_mask(in_years.column("unique_id"), em_fraction, seed + 1))
     return in_years, t.filter(uniform_mask(t.column("unique_id"), fraction, seed))
 
 
@@ -87,6 +90,10 @@ EXACT_U_PARTS = 1
 # defaults of the training recipe's sample bounds (a model's `training` may set its own)
 SAMPLE_MAX_REGISTER_ROWS = 300_000
 U_SAMPLE_ROWS = 50_000
+# the records of the EM sample at most: at 200k persons the identity model's 30,000 register
+# rows of two bands came with 127-131k records (kept whole); at 2M persons one band was
+# 154k register rows with 922k records, and EM took 112 s
+SAMPLE_MAX_RECORD_ROWS = 150_000
 
 
 def _spill(path: Path, table: pa.Table | None) -> str | None:
@@ -153,6 +160,13 @@ def _sample(model: ModelSpec, reg_files: list[str], sig_files: list[str], client
     the neighbours those matches would leave the sample and the 'one field off' level's m with
     them, 4x too low at 50,000 rows). The sample so keeps every match of its register rows, and
     the prior found on it is rescaled by the share of the left rows it holds (``prior_scale``).
+    A band of a large register holds more than the bound (at 2M persons, 154k register rows
+    and 922k records): then a uniform draw of each side's rows of those years, at most
+    ``sample_max_register_rows`` register rows and ``sample_max_record_rows`` records. Both
+    sides drawn independently keep the matches a uniform share of the pairs (matches and pairs
+    both scale by the product of the two shares), so EM sees the same mix of matches and
+    non-matches, and the prior found on the draw is that of the whole years: rescaled by the
+    share of the records those years hold, as before.
     For u: a uniform random draw of at most ``u_sample_rows`` rows of each side (u is about
     random pairs: in a year subset two rows are born the same year far more often)."""
     name, t = model.name, model.training
@@ -160,24 +174,33 @@ def _sample(model: ModelSpec, reg_files: list[str], sig_files: list[str], client
     for c in run_tasks(client, _year_counts, [(f,) for f in reg_files], name=f"sample-{name}", progress=progress):
         counts.update(c)
     seed = int(t.get("seed", 42))
-    years = _pick_years(counts, int(t.get("sample_max_register_rows", SAMPLE_MAX_REGISTER_ROWS)), seed)
+    max_right = int(t.get("sample_max_register_rows", SAMPLE_MAX_REGISTER_ROWS))
+    years = _pick_years(counts, max_right, seed)
     u_rows = int(t.get("u_sample_rows", U_SAMPLE_ROWS))
 
-    def take(files: list[str], total: int, side: str, in_years: list[int]) -> tuple[pa.Table, pa.Table]:
+    def take(files: list[str], total: int, side: str, in_years: list[int], em_fraction: float) -> tuple[pa.Table, pa.Table]:
         fraction = min(1.0, u_rows / total) if total else 1.0
-        parts = run_tasks(client, _take, [(f, in_years, fraction, seed) for f in files], name=f"sample-{side}-{name}")
+        parts = run_tasks(client, _take, [(f, in_years, fraction, seed, em_fraction) for f in files],
+                          name=f"sample-{side}-{name}")
         return pa.concat_tables([p[0] for p in parts]), pa.concat_tables([p[1] for p in parts])
 
     n_right_full = sum(counts.values())
-    right, u_right = take(reg_files, n_right_full, "r", years)
+    n_right_years = sum(counts[y] for y in years)
+    right, u_right = take(reg_files, n_right_full, "r", years, min(1.0, max_right / max(n_right_years, 1)))
     subset = len(years) < len(counts)
     if model.link_type == "link_only":
         n_left_full = sum(pq.read_metadata(f).num_rows for f in sig_files)
-        left, u_left = take(sig_files, n_left_full, "l", sorted({y + d for y in years for d in (-1, 0, 1)}))
+        near = sorted({y + d for y in years for d in (-1, 0, 1)})
+        left_counts = Counter()
+        for c in run_tasks(client, _year_counts, [(f,) for f in sig_files], name=f"sample-l-years-{name}"):
+            left_counts.update(c)
+        n_left_years = sum(left_counts.get(y, 0) for y in near)
+        max_left = int(t.get("sample_max_record_rows", SAMPLE_MAX_RECORD_ROWS))
+        left, u_left = take(sig_files, n_left_full, "l", near, min(1.0, max_left / max(n_left_years, 1)))
         return {"years": years, "left": left, "right": right, "u_left": u_left, "u_right": u_right,
-                "prior_scale": left.num_rows / max(n_left_full, 1) if subset else None}
+                "prior_scale": n_left_years / max(n_left_full, 1) if subset else None}
     return {"years": years, "left": right, "right": None, "u_left": u_right, "u_right": None,
-            "prior_scale": right.num_rows / max(n_right_full, 1) if subset else None}
+            "prior_scale": n_right_years / max(n_right_full, 1) if subset else None}
 
 
 def model_frequencies(work: Path, models: dict[str, ModelSpec], *, client=None,

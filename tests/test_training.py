@@ -230,3 +230,35 @@ def test_sample_keeps_the_records_a_year_either_side_and_scales_the_prior(job_ru
         assert abs(s[side].num_rows - 500) < 5 * 500 ** 0.5
         assert set(s[side]["unique_id"].to_pylist()) <= set(table["unique_id"].to_pylist())
     assert pc.min(s["u_left"]["birth_year"]).as_py() < min(years) or pc.max(s["u_left"]["birth_year"]).as_py() > max(years)
+
+
+def test_a_band_larger_than_the_bounds_is_drawn_from_on_both_sides(job_run):
+    """A band holding more rows than the bounds (a large register): a uniform draw of each
+    side's rows of the chosen years (the ids' hash, seed + 1), about the bound of each, and the
+    prior rescaled by the share of records those years hold, not by the draw's."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nirlink.linkage._training import uniform_mask
+
+    _, out, _ = job_run
+    work = out / "link"
+    reg, sig = register_files(work), signature_files(work)
+    register = pq.read_table(reg, columns=["unique_id", "birth_year"])
+    signatures = pq.read_table(sig, columns=["unique_id", "birth_year"])
+    model = _model()
+    model.training = {**model.training, "sample_max_register_rows": 100, "sample_max_record_rows": 300,
+                      "u_sample_rows": 500}
+    s = _sample(model, reg, sig, None, None)
+    seed = int(model.training["seed"])
+    years = set(s["years"])
+    near = {y + d for y in years for d in (-1, 0, 1)}
+    for side, table, wanted, bound in (("right", register, years, 100), ("left", signatures, near, 300)):
+        rows = [r for r in table.to_pylist() if r["birth_year"] in wanted]
+        assert len(rows) > 2 * bound, (side, len(rows))  # the band is larger than the bound
+        ids = pa.array([r["unique_id"] for r in rows], pa.int64())
+        keep = uniform_mask(ids, bound / len(rows), seed + 1)
+        assert sorted(s[side]["unique_id"].to_pylist()) == sorted(np.asarray(ids)[keep].tolist())
+        assert abs(s[side].num_rows - bound) < 5 * bound ** 0.5
+    assert s["prior_scale"] == sum(1 for y in signatures["birth_year"].to_pylist() if y in near) / signatures.num_rows
