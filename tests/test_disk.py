@@ -1,6 +1,7 @@
 """The job directory's size: the ingest stage's parts the link stage removes once read
-(``consume_parts``), and the Parquet encodings chosen for amounts and the link outputs' ids,
-checked in the files a job writes."""
+(``consume_parts``; the register going while a job's link stage runs: tests/test_release.py),
+and the Parquet encodings chosen for amounts and the link outputs' ids, checked in the files
+a job writes."""
 
 from __future__ import annotations
 
@@ -11,18 +12,13 @@ import dask.config
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nirlink.engine.io._datasets import write_parquet
 from nirlink.engine.io._money import money_from_cents
 from nirlink.engine.jobs._release import consume_parts, resume_from
-from nirlink.engine.jobs._runner import Job
-from nirlink.engine.jobs._spec import load_job
 from nirlink.linkage._buckets import sorted_id_options
-
-from conftest import write_job
 
 STAGES = ("ingest", "link", "attach", "aggregate", "export")
 
@@ -124,68 +120,3 @@ def test_a_link_rerun_after_its_inputs_went_runs_ingest_again(tmp_path):
         (tmp_path / "ingest" / "_released.json").write_text(json.dumps({"released": ["register"]}))
         assert resume_from(tmp_path, STAGES, 1) == 0  # the link stage reads the register
         assert resume_from(tmp_path, STAGES, 2) == 2  # the attach stage does not
-
-
-@pytest.fixture(scope="module")
-def link_time_listing(synth_small, tmp_path_factory, dask_client):
-    """A job with the default keep (link) and what its ingest output held while the link stage
-    scored (after its first steps, before it published)."""
-    import nirlink.linkage._deterministic as det
-
-    root, _ = synth_small
-    base = tmp_path_factory.mktemp("consumed")
-    job_file = write_job(base / "job.toml", root, base / "out")
-    seen: dict[str, list[str]] = {}
-    real = det.deterministic_pass
-
-    def watching(work, *a, **k):
-        ingest = base / "out" / "ingest"
-        seen["ingest"] = sorted(p.name for p in ingest.iterdir())
-        seen["link_published"] = [str((base / "out" / "link" / "_manifest.json").exists())]
-        return real(work, *a, **k)
-
-    det.deterministic_pass = watching
-    try:
-        with dask.config.set({"nirlink.jobs.keep": "link"}):
-            state = Job(load_job(job_file), client=dask_client).run()
-    finally:
-        det.deterministic_pass = real
-    assert state.status == "succeeded", state.error
-    return base / "out", job_file, seen
-
-
-def test_the_register_goes_while_the_link_stage_runs(link_time_listing):
-    out, _, seen = link_time_listing
-    assert seen["link_published"] == ["False"]
-    assert "register" not in seen["ingest"], seen["ingest"]
-    assert {"career", "resource"} <= set(seen["ingest"])  # the rows: the attach stage reads them
-    released = json.loads((out / "ingest" / "_released.json").read_text())["released"]
-    assert "register" in released
-
-
-def test_explain_and_a_link_rerun_after_the_link_stage_consumed(link_time_listing, tmp_path):
-    """explain works from the kept link outputs; a re-run that must run the link stage again
-    (a clerical decision) runs the ingest stage first, whose register went."""
-    from typer.testing import CliRunner
-
-    from nirlink.engine.cli import app
-
-    out, job_file, _ = link_time_listing
-    rows = pq.read_table(out / "export" / "career_rows", columns=["record_id", "signature"]).slice(0, 1)
-    rid, sig = rows.column("record_id")[0].as_py(), rows.column("signature")[0].as_py()
-    result = CliRunner().invoke(app, ["explain", str(out), str(rid), "--output", "json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["signature"] == sig
-    link = pq.read_table(out / "link" / "links")
-    row = link.filter(pa.compute.equal(link.column("status"), "linked")).slice(0, 1)
-    decisions = tmp_path / "decisions.csv"
-    decisions.write_text(f"signature,register_nir\n{row.column('signature')[0].as_py()},none\n")
-    text = Path(job_file).read_text().replace("[output]", f'[linkage]\ndecisions = "{decisions}"\n\n[output]')
-    Path(job_file).write_text(text)
-    with dask.config.set({"nirlink.jobs.keep": "link"}):
-        state = Job(load_job(job_file), client=None).run()
-    assert state.status == "succeeded", state.error
-    assert set(state.stage_seconds) == set(STAGES) and not state.skipped  # ingest ran again first
-    after = pq.read_table(out / "link" / "links")
-    got = after.filter(pa.compute.equal(after.column("signature"), row.column("signature")[0])).to_pylist()[0]
-    assert got["status"] == "unlinked" and got["method"] == "clerical"

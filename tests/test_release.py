@@ -34,15 +34,45 @@ def _data_files(d: Path) -> list[str]:
                   and p.name not in ("_manifest.json", "_fingerprint.json", "_released.json"))
 
 
+# what the ingest output held while the link stage scored (after its first steps, before it
+# published), filled by released_job
+SEEN_DURING_LINK: dict[str, list[str]] = {}
+
+
 @pytest.fixture(scope="module")
 def released_job(synth_small, job_run, tmp_path_factory, dask_client):
+    import nirlink.linkage._deterministic as det
+
     root, _ = synth_small
     base = tmp_path_factory.mktemp("released")
     job_file = write_job(base / "job.toml", root, base / "out")
-    with dask.config.set({"nirlink.jobs.keep": "link"}):  # the smallest job directory
-        state = Job(load_job(job_file), client=dask_client).run()
+    real = det.deterministic_pass
+
+    def watching(work, *a, **k):
+        ingest = base / "out" / "ingest"
+        SEEN_DURING_LINK["ingest"] = sorted(p.name for p in ingest.iterdir())
+        SEEN_DURING_LINK["link_published"] = [str((base / "out" / "link" / "_manifest.json").exists())]
+        return real(work, *a, **k)
+
+    det.deterministic_pass = watching
+    try:
+        with dask.config.set({"nirlink.jobs.keep": "link"}):  # the smallest job directory
+            state = Job(load_job(job_file), client=dask_client).run()
+    finally:
+        det.deterministic_pass = real
     assert state.status == "succeeded", state.error
     return base / "out", job_file, state
+
+
+def test_the_register_goes_while_the_link_stage_runs(released_job):
+    """The link stage, the ingested register's last reader in a job without a signals stage,
+    removes it once its first step has read it, not when it publishes (marked released first:
+    a re-run that must run the link stage runs the ingest stage again, tests/test_disk.py)."""
+    out, _, _ = released_job
+    assert SEEN_DURING_LINK["link_published"] == ["False"]
+    assert "register" not in SEEN_DURING_LINK["ingest"], SEEN_DURING_LINK["ingest"]
+    assert {"career", "resource"} <= set(SEEN_DURING_LINK["ingest"])  # the rows: the attach stage reads them
+    assert "register" in json.loads((out / "ingest" / "_released.json").read_text())["released"]
 
 
 def test_intermediates_go_and_exports_are_the_same_bytes(released_job, job_run):
