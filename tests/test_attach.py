@@ -100,3 +100,19 @@ def test_engine_files_keep_the_statistics_readers_prune_on(tmp_path):
     assert "RLE_DICTIONARY" not in encodings["record_id"] and "RLE_DICTIONARY" in encodings["person"]
     rows = pq.read_table(tmp_path / "rows", filters=[("record_id", "=", 7)])
     assert rows.column("last_name").to_pylist() == ["z"]
+
+
+def test_a_retried_task_whose_files_were_consumed_says_so(tmp_path):
+    """A task that consumes its files, run again after its worker died having read some, fails
+    with the files named (not a FileNotFoundError deep in a read) and leaves the others alone."""
+    import pytest
+
+    from nirlink.engine.stages._attach import _attach_files
+    from nirlink.kernels import StageError
+
+    kept = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"signature": pa.array([1, 2], pa.uint64())}), kept)
+    with pytest.raises(StageError, match=r"attach: 1 ingested career file\(s\) \(part-1.parquet\.\.\.\) were consumed"):
+        _attach_files([str(kept), str(tmp_path / "part-1.parquet")], "career", str(tmp_path / "absent.arrow"),
+                      str(tmp_path / "out"), 4, "part-00000", consume=True)
+    assert kept.exists()

@@ -100,8 +100,14 @@ def test_sorted_ids_survive_the_extremes_of_int64(tmp_path):
 
 # --- the ingest stage's parts the link stage removes once read ------------------------------------
 
+def _ingested(job, inputs: dict[str, str]) -> None:
+    for name in inputs:
+        (job / "ingest" / name).mkdir(parents=True)
+    (job / "ingest" / "_manifest.json").write_text(json.dumps({"inputs": {n: {"kind": k} for n, k in inputs.items()}}))
+
+
 def test_the_link_stage_consumes_what_only_it_reads(tmp_path):
-    (tmp_path / "ingest").mkdir()
+    _ingested(tmp_path, {"register": "register", "career": "career"})
     with dask.config.set({"nirlink.jobs.keep": "link"}):
         assert consume_parts(tmp_path, "ingest", "link", STAGES) == ("register",)
         marker = json.loads((tmp_path / "ingest" / "_released.json").read_text())
@@ -111,6 +117,19 @@ def test_the_link_stage_consumes_what_only_it_reads(tmp_path):
         assert consume_parts(tmp_path, "ingest", "attach", STAGES) == ()
     with dask.config.set({"nirlink.jobs.keep": "ingest,link"}):
         assert consume_parts(tmp_path, "ingest", "link", STAGES) == ()
+
+
+def test_no_part_is_marked_released_when_its_rows_are_elsewhere(tmp_path):
+    # the register input named otherwise, a career input named "register", two register inputs:
+    # the link stage removes nothing, and a released marker would only make re-runs ingest again
+    for i, inputs in enumerate(({"people": "register", "career": "career"},
+                                {"register": "career", "people": "register"},
+                                {"register": "register", "more": "register"})):
+        job = tmp_path / str(i)
+        _ingested(job, inputs)
+        with dask.config.set({"nirlink.jobs.keep": "link"}):
+            assert consume_parts(job, "ingest", "link", STAGES) == ()
+        assert not (job / "ingest" / "_released.json").exists()
 
 
 def test_a_link_rerun_after_its_inputs_went_runs_ingest_again(tmp_path):

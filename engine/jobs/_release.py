@@ -140,10 +140,23 @@ def consume_parts(job_dir: Path, producer: str, reader: str, stages: tuple[str, 
     parts = tuple(p for (s, p) in READERS if s == producer and p is not None
                   and (readers := _readers(producer, p, stages)) and readers[-1] == reader)
     out = Path(job_dir) / producer
-    if parts and out.is_dir():
+    parts = tuple(p for p in parts if (out / p).is_dir() and _sole_input_of_its_kind(out, p))
+    if parts:
         write_json(out / MARKER, {"released": sorted({*released(job_dir, producer), *parts}),
                                   "why": f"removed by the {reader} stage once read (nirlink.jobs.keep keeps it)"})
     return parts
+
+
+def _sole_input_of_its_kind(out: Path, part: str) -> bool:
+    """Whether ``part`` of the output ``out`` holds what its name says: a part named as an
+    input kind (``register``) only when it is the one input of that kind; otherwise the rows
+    the part's readers need are elsewhere (an input ``people`` of kind register, or two of
+    them), the reader removes nothing, and marking the part released would only make later
+    re-runs ingest again."""
+    manifest = out / "_manifest.json"
+    inputs = read_json(manifest).get("inputs", {}) if manifest.exists() else {}
+    of_kind = sorted(name for name, info in inputs.items() if info.get("kind") == part)
+    return (not of_kind and part not in inputs) or of_kind == [part]
 
 
 def _needs(stage: str, stages: tuple[str, ...]) -> list[tuple[str, str | None]]:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import (column_options, describe_dataset, make_private_dir, private_modes,
                                          staged_directory, write_json)
-from nirlink.kernels import InputError
+from nirlink.kernels import InputError, StageError
 
 __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
@@ -203,6 +203,14 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
                   consume: bool = False) -> dict[str, Any]:
     """Attach a group of ingested files, gathering ROWS_PER_WRITE rows (whole files) before
     spreading them over the bucket files: row groups of about ROWS_PER_WRITE / buckets rows."""
+    gone = [Path(p).name for p in paths if consume and not os.path.exists(p)]
+    if gone:
+        # removed by an earlier attempt of this task (its worker died after reading them, of
+        # memory most often): the rows they held are gone with them. The stage's inputs are
+        # marked released before it begins, so the job's re-run ingests them again
+        raise StageError(f"attach: {len(gone)} ingested {source} file(s) ({gone[0]}...) were consumed by an "
+                         "earlier attempt of this task (its worker died, often of memory); their rows are no "
+                         "longer here: run the job again (it re-runs ingest)")
     total: Counter = Counter()
     keep = attached_columns(source)
     with pa.memory_map(lookup, "r") as source_file, _BucketWriters(Path(out) / source, n_buckets, part) as writers:
