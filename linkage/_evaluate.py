@@ -160,11 +160,21 @@ def _report(link_dir: Path, truth_dir: Path, scratch: Path, model: ModelSpec | N
         if model is not None and (link_dir / "signatures").exists():
             con.execute(f"create view sigs as select * from read_parquet('{_sql_path(link_dir)}/signatures/*.parquet')")
             con.execute(f"create view reg as select * from read_parquet('{_sql_path(link_dir)}/register/*.parquet')")
-            reach = " OR ".join(f"coalesce(({b.sql}), false)" for b in model.blocking)
-            per_rule = ", ".join(f"max(coalesce(({b.sql}), false)::int) as \"{b.name}\"" for b in model.blocking)
+            # a fallback rule pairs only the signatures with no equal register entry on its columns
+            sets = list(dict.fromkeys(b.fallback for b in model.blocking if b.fallback))
+            twin = {cols: f"l.__twin{i}" for i, cols in enumerate(sets)}
+            twin_sql = "".join(
+                f", exists (select 1 from reg t where {' and '.join(f't.{c} = s.{c}' for c in cols)}) as __twin{i}"
+                for i, cols in enumerate(sets))
+
+            def admits(b) -> str:
+                return f"coalesce(({b.sql}), false)" + (f" and not {twin[b.fallback]}" if b.fallback else "")
+
+            reach = " OR ".join(f"({admits(b)})" for b in model.blocking)
+            per_rule = ", ".join(f"max(({admits(b)})::int) as \"{b.name}\"" for b in model.blocking)
             names = [b.name for b in model.blocking]
             r = con.execute(f"""
-                with todo as (select s.* from sigs s join links k on k.signature = s.unique_id
+                with todo as (select s.*{twin_sql} from sigs s join links k on k.signature = s.unique_id
                               where k.method is distinct from 'nir'),
                 pairs as (select l.unique_id as sid, max(({reach})::int) as reached, {per_rule}
                           from todo l join sig_eval e on e.signature = l.unique_id

@@ -136,7 +136,7 @@ def _derive_keys(model: ModelSpec, schemas: list[pa.Schema]) -> tuple[ModelSpec,
             else:
                 left.append(name_of(a))
                 right.append(name_of(c))
-        rules.append(Blocking(b.name, tuple(left), tuple(right), b.condition))
+        rules.append(Blocking(b.name, tuple(left), tuple(right), b.condition, b.fallback))
     return dataclasses.replace(model, blocking=tuple(rules)), derived
 
 

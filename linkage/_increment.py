@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError, StageError
 
-from ._buckets import read_bucket
+from ._buckets import key_hash, read_bucket
 from ._config import LinkConfig
 from ._prepare import LINK_COLUMNS
 from ._register import register_files
@@ -93,7 +93,7 @@ def register_diff(previous: Path, work: Path) -> dict[str, Any]:
 
 
 def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, everything: bool,
-                  groups=None, keys: list[np.ndarray] | None = None) -> dict[str, int]:
+                  groups=None, keys: list[np.ndarray] | None = None, twins_moved=None) -> dict[str, int]:
     """Bucket ``bucket``: the union of the previous and new signatures (rows summed, sources
     or-ed) replaces this run's part; the signatures to do, near a change and carried (their
     ids) written apart, and this run's own (their ids and rows, for the drift check)."""
@@ -117,7 +117,7 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
     uid = union.column("unique_id").to_numpy()
     old_ids = prev.column("unique_id").to_numpy()
     new_ids = ~np.isin(uid, old_ids)
-    todo = new_ids if not everything else np.ones(len(uid), bool)
+    todo = new_ids.copy() if not everything else np.ones(len(uid), bool)  # (a view: `new` counted todo)
     near = np.zeros(len(uid), bool)
     if not everything and len(invalid):
         # a deterministic link to a removed or changed entry: no model candidates kept, scored
@@ -129,11 +129,19 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
         near |= np.isin(uid, cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(),
                                                                           invalid)])
     if not everything and keys:  # a signature an added or changed entry can meet
-        from ._buckets import key_hash
-
         for (lk, _, _), k in zip(groups, keys):
             h, valid = key_hash(union, [lk])
             near |= valid & np.isin(h, k)
+    twin_moved = np.zeros(len(uid), bool)
+    if not everything and twins_moved:
+        # a signature whose twin (an equal register entry on a fallback rule's columns) may have
+        # come or gone: the fallback rules' candidates it had or lacks would differ from a full
+        # run's, so it is scored again against the whole register
+        from ._scoring import without_twin
+
+        for cols, moved in twins_moved.items():
+            twin_moved |= ~without_twin(union, cols, moved) & ~todo
+        todo |= twin_moved
     near &= ~todo
     pq.write_table(union, w / "signatures" / name, compression="zstd")
     for d, sel in (("todo", todo), ("near", near), ("carry", ~todo)):
@@ -143,7 +151,8 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
     (w / "month").mkdir(exist_ok=True)  # this run's own signatures and their rows: for the drift check
     pq.write_table(new.select(["unique_id", "rows"]), w / "month" / name, compression="zstd")
     return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
-            "carried": int((~todo).sum()), "near_register_changes": int(near.sum())}
+            "carried": int((~todo).sum()), "near_register_changes": int(near.sum()),
+            "twin_changed": int(twin_moved.sum())}
 
 
 def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: LinkConfig, *, retrain: bool,
@@ -162,7 +171,6 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
     groups, keys = None, None
     fresh = np.union1d(diff["added"], diff["changed"])
     if len(fresh) and model is not None:
-        from ._buckets import key_hash
         from ._scoring import partition_groups
 
         reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
@@ -170,10 +178,41 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
         groups = partition_groups(model)
         hashed = [key_hash(reg, [rk]) for _, rk, _ in groups]
         keys = share(client, [np.unique(h[valid]) for h, valid in hashed])
-    res = run_tasks(client, _merge_bucket, [(str(previous), str(work), b, invalid, retrain, groups, keys)
+    twins_moved = None
+    if model is not None and not retrain and len(fresh) + len(diff["removed"]):
+        from ._scoring import fallback_columns
+
+        sets = fallback_columns(model)
+        if sets:
+            # the entries' values on the fallback columns before (removed, changed) and after
+            # (added, changed): the twins that may have come or gone
+            gone = np.union1d(diff["removed"], diff["changed"])
+            cols_all = sorted({c for cols in sets for c in cols})
+            parts = [_entries(register_files(work), fresh, cols_all),
+                     _entries(_files_of(previous / "register"), gone, cols_all)]
+            moved = {}
+            for cols in sets:
+                hs = [key_hash(t, list(cols)) for t in parts]
+                moved[cols] = np.unique(np.concatenate([h[v] for h, v in hs]))
+            twins_moved = share(client, moved)
+    res = run_tasks(client, _merge_bucket, [(str(previous), str(work), b, invalid, retrain, groups, keys,
+                                             twins_moved)
                                             for b in range(cfg.signature_buckets)], name="increment-signatures",
                     progress=progress)
     return {k: sum(r[k] for r in res) for k in res[0]}
+
+
+def _entries(files: list[str], ids: np.ndarray, columns: list[str]) -> pa.Table:
+    """The register rows of ``files`` whose unique_id is in ``ids`` (``columns`` of them)."""
+    schema = pa.schema([LINK_COLUMNS.field(c) for c in columns])
+    if not files or not len(ids):
+        return schema.empty_table()
+    reg = pa.concat_tables([pq.read_table(f, columns=["unique_id", *columns]) for f in files])
+    return reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(ids))).select(columns).cast(schema)
+
+
+def _files_of(d: Path) -> list[str]:
+    return [str(f) for f in sorted(d.glob("*.parquet"))]
 
 
 def _carry_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray) -> int:
@@ -228,7 +267,8 @@ def score_increment(work: Path, model, tf, cfg: LinkConfig, diff: dict[str, Any]
                        work / "fresh" / "part-00000.parquet")
         near_out = score_rules(work, model, tf, cfg, left_files=near, right_files=_files(work / "fresh"),
                                out=work / "near-predictions", schema=LINK_COLUMNS, exclude_linked=True,
-                               candidates=True, client=client, progress=progress)
+                               candidates=True, client=client, progress=progress,
+                               twins_in=register_files(work))
         for f in sorted((work / "near-predictions").glob("b=*/*.parquet")):  # beside the others, renamed
             target = work / "predictions" / f.parent.name / f"near-{f.name}"
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ class BlockingFile(_Strict):
     left_keys: list[str]
     right_keys: list[str] | None = None  # default: the left keys
     condition: str = ""
+    fallback: list[str] = Field(default_factory=list)  # columns both sides have (see Blocking.fallback)
 
     @model_validator(mode="after")
     def _keys(self):
@@ -268,6 +269,13 @@ def _cross_checks(model: ModelSpec, errors: list) -> None:
             errors.append((f"training.u_exact[{i}]", f"no comparison named {comp!r}"))
     if len(names) != len(model.comparisons):
         errors.append(("comparisons", "two comparisons have the same name"))
+    fallback = [b.fallback != () for b in model.blocking]
+    if any(fallback) and model.link_type != "link_only":
+        errors.append(("blocking", "fallback rules search the left rows no right row equals: a link_only model's"))
+    for i in range(1, len(fallback)):
+        if fallback[i - 1] and not fallback[i]:
+            errors.append((f"blocking[{i}]", "a rule without fallback after a fallback rule: fallback rules come "
+                                             "last (the later rules exclude the earlier rules' pairs)"))
     if model.decision.get("rule") == "best-match" and model.link_type != "link_only":
         errors.append(("decision.rule", "best-match links two inputs (link_only); a deduplication makes clusters"))
 
@@ -321,7 +329,8 @@ def model_from_data(data: Any, *, source: str = "model") -> ModelSpec:
         comparisons = tuple(comparisons)
     if spec.blocking is not None:
         blocking = tuple(Blocking(b.name, tuple(b.left_keys), tuple(b.right_keys if b.right_keys is not None
-                                                                    else b.left_keys), b.condition)
+                                                                    else b.left_keys), b.condition,
+                                  tuple(b.fallback))
                          for b in spec.blocking)
     id_column = spec.id_column
     if base is not None and "id_column" not in data:

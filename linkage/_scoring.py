@@ -45,11 +45,46 @@ def _unlinked_signatures(f: str, work: str) -> pa.Table:
 def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
     """Blocking rules grouped by the first key of each side: every rule of a group implies
     l.<left key> = r.<right key>, so partitioning both sides on that one key brings together
-    every pair any rule of the group admits - and one Splink call scores the whole group."""
-    groups: dict[tuple[str, str], list[int]] = {}
+    every pair any rule of the group admits - and one Splink call scores the whole group.
+    Fallback rules (``Blocking.fallback``) are grouped apart, by their columns: their group's
+    left side holds only the rows without an equal right row."""
+    groups: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
     for i, rule in enumerate(model.blocking):
-        groups.setdefault((rule.left_keys[0], rule.right_keys[0]), []).append(i)
-    return [(lk, rk, rules) for (lk, rk), rules in groups.items()]
+        groups.setdefault((rule.left_keys[0], rule.right_keys[0], rule.fallback), []).append(i)
+    return [(lk, rk, rules) for (lk, rk, _), rules in groups.items()]
+
+
+def fallback_columns(model: ModelSpec) -> list[tuple[str, ...]]:
+    """The distinct column sets of the model's fallback rules."""
+    return list(dict.fromkeys(b.fallback for b in model.blocking if b.fallback))
+
+
+def _twin_keys(f: str, sets: list[tuple[str, ...]]) -> list[np.ndarray]:
+    """Per column set, the key hashes of the rows of ``f`` (a right side's file) with no null among them."""
+    t = pq.read_table(f, columns=sorted({c for cols in sets for c in cols}), use_threads=False)
+    out = []
+    for cols in sets:
+        h, valid = key_hash(t, list(cols))
+        out.append(np.unique(h[valid]))
+    return out
+
+
+def twin_keys(model: ModelSpec, files: list[str], *, client=None, progress: Progress | None = None,
+              ) -> dict[tuple[str, ...], np.ndarray]:
+    """For each column set of the model's fallback rules, the key hashes of the right side's
+    rows (``files``): a left row whose hash is among them has an equal right row."""
+    sets = fallback_columns(model)
+    if not sets or not files:
+        return {cols: np.zeros(0, np.int64) for cols in sets}
+    parts = run_tasks(client, _twin_keys, [(f, sets) for f in files], name=f"score-twins-{model.name}",
+                      progress=progress)
+    return {cols: np.unique(np.concatenate([p[i] for p in parts])) for i, cols in enumerate(sets)}
+
+
+def without_twin(t: pa.Table, cols: tuple[str, ...], twins: np.ndarray) -> np.ndarray:
+    """Rows of ``t`` no right row equals on ``cols`` (a null among them: none does)."""
+    h, valid = key_hash(t, list(cols))
+    return ~(valid & np.isin(h, twins))
 
 
 def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, side: str, columns: list[str]) -> int:
@@ -67,14 +102,17 @@ def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, si
 
 
 def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: list[str],
-                    work: str | None) -> list[np.ndarray]:
+                    work: str | None, fallback=None, twins=None) -> list[np.ndarray]:
     """Left side of a link: rows written once per partition group into its buckets (for the
-    identity pipeline, only signatures the deterministic pass left); returns each group's key
-    hashes, to filter the right side."""
+    identity pipeline, only signatures the deterministic pass left; for a group of fallback
+    rules, ``fallback[g]`` its columns, only rows without an equal right row: ``twins``);
+    returns each group's key hashes, to filter the right side."""
     t = (_unlinked_signatures(f, work) if work else pq.read_table(f, use_threads=False)).select(columns)
     keys = []
     for g, (lk, _, _) in enumerate(groups):
         h, valid = key_hash(t, [lk])
+        if fallback and fallback[g]:
+            valid &= without_twin(t, fallback[g], twins[fallback[g]])
         write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / "left", part)
         keys.append(np.unique(h[valid]))
     return keys
@@ -117,14 +155,26 @@ def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], buck
 def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, left_files: list[str],
                 right_files: list[str] | None, out: Path, schema: pa.Schema | None = None,
                 exclude_linked: bool = False, candidates: bool = False, client=None,
-                progress: Progress | None = None) -> dict[str, Any]:
+                progress: Progress | None = None, twins_in: list[str] | None = None) -> dict[str, Any]:
     """Score every blocking rule across the cluster: both sides partitioned on each rule
     group's key, one Splink call per (group, bucket), pairs of earlier rules excluded.
-    ``right_files=None`` scores pairs within the left files (deduplication)."""
+    ``right_files=None`` scores pairs within the left files (deduplication). Fallback rules
+    score the left rows no row of ``twins_in`` (default: the right files) equals on their
+    columns: an increment scores against the register's changed entries only, its records'
+    twins are looked for in the whole register."""
     dedupe = right_files is None
     schema = schema or pq.read_schema(left_files[0])
     columns = schema.names
     groups = partition_groups(model)
+    fallback = [model.blocking[rules[0]].fallback for _, _, rules in groups]
+    twins = None
+    if any(fallback):
+        if dedupe:
+            from nirlink.kernels import ModelError
+
+            raise ModelError(f"model {model.name!r}: fallback rules need a right side (a link_only model)")
+        twins = share(client, twin_keys(model, twins_in if twins_in is not None else right_files, client=client,
+                                        progress=progress))
     tmp = work / "tmp" / f"score-{model.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +186,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
                   progress=progress)
     else:
         keys = run_tasks(client, _score_map_left, [(f, str(tmp), groups, buckets, f"l{i:05d}", columns,
-                                                    str(work) if exclude_linked else None)
+                                                    str(work) if exclude_linked else None, fallback, twins)
                                                    for i, f in enumerate(left_files)],
                          name=f"score-map-left-{model.name}", progress=progress)
         group_keys = [np.unique(np.concatenate([k[g] for k in keys])) if keys else np.zeros(0, np.int64)

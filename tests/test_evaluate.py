@@ -83,11 +83,20 @@ def _old_evaluate(link_dir, row_files, truth_dir, *, model=None) -> dict[str, An
     if model is not None and (link_dir / "signatures").exists():
         con.execute(f"create view sigs as select * from read_parquet('{link_dir}/signatures/*.parquet')")
         con.execute(f"create view reg as select * from read_parquet('{link_dir}/register/*.parquet')")
-        reach = " OR ".join(f"coalesce(({b.sql}), false)" for b in model.blocking)
-        per_rule = ", ".join(f"max(coalesce(({b.sql}), false)::int) as \"{b.name}\"" for b in model.blocking)
+        # a fallback rule admits only signatures with no register entry equal on its columns:
+        # the signatures with such an entry, by a semi join (one column set in these models)
+        (cols,) = {b.fallback for b in model.blocking if b.fallback} or {()}
+        twin = (f"s.unique_id in (select s2.unique_id from sigs s2 semi join reg using ({', '.join(cols)}))"
+                if cols else "false")
+
+        def rule(b):
+            return f"coalesce(({b.sql}), false)" + (" and not l.has_twin" if b.fallback else "")
+
+        reach = " OR ".join(f"({rule(b)})" for b in model.blocking)
+        per_rule = ", ".join(f"max(({rule(b)})::int) as \"{b.name}\"" for b in model.blocking)
         names = [b.name for b in model.blocking]
         r = con.execute(f"""
-            with todo as (select s.* from sigs s join links k on k.signature = s.unique_id
+            with todo as (select s.*, {twin} as has_twin from sigs s join links k on k.signature = s.unique_id
                           where k.method is distinct from 'nir'),
             pairs as (select l.unique_id as sid, max(({reach})::int) as reached, {per_rule}
                       from todo l join sig_eval e on e.signature = l.unique_id

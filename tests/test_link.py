@@ -9,6 +9,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from nirlink.engine import ModelError, SpecError
 from nirlink.linkage import LinkConfig, identity_model, load_model, register_model
 from nirlink.linkage._clusters import connected_components, forest
+from nirlink.linkage._model import IDENTITY_TWIN_KEYS
 from nirlink.linkage._prepare import LINK_COLUMNS, register_table
 from nirlink.linkage._scoring import score_rules
 from nirlink.linkage._signatures import SIGNATURE_SCHEMA
@@ -66,6 +68,15 @@ def test_distributed_scoring_equals_splink_in_one_process(fifty_k, dask_client):
     assert info["tasks"] >= 2 * len(info["partition_groups"])  # really spread over several tasks per group
     cfg_all = LinkConfig(prediction_floor=cfg.prediction_floor)
     single = predict_all(model, left, right, tf, threads=2, threshold=cfg_all.prediction_floor)
+    # the fallback rules pair only records with no register entry of equal surname, first name
+    # and birth date: Splink's pairs of those rules with such records are left out (pandas oracle)
+    keys = list(IDENTITY_TWIN_KEYS)
+    twins = left.select(["unique_id", *keys]).to_pandas().merge(
+        right.select(keys).to_pandas().dropna().drop_duplicates(), on=keys)["unique_id"]
+    fallback = [i for i, b in enumerate(model.blocking) if b.fallback]
+    assert fallback and len(twins) > 1_000
+    single = single.filter(pc.invert(pc.and_(pc.is_in(single.column("rule"), value_set=pa.array(fallback, pa.int16())),
+                                             pc.is_in(single.column("unique_id_l"), value_set=pa.array(twins)))))
     dist = pa.concat_tables([pq.read_table(f) for f in sorted(out.glob("*.parquet"))])
     a = single.sort_by([("unique_id_l", "ascending"), ("unique_id_r", "ascending")])
     b = dist.sort_by([("unique_id_l", "ascending"), ("unique_id_r", "ascending")])
