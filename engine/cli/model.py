@@ -108,7 +108,8 @@ def model_show(
     data = {"name": spec.name, "link_type": spec.link_type, "trained": spec.trained,
             "probability_two_random_records_match": prior,
             "prior_match_weight": _weight(prior) if prior is not None and 0 < prior < 1 else None,
-            "levels": rows, "blocking": [{"name": b.name, "sql": b.sql} for b in spec.blocking],
+            "levels": rows, "blocking": [{"name": b.name, "sql": b.sql, "fallback": list(b.fallback)}
+                                          for b in spec.blocking],
             "decision": spec.decision}
 
     def render(d):
@@ -145,7 +146,10 @@ def model_show(
         blocking.add_column("rule", no_wrap=True)
         blocking.add_column("condition", no_wrap=True)
         for b in d["blocking"]:
-            blocking.add_row(b["name"], b["sql"])
+            # a fallback rule pairs only the left records with no right record equal on its columns
+            only = (f"  (fallback: only records without an equal right record on {', '.join(b['fallback'])})"
+                    if b["fallback"] else "")
+            blocking.add_row(b["name"], b["sql"] + only)
         console.print(blocking)
         console.print("decision:")
         decision = Table(box=box.SQUARE)
