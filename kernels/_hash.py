@@ -15,7 +15,7 @@ from numba import njit
 from ._arrow import string_buffers
 from ._errors import InputError
 
-__all__ = ["hash_rows"]
+__all__ = ["hash_rows", "hash_rows_squeezed"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -55,6 +55,26 @@ def _hash_column_str(h, offsets, data, valid):
 
 
 @njit(nogil=True, cache=True)
+def _hash_column_squeezed(h, offsets, data, valid):
+    """_hash_column_str of the values without ' ', '.', '-', TAB and with a-z upper-cased
+    (ASCII data only: hash_rows_squeezed checks)."""
+    prime = np.uint64(0x100000001B3)
+    for i in range(h.shape[0]):
+        x = h[i]
+        if not valid[i]:
+            x = (x ^ np.uint64(0xFE)) * prime
+        else:
+            for j in range(offsets[i], offsets[i + 1]):
+                b = data[j]
+                if b == 32 or b == 46 or b == 45 or b == 9:
+                    continue
+                if 97 <= b <= 122:
+                    b -= 32
+                x = (x ^ np.uint64(b)) * prime
+        h[i] = (x ^ np.uint64(0xFF)) * prime
+
+
+@njit(nogil=True, cache=True)
 def _hash_column_int(h, values, valid):
     for i in range(h.shape[0]):
         if valid[i]:
@@ -71,12 +91,35 @@ def _finish_all(h, out):
 
 def hash_rows(*columns) -> np.ndarray:
     """int64 hash per row of the given columns (Arrow string arrays or integer arrays/numpy)."""
-    import pyarrow as pa
-
     if not columns:
         raise InputError("hash_rows: give at least one column")
-    n = len(columns[0])
+    return _hash(np.full(len(columns[0]), _FNV_OFFSET, np.uint64), columns)
+
+
+def hash_rows_squeezed(first, *columns) -> np.ndarray:
+    """``hash_rows(squeezed, *columns)`` where ``squeezed`` is the string column ``first``
+    without spaces, dots, hyphens and tabs and upper-cased (``utf8_upper`` of
+    ``replace_substring_regex(first, "[ .\\-\\t]", "")``: how a declared NIR is compared), in
+    one pass over its bytes instead of two Arrow kernels and a copy; a column holding a
+    non-ASCII byte goes through those Arrow kernels (Unicode upper-casing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(first)
     h = np.full(n, _FNV_OFFSET, np.uint64)
+    if isinstance(first, pa.ChunkedArray):
+        first = first.combine_chunks()
+    offsets, data, valid = string_buffers(first)
+    if n and (data[offsets[0]:offsets[n]] >= 0x80).any():
+        return hash_rows(pc.utf8_upper(pc.replace_substring_regex(first, r"[ .\-\t]", "")), *columns)
+    _hash_column_squeezed(h, offsets, data, valid)
+    return _hash(h, columns)
+
+
+def _hash(h: np.ndarray, columns) -> np.ndarray:
+    import pyarrow as pa
+
+    n = h.shape[0]
     for col in columns:
         if len(col) != n:
             raise InputError(f"hash_rows: columns differ in length ({n} and {len(col)})")

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nirlink.kernels._hash import hash_rows
+from nirlink.kernels._hash import hash_rows, hash_rows_squeezed
 from nirlink.kernels._text import squeeze
 
 __all__ = ["signature_ids", "records_table", "register_table", "LINK_COLUMNS", "RECORD_INPUT_COLUMNS",
@@ -91,8 +91,7 @@ SIGNATURE_COLUMNS = ["declared_nir", "last_name_key", "first_names_norm", "birth
 
 def signature_ids(table: pa.Table) -> np.ndarray:
     """The signature id of each ingested row (same identity fields, same id, in any source)."""
-    declared = pc.utf8_upper(pc.replace_substring_regex(table.column("declared_nir"), r"[ .\-\t]", ""))
-    return hash_rows(declared, *(table.column(c) for c in SIGNATURE_COLUMNS[1:]))
+    return hash_rows_squeezed(table.column("declared_nir"), *(table.column(c) for c in SIGNATURE_COLUMNS[1:]))
 
 
 def records_table(table: pa.Table) -> pa.Table:
