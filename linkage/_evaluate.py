@@ -44,19 +44,23 @@ _SIG_SCHEMA = pa.schema([pa.field("record_id", pa.int64()), pa.field("signature"
 
 def _write_row_signatures(files: list[str], out: Path, batch_rows: int) -> None:
     """(record_id, signature, nir_status) of every ingested row, one output file per input file,
-    reading one batch of rows at a time."""
+    reading one batch of rows at a time: the signature the ingest stage stored, or hashed from
+    the identity columns of rows without it."""
     out.mkdir(parents=True)
     written = 0
     for i, f in enumerate(files):
         pf = pq.ParquetFile(f)
+        stored = "signature" in pf.schema_arrow.names
         writer = None
         try:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=_ROW_COLUMNS):
+            for batch in pf.iter_batches(batch_size=batch_rows,
+                                         columns=["record_id", "signature", "nir_status"] if stored else _ROW_COLUMNS):
                 if batch.num_rows == 0:
                     continue
                 t = pa.Table.from_batches([batch])
+                sig = t.column("signature") if stored else pa.array(signature_ids(t), pa.int64())
                 part = pa.table({"record_id": t.column("record_id").cast(pa.int64()),
-                                 "signature": pa.array(signature_ids(t), pa.int64()),
+                                 "signature": sig.cast(pa.int64()),
                                  "nir_status": t.column("nir_status").cast(pa.string())}, schema=_SIG_SCHEMA)
                 if writer is None:
                     writer = pq.ParquetWriter(out / f"part-{i:06d}.parquet", _SIG_SCHEMA)

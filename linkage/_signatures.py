@@ -2,9 +2,9 @@
 
 Rows repeat a person's identity tens of times, so linkage works on signatures. The ingest
 stage, which holds each row's identity columns in memory, hashes them to the row's
-``signature``. Map tasks read that column and the identity columns as their Parquet
-dictionaries (no string built per row), keep each signature's first row, decode and derive
-its linkage columns there, and spread the signatures over buckets by id; reduce tasks merge
+``signature`` and writes each part file's distinct signatures with their identity columns
+once (``ingest/identities/``). Map tasks read those, derive the linkage columns and spread
+the signatures over buckets by id (no row of the parts is read); reduce tasks merge
 each bucket (checking for 64-bit collisions) into signatures/part-<b>.parquet.
 """
 
@@ -37,25 +37,19 @@ FILES_PER_MAP = 4  # ingested part files (about a million rows each) read by one
 
 
 def distinct_signatures(path: str) -> pa.Table:
-    """The distinct signatures of an ingested rows' file: the linkage columns of each
-    signature's first row and how many rows carry it. The identity columns are read as their
-    dictionaries and decoded for those first rows only (0.2 s of CPU per million rows; the
-    identity read as values and hashed again: 0.8 s)."""
+    """The distinct signatures of an ingested part file of rows, from its identities file (the
+    ingest stage writes each signature's identity columns there once, with the number of the
+    part's rows that carry it): their linkage columns and ``rows``."""
     schema = pq.read_schema(path)
-    if "signature" not in schema.names:
-        raise InputError(f"{path}: no signature column: ingested by an older nirlink; run the job with --restart")
-    t = pq.read_table(path, columns=["signature", *RECORD_INPUT_COLUMNS], use_threads=False,
-                      read_dictionary=[c for c in RECORD_INPUT_COLUMNS if pa.types.is_string(schema.field(c).type)])
-    uniq, first, n = np.unique(t.column("signature").to_numpy(), return_index=True, return_counts=True)
-    firsts = t.select(RECORD_INPUT_COLUMNS).take(pa.array(first))
-    rec = records_table(pa.table({c: _values(firsts.column(c)) for c in RECORD_INPUT_COLUMNS}))
-    if not np.array_equal(rec.column("unique_id").to_numpy(), uniq):
-        raise StageError(f"{path}: the rows' stored signature differs from their identity's hash")
-    return rec.append_column(pa.field("rows", pa.int64(), nullable=False), pa.array(n.astype(np.int64)))
-
-
-def _values(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    missing = [c for c in ("signature", *RECORD_INPUT_COLUMNS, "rows") if c not in schema.names]
+    if missing:
+        raise InputError(f"{path}: not the identities of ingested rows (no {', '.join(missing)}): ingested by an "
+                         "older nirlink; run the job with --restart")
+    t = pq.read_table(path, columns=["signature", *RECORD_INPUT_COLUMNS, "rows"], use_threads=False)
+    rec = records_table(t.select(RECORD_INPUT_COLUMNS))
+    if not np.array_equal(rec.column("unique_id").to_numpy(), t.column("signature").to_numpy()):
+        raise StageError(f"{path}: a stored signature differs from its identity's hash")
+    return rec.append_column(pa.field("rows", pa.int64(), nullable=False), t.column("rows"))
 
 
 def _sig_map(files: Sequence[str], source: int, work: str, n_buckets: int, part: str) -> dict[str, int]:
@@ -100,13 +94,14 @@ def _sig_reduce(work: str, bucket: int) -> dict[str, Any]:
     return {"signatures": t.num_rows, **{f"signatures_{s}": int(((src >> i) & 1).sum()) for i, s in enumerate(SOURCES)}}
 
 
-def build_signatures(rows: dict[str, Sequence[str]], work: Path, cfg: LinkConfig, *, client=None,
+def build_signatures(identities: dict[str, Sequence[str]], work: Path, cfg: LinkConfig, *, client=None,
                      progress: Progress | None = None) -> dict[str, Any]:
-    """Distinct signatures of the ingested rows of each source; counts rows and signatures per source."""
+    """Distinct signatures of the ingested rows of each source, from the identities files of
+    their parts (``identities``: the files by source); counts rows and signatures per source."""
     (work / "signatures").mkdir(parents=True, exist_ok=True)
     args = []
     for s, source in enumerate(SOURCES):
-        files = rows.get(source, [])
+        files = identities.get(source, [])
         for i in range(0, len(files), FILES_PER_MAP):
             args.append((files[i:i + FILES_PER_MAP], s, str(work), cfg.signature_buckets, f"{source}-{i:05d}"))
     if not args:

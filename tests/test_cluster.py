@@ -249,7 +249,7 @@ def test_submit_over_tls_on_the_recipe_cluster(tmp_path, dask_client, monkeypatc
         assert result.exit_code == 0, result.output
         final = _wait_state(out, lambda s: s.status in TERMINAL, timeout=120)
         assert final.status == "succeeded", final.error
-    nirs = set(pq.read_table(out / "ingest" / "career", columns=["declared_nir"]).column("declared_nir").to_pylist())
+    nirs = set(pq.read_table(out / "ingest" / "identities" / "career", columns=["declared_nir"]).column("declared_nir").to_pylist())
     persons = set(pq.read_table(out / "export" / "career_person", columns=["person"]).column("person").to_pylist())
     assert persons and persons <= {hmac.new(key.encode(), n.encode(), "sha256").hexdigest() for n in nirs if n}
     for f in [*out.rglob("*"), tmp_path / "scheduler.log", tmp_path / "worker.log"]:

@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nirlink.engine.io._readers import InputSpec
-from nirlink.engine.stages._ingest import run_ingest
+from nirlink.engine.stages._ingest import ingested_rows_sql, run_ingest
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_nir_statuses_reflect_the_generator_noise(ingested):
     con = duckdb.connect()
     rows = con.execute(f"""
         select t.nir_noise, a.nir_status, a.nir_key_computed, count(*) n
-        from read_parquet('{out}/career/*.parquet') a
+        from ({ingested_rows_sql(out, 'career')}) a
         join read_parquet('{root}/truth/*.parquet') t on t.source = 'career' and t.record_id = a.record_id
         group by all""").fetchall()
     by = {}
@@ -61,7 +61,7 @@ def test_nir_statuses_reflect_the_generator_noise(ingested):
     assert {s for s, _ in by["none"]} <= {"valid", "valid_temporary"}
     # the share of bad keys among identity versions matches the generator's rates
     (share,) = con.execute(f"""
-        with v as (select distinct t.identity_version, a.nir_status from read_parquet('{out}/career/*.parquet') a
+        with v as (select distinct t.identity_version, a.nir_status from ({ingested_rows_sql(out, 'career')}) a
                    join read_parquet('{root}/truth/*.parquet') t on t.source = 'career' and t.record_id = a.record_id)
         select avg((nir_status = 'bad_key')::int) from v""").fetchone()
     from nirlink.engine.synth._params import NoiseRates
@@ -74,7 +74,7 @@ def test_derived_nir_fields_agree_with_the_register(ingested):
     root, out, _ = ingested
     con = duckdb.connect()
     (mismatch,) = con.execute(f"""
-        select count(*) from read_parquet('{out}/career/*.parquet') a
+        select count(*) from ({ingested_rows_sql(out, 'career')}) a
         join read_parquet('{out}/register/*.parquet') r on r.nir = a.nir
         where a.nir_status = 'valid' and (a.nir_sex <> r.nir_sex or a.nir_birth_month <> r.nir_birth_month
               or a.nir_department <> r.nir_department)""").fetchone()
@@ -120,3 +120,34 @@ def test_accepted_rows_are_the_filtered_rows(rejected, extra_true):
     got = _without(table, rejected, keep)
     assert got.schema == table.schema
     assert got.to_pydict() == table.filter(keep).to_pydict()
+
+
+def test_identities_count_every_accepted_declared_row_once(ingested):
+    """The identities files (what the link stage reads instead of the rows) hold each signature
+    of a part once, and their row counts add up to the accepted rows of each input."""
+    _, out, manifest = ingested
+    con = duckdb.connect()
+    for name in ("career", "resource"):
+        total, distinct, n = con.execute(f"""
+            select sum(rows), count(distinct (filename, signature)), count(*)
+            from read_parquet('{out}/identities/{name}/*.parquet', filename = true)""").fetchone()
+        assert total == manifest["inputs"][name]["totals"]["accepted"] == manifest["inputs"][name]["accepted"]["rows"]
+        assert distinct == n
+        assert manifest["inputs"][name]["identities"]["rows"] == n
+    assert not (out / "identities" / "register").exists()
+
+
+def test_rows_without_their_identities_say_so(ingested, tmp_path):
+    import shutil
+
+    from nirlink.engine.stages._link import identity_files
+    from nirlink.kernels import InputError
+
+    _, out, _ = ingested
+    copy = tmp_path / "ingest"
+    shutil.copytree(out, copy)
+    files = identity_files(copy)
+    assert files["career"] and files["resource"] and all("/identities/" in f for f in files["career"])
+    sorted((copy / "identities" / "career").glob("*.parquet"))[0].unlink()
+    with pytest.raises(InputError, match=r"identities of the ingested rows of input 'career'.*--restart"):
+        identity_files(copy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from nirlink.engine import InputFileError, SchemaError
 from nirlink.engine.io._readers import CsvOptions, InputSpec
-from nirlink.engine.stages._ingest import run_ingest
+from nirlink.engine.stages._ingest import ingested_rows_sql, run_ingest
 from nirlink.engine.stages._ingest_duplicates import chunks_to_check
 
 HEADER = ["record_id", "declared_nir", "last_name", "first_name", "birth_date", "employer_id", "year", "start_date",
@@ -52,7 +53,10 @@ def _run(tmp_path, path, kind="career", **csv_options):
     assert totals["rows_read"] == totals["accepted"] + totals["rejected"]
     accepted_dir = tmp_path / "out" / "in"
     rejects_dir = tmp_path / "out" / "rejects" / "in"
-    accepted = pq.read_table(accepted_dir) if accepted_dir.exists() else None
+    accepted = None
+    if accepted_dir.exists():  # declared rows with their identity (its own files: ingested_rows_sql)
+        accepted = pq.read_table(accepted_dir) if kind == "register" else duckdb.connect().sql(
+            f"select * from ({ingested_rows_sql(tmp_path / 'out', 'in')}) order by row_number").fetch_arrow_table()
     rejects = pq.read_table(rejects_dir) if rejects_dir.exists() else None
     return totals, accepted, rejects
 
@@ -119,8 +123,7 @@ def test_mixed_encoding_auto_transcodes_and_counts(tmp_path):
     text = text.replace("LEFÈVRE".encode("utf-8"), "LEFÈVRE".encode("latin-1"))
     totals, accepted, _ = _run(tmp_path, _write(tmp_path, "mixed.csv", text))
     assert totals["accepted"] == 2 and totals["values_transcoded_from_latin1"] == 1
-    assert "LEFÈVRE" in accepted.column("last_name").to_pylist()
-    assert "LEFEVRE" in accepted.column("last_name_norm").to_pylist()
+    assert "LEFEVRE" in accepted.column("last_name_key").to_pylist()
 
 
 def test_latin1_file_with_accented_header(tmp_path):
@@ -129,7 +132,8 @@ def test_latin1_file_with_accented_header(tmp_path):
     spec = InputSpec("in", "career", (str(_write(tmp_path, "l1.csv", text)),), columns=(("first_name", "prénom"),))
     manifest = run_ingest([spec], tmp_path / "out")
     assert manifest["inputs"]["in"]["totals"]["accepted"] == 1
-    assert pq.read_table(tmp_path / "out" / "in").column("first_name").to_pylist() == ["Frédéric"]
+    rows = duckdb.connect().sql(ingested_rows_sql(tmp_path / "out", "in")).fetch_arrow_table()
+    assert rows.column("first_names_norm").to_pylist() == ["FREDERIC"]
 
 
 def test_wrong_field_count_row_is_rejected_with_its_row_number(tmp_path):
@@ -144,7 +148,7 @@ def test_separator_inside_quotes_and_crlf_and_bom(tmp_path):
     text = "\ufeff" + _csv_text([_row(last_name="DUPUY; DIT MARTIN")]).replace("\n", "\r\n")
     totals, accepted, _ = _run(tmp_path, _write(tmp_path, "q.csv", text))
     assert totals["accepted"] == 1
-    assert accepted.column("last_name_norm").to_pylist() == ["DUPUY DIT MARTIN"]
+    assert accepted.column("last_name_key").to_pylist() == ["DUPUYDITMARTIN"]
 
 
 def test_french_decimal_comma_and_thousands(tmp_path):
@@ -355,7 +359,7 @@ def test_header_names_with_spaces_are_trimmed(tmp_path):
     header = [f" {h.upper()} " for h in HEADER]
     text = _csv_text([dict(zip(header, GOOD))], header=header)
     totals, accepted, _ = _run(tmp_path, _write(tmp_path, "sp.csv", text))
-    assert totals["accepted"] == 1 and accepted.column("last_name").to_pylist() == ["DUPUY"]
+    assert totals["accepted"] == 1 and accepted.column("last_name_key").to_pylist() == ["DUPUY"]
 
 
 def test_cr_only_line_endings(tmp_path):
@@ -383,7 +387,9 @@ def test_duplicate_ids_in_chunks_and_files_keep_the_first_row(tmp_path_factory, 
     tmp_path = tmp_path_factory.mktemp("dup")
     if increasing:  # one delivery numbered by increasing ids across its files
         files = [[100 * k + j for j in range(len(ids))] for k, ids in enumerate(files)]
-    paths = [_write(tmp_path, f"c{k}.csv", _csv_text([_row(record_id=str(i)) for i in ids]))
+    names = ["DUPUY", "MARTIN", "DURAND"]  # identities vary, so moving a row changes its part's signatures
+    paths = [_write(tmp_path, f"c{k}.csv", _csv_text([_row(record_id=str(i), last_name=names[(k + r) % 3])
+                                                      for r, i in enumerate(ids)]))
              for k, ids in enumerate(files)]
     manifest = run_ingest([InputSpec("in", "career", tuple(str(p) for p in paths))], tmp_path / "out", chunk_rows=2)
     rows = pd.DataFrame([(k, r, i) for k, ids in enumerate(files) for r, i in enumerate(ids)],
@@ -400,21 +406,29 @@ def test_duplicate_ids_in_chunks_and_files_keep_the_first_row(tmp_path_factory, 
     assert check["duplicates"] == len(rows) - len(kept)
     if increasing:
         assert check["chunks_checked"] == 0
+    rejects = pq.read_table(tmp_path / "out" / "rejects" / "in").to_pylist() if len(rows) > len(kept) else []
+    for r in rejects:  # a moved row keeps its own fields as delivered
+        k = [str(p) for p in paths].index(r["source_file"])
+        assert r["raw"]["last_name"] == names[(k + r["row_number"] - 1) % 3]
     _signatures_match_their_parts(tmp_path / "out", "in")
 
 
 def _signatures_match_their_parts(out, name):
-    """Each accepted row carries its identity's signature, also after duplicates moved out of
-    its part; a file's distinct signatures (what the link stage reads) count its rows."""
+    """Each part file of accepted rows has an identities file (what the link stage reads)
+    holding each of its signatures once, with its identity (whose hash the signature is) and
+    the number of the part's rows carrying it, also after duplicates moved out of the part."""
     import numpy as np
 
     from nirlink.linkage._prepare import signature_ids
     from nirlink.linkage._signatures import distinct_signatures
 
-    for part in sorted((out / name).glob("*.parquet")):
+    parts = sorted((out / name).glob("*.parquet"))
+    assert [p.name for p in parts] == [p.name for p in sorted((out / "identities" / name).glob("*.parquet"))]
+    for part in parts:
         rows = pq.read_table(part)
-        assert rows.column("signature").to_pylist() == signature_ids(rows).tolist()
-        side = distinct_signatures(str(part))
+        identities = pq.read_table(out / "identities" / name / part.name)
+        assert identities.column("signature").to_pylist() == signature_ids(identities).tolist()
+        side = distinct_signatures(str(out / "identities" / name / part.name))
         ids, counts = np.unique(rows.column("signature").to_numpy(), return_counts=True)
         assert side.column("unique_id").to_pylist() == ids.tolist()
         assert side.column("rows").to_pylist() == counts.tolist()

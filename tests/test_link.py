@@ -35,6 +35,7 @@ def fifty_k(tmp_path_factory, dask_client):
     from nirlink.engine.synth._generate import synth
     from nirlink.engine.synth._params import SynthParams
     from nirlink.linkage._register import build_register, register_files
+    from nirlink.engine.stages._link import identity_files
     from nirlink.linkage._signatures import build_signatures, signature_files
 
     base = tmp_path_factory.mktemp("fifty_k")
@@ -43,8 +44,7 @@ def fifty_k(tmp_path_factory, dask_client):
     run_ingest(specs, base / "ingest", client=dask_client)
     work = base / "work"
     cfg = LinkConfig(signature_buckets=6, rows_per_scoring_task=8_000)
-    rows = {k: sorted(str(p) for p in (base / "ingest" / k).glob("*.parquet")) for k in ("career", "resource")}
-    build_signatures(rows, work, cfg, client=dask_client)
+    build_signatures(identity_files(base / "ingest"), work, cfg, client=dask_client)
     build_register(sorted(str(p) for p in (base / "ingest" / "register").glob("*.parquet")), work, client=dask_client)
     left = pa.concat_tables([pq.read_table(f) for f in signature_files(work)]).select(LINK_COLUMNS.names)
     right = pa.concat_tables([pq.read_table(f) for f in register_files(work)])

@@ -69,6 +69,8 @@ BAD = [
     ("input name as a path", "[[inputs]]\nname='../x'\nkind='career'\npaths=['x']\n", "inputs[0].name", "letters"),
     ("input named rejects", "[[inputs]]\nname='rejects'\nkind='career'\npaths=['x']\n", "inputs[0].name",
      "not 'rejects'"),
+    ("input named identities", "[[inputs]]\nname='identities'\nkind='resource'\npaths=['x']\n", "inputs[0].name",
+     "'identities'"),
     ("pseudonymise without key", "[output]\ndirectory='o'\npseudonymise=true\n", "output.pseudonymise", "key"),
     ("key env unset", "[output]\ndirectory='o'\npseudonymise=true\nkey_env='NIRLINK_TEST_UNSET_KEY'\n",
      "output.key_env", "not set"),

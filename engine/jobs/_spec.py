@@ -165,8 +165,9 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
         p = f"inputs[{i}]"
         raw = c.keys(raw, _INPUT, p)
         iname = c.typed(raw, "name", str, p, required=True, default=f"input{i}")
-        if iname and (not all(ch.isalnum() or ch in "-_." for ch in iname) or iname[0] in "._" or iname == "rejects"):
-            c.err(f"{p}.name", "use letters, digits, '-', '_' or '.' only, not first '.' or '_', not 'rejects' "
+        if iname and (not all(ch.isalnum() or ch in "-_." for ch in iname) or iname[0] in "._" or iname in ("rejects", "identities")):
+            c.err(f"{p}.name", "use letters, digits, '-', '_' or '.' only, not first '.' or '_', not 'rejects' or "
+                               "'identities' "
                                f"(it names directories), got {iname!r}")
         kind = c.typed(raw, "kind", str, p, required=True, default="career")
         if kind not in INPUT_KINDS:

@@ -8,8 +8,8 @@ directory atomically with a manifest."""
 from nirlink.kernels._lazy import lazy_front
 
 _LAZY = {
-    "._ingest": ("run_ingest",),
-    "._link": ("run_link", "ingested_files"),
+    "._ingest": ("run_ingest", "ingested_rows_sql"),
+    "._link": ("run_link", "ingested_files", "identity_files"),
     "._attach": ("run_attach", "declared_persons"),
     "._aggregate": ("run_aggregate",),
     "._aggregate_partitions": ("career_partition", "resource_partition"),

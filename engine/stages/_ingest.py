@@ -14,13 +14,13 @@ from typing import Any
 
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_chunks
-from nirlink.engine.io._schemas import REASONS
+from nirlink.engine.io._schemas import IDENTITIES, REASONS
 from nirlink.kernels import InputFileError, StageError
 
 from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
-from ._ingest_rows import process_chunk
+from ._ingest_rows import process_chunk, split_accepted
 
-__all__ = ["run_ingest", "plan_ingest", "ingest_task"]
+__all__ = ["run_ingest", "plan_ingest", "ingest_task", "ingested_rows_sql"]
 
 
 def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
@@ -54,13 +54,30 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
         res = process_chunk(chunk, task, today_year=today_year)
         name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
-            write_parquet(res.accepted, Path(out_dir) / task.input_name / name)
+            rows, identities = split_accepted(res.accepted, task.kind)
+            write_parquet(rows, Path(out_dir) / task.input_name / name)
+            if identities is not None:
+                write_parquet(identities, Path(out_dir) / IDENTITIES / task.input_name / name)
         if res.rejects.num_rows:
             write_parquet(res.rejects, Path(out_dir) / "rejects" / task.input_name / name)
         results.append({"input": task.input_name, "file": task.path, **res.stats})
         if check_ids and res.accepted.num_rows:
             results[-1]["_ids"] = id_summary(res.accepted, task, chunk.index)
     return results
+
+
+def ingested_rows_sql(ingest_dir: str | Path, input_name: str) -> str:
+    """A DuckDB query (text) of an input's ingested declared rows with their identity columns:
+    each part file's rows joined to its identities file on the signature (the columns the
+    ingested rows had before the identity moved to ``identities/``, but the declared names,
+    birth date and the surname's normalised form, which no longer are kept)."""
+    root = str(Path(ingest_dir)).replace("'", "''")
+    name = input_name.replace("'", "''")
+    return f"""select r.* exclude (filename), i.* exclude (signature, rows, nir, nir_status, nir_birth_year,
+                      nir_birth_month, filename)
+               from read_parquet('{root}/{name}/*.parquet', filename = true) r
+               join read_parquet('{root}/{IDENTITIES}/{name}/*.parquet', filename = true) i
+                 on i.signature = r.signature and parse_filename(i.filename) = parse_filename(r.filename)"""
 
 
 def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chunk_rows: int = 1_000_000,
@@ -82,7 +99,7 @@ def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chu
         summaries = [s for s in (r.pop("_ids", None) for r in results) if s is not None]
         checks = {}
         if kinds:
-            moved, checks = reject_duplicates(client, root, tasks, kinds, summaries)
+            moved, checks = reject_duplicates(client, root, tasks, kinds, summaries, chunk_rows, today_year)
             results += moved
         manifest = _manifest(inputs, tasks, results, tmp)
         if checks:
@@ -115,12 +132,14 @@ def _manifest(inputs, tasks, results, root: Path) -> dict[str, Any]:
                 raise StageError(f"ingest: no result for {t.path}")
         accepted_dir = root / spec.name
         rejects_dir = root / "rejects" / spec.name
+        identities_dir = root / IDENTITIES / spec.name
         report["inputs"][spec.name] = {
             "kind": spec.kind,
             "files": files,
             "totals": _shape(totals),
             "accepted": describe_dataset(accepted_dir, relative_to=root) if accepted_dir.exists() else {"rows": 0, "files": []},
             "rejects": describe_dataset(rejects_dir, relative_to=root) if rejects_dir.exists() else {"rows": 0, "files": []},
+            **({"identities": describe_dataset(identities_dir, relative_to=root)} if identities_dir.exists() else {}),
         }
     return report
 

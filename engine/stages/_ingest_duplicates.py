@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import write_parquet
 from nirlink.engine.io._readers import ChunkTask
-from nirlink.engine.io._schemas import COLUMNS, rejects_schema
+from nirlink.engine.io._schemas import COLUMNS, IDENTITIES, rejects_schema
+from nirlink.kernels import StageError
 
 __all__ = ["SCRATCH", "checked_kinds", "id_summary", "chunks_to_check", "reject_duplicates", "part_name"]
 
@@ -141,9 +142,29 @@ def _find(root: str, kind: str, bucket: int, n_buckets: int) -> int:
     return len(dup)
 
 
-def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[tuple[int, int], str]) -> list[dict]:
-    """Move the duplicate rows of the part files of one bucket from accepted to rejects."""
+def _accepted_again(task: ChunkTask, chunk_index: int, chunk_rows: int, today_year: int) -> pa.Table:
+    """The accepted rows of one chunk with every column the checks produce (the part files hold
+    a declared row's own columns, its identity once per signature): the chunk read and checked
+    again, as its ingest task did (same input, same rows, same values)."""
+    from nirlink.engine.io._readers import read_chunks
+
+    from ._ingest_rows import process_chunk
+
+    for chunk in read_chunks(task, chunk_rows=chunk_rows):
+        if chunk.index == chunk_index:
+            return process_chunk(chunk, task, today_year=today_year).accepted
+    raise StageError(f"ingest: chunk {chunk_index} of {task.path} is gone on a second read (file changed?)")
+
+
+def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[tuple[int, int], str],
+          tasks: dict[tuple[int, int, int], ChunkTask], chunk_rows: int, today_year: int) -> list[dict]:
+    """Move the duplicate rows of the part files of one bucket from accepted to rejects. A
+    rejected row keeps its fields as text (``raw``), the identity among them, which the part
+    files no longer hold: the chunk is read and checked again (only chunks with a duplicate,
+    rare); its part file and identities file are written again from what stays."""
     from nirlink.linkage._buckets import read_bucket
+
+    from ._ingest_rows import split_accepted
 
     found = read_bucket(Path(root) / SCRATCH / kind / "found", bucket, FOUND_SCHEMA)
     if found.num_rows == 0:
@@ -157,14 +178,23 @@ def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[
         mine = found.slice(a, b - a)
         name = part_name(inp, fil, group, chunk)
         path = Path(root) / names[inp] / name
-        table = pq.read_table(path)
+        table = _accepted_again(tasks[(inp, fil, group)], chunk, chunk_rows, today_year)
+        if table.num_rows != pq.read_metadata(path).num_rows or not table.column("record_id").equals(
+                pq.read_table(path, columns=["record_id"]).column("record_id")):
+            raise StageError(f"ingest: {files[(inp, fil)]} gave other rows on a second read (file changed "
+                             "during the stage?): run the job again")
         moved = np.zeros(table.num_rows, bool)
         moved[mine.column("pos").to_numpy()] = True
         kept = table.filter(pa.array(~moved))
+        identities_path = Path(root) / IDENTITIES / names[inp] / name
         if kept.num_rows:
-            write_parquet(kept, path)
+            rows, identities = split_accepted(kept, kind)
+            write_parquet(rows, path)
+            if identities is not None:
+                write_parquet(identities, identities_path)
         else:
             path.unlink()
+            identities_path.unlink(missing_ok=True)
         rejects = _rejects(table.filter(pa.array(moved)), mine, kind, names, files)
         write_parquet(rejects, Path(root) / "rejects" / names[inp] / name.replace(".parquet", "-duplicates.parquet"))
         k = int(moved.sum())
@@ -194,7 +224,7 @@ def _rejects(rows: pa.Table, found: pa.Table, kind: str, names: dict[int, str],
 
 
 def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str],
-                      summaries: list[dict]) -> tuple[list[dict], dict]:
+                      summaries: list[dict], chunk_rows: int, today_year: int) -> tuple[list[dict], dict]:
     """Find and move every duplicate of ``kinds`` under the stage directory ``root``, given the
     ingest tasks' ``id_summary`` of each chunk. Returns the per-file count changes (to add to
     the ingest results) and, per kind, how many chunks there were, were checked and how many
@@ -218,7 +248,9 @@ def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str
                            name=f"ingest-{kind}-duplicates")
         report[kind]["duplicates"] = int(sum(counts))
         if sum(counts):
-            moved = run_tasks(client, _move, [(str(root), kind, b, names, files) for b in range(n_buckets)],
+            by_part = {(t.input_index, t.file_index, t.row_groups[0] if t.row_groups else 0): t for t in tasks}
+            moved = run_tasks(client, _move, [(str(root), kind, b, names, files, by_part, chunk_rows, today_year)
+                                              for b in range(n_buckets)],
                               name=f"ingest-{kind}-duplicates-moved")
             stats += [s for per_bucket in moved for s in per_bucket]
     shutil.rmtree(root / SCRATCH, ignore_errors=True)

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nirlink.engine.io._readers import Chunk, ChunkTask
-from nirlink.engine.io._schemas import ACCEPTED_SCHEMAS, COLUMNS, KINDS, rejects_schema
+from nirlink.engine.io._schemas import (ACCEPTED_SCHEMAS, COLUMNS, IDENTITY_SCHEMA, INGESTED_ROW_COLUMNS, KINDS,
+                                         rejects_schema)
 from nirlink.engine.reference._tables import year_table
 from nirlink.kernels._dates import DATE_BAD, DATE_OK
 from nirlink.kernels._nir import NIR_STATUS
@@ -41,7 +42,7 @@ from ._ingest_checks import (
     _text,
 )
 
-__all__ = ["ChunkResult", "process_chunk"]
+__all__ = ["ChunkResult", "process_chunk", "split_accepted"]
 
 
 @dataclass
@@ -203,6 +204,21 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
     if chunk.bad_rows:
         stats["reason_bad_row"] += len(chunk.bad_rows)
     return ChunkResult(accepted, rejects, dict(stats))
+
+
+def split_accepted(accepted: pa.Table, kind: str) -> tuple[pa.Table, pa.Table | None]:
+    """What the ingest stage writes of a chunk's accepted rows: the rows' own columns
+    (INGESTED_ROW_COLUMNS) and, for declared rows, each distinct signature's identity once
+    (IDENTITY_SCHEMA: the columns of its first row, every one of them a function of the
+    signature, and how many rows carry it), sorted by signature. The register: as it is."""
+    if kind not in INGESTED_ROW_COLUMNS:
+        return accepted, None
+    sig = accepted.column("signature").to_numpy()
+    _, first, counts = np.unique(sig, return_index=True, return_counts=True)
+    names = [f.name for f in IDENTITY_SCHEMA if f.name != "rows"]
+    firsts = accepted.select(names).take(pa.array(first))
+    identities = firsts.append_column(IDENTITY_SCHEMA.field("rows"), pa.array(counts.astype(np.int64)))
+    return accepted.select(INGESTED_ROW_COLUMNS[kind]), identities.cast(IDENTITY_SCHEMA)
 
 
 MAX_RUNS = 256  # accepted runs between rejected rows kept as zero-copy slices; more: one filter

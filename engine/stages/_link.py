@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
+from nirlink.engine.io._schemas import IDENTITIES
 from nirlink.kernels import InputError
 
-__all__ = ["run_link", "ingested_files"]
+__all__ = ["run_link", "ingested_files", "identity_files"]
 
 
 def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
@@ -32,6 +33,25 @@ def ingested_files(ingest_dir: str | Path) -> dict[str, list[str]]:
     for name, info in manifest["inputs"].items():
         files = sorted(str(p) for p in (ingest_dir / name).glob("*.parquet"))
         out[info["kind"]].extend(files)
+    return out
+
+
+def identity_files(ingest_dir: str | Path) -> dict[str, list[str]]:
+    """The identities files of the ingested declared rows (``ingest/identities/<input>/``: each
+    part file's distinct signatures with their identity columns), by kind (career / resource)."""
+    ingest_dir = Path(ingest_dir)
+    manifest = read_json(ingest_dir / "_manifest.json")
+    out: dict[str, list[str]] = {"career": [], "resource": []}
+    for name, info in manifest["inputs"].items():
+        if info["kind"] not in out:
+            continue
+        rows = sorted((ingest_dir / name).glob("*.parquet"))
+        files = sorted((ingest_dir / IDENTITIES / name).glob("*.parquet"))
+        if [p.name for p in rows] != [p.name for p in files]:
+            raise InputError(f"{ingest_dir / IDENTITIES / name}: the identities of the ingested rows of input "
+                             f"{name!r} are missing or incomplete ({len(files)} files for {len(rows)} part files; "
+                             "ingested by an older nirlink?): run the job with --restart")
+        out[info["kind"]].extend(str(p) for p in files)
     return out
 
 
@@ -86,8 +106,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     with staged_directory(out_dir) as work:
         work = work.resolve()
         kw = dict(client=client, progress=progress)
-        sig = timed("signatures", build_signatures, {"career": files["career"], "resource": files["resource"]},
-                    work, cfg, **kw)
+        sig = timed("signatures", build_signatures, identity_files(ingest_dir), work, cfg, **kw)
         reg = timed("register", build_register, files["register"], work, **kw)
         _consume(Path(ingest_dir), consume, files["register"])
         from nirlink.linkage._prepare import LINK_COLUMNS
