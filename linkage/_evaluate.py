@@ -7,7 +7,8 @@ register change touched, and the signatures linked to an entry merged away.
 Truth: a Parquet dataset with columns source ('career' / 'resource' / 'register'),
 record_id, register_nir and true_nir (as `nirlink synth` writes it).
 
-Out of core: each ingest file's signature ids are computed batch by batch and written to a
+Out of core: each ingest file's signature ids (stored by the ingest stage; hashed from the
+identity columns of rows without them) are read batch by batch and written to a
 temporary Parquet dataset of (record_id, signature, nir_status); DuckDB then joins it with the
 truth under a memory limit, spilling to a temporary directory, and first collapses the rows
 into (signature, NIR status, true NIR, count) groups, so that every later step works on about

@@ -33,7 +33,7 @@ SOURCES = ("career", "resource")
 SIGNATURE_SCHEMA = pa.schema([*LINK_COLUMNS, pa.field("rows", pa.int64(), nullable=False),
                               pa.field("sources", pa.int8(), nullable=False)])
 
-FILES_PER_MAP = 4  # ingested part files (about a million rows each) read by one map task
+FILES_PER_MAP = 4  # identities files (one per ingested part of about a million rows) read by one map task
 
 
 def distinct_signatures(path: str) -> pa.Table:

@@ -151,3 +151,15 @@ def test_rows_without_their_identities_say_so(ingested, tmp_path):
     sorted((copy / "identities" / "career").glob("*.parquet"))[0].unlink()
     with pytest.raises(InputError, match=r"identities of the ingested rows of input 'career'.*--restart"):
         identity_files(copy)
+
+
+def test_the_rows_and_identities_query_names_what_it_cannot_join(ingested, tmp_path):
+    from nirlink.kernels import InputError
+
+    _, out, manifest = ingested
+    n = duckdb.connect().execute(f"select count(*) from ({ingested_rows_sql(out, 'resource')})").fetchone()[0]
+    assert n == manifest["inputs"]["resource"]["totals"]["accepted"]
+    with pytest.raises(InputError, match="'register' is not an ingested career or resource input.*career, resource"):
+        ingested_rows_sql(out, "register")
+    with pytest.raises(InputError, match="'nowhere' is not"):
+        ingested_rows_sql(out, "nowhere")

@@ -432,3 +432,46 @@ def _signatures_match_their_parts(out, name):
         ids, counts = np.unique(rows.column("signature").to_numpy(), return_counts=True)
         assert side.column("unique_id").to_pylist() == ids.tolist()
         assert side.column("rows").to_pylist() == counts.tolist()
+
+
+def test_a_file_delivered_twice_is_read_once_more_for_its_rejects(tmp_path, monkeypatch):
+    """Every chunk of the second copy holds duplicates: the pass reads that file once (not once
+    per chunk), rejects every row with its fields as delivered, and leaves no part or
+    identities file of it."""
+    import nirlink.engine.io._readers as readers
+
+    names = ["DUPUY", "MARTIN", "DURAND"] * 20
+    rows = [_row(record_id=str(i), last_name=n) for i, n in enumerate(names, 1)]
+    a = _write(tmp_path, "a.csv", _csv_text(rows))
+    b = _write(tmp_path, "b.csv", _csv_text(rows))
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1)  # blocks of a few lines (~1 KB): chunks of 20 rows
+    reads = []
+    original = readers.read_chunks
+    monkeypatch.setattr(readers, "read_chunks", lambda task, **kw: reads.append(task.path) or original(task, **kw))
+    manifest = run_ingest([InputSpec("in", "career", (str(a), str(b)))], tmp_path / "out", chunk_rows=20)
+    assert reads == [str(b)]  # the ingest tasks' own reads are not counted here (their import is their own)
+    files = manifest["inputs"]["in"]["files"]
+    assert (files[str(a)]["accepted"], files[str(b)]["rejected"]) == (60, 60)
+    rejects = pq.read_table(tmp_path / "out" / "rejects" / "in").to_pylist()
+    assert [r["raw"]["last_name"] for r in sorted(rejects, key=lambda r: r["row_number"])] == names
+    assert {p.name for p in (tmp_path / "out" / "in").glob("*.parquet")} == \
+        {p.name for p in (tmp_path / "out" / "identities" / "in").glob("*.parquet")}
+    parts = sorted(p.name for p in (tmp_path / "out" / "in").glob("*.parquet"))
+    assert len(parts) == 3 and all(p.startswith("part-00-00000-") for p in parts)  # a.csv's three chunks only
+    _signatures_match_their_parts(tmp_path / "out", "in")
+
+
+def test_one_identity_however_its_nir_is_spelt(tmp_path):
+    """Spellings of one NIR (separators, case of a Corsican department) are one signature, and
+    its identity holds the NIR as the signature hashes it, not the first row's spelling."""
+    spellings = ["1 77 12 74 001 001 63", "177127400100163", "1.77.12.74.001.001-63"]
+    rows = [_row(record_id=str(i), declared_nir=n) for i, n in enumerate(spellings, 1)]
+    totals, accepted, _ = _run(tmp_path, _write(tmp_path, "s.csv", _csv_text(rows)))
+    assert totals["accepted"] == 3 and len(set(accepted.column("signature").to_pylist())) == 1
+    identities = pq.read_table(tmp_path / "out" / "identities" / "in").to_pylist()
+    assert [(r["declared_nir"], r["rows"]) for r in identities] == [("177127400100163", 3)]
+    corsica = [_row(record_id="1", declared_nir="1 77 12 2a 001 001 63"),
+               _row(record_id="2", declared_nir="177122A00100163")]
+    _run(tmp_path / "c", _write(tmp_path, "c.csv", _csv_text(corsica)))
+    identities = pq.read_table(tmp_path / "c" / "out" / "identities" / "in").to_pylist()
+    assert [(r["declared_nir"], r["rows"]) for r in identities] == [("177122A00100163", 2)]

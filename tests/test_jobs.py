@@ -184,6 +184,22 @@ def test_resume_after_a_stage_failure(synth_small, tmp_path, dask_client):
     assert set(again.stage_seconds) == {"attach", "aggregate"}
 
 
+def test_output_of_an_earlier_ingest_layout_is_ingested_again(synth_small, tmp_path, dask_client, monkeypatch):
+    """The same nirlink version can hold another layout of a stage's output (a source
+    checkout): its format number is part of the fingerprint, so a job directory written by
+    the earlier layout runs that stage again (and with it every later one) instead of failing."""
+    from nirlink.engine.jobs import _fingerprint
+
+    root, _ = synth_small
+    job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out", stages=["ingest"])
+    with monkeypatch.context() as m:
+        m.setitem(_fingerprint.OUTPUT_FORMATS, "ingest", 1)  # as an earlier layout wrote it
+        assert Job(load_job(job_file), client=dask_client).run().status == "succeeded"
+    again = Job(load_job(job_file), client=dask_client).run()
+    assert again.status == "succeeded" and again.skipped == () and set(again.stage_seconds) == {"ingest"}
+    assert Job(load_job(job_file), client=dask_client).run().skipped == ("ingest",)  # now up to date
+
+
 def test_cancel_stops_a_running_job(synth_small, tmp_path, dask_client):
     root, _ = synth_small
     job_file = write_job(tmp_path / "job.toml", root, tmp_path / "out")

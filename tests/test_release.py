@@ -67,12 +67,14 @@ def released_job(synth_small, job_run, tmp_path_factory, dask_client):
 def test_the_register_goes_while_the_link_stage_runs(released_job):
     """The link stage, the ingested register's last reader in a job without a signals stage,
     removes it once its first step has read it, not when it publishes (marked released first:
-    a re-run that must run the link stage runs the ingest stage again, tests/test_disk.py)."""
+    a re-run that must run the link stage runs the ingest stage again, tests/test_disk.py);
+    the declared rows' identities (its only reader) likewise."""
     out, _, _ = released_job
     assert SEEN_DURING_LINK["link_published"] == ["False"]
     assert "register" not in SEEN_DURING_LINK["ingest"], SEEN_DURING_LINK["ingest"]
+    assert "identities" not in SEEN_DURING_LINK["ingest"], SEEN_DURING_LINK["ingest"]
     assert {"career", "resource"} <= set(SEEN_DURING_LINK["ingest"])  # the rows: the attach stage reads them
-    assert "register" in json.loads((out / "ingest" / "_released.json").read_text())["released"]
+    assert {"register", "identities"} <= set(json.loads((out / "ingest" / "_released.json").read_text())["released"])
 
 
 def test_intermediates_go_and_exports_are_the_same_bytes(released_job, job_run):
@@ -180,3 +182,24 @@ def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_pa
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["record_id"] == rid and doc["signature"] == sig and doc["record_file"].startswith("export/")
+
+
+@pytest.mark.parametrize("stages, gone_after", [
+    (("ingest", "link", "attach"), "link"),  # the link stage is their one reader
+    (("ingest", "aggregate"), "aggregate"),  # no link stage: they go with the rows
+])
+def test_the_identities_go_once_their_reader_has_published(tmp_path, stages, gone_after):
+    from nirlink.engine.jobs._release import release_after, released
+
+    ingest = tmp_path / "ingest"
+    for part in ("career", "identities/career"):
+        (ingest / part).mkdir(parents=True)
+        (ingest / part / "part-00.parquet").write_bytes(b"x")
+    (ingest / "_manifest.json").write_text(json.dumps({"inputs": {"career": {"kind": "career"}}}))
+    published: set[str] = set()
+    with dask.config.set({"nirlink.jobs.keep": "none"}):
+        for stage in stages:
+            published.add(stage)
+            release_after(tmp_path, stages, published)
+            assert (ingest / "identities").exists() == (stages.index(stage) < stages.index(gone_after)), stage
+    assert "identities" in released(tmp_path, "ingest") or "*" in released(tmp_path, "ingest")

@@ -6,7 +6,8 @@ from nirlink.kernels._lazy import lazy_front
 
 _LAZY = {
     "._readers": ("CsvOptions", "InputSpec", "expand_paths", "plan_input", "read_chunks"),
-    "._schemas": ("ACCEPTED_SCHEMAS", "COLUMNS", "INPUT_KINDS", "REASONS", "rejects_schema"),
+    "._schemas": ("ACCEPTED_SCHEMAS", "COLUMNS", "IDENTITY_SCHEMA", "INGESTED_ROW_COLUMNS", "INPUT_KINDS", "REASONS",
+                  "rejects_schema"),
     "._datasets": ("describe_dataset", "read_json", "staged_directory", "write_json", "write_parquet"),
 }
 

@@ -280,6 +280,9 @@ def _scan_csv(task: ChunkTask):
     return scanner
 
 
+CSV_BLOCK_BYTES = 16 << 20  # bytes Arrow's CSV reader parses at a time (a chunk is whole blocks)
+
+
 def _read_csv(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
@@ -290,7 +293,7 @@ def _read_csv(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
     bad = scanner.bad_records
     if len(bad) and bad[0] == 0:
         raise InputFileError(f"{task.path}: header line could not be parsed")
-    block_size = int(max(16 << 20, 2 * scanner.longest_record + 1024))
+    block_size = int(max(CSV_BLOCK_BYTES, 2 * scanner.longest_record + 1024))
     skipped: list[str] = []
 
     def on_invalid(row):

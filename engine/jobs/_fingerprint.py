@@ -19,6 +19,12 @@ from ._spec import JobSpec
 __all__ = ["stage_fingerprint", "up_to_date_stage", "first_stale"]
 
 
+# the layout of a stage's output, raised when it changes: output written by an earlier layout
+# is then stale and its stage runs again (the nirlink version alone does not change within a
+# source checkout). ingest 2: a declared row's identity in ingest/identities/ (2026-12-04)
+OUTPUT_FORMATS = {"ingest": 2}
+
+
 def _fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -37,6 +43,8 @@ def stage_fingerprint(spec: JobSpec, stage: str, previous: str, *, key: bytes | 
     ``previous``; ``key``: the pseudonymisation key (export only)."""
     s = spec
     parts: dict[str, Any] = {"stage": stage, "nirlink": version(), "previous": previous}
+    if stage in OUTPUT_FORMATS:
+        parts["format"] = OUTPUT_FORMATS[stage]
     if stage == "ingest":
         parts["inputs"] = [[i.name, i.kind, i.format, list(i.columns), i.csv.__dict__, _files_fingerprint(i.paths)]
                            for i in s.inputs]

@@ -9,7 +9,8 @@ stage whose input was released runs the producing stage again first (``resume_fr
 The job's last reader of an output may also remove its files as it reads them (``consume``:
 the attach stage the ingested rows, the aggregate stage the person buckets, the export
 stage the aggregate output), and the last reader of a named part of an output may remove
-it once read (``consume_parts``: the link stage the ingested register); the output is marked released before the first file goes, so a run that stops
+it once read (``consume_parts``: the link stage the ingested register and the declared rows'
+identities); the output is marked released before the first file goes, so a run that stops
 half-way is followed by one that runs its producer again.
 The outputs no stage of the job reads (the export, or the last stage of a shorter job) are
 the job's results: never released.
@@ -35,6 +36,7 @@ KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
 READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("ingest", "rejects"): ("signals", "export"),
     ("ingest", "register"): ("link", "signals"),  # the register input (the signals stage reads it by that name)
+    ("ingest", "identities"): ("link",),  # each signature's identity once per part file (the signatures' input)
     ("ingest", None): ("link", "attach", "aggregate"),
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),
@@ -67,6 +69,8 @@ def _readers(stage: str, part: str | None, stages: tuple[str, ...]) -> list[str]
     readers = [s for s in READERS.get((stage, part), ()) if s in stages]
     if stage == "ingest" and part is None and "attach" in stages:
         readers = [s for s in readers if s != "aggregate"]  # the aggregate stage reads the attach stage then
+    if stage == "ingest" and part == "identities" and not readers:
+        readers = _readers(stage, None, stages)  # no link stage: they go with the rows
     return readers
 
 

@@ -3,7 +3,7 @@
 The link table (one row per signature) is sorted once into an Arrow IPC file that every task
 memory-maps (the operating system shares its pages between the worker processes); each task
 takes a group of ingested files (attach_task_rows), reads each file once (the columns the
-later stages read, attached_columns, and the identity the signature id is computed from),
+later stages read, attached_columns, with the signature the ingest stage stored),
 looks its rows up by binary search and streams them into one file per person bucket
 (``<source>/b=<k>/<part>.parquet``, a row group per ROWS_PER_WRITE rows gathered, rows sorted
 by person so that a person's repeated columns compress), so the
@@ -262,9 +262,9 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
 def attached_columns(source: str) -> list[str]:
     """The columns of an attached row: what the later stages read (the aggregates' inputs, the
     rows in export form, the signals' rules), the row's signature and its attached columns.
-    Not the identity columns (names, birth date, their normalised forms) nor the row's origin:
-    linkage is done, and the ingested rows keep them for whoever needs them (explain, evaluate).
-    Written, they were half the stage's write and of its files' size."""
+    Not the row's origin nor (the ingested rows no longer hold them: ``ingest/identities/``)
+    its identity columns: linkage is done, and explain and evaluate read the link stage's
+    signatures. Written, they were half the stage's write and of its files' size."""
     from ._aggregate_partitions import CAREER_INPUT, RESOURCE_INPUT
     from ._export import ROW_COLUMNS
     from ._signals import CAREER_COLUMNS, RESOURCE_COLUMNS

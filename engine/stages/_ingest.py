@@ -1,7 +1,8 @@
 """The ingest stage: plan every input (all problems reported at once), read and check every
 chunk as a Dask task, reject later rows of a record id already seen (_ingest_duplicates.py),
 publish accepted rows and rejects atomically with a manifest whose counts reconcile per file
-(rows read = accepted + rejected).
+(rows read = accepted + rejected). A declared row's identity is written once per signature
+and part file, in ``identities/<input>/`` beside the rows (``split_accepted``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,19 @@ def ingested_rows_sql(ingest_dir: str | Path, input_name: str) -> str:
     each part file's rows joined to its identities file on the signature (the columns the
     ingested rows had before the identity moved to ``identities/``, but the declared names,
     birth date and the surname's normalised form, which no longer are kept)."""
-    root = str(Path(ingest_dir)).replace("'", "''")
+    from nirlink.engine.io._datasets import read_json
+    from nirlink.kernels import InputError
+
+    ingest_dir = Path(ingest_dir)
+    inputs = read_json(ingest_dir / "_manifest.json")["inputs"] if (ingest_dir / "_manifest.json").exists() else {}
+    if input_name not in inputs or inputs[input_name]["kind"] == "register":
+        declared = sorted(n for n, i in inputs.items() if i["kind"] != "register")
+        raise InputError(f"{ingest_dir}: {input_name!r} is not an ingested career or resource input "
+                         f"(those here: {', '.join(declared) or 'none'})")
+    if not any((ingest_dir / IDENTITIES / input_name).glob("*.parquet")):
+        raise InputError(f"{ingest_dir / IDENTITIES / input_name}: no identities (every row of {input_name!r} "
+                         "rejected, or released once the job no longer needed them: nirlink.jobs.keep)")
+    root = str(ingest_dir).replace("'", "''")
     name = input_name.replace("'", "''")
     return f"""select r.* exclude (filename), i.* exclude (signature, rows, nir, nir_status, nir_birth_year,
                       nir_birth_month, filename)

@@ -15,8 +15,12 @@ those chunks are checked; deliveries numbered by increasing ids (the usual case)
 check at all, no scratch on disk and no second read. The check is a shuffle on disk
 (linkage/_buckets.py): a task per checked chunk reads its record ids back and writes the
 (record id, position) into buckets by record id; a task per bucket finds the ids seen twice;
-a task per bucket of affected part files moves their rows. Memory per task is one bucket,
-whatever the number of rows.
+a task per bucket of affected input files moves their rows. Memory per task is one bucket,
+whatever the number of rows, and one chunk.
+A moved row keeps its fields as delivered (``raw``), and the part files no longer hold the
+identity (it is written once per signature, ``ingest/identities/``): the chunks holding a
+duplicate are read and checked again, in one read of each file's reading task, and their
+part and identities files written again.
 """
 
 from __future__ import annotations
@@ -117,54 +121,60 @@ def _write_ids(root: str, input_name: str, summary: dict, n_buckets: int) -> Non
     write_buckets(ids, h, valid, n_buckets, Path(root) / SCRATCH / summary["kind"] / "ids", name.removesuffix(".parquet"))
 
 
-def _find(root: str, kind: str, bucket: int, n_buckets: int) -> int:
+def _find(root: str, kind: str, bucket: int, n_buckets: int) -> tuple[int, list[tuple[int, int]]]:
     """Every row of one id bucket whose record id an earlier row already has; written into
-    buckets by part file. Returns how many."""
+    buckets by input file (a file's parts in one bucket: ``_move`` reads the file once).
+    Returns how many, and the (input, file) pairs they are in."""
     from nirlink.linkage._buckets import key_hash, read_bucket, write_buckets
 
     t = read_bucket(Path(root) / SCRATCH / kind / "ids", bucket, IDS_SCHEMA)
     if t.num_rows < 2:
-        return 0
+        return 0, []
     col = {name: t.column(name).to_numpy() for name in IDS_SCHEMA.names}
     order = np.lexsort((col["row"], col["file"], col["input"], col["record_id"]))
     rid = col["record_id"][order]
     later = np.zeros(len(rid), bool)
     later[1:] = rid[1:] == rid[:-1]
     if not later.any():
-        return 0
+        return 0, []
     run_start = np.maximum.accumulate(np.where(~later, np.arange(len(rid)), 0))  # the first row of each id
     dup, first = order[later], order[run_start[later]]
     found = pa.table({**{k: pa.array(col[k][dup]) for k in (*_PART, "pos", "record_id")},
                       "first_input": pa.array(col["input"][first]), "first_file": pa.array(col["file"][first]),
                       "first_row": pa.array(col["row"][first])}, schema=FOUND_SCHEMA)
-    h, valid = key_hash(found, _PART)
+    h, valid = key_hash(found, ["input", "file"])
     write_buckets(found, h, valid, n_buckets, Path(root) / SCRATCH / kind / "found", f"from-{bucket:05d}")
-    return len(dup)
+    return len(dup), sorted({(int(i), int(f)) for i, f in zip(col["input"][dup], col["file"][dup])})
 
 
-def _accepted_again(task: ChunkTask, chunk_index: int, chunk_rows: int, today_year: int) -> pa.Table:
-    """The accepted rows of one chunk with every column the checks produce (the part files hold
-    a declared row's own columns, its identity once per signature): the chunk read and checked
-    again, as its ingest task did (same input, same rows, same values)."""
+def _accepted_again(task: ChunkTask, wanted: set[int], chunk_rows: int, today_year: int):
+    """(chunk index, accepted rows with every column the checks produce) of the chunks
+    ``wanted`` of one reading task, in one read of its rows (the part files hold a declared
+    row's own columns and its identity once per signature): read and checked again as the
+    ingest task did (same input, same rows, same values)."""
     from nirlink.engine.io._readers import read_chunks
 
     from ._ingest_rows import process_chunk
 
+    left = set(wanted)
     for chunk in read_chunks(task, chunk_rows=chunk_rows):
-        if chunk.index == chunk_index:
-            return process_chunk(chunk, task, today_year=today_year).accepted
-    raise StageError(f"ingest: chunk {chunk_index} of {task.path} is gone on a second read (file changed?)")
+        if chunk.index in left:
+            left.discard(chunk.index)
+            yield chunk.index, process_chunk(chunk, task, today_year=today_year).accepted
+        if not left:
+            return
+    raise StageError(f"ingest: chunk(s) {sorted(left)} of {task.path} are gone on a second read (file changed "
+                     "during the stage?): run the job again")
 
 
 def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[tuple[int, int], str],
           tasks: dict[tuple[int, int, int], ChunkTask], chunk_rows: int, today_year: int) -> list[dict]:
-    """Move the duplicate rows of the part files of one bucket from accepted to rejects. A
+    """Move the duplicate rows of the input files of one bucket from accepted to rejects. A
     rejected row keeps its fields as text (``raw``), the identity among them, which the part
-    files no longer hold: the chunk is read and checked again (only chunks with a duplicate,
-    rare); its part file and identities file are written again from what stays."""
+    files no longer hold: the chunks holding a duplicate are read and checked again (one read
+    of each reading task's rows; only files with a duplicate, rare); their part files and
+    identities files are written again from what stays."""
     from nirlink.linkage._buckets import read_bucket
-
-    from ._ingest_rows import split_accepted
 
     found = read_bucket(Path(root) / SCRATCH / kind / "found", bucket, FOUND_SCHEMA)
     if found.num_rows == 0:
@@ -173,12 +183,30 @@ def _move(root: str, kind: str, bucket: int, names: dict[int, str], files: dict[
     part = np.stack([found.column(k).to_numpy().astype(np.int64) for k in _PART])
     starts = np.flatnonzero(np.r_[True, (part[:, 1:] != part[:, :-1]).any(axis=0), True])
     stats = []
-    for a, b in zip(starts[:-1], starts[1:]):
-        inp, fil, group, chunk = (int(v) for v in part[:, a])
+    where = {tuple(int(v) for v in part[:, a]): (a, b) for a, b in zip(starts[:-1], starts[1:])}
+    by_task: dict[tuple[int, int, int], set[int]] = {}
+    for inp, fil, group, chunk in where:
+        by_task.setdefault((inp, fil, group), set()).add(chunk)
+    for (inp, fil, group), chunks in sorted(by_task.items()):
+        stats += _move_chunks(root, kind, names, files, (inp, fil, group), found, where,
+                              _accepted_again(tasks[(inp, fil, group)], chunks, chunk_rows, today_year))
+    return stats
+
+
+def _move_chunks(root: str, kind: str, names: dict[int, str], files: dict[tuple[int, int], str],
+                 task_key: tuple[int, int, int], found: pa.Table, where: dict[tuple[int, ...], tuple[int, int]],
+                 accepted) -> list[dict]:
+    """The moves of one reading task's chunks (``accepted``: its chunks holding a duplicate,
+    read again), each part file and its identities file written again from what stays."""
+    from ._ingest_rows import split_accepted
+
+    inp, fil, group = task_key
+    stats = []
+    for chunk, table in accepted:
+        a, b = where[(inp, fil, group, chunk)]
         mine = found.slice(a, b - a)
         name = part_name(inp, fil, group, chunk)
         path = Path(root) / names[inp] / name
-        table = _accepted_again(tasks[(inp, fil, group)], chunk, chunk_rows, today_year)
         if table.num_rows != pq.read_metadata(path).num_rows or not table.column("record_id").equals(
                 pq.read_table(path, columns=["record_id"]).column("record_id")):
             raise StageError(f"ingest: {files[(inp, fil)]} gave other rows on a second read (file changed "
@@ -244,11 +272,14 @@ def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str
         n_buckets = int(min(1024, max(1, math.ceil(sum(s["rows"] for s in check) / _ROWS_PER_BUCKET))))
         run_tasks(client, _write_ids, [(str(root), names[s["input"]], s, n_buckets) for s in check],
                   name=f"ingest-{kind}-ids")
-        counts = run_tasks(client, _find, [(str(root), kind, b, n_buckets) for b in range(n_buckets)],
-                           name=f"ingest-{kind}-duplicates")
-        report[kind]["duplicates"] = int(sum(counts))
-        if sum(counts):
-            by_part = {(t.input_index, t.file_index, t.row_groups[0] if t.row_groups else 0): t for t in tasks}
+        found = run_tasks(client, _find, [(str(root), kind, b, n_buckets) for b in range(n_buckets)],
+                          name=f"ingest-{kind}-duplicates")
+        report[kind]["duplicates"] = int(sum(n for n, _ in found))
+        if report[kind]["duplicates"]:
+            affected = {pair for _, pairs in found for pair in pairs}
+            # the reading tasks of the files holding a duplicate (the chunks to read again)
+            by_part = {(t.input_index, t.file_index, t.row_groups[0] if t.row_groups else 0): t for t in tasks
+                       if (t.input_index, t.file_index) in affected}
             moved = run_tasks(client, _move, [(str(root), kind, b, names, files, by_part, chunk_rows, today_year)
                                               for b in range(n_buckets)],
                               name=f"ingest-{kind}-duplicates-moved")

@@ -210,13 +210,19 @@ def split_accepted(accepted: pa.Table, kind: str) -> tuple[pa.Table, pa.Table | 
     """What the ingest stage writes of a chunk's accepted rows: the rows' own columns
     (INGESTED_ROW_COLUMNS) and, for declared rows, each distinct signature's identity once
     (IDENTITY_SCHEMA: the columns of its first row, every one of them a function of the
-    signature, and how many rows carry it), sorted by signature. The register: as it is."""
+    signature - the declared NIR squeezed as the signature hashes it - and how many rows carry
+    it), sorted by signature. The register: as it is."""
     if kind not in INGESTED_ROW_COLUMNS:
         return accepted, None
     sig = accepted.column("signature").to_numpy()
     _, first, counts = np.unique(sig, return_index=True, return_counts=True)
     names = [f.name for f in IDENTITY_SCHEMA if f.name != "rows"]
     firsts = accepted.select(names).take(pa.array(first))
+    # the declared NIR as the signature hashes it (separators out, upper case: the same for
+    # every row of the signature, whatever its spelling)
+    declared = firsts.column("declared_nir")
+    firsts = firsts.set_column(names.index("declared_nir"), "declared_nir",
+                               pc.utf8_upper(pc.replace_substring_regex(declared, r"[ .\-\t]", "")))
     identities = firsts.append_column(IDENTITY_SCHEMA.field("rows"), pa.array(counts.astype(np.int64)))
     return accepted.select(INGESTED_ROW_COLUMNS[kind]), identities.cast(IDENTITY_SCHEMA)
 

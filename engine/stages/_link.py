@@ -58,10 +58,12 @@ def identity_files(ingest_dir: str | Path) -> dict[str, list[str]]:
 def _consume(ingest_dir: Path, parts: tuple[str, ...], register_files: list[str]) -> None:
     """Remove the ingest output's ``parts`` (marked released by the caller) once read: the
     register input (read by build_register only; removed only when it is the input of kind
-    register)."""
+    register) and the identities of the declared rows (read by build_signatures only)."""
     for part in parts:
         target = ingest_dir / part
         if part == "register" and register_files and all(Path(f).parent == target for f in register_files):
+            shutil.rmtree(target, ignore_errors=True)
+        elif part == IDENTITIES:
             shutil.rmtree(target, ignore_errors=True)
 
 
@@ -71,7 +73,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     """The link stage; ``increment`` (IncrementOptions): continue the previous job's link stage
     (linkage/_increment.py): its decisions kept where their candidates did not change.
     ``consume``: the parts of the ingest output this stage is the job's last reader of
-    (``register``; engine/jobs/_release.py ``consume_parts``), removed as soon as the step
+    (``register``, ``identities``; engine/jobs/_release.py ``consume_parts``), removed as soon as the step
     reading them is done, not when the stage publishes: the rest of the stage, its longest
     part, need not hold them."""
     from nirlink.linkage import LinkConfig, identity_model, load_model, register_model, save_model
