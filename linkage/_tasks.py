@@ -1,11 +1,12 @@
-"""Running a batch of independent tasks on the Dask cluster (or in this process), with progress."""
+"""Running a batch of independent tasks on the Dask cluster (or in this process), with progress;
+a batch may take another's futures (submit_tasks) as arguments."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["run_tasks", "share", "Progress"]
+__all__ = ["run_tasks", "submit_tasks", "share", "Progress"]
 
 Progress = Callable[..., None]
 """``progress(step, done, total)``: ``done`` of ``total`` tasks of the step finished; steps that
@@ -79,6 +80,20 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
             _drain(client, list(index))
         raise
     return results
+
+
+def submit_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str) -> list[Any]:
+    """``fn(*args)`` for each of ``arg_list`` started on the cluster without waiting: their
+    futures, for a later batch's tasks to take as arguments (each then starts as soon as the
+    tasks it takes have finished, not when the whole batch has: ``run_tasks`` of that batch
+    waits for it and raises a failure of either). Without a client: the results, computed
+    here in order."""
+    if client is None:
+        return [fn(*args) for args in arg_list]
+    import uuid
+
+    token = uuid.uuid4().hex[:8]
+    return [client.submit(fn, *args, key=f"nirlink-{name}-{i}-{token}", pure=False) for i, args in enumerate(arg_list)]
 
 
 def _drain(client, keys: list[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,7 @@ def test_parallel_em_sessions_agree_with_splinks_sequence(sample, dask_client, t
         result = train_models(Path(work), models, LinkConfig(), client=client)
         runs[where] = json.dumps({n: m.to_json() for n, m in models.items()}, sort_keys=True)
         assert result["training"]["identity"]["em_sessions"] == len(model.training["em_blocking"])
-        assert set(result["timings_s"]) == {"training.frequencies", "training.sample", "training.u", "training.em"}
+        assert set(result["timings_s"]) == {"training.frequencies", "training.sample", "training.u_em"}
         assert not (Path(work) / "tmp" / "training").exists()  # the samples' files (cluster) are removed
     assert runs["process"] == runs["cluster"]
     parallel = _weights(json.loads(runs["process"])["identity"]["splink"])
@@ -262,3 +263,26 @@ def test_a_band_larger_than_the_bounds_is_drawn_from_on_both_sides(job_run):
         assert sorted(s[side]["unique_id"].to_pylist()) == sorted(np.asarray(ids)[keep].tolist())
         assert abs(s[side].num_rows - bound) < 5 * bound ** 0.5
     assert s["prior_scale"] == sum(1 for y in signatures["birth_year"].to_pylist() if y in near) / signatures.num_rows
+
+
+def test_a_failing_u_task_fails_the_training_and_leaves_nothing_running(sample, dask_client, monkeypatch):
+    """The EM sessions take the u tasks' futures: a u task's error reaches the caller (not a
+    hang, not an EM session run without its u), and no task of the training is left behind."""
+    import nirlink.linkage._training as training
+
+    work, *_ = sample
+
+    def broken(kind, *args):
+        raise ValueError(f"u task failed on purpose ({kind})")
+
+    monkeypatch.setattr(training, "_u_task", broken)
+    models = {"identity": _model(), "register": _model("register")}
+    with pytest.raises(ValueError, match="u task failed on purpose"):
+        train_models(Path(work), models, LinkConfig(), client=dask_client)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            "training" in str(k) for k in dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))):
+        time.sleep(0.1)
+    assert not [k for k in dask_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+                if "training" in str(k)]
+    assert all(not m.trained for m in models.values())
