@@ -8,7 +8,7 @@ import pyarrow as pa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from nirlink.kernels._hash import hash_rows, hash_rows_squeezed
+from nirlink.kernels._hash import distinct_first, hash_rows, hash_rows_squeezed
 
 M64 = (1 << 64) - 1
 PRIME = 0x100000001B3
@@ -79,3 +79,27 @@ def test_a_same_identity_written_two_ways_gets_one_id():
     a = hash_rows_squeezed(pa.array(["2 84 12 2a 123 456", "28412 2A123456"]))
     assert a[0] == a[1]
     assert isinstance(a, np.ndarray) and a.dtype == np.int64
+
+
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.lists(st.one_of(st.integers(-3, 3), _INT64), max_size=300),
+       st.lists(_INT64, min_size=1, max_size=5))
+@example([], [0])
+@example([0] * 50, [0])
+def test_distinct_first_is_numpy_unique(values, pool):
+    """Oracle: np.unique's first indices and counts, for few distinct values (repeats drawn
+    from a small pool, the ingest case) and for many (the table grows)."""
+    rng = np.random.default_rng(len(values))
+    mixed = np.array(values + [pool[i] for i in rng.integers(0, len(pool), 3 * len(values))], np.int64)
+    for arr in (np.array(values, np.int64), mixed):
+        _, first, counts = np.unique(arr, return_index=True, return_counts=True)
+        got_first, got_counts = distinct_first(arr)
+        assert got_first.tolist() == first.tolist() and got_counts.tolist() == counts.tolist()
+
+
+def test_distinct_first_grows_its_table_for_all_distinct_values():
+    values = np.random.default_rng(7).permutation(np.arange(-50_000, 50_000, dtype=np.int64) * 7919)
+    first, counts = distinct_first(values)
+    assert (counts == 1).all() and np.array_equal(values[first], np.sort(values))

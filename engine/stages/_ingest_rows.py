@@ -214,8 +214,9 @@ def split_accepted(accepted: pa.Table, kind: str) -> tuple[pa.Table, pa.Table | 
     it), sorted by signature. The register: as it is."""
     if kind not in INGESTED_ROW_COLUMNS:
         return accepted, None
-    sig = accepted.column("signature").to_numpy()
-    _, first, counts = np.unique(sig, return_index=True, return_counts=True)
+    from nirlink.kernels._hash import distinct_first
+
+    first, counts = distinct_first(accepted.column("signature").to_numpy())
     names = [f.name for f in IDENTITY_SCHEMA if f.name != "rows"]
     firsts = accepted.select(names).take(pa.array(first))
     # the declared NIR as the signature hashes it (separators out, upper case: the same for
