@@ -213,3 +213,33 @@ def test_dictionary_columns_from_other_writers_give_the_same_tables():
     expected, _ = resource_partition(plain)
     for name in got:
         assert got[name].equals(expected[name]), name
+
+
+def test_a_failed_write_on_the_writing_thread_fails_the_file(tmp_path):
+    """The rows file's writes run on a thread: an error there reaches the task (at its next
+    write or at the end), the partial file is removed, nothing is published; writes run in
+    the order they were queued."""
+    from nirlink.engine.stages._aggregate import MAX_PENDING_WRITES, _RowsFile
+
+    order = []
+    target = tmp_path / "rows" / "part-00000.parquet"
+    table = pa.table({"person": ["a", "b"], "amount": [1, 2]})
+
+    def failing():
+        order.append("fail")
+        raise OSError("No space left on device (on purpose)")
+
+    with pytest.raises(OSError, match="on purpose"):
+        with _RowsFile(target) as rows:
+            rows.write(table)
+            rows.submit(order.append, "after the first rows")
+            rows.submit(failing)
+            for _ in range(MAX_PENDING_WRITES + 1):  # waits for the oldest: the failure surfaces here
+                rows.submit(order.append, "later")
+    assert order[:2] == ["after the first rows", "fail"]
+    assert not target.exists() and not list(target.parent.glob(".*.tmp"))
+
+    with _RowsFile(target) as rows:
+        rows.write(table)
+        rows.write(table)
+    assert pq.read_table(target).num_rows == 4
