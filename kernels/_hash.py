@@ -15,7 +15,7 @@ from numba import njit
 from ._arrow import string_buffers
 from ._errors import InputError
 
-__all__ = ["hash_rows", "hash_rows_squeezed", "distinct_first"]
+__all__ = ["hash_rows", "hash_rows_squeezed", "squeeze_nir", "distinct_first"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -96,14 +96,19 @@ def hash_rows(*columns) -> np.ndarray:
     return _hash(np.full(len(columns[0]), _FNV_OFFSET, np.uint64), columns)
 
 
-def hash_rows_squeezed(first, *columns) -> np.ndarray:
-    """``hash_rows(squeezed, *columns)`` where ``squeezed`` is the string column ``first``
-    without spaces, dots, hyphens and tabs and upper-cased (``utf8_upper`` of
-    ``replace_substring_regex(first, "[ .\\-\\t]", "")``: how a declared NIR is compared), in
-    one pass over its bytes instead of two Arrow kernels and a copy; a column holding a
-    non-ASCII byte goes through those Arrow kernels (Unicode upper-casing)."""
-    import pyarrow as pa
+def squeeze_nir(declared):
+    """A declared NIR column as it is compared: without spaces, dots, hyphens and tabs, and
+    upper-cased (Arrow string kernels; ``hash_rows_squeezed`` does the same in its own pass)."""
     import pyarrow.compute as pc
+
+    return pc.utf8_upper(pc.replace_substring_regex(declared, r"[ .\-\t]", ""))
+
+
+def hash_rows_squeezed(first, *columns) -> np.ndarray:
+    """``hash_rows(squeeze_nir(first), *columns)``, in one pass over the bytes of ``first``
+    instead of two Arrow kernels and a copy; a column holding a non-ASCII byte goes through
+    ``squeeze_nir`` (Unicode upper-casing)."""
+    import pyarrow as pa
 
     n = len(first)
     h = np.full(n, _FNV_OFFSET, np.uint64)
@@ -111,7 +116,7 @@ def hash_rows_squeezed(first, *columns) -> np.ndarray:
         first = first.combine_chunks()
     offsets, data, valid = string_buffers(first)
     if n and (data[offsets[0]:offsets[n]] >= 0x80).any():
-        return hash_rows(pc.utf8_upper(pc.replace_substring_regex(first, r"[ .\-\t]", "")), *columns)
+        return hash_rows(squeeze_nir(first), *columns)
     _hash_column_squeezed(h, offsets, data, valid)
     return _hash(h, columns)
 

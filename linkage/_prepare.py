@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nirlink.kernels._hash import hash_rows, hash_rows_squeezed
+from nirlink.kernels._hash import hash_rows, hash_rows_squeezed, squeeze_nir
 from nirlink.kernels._text import squeeze
 
 __all__ = ["signature_ids", "records_table", "register_table", "LINK_COLUMNS", "RECORD_INPUT_COLUMNS",
@@ -59,7 +59,7 @@ def _zero_to_null(arr) -> pa.Array:
 
 def _body(declared: pa.Array) -> pa.Array:
     """The 13-character body of a declared NIR (whatever its key), or NULL if it is not one."""
-    cleaned = pc.utf8_upper(pc.replace_substring_regex(declared, r"[ .\-\t]", ""))
+    cleaned = squeeze_nir(declared)
     ok = pc.fill_null(pc.match_substring_regex(cleaned, _BODY), False)
     return pc.if_else(ok, pc.utf8_slice_codeunits(cleaned, 0, 13), pa.nulls(len(declared), pa.string()))
 

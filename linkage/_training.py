@@ -144,6 +144,14 @@ def _fixed_u(model: ModelSpec, exact: list[tuple[str, dict]]) -> dict[str, dict[
     return {comp: exact_u_from_counts(model, comp, counts) for comp, counts in parts.items()}
 
 
+def _own(jobs: list[tuple], results: list, name: str) -> tuple[list[tuple[str, Any]], Any]:
+    """Model ``name``'s u task results (or their futures): its exact counts, (comparison,
+    counts) in the parts' order, and its sampled u (None: no sampled comparison)."""
+    exact = [(comp, r) for (kind, n, comp), r in zip(jobs, results) if n == name and kind == "exact"]
+    sampled = next((r for (kind, n, _), r in zip(jobs, results) if n == name and kind == "sampled"), None)
+    return exact, sampled
+
+
 def _em_task(kind: str, model: ModelSpec, index: int, left, right, tf, threads, memory_limit, prior_scale,
              exact: list[tuple[str, dict]], sampled: dict | None):
     """One task of the EM batch: a session of a model's EM, or the whole training of a model
@@ -285,8 +293,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     u_results = submit_tasks(client, _u_task, args, name="training-u")
     em_jobs, em_args = [], []
     for name, model in todo.items():
-        exact = [(comp, res) for (kind, n, comp), res in zip(jobs, u_results) if n == name and kind == "exact"]
-        sampled = next((res for (kind, n, _), res in zip(jobs, u_results) if n == name and kind == "sampled"), None)
+        exact, sampled = _own(jobs, u_results, name)
         sessions = len(model.training.get("em_blocking", []))
         for index in range(sessions) if sessions else [0]:
             em_jobs.append(name)
@@ -304,8 +311,7 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
     if progress:
         progress("training-u", len(args), len(args))
     for name, model in todo.items():
-        exact = [(comp, res) for (kind, n, comp), res in zip(jobs, u_results) if n == name and kind == "exact"]
-        u_info = _fixed_u(model, exact)
+        u_info = _fixed_u(model, _own(jobs, u_results, name)[0])
         info[name] = {"u_exact": u_info} if u_info else {}
     for name, model in todo.items():
         s = samples[name]

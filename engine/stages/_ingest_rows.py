@@ -214,16 +214,14 @@ def split_accepted(accepted: pa.Table, kind: str) -> tuple[pa.Table, pa.Table | 
     it), sorted by signature. The register: as it is."""
     if kind not in INGESTED_ROW_COLUMNS:
         return accepted, None
-    from nirlink.kernels._hash import distinct_first
+    from nirlink.kernels._hash import distinct_first, squeeze_nir
 
     first, counts = distinct_first(accepted.column("signature").to_numpy())
     names = [f.name for f in IDENTITY_SCHEMA if f.name != "rows"]
     firsts = accepted.select(names).take(pa.array(first))
-    # the declared NIR as the signature hashes it (separators out, upper case: the same for
-    # every row of the signature, whatever its spelling)
-    declared = firsts.column("declared_nir")
-    firsts = firsts.set_column(names.index("declared_nir"), "declared_nir",
-                               pc.utf8_upper(pc.replace_substring_regex(declared, r"[ .\-\t]", "")))
+    # the declared NIR as the signature hashes it (the same for every row of the signature,
+    # whatever its spelling)
+    firsts = firsts.set_column(names.index("declared_nir"), "declared_nir", squeeze_nir(firsts.column("declared_nir")))
     identities = firsts.append_column(IDENTITY_SCHEMA.field("rows"), pa.array(counts.astype(np.int64)))
     return accepted.select(INGESTED_ROW_COLUMNS[kind]), identities.cast(IDENTITY_SCHEMA)
 
