@@ -94,25 +94,50 @@ def _read(d: Path, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in sorted(d.glob("*.parquet"))])
 
 
-def _sample(link: Path, weights: pa.Table, model: ModelSpec, tf, rng) -> tuple[pa.Table | None, pa.Table | None]:
-    """m and u pairs of SAMPLE rows drawn from ``weights`` (unique_id, rows), with the links and
-    register of ``link`` (a link directory)."""
+def _drawn(t: pa.Table, key: str, drawn: np.ndarray) -> pa.Table:
+    """The rows of ``t`` whose ``key`` is each of ``drawn`` in turn (a key drawn twice: twice).
+    The table is first cut to the drawn keys: a hash table of its every key (700,000
+    signatures at 200,000 persons) cost 0.15 s per lookup."""
+    distinct = pa.array(np.unique(drawn))
+    t = t.filter(pc.is_in(t.column(key), value_set=distinct))
+    return t.take(pc.index_in(pa.array(drawn), value_set=t.column(key)))
+
+
+def _sample(link: Path, weights: pa.Table, rng) -> tuple[tuple[pa.Table, pa.Table] | None,
+                                                          tuple[pa.Table, pa.Table] | None]:
+    """The m and u pairs (left rows, right rows) of SAMPLE rows drawn from ``weights``
+    (unique_id, rows), with the links and register of ``link`` (a link directory)."""
     rows = weights.column("rows").to_numpy().astype(float)
     if not len(rows) or rows.sum() <= 0:
         return None, None
     drawn = rng.choice(weights.column("unique_id").to_numpy(), SAMPLE, p=rows / rows.sum())
-    sigs = _read(link / "signatures").select(LINK_COLUMNS.names)
-    sigs = sigs.take(pc.index_in(pa.array(drawn), value_set=sigs.column("unique_id")))
-    links = _read(link / "links", ["signature", "register_nir", "status"])
-    links = links.take(pc.index_in(pa.array(drawn), value_set=links.column("signature")))
-    reg = _read(link / "register")
+    sigs = _drawn(_read(link / "signatures").select(LINK_COLUMNS.names), "unique_id", drawn)
+    links = _drawn(_read(link / "links", ["signature", "register_nir", "status"]), "signature", drawn)
+    reg = _read(link / "register").select(LINK_COLUMNS.names)
     pos = pc.index_in(links.column("register_nir"), value_set=reg.column("nir"))
     ok = pc.fill_null(pc.and_(pc.equal(links.column("status"), "linked"), pc.is_valid(pos)), False)
-    m = _pairs(model, sigs.filter(ok), reg.take(pos.filter(ok)), tf) \
-        if (pc.sum(ok).as_py() or 0) >= MIN_PAIRS else None
-    u = _pairs(model, sigs, reg.take(pa.array(rng.integers(0, reg.num_rows, sigs.num_rows))), tf) \
-        if reg.num_rows else None
+    m = (sigs.filter(ok), reg.take(pos.filter(ok))) if (pc.sum(ok).as_py() or 0) >= MIN_PAIRS else None
+    u = (sigs, reg.take(pa.array(rng.integers(0, reg.num_rows, sigs.num_rows)))) if reg.num_rows else None
     return m, u
+
+
+def _compare(model: ModelSpec, parts: list[tuple[pa.Table, pa.Table] | None], tf) -> list[pa.Table | None]:
+    """Each part's pairs compared by the model, all in one Splink call: its fixed cost (~0.3 s,
+    a linker and its SQL built) paid once, not once per sample and side."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return [None] * len(parts)
+    table = _pairs(model, pa.concat_tables([p[0] for p in present], promote_options="permissive"),
+                   pa.concat_tables([p[1] for p in present], promote_options="permissive"), tf)
+    ids = table.column("unique_id_l").to_numpy()  # left row i of the concatenation: ``_pairs``' key
+    out, start = [], 0
+    for p in parts:
+        if p is None:
+            out.append(None)
+            continue
+        out.append(table.filter(pa.array((ids >= start) & (ids < start + p[0].num_rows))))
+        start += p[0].num_rows
+    return out
 
 
 def drift_check(work: Path, previous: Path, model: ModelSpec, tf: dict[str, pa.Table], *, tolerance: float,
@@ -120,9 +145,11 @@ def drift_check(work: Path, previous: Path, model: ModelSpec, tf: dict[str, pa.T
     """Compare this month's rows (their signatures and rows in ``work/month/``, written by
     ``_increment.merge_signatures``) with the previous job's (``previous``: its link directory)."""
     rng = np.random.default_rng(seed)
-    month = _sample(work, _read(work / "month"), model, tf, rng)
+    month = _sample(work, _read(work / "month"), rng)
     ref = _sample(previous, _read(previous / "links", ["signature", "rows"]).rename_columns(["unique_id", "rows"]),
-                  model, tf, rng)
+                  rng)
+    month_m, month_u, ref_m, ref_u = _compare(model, [*month, *ref], tf)
+    month, ref = (month_m, month_u), (ref_m, ref_u)
     out: dict[str, Any] = {"tolerance_bits": tolerance, "z": z, "sample_rows": SAMPLE,
                            "pairs_m": 0 if month[0] is None else month[0].num_rows,
                            "pairs_u": 0 if month[1] is None else month[1].num_rows,
