@@ -43,6 +43,14 @@ DETERMINISTIC_RULE = ("valid NIR present in the register, last name (or usage na
                       "day and month) and month equal or swapped with the day, unknown parts never contradicting")
 
 
+def _det_links(links: pa.Table) -> pa.Table:
+    """``_DET_SQL``'s pairs as candidates: weight +inf, probability 1, rule -1."""
+    links = links.append_column("match_weight", pa.array(np.full(links.num_rows, np.inf)))
+    links = links.append_column("match_probability", pa.array(np.ones(links.num_rows)))
+    links = links.append_column("rule", pa.array(np.full(links.num_rows, -1, np.int16)))
+    return links.cast(CANDIDATE_SCHEMA)
+
+
 def _det_map(f: str, side: str, work: str, n_buckets: int, part: str) -> int:
     t = pq.read_table(f, use_threads=False)
     if side == "left":
@@ -62,11 +70,7 @@ def _det_reduce(work: str, bucket: int, sig_buckets: int, cfg_threads: int, memo
     with duckdb_connection(threads=cfg_threads, memory_limit=memory_limit) as con:
         con.register("s", s)
         con.register("r", r)
-        links = con.sql(_DET_SQL).to_arrow_table()
-    links = links.append_column("match_weight", pa.array(np.full(links.num_rows, np.inf)))
-    links = links.append_column("match_probability", pa.array(np.ones(links.num_rows)))
-    links = links.append_column("rule", pa.array(np.full(links.num_rows, -1, np.int16)))
-    links = links.cast(CANDIDATE_SCHEMA)
+        links = _det_links(con.sql(_DET_SQL).to_arrow_table())
     h, valid = key_hash(links, ["signature"])
     write_buckets(links, h, valid, sig_buckets, Path(work) / "deterministic", f"det-{bucket:05d}")
     return links.num_rows

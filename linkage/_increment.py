@@ -15,8 +15,9 @@ model:
   blocking rules) or one of its candidates was removed or changed, it is *near* a
   change: scored against the added and changed entries only (every signature is to do when
   the model is retrained);
-- the deterministic pass runs again on every signature (a join on the NIR: cheap); the
-  signatures to do are scored against the whole register (``score_increment``); then every
+- a deterministic link depends only on the register entries of the signature's NIR: the
+  previous run's are kept but for the signatures to do and those of a NIR whose entries were
+  added, removed or changed, joined again (``deterministic_increment``); the signatures to do are scored against the whole register (``score_increment``); then every
   signature is decided as in a full run, and one whose person, status and method did not
   change keeps the previous run's probabilities and evidence (``carry_scores``).
 
@@ -51,7 +52,7 @@ from ._scoring import CANDIDATE_SCHEMA, score_rules
 from ._signatures import SIGNATURE_SCHEMA
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["register_diff", "merge_signatures", "entry_keys", "meets", "carry_predictions", "score_increment", "carry_scores",
+__all__ = ["register_diff", "merge_signatures", "entry_keys", "meets", "deterministic_increment", "carry_predictions", "score_increment", "carry_scores",
            "LINEAGE_SHARE"]
 
 LINEAGE_SHARE = 0.5  # below this share of the previous register's entries still present: another register
@@ -259,6 +260,61 @@ def carry_predictions(previous: Path, work: Path, diff: dict[str, Any], cfg: Lin
                                             for b in range(cfg.signature_buckets)],
                     name="increment-carry", progress=progress)
     return sum(res)
+
+
+def _det_bucket(previous: str, work: str, bucket: int, nirs: np.ndarray, threads: int,
+                memory_limit: str | None) -> int:
+    """The deterministic links of ``bucket``'s signatures: the previous job's, but for the
+    signatures to do and those whose NIR is one of ``nirs`` (an added, removed or changed
+    entry's, before or after), joined again with the register entries of their NIRs."""
+    from ._deterministic import _DET_SQL, _det_links
+    from ._splink import duckdb_connection
+
+    w = Path(work)
+    name = f"part-{bucket:05d}.parquet"
+    sigs = pq.read_table(w / "signatures" / name, schema=SIGNATURE_SCHEMA)
+    todo = pq.read_table(w / "todo" / name, columns=["unique_id"]).column("unique_id") \
+        if (w / "todo" / name).exists() else pa.chunked_array([], pa.int64())
+    again = pc.or_(pc.is_in(sigs.column("unique_id"), value_set=todo.combine_chunks()),
+                   pc.fill_null(pc.is_in(sigs.column("nir"), value_set=pa.array(nirs, pa.string())), False))
+    prev = read_bucket(Path(previous) / "deterministic", bucket, CANDIDATE_SCHEMA)
+    kept = prev.filter(pc.invert(pc.is_in(prev.column("signature"),
+                                          value_set=sigs.column("unique_id").filter(again).combine_chunks())))
+    s = sigs.filter(pc.and_(again, pc.is_valid(sigs.column("nir"))))
+    parts = [kept]
+    if s.num_rows:
+        wanted = pc.unique(s.column("nir").combine_chunks())
+        r = pa.concat_tables([pq.read_table(f, filters=pc.is_in(pc.field("nir"), value_set=wanted))
+                              for f in register_files(w)]).select(LINK_COLUMNS.names).cast(LINK_COLUMNS)
+        with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
+            con.register("s", s)
+            con.register("r", r)
+            parts.append(_det_links(con.sql(_DET_SQL).to_arrow_table()))
+    links = pa.concat_tables(parts)
+    target = w / "deterministic" / f"b={bucket:05d}" / f"det-{bucket:05d}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(links, target, compression="zstd", compression_level=1)
+    return links.num_rows
+
+
+def deterministic_increment(previous: Path, work: Path, diff: dict[str, Any], cfg: LinkConfig, *, client=None,
+                            progress: Progress | None = None) -> dict[str, Any]:
+    """The deterministic pass of an increment: a signature's deterministic link depends only on
+    the register entries of its NIR, so the previous job's links are kept but for the
+    signatures to do and those of a NIR whose entries were added, removed or changed (a
+    changed entry by its NIR before and after), which are joined again (``_DET_SQL``)."""
+    from ._deterministic import DETERMINISTIC_RULE
+
+    changed = np.union1d(diff["added"], diff["changed"])
+    gone = np.union1d(diff["removed"], diff["changed"])
+    nirs = np.union1d(_entries(register_files(work), changed, ["nir"]).column("nir").drop_null().to_numpy(
+                          zero_copy_only=False),
+                      _entries(_files_of(previous / "register"), gone, ["nir"]).column("nir").drop_null().to_numpy(
+                          zero_copy_only=False)).astype(object)
+    linked = run_tasks(client, _det_bucket, [(str(previous), str(work), b, nirs, cfg.duckdb_threads,
+                                              cfg.duckdb_memory_limit) for b in range(cfg.signature_buckets)],
+                       name="deterministic-increment", progress=progress)
+    return {"linked_signatures": sum(linked), "rule": DETERMINISTIC_RULE, "joined_again_nirs": len(nirs)}
 
 
 def _files(d: Path) -> list[str]:

@@ -493,3 +493,44 @@ def test_near_a_change_is_every_signature_a_rule_pairs_with_an_entry(sig_rows, e
     expected = {r[0] for r in con.sql(" union ".join(f"select l.rid from l_ l join r_ r on {j}"
                                                     for j in joins)).fetchall()}
     assert set(np.flatnonzero(got).tolist()) == expected
+
+
+@pytest.mark.parametrize("before,after", [("base", "inc1"), ("inc1", "inc2")])
+def test_deterministic_links_of_an_increment_equal_the_full_pass(chain, tmp_path, before, after):
+    """The increment's deterministic pass keeps the previous job's links but for the signatures
+    to do and those of a NIR whose register entries changed: its links equal the full pass's on
+    the same signatures and register. The signatures to do are only the new ones here, so the
+    links gained by the first increment's added entries (persons whose rows came before their
+    registration) and lost with the second one's removed entries must come from the register
+    changes."""
+    from nirlink.linkage import LinkConfig
+    from nirlink.linkage._deterministic import deterministic_pass
+    from nirlink.linkage._increment import deterministic_increment, register_diff
+
+    prev, cur, work = chain["jobs"] / before / "link", chain["jobs"] / after / "link", tmp_path / "work"
+    for d in ("signatures", "register"):
+        shutil.copytree(cur / d, work / d)
+    (work / "todo").mkdir()
+    for f in sorted((work / "signatures").glob("part-*.parquet")):
+        ids = pq.read_table(f, columns=["unique_id"]).column("unique_id").combine_chunks()
+        known = pq.read_table(prev / "signatures" / f.name, columns=["unique_id"]).column("unique_id")
+        pq.write_table(pa.table({"unique_id": ids.filter(pc.invert(pc.is_in(ids, value_set=known.combine_chunks())))}),
+                       work / "todo" / f.name)
+    cfg = LinkConfig()
+    diff = register_diff(prev, work)
+    out = deterministic_increment(prev, work, diff, cfg)
+    key = ["signature", "register_id"]
+    inc = _sorted(_table(work / "deterministic"), key)
+    shutil.rmtree(work / "deterministic")
+    deterministic_pass(work, cfg)
+    full = _sorted(_table(work / "deterministic"), key)
+    assert inc.equals(full) and out["linked_signatures"] == full.num_rows
+    earlier = _table(prev / "deterministic")
+    if before == "base":  # a carried signature linked to an added entry
+        gained = set(inc.column("signature").to_pylist()) - set(earlier.column("signature").to_pylist())
+        assert gained & set(_table(prev / "signatures").column("unique_id").to_pylist())
+    else:  # links to the removed entries were kept before, and are gone
+        assert len(diff["removed"]) == 2
+        gone = pc.is_in(earlier.column("register_id"), value_set=pa.array(diff["removed"]))
+        assert pc.sum(gone).as_py() > 0
+        assert not pc.any(pc.is_in(inc.column("register_id"), value_set=pa.array(diff["removed"]))).as_py()

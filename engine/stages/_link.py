@@ -145,7 +145,12 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
             from nirlink.linkage._increment_persons import stable_clusters
 
             dedupe.update(stable_clusters(prev, work))
-        det = timed("deterministic", deterministic_pass, work, cfg, **kw)
+        if prev is not None and increment.retrain != "always":
+            from nirlink.linkage._increment import deterministic_increment
+
+            det = timed("deterministic", deterministic_increment, prev, work, diff, cfg, **kw)
+        else:
+            det = timed("deterministic", deterministic_pass, work, cfg, **kw)
         if prev is None:
             scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
                            right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
