@@ -262,11 +262,12 @@ def carry_predictions(previous: Path, work: Path, diff: dict[str, Any], cfg: Lin
     return sum(res)
 
 
-def _det_bucket(previous: str, work: str, bucket: int, nirs: np.ndarray, threads: int,
+def _det_bucket(previous: str, work: str, bucket: int, nirs: np.ndarray, entries: pa.Table, threads: int,
                 memory_limit: str | None) -> int:
     """The deterministic links of ``bucket``'s signatures: the previous job's, but for the
     signatures to do and those whose NIR is one of ``nirs`` (an added, removed or changed
-    entry's, before or after), joined again with the register entries of their NIRs."""
+    entry's, before or after), joined again with ``entries`` (the register entries of those
+    NIRs and of the signatures to do)."""
     from ._deterministic import _DET_SQL, _det_links
     from ._splink import duckdb_connection
 
@@ -282,13 +283,10 @@ def _det_bucket(previous: str, work: str, bucket: int, nirs: np.ndarray, threads
                                           value_set=sigs.column("unique_id").filter(again).combine_chunks())))
     s = sigs.filter(pc.and_(again, pc.is_valid(sigs.column("nir"))))
     parts = [kept]
-    if s.num_rows:
-        wanted = pc.unique(s.column("nir").combine_chunks())
-        r = pa.concat_tables([pq.read_table(f, filters=pc.is_in(pc.field("nir"), value_set=wanted))
-                              for f in register_files(w)]).select(LINK_COLUMNS.names).cast(LINK_COLUMNS)
+    if s.num_rows and entries.num_rows:
         with duckdb_connection(threads=threads, memory_limit=memory_limit) as con:
             con.register("s", s)
-            con.register("r", r)
+            con.register("r", entries)
             parts.append(_det_links(con.sql(_DET_SQL).to_arrow_table()))
     links = pa.concat_tables(parts)
     target = w / "deterministic" / f"b={bucket:05d}" / f"det-{bucket:05d}.parquet"
@@ -311,7 +309,12 @@ def deterministic_increment(previous: Path, work: Path, diff: dict[str, Any], cf
                           zero_copy_only=False),
                       _entries(_files_of(previous / "register"), gone, ["nir"]).column("nir").drop_null().to_numpy(
                           zero_copy_only=False)).astype(object)
-    linked = run_tasks(client, _det_bucket, [(str(previous), str(work), b, nirs, cfg.duckdb_threads,
+    todo = [pq.read_table(f, columns=["nir"]).column("nir") for f in _files_of(work / "todo")]
+    wanted = pa.concat_arrays([pa.array(nirs, pa.string()), *[c for t in todo for c in t.chunks]])
+    reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
+    entries = share(client, reg.filter(pc.fill_null(pc.is_in(reg.column("nir"), value_set=pc.unique(wanted)), False))
+                    .select(LINK_COLUMNS.names).cast(LINK_COLUMNS))
+    linked = run_tasks(client, _det_bucket, [(str(previous), str(work), b, nirs, entries, cfg.duckdb_threads,
                                               cfg.duckdb_memory_limit) for b in range(cfg.signature_buckets)],
                        name="deterministic-increment", progress=progress)
     return {"linked_signatures": sum(linked), "rule": DETERMINISTIC_RULE, "joined_again_nirs": len(nirs)}
