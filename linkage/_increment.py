@@ -34,6 +34,7 @@ differ by that drift.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -324,32 +325,62 @@ def _files(d: Path) -> list[str]:
     return [str(f) for f in sorted(d.glob("part-*.parquet")) if pq.read_metadata(f).num_rows]
 
 
+def _near_pairs(work: str, bucket: int, fresh: np.ndarray) -> dict[int, int]:
+    """Drop the pairs of ``bucket``'s signatures near a change with an entry neither added nor
+    changed: their pairs with those are the carried candidates. Returns the dropped pairs per
+    rule."""
+    w = Path(work)
+    near = w / "near" / f"part-{bucket:05d}.parquet"
+    d = w / "predictions" / f"b={bucket:05d}"
+    if not near.exists() or not d.exists():
+        return {}
+    ids = pq.read_table(near, columns=["unique_id"]).column("unique_id").combine_chunks()
+    dropped: Counter = Counter()
+    for f in sorted(d.glob("scored-*.parquet")):
+        t = pq.read_table(f, schema=CANDIDATE_SCHEMA)
+        drop = pc.and_(pc.is_in(t.column("signature"), value_set=ids),
+                       pc.invert(pc.is_in(t.column("register_id"), value_set=pa.array(fresh, pa.int64()))))
+        if not pc.any(drop).as_py():
+            continue
+        dropped.update(t.filter(drop).column("rule").to_pylist())
+        pq.write_table(t.filter(pc.invert(drop)), f, compression="zstd")
+    return dict(dropped)
+
+
 def score_increment(work: Path, model, tf, cfg: LinkConfig, diff: dict[str, Any], *, client=None,
                     progress: Progress | None = None) -> dict[str, Any] | None:
     """Score the signatures to do against the whole register, and the carried signatures near
     a register change against the added and changed entries only (their pairs with the other
     entries are the carried candidates); the candidates land in ``predictions/`` beside the
-    carried ones."""
+    carried ones. Both are scored in one pass against the whole register (a pass has a fixed
+    cost: Splink called per partition group, both sides partitioned), then the pairs of a
+    near signature with an entry neither added nor changed are dropped (``_near_pairs``)."""
     todo, near = _files(work / "todo"), _files(work / "near")
     fresh = np.union1d(diff["added"], diff["changed"])
-    out = score_rules(work, model, tf, cfg, left_files=todo, right_files=register_files(work),
-                      out=work / "predictions", schema=LINK_COLUMNS, exclude_linked=True, candidates=True,
-                      client=client, progress=progress) if todo else None
-    if near and len(fresh):
-        reg = pa.concat_tables([pq.read_table(f) for f in register_files(work)])
-        (work / "fresh").mkdir(exist_ok=True)
-        pq.write_table(reg.filter(pc.is_in(reg.column("unique_id"), value_set=pa.array(fresh))),
-                       work / "fresh" / "part-00000.parquet")
-        near_out = score_rules(work, model, tf, cfg, left_files=near, right_files=_files(work / "fresh"),
-                               out=work / "near-predictions", schema=LINK_COLUMNS, exclude_linked=True,
-                               candidates=True, client=client, progress=progress,
-                               twins_in=register_files(work))
-        for f in sorted((work / "near-predictions").glob("b=*/*.parquet")):  # beside the others, renamed
-            target = work / "predictions" / f.parent.name / f"near-{f.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            f.rename(target)
-        out = {**(out or {}), "near_register_changes": near_out}
-    for d in ("todo", "near", "carry", "fresh", "near-predictions"):
+    if not len(fresh):
+        near = []
+    left = []
+    (work / "score-left").mkdir(exist_ok=True)
+    for name in sorted({Path(f).name for f in todo + near}):  # one left file per signature bucket
+        parts = [pq.read_table(d / name) for d in (work / "todo", work / "near") if str(d / name) in todo + near]
+        pq.write_table(pa.concat_tables(parts), work / "score-left" / name, compression="zstd")
+        left.append(str(work / "score-left" / name))
+    out = None
+    if left:
+        out = score_rules(work, model, tf, cfg, left_files=left, right_files=register_files(work),
+                          out=work / "predictions", schema=LINK_COLUMNS, exclude_linked=True, candidates=True,
+                          client=client, progress=progress, part_prefix="scored-")
+        dropped: Counter = Counter()
+        if near:
+            for r in run_tasks(client, _near_pairs, [(str(work), b, fresh) for b in range(cfg.signature_buckets)],
+                               name="increment-near", progress=progress):
+                dropped.update(r)
+        for rule, n in dropped.items():  # the figures of the candidates kept
+            name = model.blocking[rule].name
+            out["pairs_per_rule"][name] -= n
+        out["pairs"] -= sum(dropped.values())
+        out["near_pairs_dropped"] = sum(dropped.values())
+    for d in ("todo", "near", "carry", "score-left"):
         shutil.rmtree(work / d, ignore_errors=True)
     return out
 

@@ -149,7 +149,7 @@ def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: 
 
 def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], bucket: int, tf, cfg: LinkConfig,
                   dedupe: bool, out: str, sig_buckets: int | None, schema: pa.Schema,
-                  right_part: int = 0) -> dict[int, int]:
+                  right_part: int = 0, part_prefix: str = "") -> dict[int, int]:
     from ._splink import predict_rules
 
     base = Path(tmp) / f"group={group}"
@@ -165,7 +165,7 @@ def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], buck
     per_rule = Counter(pred.column("rule").to_pylist())
     if pred.num_rows == 0:
         return {}
-    name = f"group{group:02d}-b{bucket:05d}"
+    name = f"{part_prefix}group{group:02d}-b{bucket:05d}"
     if sig_buckets is None:  # plain scored pairs
         Path(out).mkdir(parents=True, exist_ok=True)
         pq.write_table(pred, Path(out) / f"{name}.parquet")
@@ -185,10 +185,12 @@ def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], buck
 def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, left_files: list[str],
                 right_files: list[str] | None, out: Path, schema: pa.Schema | None = None,
                 exclude_linked: bool = False, candidates: bool = False, client=None,
-                progress: Progress | None = None, twins_in: list[str] | None = None) -> dict[str, Any]:
+                progress: Progress | None = None, twins_in: list[str] | None = None,
+                part_prefix: str = "") -> dict[str, Any]:
     """Score every blocking rule across the cluster: both sides partitioned on each rule
     group's key, one Splink call per (group, bucket), pairs of earlier rules excluded.
-    ``right_files=None`` scores pairs within the left files (deduplication). Fallback rules
+    ``right_files=None`` scores pairs within the left files (deduplication); ``part_prefix``
+    starts the names of the files written (an increment tells its own from the carried ones). Fallback rules
     score the left rows no row of ``twins_in`` (default: the right files) equals on their
     columns: an increment scores against the register's changed entries only, its records'
     twins are looked for in the whole register."""
@@ -234,7 +236,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
     tf_arg = share(client, tf)
     right_of = {g: r for r, (_, gs) in enumerate(right_partitions(groups)) for g in gs}
     args = [(str(tmp), model, g, rules, b, tf_arg, cfg, dedupe, str(out),
-             cfg.signature_buckets if candidates else None, schema, right_of[g])
+             cfg.signature_buckets if candidates else None, schema, right_of[g], part_prefix)
             for g, (_, _, rules) in enumerate(groups) for b in range(buckets)
             if (tmp / f"group={g}" / "left" / f"b={b:05d}").exists()]
     counts = run_tasks(client, _score_reduce, args, name=f"score-{model.name}", progress=progress)

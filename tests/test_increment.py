@@ -534,3 +534,45 @@ def test_deterministic_links_of_an_increment_equal_the_full_pass(chain, tmp_path
         gone = pc.is_in(earlier.column("register_id"), value_set=pa.array(diff["removed"]))
         assert pc.sum(gone).as_py() > 0
         assert not pc.any(pc.is_in(inc.column("register_id"), value_set=pa.array(diff["removed"]))).as_py()
+
+
+def test_increment_scoring_keeps_the_full_scorings_pairs_it_needs(chain, tmp_path):
+    """One scoring pass of an increment: the signatures to do get every pair a full scoring of
+    the same signatures against the register gives, the ones near a change only their pairs
+    with the added and changed entries (their other pairs are carried), with the same weights."""
+    from nirlink.linkage import LinkConfig, load_model
+    from nirlink.linkage._explain import load_tf
+    from nirlink.linkage._increment import register_diff, score_increment
+    from nirlink.linkage._prepare import LINK_COLUMNS
+    from nirlink.linkage._register import register_files
+    from nirlink.linkage._scoring import score_rules
+    from nirlink.linkage._signatures import signature_files
+
+    prev, cur, work = chain["jobs"] / "base/link", chain["jobs"] / "inc1/link", tmp_path / "work"
+    for d in ("signatures", "register"):  # no deterministic links: every signature is scored
+        shutil.copytree(cur / d, work / d)
+    model, tf, cfg = load_model(cur / "model.json"), load_tf(cur / "tf" / "identity"), LinkConfig()
+    score_rules(work, model, tf, cfg, left_files=signature_files(work), right_files=register_files(work),
+                out=tmp_path / "full", schema=LINK_COLUMNS, exclude_linked=True, candidates=True)
+    full = _table(tmp_path / "full")
+    diff = register_diff(prev, work)
+    fresh = pa.array(np.union1d(diff["added"], diff["changed"]))
+    with_fresh = pc.unique(full.filter(pc.is_in(full.column("register_id"), value_set=fresh)).column("signature"))
+    others = pc.unique(full.filter(pc.invert(pc.is_in(full.column("signature"), value_set=with_fresh)))
+                       .column("signature"))
+    near_ids, todo_ids = pa.concat_arrays([with_fresh, others[:5]]), others[5:25]
+    assert len(with_fresh) > 0 and len(todo_ids) == 20
+    for f in signature_files(work):
+        sigs = pq.read_table(f)
+        for d, ids in (("near", near_ids), ("todo", todo_ids)):
+            (work / d).mkdir(exist_ok=True)
+            pq.write_table(sigs.filter(pc.is_in(sigs.column("unique_id"), value_set=ids)), work / d / Path(f).name)
+    out = score_increment(work, model, tf, cfg, diff)
+    got = _sorted(_table(work / "predictions"), ["signature", "register_id"])
+    wanted = pc.or_(pc.is_in(full.column("signature"), value_set=todo_ids),
+                    pc.and_(pc.is_in(full.column("signature"), value_set=near_ids),
+                            pc.is_in(full.column("register_id"), value_set=fresh)))
+    expected = _sorted(full.filter(wanted), ["signature", "register_id"])
+    assert got.equals(expected) and out["pairs"] == expected.num_rows
+    assert out["near_pairs_dropped"] > 0  # the near signatures' pairs with unchanged entries
+    assert not (work / "near").exists() and not (work / "todo").exists()
