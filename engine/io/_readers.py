@@ -77,6 +77,12 @@ class ChunkTask:
     header_fields: int = 0
     header: tuple[str, ...] = ()  # the header's names, trimmed (CSV)
 
+    @property
+    def first_group(self) -> int:
+        """The first row group the task reads (0 for a CSV file): with the input and file
+        indices, the key of the task's part and of its summaries."""
+        return self.row_groups[0] if self.row_groups else 0
+
 
 @dataclass
 class Chunk:

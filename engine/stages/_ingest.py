@@ -50,7 +50,7 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
     """Read, check and write one task's chunks; one stats dict per chunk. With ``check_ids``
     each dict also has the chunk's ``id_summary`` (key ``_ids``) for the duplicate check."""
     results = []
-    first = task.row_groups[0] if task.row_groups else 0
+    first = task.first_group
     for chunk in read_chunks(task, chunk_rows=chunk_rows):
         res = process_chunk(chunk, task, today_year=today_year)
         name = part_name(task.input_index, task.file_index, first, chunk.index)

@@ -79,7 +79,7 @@ def id_summary(accepted: pa.Table, task: ChunkTask, chunk: int) -> dict | None:
         s = np.sort(ids)
         unique = bool((s[1:] != s[:-1]).all())
     return {"kind": task.kind, "input": task.input_index, "file": task.file_index,
-            "group": task.row_groups[0] if task.row_groups else 0, "chunk": chunk,
+            "group": task.first_group, "chunk": chunk,
             "min": int(ids.min()), "max": int(ids.max()), "unique": unique, "rows": int(len(ids))}
 
 
@@ -278,7 +278,7 @@ def reject_duplicates(client, root: Path, tasks: list[ChunkTask], kinds: set[str
         if report[kind]["duplicates"]:
             affected = {pair for _, pairs in found for pair in pairs}
             # the reading tasks of the files holding a duplicate (the chunks to read again)
-            by_part = {(t.input_index, t.file_index, t.row_groups[0] if t.row_groups else 0): t for t in tasks
+            by_part = {(t.input_index, t.file_index, t.first_group): t for t in tasks
                        if (t.input_index, t.file_index) in affected}
             moved = run_tasks(client, _move, [(str(root), kind, b, names, files, by_part, chunk_rows, today_year)
                                               for b in range(n_buckets)],
