@@ -1,0 +1,113 @@
+"""The link stage of a monthly increment alone, this checkout against a baseline checkout.
+
+Takes a run kept by ``python -m benchmarks.incremental --keep --dir DIR`` (its month's data and
+base job, ``DIR/p<persons>-s<seed>/``). The month is ingested once (an ingest-only job written
+beside them); then the increment's link stage (``run_link`` with the job's increment options,
+on a local cluster of 2 single-threaded workers) runs in a fresh process per repeat, this
+checkout and the baseline's (``--baseline-python``: another checkout's interpreter, its
+``nirlink`` installed in editable mode) in turn, ``--repeats`` times each. Each process runs the
+stage twice (the first also pays the workers' imports): both count. Reported: medians of the
+stage's seconds and of each timed phase (the manifest's ``timings_s``), and this / baseline.
+
+    python -m benchmarks.increment_link --dir DIR --baseline-python /path/to/main/.venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAGE_RUNS = 2  # per process
+
+
+def _one(run_dir: Path, out: Path) -> list[dict[str, Any]]:
+    """This interpreter's nirlink: the increment's link stage, STAGE_RUNS times."""
+    from distributed import Client, LocalCluster
+
+    from nirlink.engine.jobs._increment import IncrementOptions
+    from nirlink.engine.stages._link import run_link
+
+    base = run_dir / "jobs" / "base"
+    month = json.loads((run_dir / "increment.toml").read_text().split("month = ")[1].split("\n")[0]) \
+        if (run_dir / "increment.toml").exists() else "2026-01"
+    results = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        for _ in range(STAGE_RUNS):
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            m = run_link(run_dir / "month-ingest" / "ingest", out, client=client,
+                         model_path=base / "link" / "model.json",
+                         register_model_path=base / "link" / "register_model.json",
+                         increment=IncrementOptions(str(base), month))
+            results.append({"stage_s": round(time.perf_counter() - t0, 3), "timings_s": m["timings_s"]})
+    shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def _ingest_month(run_dir: Path) -> None:
+    from nirlink.engine.synth import write_job_file
+
+    if (run_dir / "month-ingest" / "ingest" / "_manifest.json").exists():
+        return
+    job = write_job_file(run_dir / "month", run_dir / "month-ingest.toml", output=run_dir / "month-ingest",
+                         name="month-ingest")
+    text = job.read_text() if isinstance(job, Path) else Path(job).read_text()
+    lines = [('stages = ["ingest"]' if line.startswith("stages =") else line) for line in text.splitlines()]
+    Path(run_dir / "month-ingest.toml").write_text("\n".join(lines) + "\n")
+    subprocess.run([sys.executable, "-m", "nirlink", "run", str(run_dir / "month-ingest.toml"), "--restart"],
+                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "DASK_NIRLINK__JOBS__KEEP": "all"})
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", required=True, help="the --dir of a kept benchmarks.incremental run")
+    p.add_argument("--persons", type=int, default=200000)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--baseline-python", required=True, help="the baseline checkout's interpreter")
+    p.add_argument("--repeats", type=int, default=3, help="processes per side")
+    p.add_argument("--name", default="increment_link")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: output directory
+    args = p.parse_args(argv)
+    run_dir = Path(args.dir) / f"p{args.persons}-s{args.seed}"
+    if args.one:
+        print(json.dumps(_one(run_dir, Path(args.one))))
+        return
+    from benchmarks._common import markdown_table, write_results
+
+    _ingest_month(run_dir)
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    script = str(Path(__file__).resolve())
+    for _ in range(args.repeats):
+        for side, python in (("this", sys.executable), ("baseline", args.baseline_python)):
+            load = os.getloadavg()[0]
+            proc = subprocess.run([python, script, "--dir", args.dir, "--persons", str(args.persons),
+                                   "--seed", str(args.seed), "--baseline-python", args.baseline_python,
+                                   "--one", str(run_dir / f"link-{side}")],
+                                  check=True, capture_output=True, text=True, cwd=run_dir)
+            for r in json.loads(proc.stdout.strip().splitlines()[-1]):
+                runs[side].append({**r, "load_average": load})
+    med = {side: statistics.median(r["stage_s"] for r in rs) for side, rs in runs.items()}
+    phases = sorted({k for rs in runs.values() for r in rs for k in r["timings_s"]})
+    rows = [["stage (wall)", med["this"], med["baseline"], round(med["this"] / med["baseline"], 3)]]
+    for k in phases:
+        a = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["this"])
+        b = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["baseline"])
+        rows.append([k, round(a, 3), round(b, 3), round(a / b, 3) if b else None])
+    loads = [r["load_average"] for rs in runs.values() for r in rs]
+    table = (f"### The increment's link stage, {args.persons:,} persons, seed {args.seed}: medians of "
+             f"{len(runs['this'])} runs per side (1-minute load {min(loads):.1f}-{max(loads):.1f})\n\n"
+             + markdown_table(["seconds", "this", "baseline", "this / baseline"], rows) + "\n")
+    write_results(args.name, {"runs": runs, "medians_s": med, "argv": sys.argv[1:],
+                              "baseline_python": args.baseline_python}, table)
+
+
+if __name__ == "__main__":
+    main()
