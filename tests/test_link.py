@@ -321,30 +321,3 @@ def test_decisions_do_not_depend_on_the_register_size(tmp_path):
     # the old rule on the same candidates: probability >= 0.9 from the match weight under each prior
     old = {N: (ev[0::2] + np.log2(1 / (N - 1))) >= np.log2(9) for N in (30_000, 3_000_000)}
     assert old[3_000_000].sum() < old[30_000].sum() - 0.1 * n
-
-
-def test_a_failure_while_scoring_waits_for_the_register_dedupe(job_run, dask_client, tmp_path, monkeypatch):
-    """The register's duplicates are found on a thread beside the deterministic pass and the
-    scoring: a failure of those raises once the dedupe has ended (its tasks write under the
-    stage's directory, removed on the way out), and nothing is published."""
-    from nirlink.engine.stages import _link
-    from nirlink.linkage import _dedupe
-
-    _, out, _ = job_run
-    ended = []
-    real = _dedupe.dedupe_register
-
-    def dedupe(*args, **kwargs):
-        result = real(*args, **kwargs)
-        ended.append(True)
-        return result
-
-    def scoring(*args, **kwargs):
-        raise RuntimeError("scoring failed")
-
-    monkeypatch.setattr(_dedupe, "dedupe_register", dedupe)
-    monkeypatch.setattr(_link, "_score_stage", scoring)
-    with pytest.raises(RuntimeError, match="scoring failed"):
-        _link.run_link(out / "ingest", tmp_path / "link", client=dask_client)
-    assert ended == [True]
-    assert list(tmp_path.iterdir()) == []

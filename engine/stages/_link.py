@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,32 +67,6 @@ def _consume(ingest_dir: Path, parts: tuple[str, ...], register_files: list[str]
             shutil.rmtree(target, ignore_errors=True)
 
 
-def _score_stage(work: Path, prev: Path | None, increment, diff, model, tf, cfg, timed, kw) -> tuple:
-    """The deterministic pass and the scoring of what it left (an increment: its own passes,
-    linkage/_increment.py): (scoring's figures, the deterministic pass's, the carried
-    candidates of an increment or None)."""
-    from nirlink.linkage._deterministic import deterministic_pass
-    from nirlink.linkage._prepare import LINK_COLUMNS
-    from nirlink.linkage._scoring import score_rules
-    from nirlink.linkage._register import register_files
-    from nirlink.linkage._signatures import signature_files
-
-    if prev is not None and increment.retrain != "always":
-        from nirlink.linkage._increment import deterministic_increment
-
-        det = timed("deterministic", deterministic_increment, prev, work, diff, cfg, **kw)
-    else:
-        det = timed("deterministic", deterministic_pass, work, cfg, **kw)
-    if prev is None:
-        return timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
-                     right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
-                     exclude_linked=True, candidates=True, **kw), det, None
-    from nirlink.linkage._increment import carry_predictions, score_increment
-
-    carried = carry_predictions(prev, work, diff, cfg, **kw)
-    return timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw), det, carried
-
-
 def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_path: str | Path | None = None,
              register_model_path: str | Path | None = None, decisions_path: str | Path | None = None, config=None,
              progress: Callable[..., None] | None = None, increment=None, consume: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -107,8 +80,10 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
     from nirlink.linkage._clerical import load_decisions
     from nirlink.linkage._decisions import decide
     from nirlink.linkage._dedupe import dedupe_register
+    from nirlink.linkage._deterministic import deterministic_pass
     from nirlink.linkage._explain import save_tf
     from nirlink.linkage._register import build_register
+    from nirlink.linkage._scoring import score_rules
     from nirlink.linkage._signatures import build_signatures
     from nirlink.linkage._review import write_review
     from nirlink.linkage._training import model_frequencies, train_models
@@ -136,6 +111,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         sig = timed("signatures", build_signatures, identity_files(ingest_dir), work, cfg, **kw)
         reg = timed("register", build_register, files["register"], work, **kw)
         _consume(Path(ingest_dir), consume, files["register"])
+        from nirlink.linkage._prepare import LINK_COLUMNS
         from nirlink.linkage._register import register_files
         from nirlink.linkage._signatures import signature_files
 
@@ -163,23 +139,25 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         tf = trained["tf"]
         for name, tables in tf.items():  # kept for `nirlink explain` and the review
             save_tf(tables, work / "tf" / name)
-        # the register's duplicates (clusters.parquet) are needed by the decisions only: found on
-        # a thread of this process while the deterministic pass and scoring run, their tasks
-        # beside those phases' on the cluster (a phase leaves cores idle between its batches)
-        dedupe_thread = ThreadPoolExecutor(1, thread_name_prefix="nirlink-dedupe")
-        dedupe_future = dedupe_thread.submit(timed, "register_dedupe", dedupe_register, work, reg_model,
-                                             tf["register"], cfg, **kw)
-        try:
-            scored, det, merged_candidates = _score_stage(work, prev, increment, diff if prev is not None else None,
-                                                          model, tf, cfg, timed, kw)
-            dedupe = dedupe_future.result()
-        finally:
-            dedupe_thread.shutdown(wait=True)  # a failure above: the dedupe's tasks end before the stage's cleanup
+        dedupe = timed("register_dedupe", dedupe_register, work, reg_model, tf["register"], cfg, **kw)
         if prev is not None:
+            from nirlink.linkage._increment import carry_predictions, score_increment
             from nirlink.linkage._increment_persons import stable_clusters
 
-            merged["carried_candidates"] = merged_candidates
             dedupe.update(stable_clusters(prev, work))
+        if prev is not None and increment.retrain != "always":
+            from nirlink.linkage._increment import deterministic_increment
+
+            det = timed("deterministic", deterministic_increment, prev, work, diff, cfg, **kw)
+        else:
+            det = timed("deterministic", deterministic_pass, work, cfg, **kw)
+        if prev is None:
+            scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
+                           right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
+                           exclude_linked=True, candidates=True, **kw)
+        else:
+            merged["carried_candidates"] = carry_predictions(prev, work, diff, cfg, **kw)
+            scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
         # an unchanged decision keeps the previous job's scores, unless the model was trained again
         carried_from = prev if prev is not None and increment.retrain != "always" else None
         decided = timed("decisions", decide, work, model, cfg, clerical=clerical, previous=carried_from, **kw)
