@@ -17,7 +17,8 @@ model:
   the model is retrained);
 - a deterministic link depends only on the register entries of the signature's NIR: the
   previous run's are kept but for the signatures to do and those of a NIR whose entries were
-  added, removed or changed, joined again (``deterministic_increment``); the signatures to do are scored against the whole register (``score_increment``); then every
+  added, removed or changed, joined again (``deterministic_increment``); the signatures to do
+  are scored against the whole register (``score_increment``); then every
   signature is decided as in a full run, and one whose person, status and method did not
   change keeps the previous run's probabilities and evidence (``carry_scores``).
 
@@ -53,8 +54,8 @@ from ._scoring import CANDIDATE_SCHEMA, score_rules
 from ._signatures import SIGNATURE_SCHEMA
 from ._tasks import Progress, run_tasks, share
 
-__all__ = ["register_diff", "merge_signatures", "entry_keys", "meets", "deterministic_increment", "carry_predictions", "score_increment", "carry_scores",
-           "LINEAGE_SHARE"]
+__all__ = ["register_diff", "merge_signatures", "entry_keys", "meets", "deterministic_increment", "carry_predictions",
+           "score_increment", "carry_scores", "LINEAGE_SHARE"]
 
 LINEAGE_SHARE = 0.5  # below this share of the previous register's entries still present: another register
 
