@@ -6,6 +6,7 @@ by row."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -209,3 +210,75 @@ def test_planted_cases_match_a_reference_on_the_plain_rows(seed, n, n_months):
                          n_months=n_months, first=first)[3]
     assert not np.any((dropped[4] == 1) & drop[dropped[0]])
     assert np.array_equal(np.unique(dropped[0][dropped[4] == 2]), np.unique(person[(kind == 2)]))
+
+
+# ---------------------------------------------------------------- the noise model's name errors
+
+from nirlink.engine.synth._noise import _case_spacing, _typo, strip_accents  # noqa: E402  (the reference)
+from nirlink.engine.synth._typos import (CASING, STRIP_ACCENTS, SWAPPED, TYPO_FIRST, TYPO_LAST,  # noqa: E402
+                                         noisy_names)
+
+# the characters of the names' vocabularies, and the separators case changes look for
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ '-ÀÂÄÆÇÈÉÊËÎÏÔÖÙÛÜŸàéïœ"
+_names = st.lists(st.text(_NAME_CHARS, max_size=12), min_size=1, max_size=6)
+
+
+def _reference(last, first, last_src, first_src, flags, draw_row, u):
+    """_noise.py's loop, as it was before the kernel: Python strings, one version at a time."""
+    out_l, out_f = [], []
+    for t in range(len(last_src)):
+        ln, fn, fl = last[last_src[t]], first[first_src[t]], int(flags[t])
+        if fl & STRIP_ACCENTS:
+            fn = strip_accents(fn)
+        if draw_row[t] >= 0:
+            uk = u[draw_row[t]].tolist()
+            if fl & TYPO_LAST:
+                ln = _typo(uk[0], uk[1], uk[2], ln)
+            if fl & TYPO_FIRST:
+                fn = _typo(uk[3], uk[4], uk[5], fn)
+            if fl & SWAPPED:
+                ln, fn = fn, ln
+            if fl & CASING:
+                ln, fn = _case_spacing(uk[6], ln), _case_spacing(uk[7], fn)
+        out_l.append(ln)
+        out_f.append(fn)
+    return out_l, out_f
+
+
+@settings(max_examples=300)
+@given(last=_names, first=_names, data=st.data())
+@example(last=["A"], first=[""], data=None)  # one character and empty: a typo appends
+@example(last=["JEAN-PIERRE DE LA"], first=["ÉLÉONORE MARIE-ÈVE"], data=None)
+@example(last=["O'NEIL"], first=["ŸVES"], data=None)
+@example(last=["XY"], first=["QZ"], data=None)  # transpositions at the last position
+def test_noisy_names_match_the_python_rules(last, first, data):
+    if data is None:  # the examples: every flag, fixed uniforms spanning the operations
+        entries = [(0, 0, f, 0 if f & 15 else -1) for f in range(32)] * 4
+        u = np.array([[(k % 4) / 4 + 0.1, 0.999 * (k % 3) / 2, 0.5, (k % 4) / 4 + 0.05, 0.99, 0.01,
+                       ((k // 4) % 4) / 4 + 0.2, (k % 4) / 4] for k in range(len(entries))])
+        draw_row = np.array([k if e[3] == 0 else -1 for k, e in enumerate(entries)])
+    else:
+        entries = data.draw(st.lists(st.tuples(st.integers(0, len(last) - 1), st.integers(0, len(first) - 1),
+                                               st.integers(0, 31), st.booleans()), max_size=30))
+        drawn = np.array([bool(e[3]) or bool(e[2] & 15) for e in entries], bool)
+        draw_row = np.where(drawn, np.cumsum(drawn) - 1, -1)
+        u = np.array(data.draw(st.lists(st.lists(st.floats(0, 1, exclude_max=True), min_size=8, max_size=8),
+                                        min_size=int(drawn.sum()), max_size=int(drawn.sum()))), float).reshape(-1, 8)
+    last_src = np.array([e[0] for e in entries], np.int64)
+    first_src = np.array([e[1] for e in entries], np.int64)
+    flags = np.array([e[2] for e in entries], np.int8)
+    got_l, got_f = noisy_names(pa.array(last, pa.string()), pa.array(first, pa.string()), last_src, first_src,
+                               flags, draw_row, u)
+    want_l, want_f = _reference(last, first, last_src, first_src, flags, draw_row, u)
+    assert got_l.to_pylist() == want_l
+    assert got_f.to_pylist() == want_f
+
+
+def test_noisy_names_refuse_characters_beyond_their_tables():
+    import pytest
+
+    from nirlink.kernels import InputError
+
+    with pytest.raises(InputError, match="U\\+4E2D"):
+        noisy_names(pa.array(["中"]), pa.array(["A"]), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                    np.zeros(1, np.int8), np.full(1, -1), np.zeros((0, 8)))

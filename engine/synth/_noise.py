@@ -9,7 +9,6 @@ their meaning: engine/nirlink.yaml, `nirlink.synth.noise`.
 from __future__ import annotations
 
 import functools
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,20 +17,18 @@ import pyarrow.compute as pc
 
 from nirlink.kernels import format_dates, format_nir
 
+from ._typos import (ALPHABET, CASING, KEYBOARD, STRIP_ACCENTS, SWAPPED, TYPO_FIRST, TYPO_LAST, _strip,
+                     noisy_names)
+
 __all__ = ["DeclaredIdentities", "declare", "NIR_NOISE", "strip_accents"]
 
 NIR_NOISE = ("missing-nir", "wrong-key", "transposed-digits", "other-person-nir", "nir-without-key")
-_ALPHABET = "ABCDEEEFGHIIJKLLMNNOPRRSSTTUVZ"
-_KEYBOARD = {  # AZERTY neighbours for substitutions
-    "A": "ZQ", "Z": "AES", "E": "ZRD", "R": "ETF", "T": "RYG", "Y": "TUH", "U": "YIJ", "I": "UOK", "O": "IPL",
-    "P": "OM", "Q": "ASW", "S": "QDZ", "D": "SFE", "F": "DGR", "G": "FHT", "H": "GJY", "J": "HKU", "K": "JLI",
-    "L": "KMO", "M": "LP", "W": "XQ", "X": "WC", "C": "XV", "V": "CB", "B": "VN", "N": "BM",
-}
+_ALPHABET, _KEYBOARD = ALPHABET, KEYBOARD  # the rules below are the kernel's reference (tests)
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _strip(text)
 
 
 def _typo(u0: float, u1: float, u2: float, text: str) -> str:
@@ -167,40 +164,25 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     accents = used & (rng.random(v) < noise.accents_lost)
     first_of = np.array([f.split(" ", 1)[0] for f in persons.first_names], dtype=object)
     usage = np.where([x is None for x in persons.usage_name], persons.last_name, persons.usage_name)
-    last_base = np.concatenate([persons.last_name, usage])
-    first_base = np.concatenate([first_of, persons.first_names])
-    has_accent_f = np.array([not s.isascii() for s in first_base], bool)
+    last_base = pa.array(np.concatenate([persons.last_name, usage]), pa.string())
+    first_base = pa.array(np.concatenate([first_of, persons.first_names]), pa.string())
+    has_accent_f = ~pc.string_is_ascii(first_base).to_numpy(zero_copy_only=False)
     accents &= has_accent_f[first_idx]
     drawn = typo_l | typo_f | swapped | casing  # the versions whose noise draws from rng
     touched = np.flatnonzero(drawn | accents)
-    custom_last = last_base[last_idx[touched]]
-    custom_first = first_base[first_idx[touched]]
-    strip = accents[touched]
-    custom_first[strip] = [strip_accents(f) for f in custom_first[strip]]
-    # the typos' and case changes' choices: uniforms drawn at once, one row per version
-    # (Python lists in the loop: indexing numpy arrays one scalar at a time cost half of it)
-    draws = np.flatnonzero(drawn[touched])
-    u = rng.random((len(draws), 8))
-    at = touched[draws]
-    flags = zip(typo_l[at].tolist(), typo_f[at].tolist(), swapped[at].tolist(), casing[at].tolist())
-    lasts, firsts = custom_last[draws].tolist(), custom_first[draws].tolist()
-    for k, (uk, (tl, tf, sw, cs)) in enumerate(zip(u.tolist(), flags)):
-        last, first = lasts[k], firsts[k]
-        if tl:
-            last = _typo(uk[0], uk[1], uk[2], last)
-        if tf:
-            first = _typo(uk[3], uk[4], uk[5], first)
-        if sw:
-            last, first = first, last
-        if cs:
-            last, first = _case_spacing(uk[6], last), _case_spacing(uk[7], first)
-        lasts[k], firsts[k] = last, first
-    custom_last[draws] = lasts
-    custom_first[draws] = firsts
+    # the typos' and case changes' choices: uniforms drawn at once, one row per drawn version;
+    # the strings edited by one kernel pass (_typos.py, the rules of _typo and _case_spacing)
+    is_drawn = drawn[touched]
+    u = rng.random((int(is_drawn.sum()), 8))
+    draw_row = np.where(is_drawn, np.cumsum(is_drawn) - 1, -1)
+    flags = (typo_l[touched] * TYPO_LAST | typo_f[touched] * TYPO_FIRST | swapped[touched] * SWAPPED
+             | casing[touched] * CASING | accents[touched] * STRIP_ACCENTS).astype(np.int8)
+    custom_last, custom_first = noisy_names(last_base, first_base, last_idx[touched], first_idx[touched], flags,
+                                            draw_row, u)
     last_idx[touched] = 2 * n + np.arange(len(touched))
     first_idx[touched] = 2 * n + np.arange(len(touched))
-    last_dict = pa.array(np.concatenate([last_base, custom_last]), pa.string())
-    first_dict = pa.array(np.concatenate([first_base, custom_first]), pa.string())
+    last_dict = pa.concat_arrays([last_base, custom_last])
+    first_dict = pa.concat_arrays([first_base, custom_first])
     return DeclaredIdentities(nir_idx, nir_dict, last_idx, last_dict, first_idx, first_dict, birth_idx, birth_dict,
                               nir_noise, other_person)
 
