@@ -303,3 +303,19 @@ def test_a_failed_write_fails_the_block(tmp_path):
     with pytest.raises(FileNotFoundError, match="career"):
         generate_block(str(tmp_path), 0, 1, 0, 50, 50, SynthParams(seed=1))
     assert [p.name for p in (tmp_path / "register").iterdir()] == ["part-00000.parquet"]
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(-5, 40), st.integers(0, 9)), max_size=12), max_size=6))
+@example([[(3, 1), (1, 2)], [(1, 5), (7, 0)], []])
+def test_slots_taken_per_cell_behave_as_a_dict(steps):
+    from nirlink.engine.synth._identity import _Taken
+
+    taken, ref = _Taken(), {}
+    for step in steps:
+        cells = np.unique(np.array([c for c, _ in step], np.int64))
+        add = np.array([dict(step)[c] for c in cells.tolist()], np.int64)
+        base = taken.get(cells)
+        assert base.tolist() == [ref.get(c, 0) for c in cells.tolist()]
+        taken.set(cells, base + add)
+        ref.update({c: ref.get(c, 0) + a for c, a in zip(cells.tolist(), add.tolist())})
+    assert dict(zip(taken.cells.tolist(), taken.counts.tolist())) == ref

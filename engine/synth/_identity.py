@@ -151,7 +151,7 @@ def make_persons(rng: np.random.Generator, n: int, *, block: int, n_blocks: int,
     sex_digit = np.where(temporary, np.where(rng.random(n) < 0.8, sex + 6, sex + 2), sex).astype(np.int64)
     yy = (birth_year % 100).astype(np.int64)
 
-    taken: dict[int, int] = {}  # cell -> slots of this block's share already used
+    taken = _Taken()  # cell -> slots of this block's share already used
     slot = _assign_slots(rng, block, n_blocks, p, sex_digit, yy, month_code, group, place_prefix, corsica, birth_year,
                          taken)
     group, place_prefix, corsica, slot = slot
@@ -220,11 +220,34 @@ def _place_strings(place_num, corsica):
     return fixed_width_strings(data, 5)
 
 
+class _Taken:
+    """Slots used per cell (cell -> count, 0 for a cell not seen) as sorted arrays: a block
+    looks up and updates tens of thousands of cells at a time (a dict cost a Python call each)."""
+
+    def __init__(self):
+        self.cells = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+
+    def get(self, cells: np.ndarray) -> np.ndarray:
+        """The counts of ``cells`` (distinct)."""
+        at = np.minimum(np.searchsorted(self.cells, cells), max(len(self.cells) - 1, 0))
+        found = (self.cells[at] == cells) if len(self.cells) else np.zeros(len(cells), bool)
+        return np.where(found, self.counts[at] if len(self.cells) else 0, 0).astype(np.int64)
+
+    def set(self, cells: np.ndarray, counts: np.ndarray) -> None:
+        """Set the counts of ``cells`` (distinct)."""
+        keep = ~np.isin(self.cells, cells, assume_unique=True)
+        merged = np.concatenate([self.cells[keep], cells])
+        order = np.argsort(merged, kind="stable")
+        self.cells = merged[order]
+        self.counts = np.concatenate([self.counts[keep], counts])[order]
+
+
 def _assign_slots(rng, block, n_blocks, p, sex_digit, yy, month_code, group, place_prefix, corsica, birth_year,
                   taken, fixed_place=False):
     """Give every person a slot of their cell from this block's share, redrawing the full ones.
 
-    ``taken`` (cell -> slots used) is shared by every call of one block. With
+    ``taken`` (cell -> slots used, a ``_Taken``) is shared by every call of one block. With
     ``fixed_place`` nobody is redrawn and unplaced persons keep slot -1.
     """
     n = len(sex_digit)
@@ -246,7 +269,7 @@ def _assign_slots(rng, block, n_blocks, p, sex_digit, yy, month_code, group, pla
         start = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
         counts = np.diff(np.r_[start, len(sc)])
         rank = np.arange(len(sc)) - np.repeat(start, counts)
-        base = np.array([taken.get(int(c), 0) for c in sc[start]], dtype=np.int64) if len(start) else np.zeros(0, np.int64)
+        base = taken.get(sc[start])
         rank = rank + np.repeat(base, counts)
         size = SLOTS[group[todo][order]]
         capacity = (size - block + n_blocks - 1) // n_blocks
@@ -257,8 +280,7 @@ def _assign_slots(rng, block, n_blocks, p, sex_digit, yy, month_code, group, pla
         raw = block + ((start_c[ok] + rank[ok]) % capacity[ok]) * n_blocks
         slot[todo[order[ok]]] = (raw * _SLOT_MULT) % size[ok]
         placed = np.add.reduceat(ok.astype(np.int64), start) if len(start) else np.zeros(0, np.int64)
-        for c, b0, k in zip(sc[start].tolist(), base.tolist(), placed.tolist()):
-            taken[c] = b0 + k
+        taken.set(sc[start], base + placed)
         todo = np.sort(todo[order[~ok]])
         if fixed_place:
             break
@@ -307,7 +329,12 @@ def _names(rng, sex, birth_year, p):
             voc = first_names(s, d)
             draws = voc.names[voc.draw(rng, len(rows) * 4)].reshape(len(rows), 4)
             parts[rows] = draws
-    first = np.array([" ".join(row[:c]) for row, c in zip(parts.tolist(), count.tolist())], dtype=object)
+    # the person's first `count` names joined by spaces, in Arrow (a Python join per person
+    # cost two thirds of these names)
+    import pyarrow.compute as pc
+
+    cols = [pa.array(parts[:, k], pa.string(), mask=count <= k if k else None) for k in range(4)]
+    first = pc.binary_join_element_wise(*cols, " ", null_handling="skip").to_numpy(zero_copy_only=False)
     return last, usage, first
 
 
