@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nirlink.kernels import format_dates, format_nir
+from nirlink.kernels._text import first_token
 
 from ._typos import (ALPHABET, CASING, KEYBOARD, STRIP_ACCENTS, SWAPPED, TYPO_FIRST, TYPO_LAST, _strip,
                      noisy_names)
@@ -152,9 +153,14 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     birth_dict = pa.concat_arrays([_plain(persons.birth_date), format_dates(yy, mm, dd)])
 
     # --- names ---
-    has_usage = np.array([x is not None for x in persons.usage_name], bool)[vp]
+    # the persons' names as Arrow arrays: per-person tests and splits without a Python loop
+    last_name = pa.array(persons.last_name, pa.string())
+    usage_name = pa.array(persons.usage_name, pa.string())
+    first_names = pa.array(persons.first_names, pa.string())
+    has_usage = usage_name.is_valid().to_numpy(zero_copy_only=False)[vp]
     declare_usage = has_usage & (rng.random(v) < noise.usage_name)
-    all_first = (rng.random(v) < noise.all_first_names) & np.array([" " in f for f in persons.first_names])[vp]
+    several = pc.match_substring(first_names, " ").to_numpy(zero_copy_only=False)
+    all_first = (rng.random(v) < noise.all_first_names) & several[vp]
     last_idx = np.where(declare_usage, n + vp, vp).astype(np.int64)
     first_idx = np.where(all_first, n + vp, vp).astype(np.int64)
     typo_l = used & (rng.random(v) < noise.name_typo)
@@ -162,10 +168,8 @@ def declare(rng: np.random.Generator, persons, version_person: np.ndarray, used:
     swapped = used & (rng.random(v) < noise.names_swapped)
     casing = used & (rng.random(v) < noise.case_and_spacing)
     accents = used & (rng.random(v) < noise.accents_lost)
-    first_of = np.array([f.split(" ", 1)[0] for f in persons.first_names], dtype=object)
-    usage = np.where([x is None for x in persons.usage_name], persons.last_name, persons.usage_name)
-    last_base = pa.array(np.concatenate([persons.last_name, usage]), pa.string())
-    first_base = pa.array(np.concatenate([first_of, persons.first_names]), pa.string())
+    last_base = pa.concat_arrays([last_name, pc.coalesce(usage_name, last_name)])
+    first_base = pa.concat_arrays([first_token(first_names), first_names])
     has_accent_f = ~pc.string_is_ascii(first_base).to_numpy(zero_copy_only=False)
     accents &= has_accent_f[first_idx]
     drawn = typo_l | typo_f | swapped | casing  # the versions whose noise draws from rng
