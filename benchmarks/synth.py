@@ -11,7 +11,8 @@ the same run, for each size:
   (snappy; what merely re-writing these bytes costs, no generation at all);
 - `numpy-draw`: drawing as many uniform random numbers as the datasets have cells (the
   floor of any random generator).
-Each implementation runs in its own process (its own cluster), the two alternating per size.
+Each run is a process of its own (its own cluster, warmed), current and baseline alternating
+run by run (A B A B ...); the median of each is reported.
 The 1-minute load average is recorded beside every figure (the machine may be shared).
 Results: benchmarks/results/synth.json and synth.md.
 """
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 from ._common import local_client, markdown_table, measure, write_results
 
 ROWS_PER_PERSON = 37 + 90 + 1.01  # career + resource + register (defaults)
-BASELINE_REF = "645c9d3"  # the vectorised numpy generator, before the Numba row expansion
+BASELINE_REF = "775b1c7"  # main before the synth-speed changes (noise kernel, Arrow names, per-column LZ4)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -84,9 +85,19 @@ def _run_child(size: int, args, work: Path, pythonpath: str | None) -> dict:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "benchmarks.synth", "--child", "--sizes", str(size), "--repeats",
-                    str(args.repeats), "--workers", str(args.workers), "--dir", str(work)],
+                    "1", "--workers", str(args.workers), "--dir", str(work)],
                    cwd=REPO, env=env, check=True)
     return json.loads((work / "result.json").read_text())
+
+
+def _merged(runs: list[dict]) -> dict:
+    """Single-run child results as one: the median and every time, the largest peak RSS, every load."""
+    out = dict(runs[0])
+    out["times_s"] = [t for r in runs for t in r["times_s"]]
+    out["median_s"] = float(np.median(out["times_s"]))
+    out["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    out["load_1min"] = [x for r in runs for x in r["load_1min"]]
+    return out
 
 
 def _baseline_tree(ref: str, scratch: Path) -> tuple[str | None, str]:
@@ -116,7 +127,7 @@ def _drop_tree(scratch: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="1e6,1e7", help="target data rows, comma separated")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each implementation (alternating)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the baseline ('' for none)")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
@@ -132,8 +143,15 @@ def main(argv=None) -> None:
     rows_out, results = [], []
     try:
         for size in (int(float(s)) for s in args.sizes.split(",")):
-            cur = _run_child(size, args, scratch / "current", None)
-            base = _run_child(size, args, scratch / "baseline", base_path) if base_path else None
+            # one run at a time, current and baseline alternating (A B A B ...): a change of the
+            # machine's load during the measurement falls on both
+            cur_runs, base_runs = [], []
+            for _ in range(args.repeats):
+                cur_runs.append(_run_child(size, args, scratch / "current", None))
+                if base_path:
+                    base_runs.append(_run_child(size, args, scratch / "baseline", base_path))
+            cur = _merged(cur_runs)
+            base = _merged(base_runs) if base_runs else None
             data = scratch / "current" / "data"
             rew = measure(lambda: _rewrite(data, scratch / "rewrite"), args.repeats)
             cells = cur["data_rows"] * 12

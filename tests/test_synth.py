@@ -319,3 +319,38 @@ def test_slots_taken_per_cell_behave_as_a_dict(steps):
         taken.set(cells, base + add)
         ref.update({c: ref.get(c, 0) + a for c, a in zip(cells.tolist(), add.tolist())})
     assert dict(zip(taken.cells.tolist(), taken.counts.tolist())) == ref
+
+
+def test_the_kept_heap_is_restored_by_the_last_block_to_leave():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nirlink.engine.synth import _heap
+
+    calls = []
+
+    class Libc:  # records the settings instead of changing this process's allocator
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    real = _heap._LIBC
+    _heap._LIBC = Libc()
+    try:
+        def block(_):
+            with _heap.kept_heap():
+                return np.ones(1 << 20).sum()
+
+        with _heap.kept_heap():
+            with ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(block, range(8))) == [float(1 << 20)] * 8
+            assert _heap._inside == 1
+    finally:
+        _heap._LIBC = real
+    assert _heap._inside == 0
+    # set once on entering, put back once on leaving (the environment's values, else glibc's), then trimmed
+    assert [c[0] for c in calls] == [-3, -1, -2, -3, -1, -2, "trim"]
+    assert calls[3:6] == [(-3, _heap._started_with(-3)), (-1, _heap._started_with(-1)), (-2, _heap._started_with(-2))]

@@ -26,6 +26,7 @@ from nirlink.engine import _config
 from nirlink.kernels import InputError
 
 from ._columns import PartWriter, dates, gather_versions, siret_column, version_dictionary, write_dataset
+from ._heap import kept_heap
 from ._identity import make_persons, register_table
 from ._noise import NIR_NOISE, declare
 from ._params import SynthParams
@@ -84,8 +85,9 @@ def generate_block(out: str, block: int, n_blocks: int, first_person: int, n_per
 
     The Parquet writes run on a writer thread (pyarrow releases the GIL) while the block
     goes on generating: its persons come in parts of ``PART_PERSONS``, each written as row
-    groups of the block's files while the next part is drawn."""
-    with ThreadPoolExecutor(1, thread_name_prefix="synth-writer") as writer:
+    groups of the block's files while the next part is drawn. glibc's heap is kept meanwhile
+    (_heap.py: freed arrays reused instead of faulted in again)."""
+    with kept_heap(), ThreadPoolExecutor(1, thread_name_prefix="synth-writer") as writer:
         pending: list[Future] = []
 
         def write(fn, *args) -> None:
