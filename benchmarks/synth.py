@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ._common import local_client, markdown_table, measure, write_results
 
 ROWS_PER_PERSON = 37 + 90 + 1.01  # career + resource + register (defaults)
-BASELINE_REF = "775b1c7"  # main before the synth-speed changes (noise kernel, Arrow names, per-column LZ4)
+BASELINE_REF = "775b1c7"  # main before the synth-speed changes (noise kernel, Arrow names, kept heap)
 REPO = Path(__file__).resolve().parent.parent
 
 
