@@ -12,9 +12,8 @@ model:
   candidates to keep); every other previous signature is *carried*: it keeps its previous
   model candidates but those of removed or changed entries (``carry_predictions``), and, when
   an added or changed entry can meet it (they are equal on every key of one of the model's
-  blocking rules) or one of its candidates was removed or changed, it is *near* a
-  change: scored against the added and changed entries only (every signature is to do when
-  the model is retrained);
+  blocking rules), it is *near* a change: scored against the added and changed entries only
+  (every signature is to do when the model is retrained);
 - a deterministic link depends only on the register entries of the signature's NIR: the
   previous run's are kept but for the signatures to do and those of a NIR whose entries were
   added, removed or changed, joined again (``deterministic_increment``); the signatures to do
@@ -34,6 +33,7 @@ differ by that drift.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -124,13 +124,12 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
     near = np.zeros(len(uid), bool)
     if not everything and len(invalid):
         # a deterministic link to a removed or changed entry: no model candidates kept, scored
-        # against the whole register; a model candidate removed or changed: the others kept
+        # against the whole register. A model candidate removed or changed is only left out of
+        # the carried ones (carry_predictions): a pair with a changed entry's new values is one
+        # ``meets`` finds, like any pair with an added entry
         det = read_bucket(p / "deterministic", bucket, CANDIDATE_SCHEMA)
         todo |= np.isin(uid, det.column("signature").to_numpy()[np.isin(det.column("register_id").to_numpy(),
                                                                         invalid)])
-        cands = read_bucket(p / "predictions", bucket, CANDIDATE_SCHEMA)
-        near |= np.isin(uid, cands.column("signature").to_numpy()[np.isin(cands.column("register_id").to_numpy(),
-                                                                          invalid)])
     if not everything and keys:  # a signature an added or changed entry can meet
         near |= meets(union, rule_keys, keys)
     twin_moved = np.zeros(len(uid), bool)
@@ -158,9 +157,16 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
 
 def entry_keys(model, entries: pa.Table) -> tuple[list[tuple[str, ...]], list[np.ndarray]]:
     """Per blocking rule of ``model``: its left key columns and the distinct hashes of
-    ``entries``' (register rows) right keys; ``meets`` finds the signatures equal to one."""
-    hashed = [key_hash(entries, list(rule.right_keys)) for rule in model.blocking]
-    return [tuple(rule.left_keys) for rule in model.blocking], [np.unique(h[valid]) for h, valid in hashed]
+    ``entries``' (register rows) right keys; ``meets`` finds the signatures equal to one. A
+    key that is an expression (a model file may block on ``substr(surname, 1, 3)``) is left
+    out with its pair: equal on fewer keys, more signatures are near, none missed (a rule's
+    first key is a column: scoring partitions on it)."""
+    from ._model_sql import is_identifier
+
+    pairs = [[(a, b) for a, b in zip(rule.left_keys, rule.right_keys) if is_identifier(a) and is_identifier(b)]
+             for rule in model.blocking]
+    hashed = [key_hash(entries, [b for _, b in keys]) for keys in pairs]
+    return [tuple(a for a, _ in keys) for keys in pairs], [np.unique(h[valid]) for h, valid in hashed]
 
 
 def meets(signatures: pa.Table, rule_keys: list[tuple[str, ...]], keys: list[np.ndarray]) -> np.ndarray:
@@ -178,8 +184,8 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
                      model=None, client=None, progress: Progress | None = None) -> dict[str, int]:
     """The union of the previous run's signatures and this run's; the signatures to do (new,
     or deterministically linked to a removed or changed entry), the carried ones and among
-    them those near a change: with a removed or changed candidate, or that an added or changed
-    entry can meet (equal to it on every key of one of ``model``'s rules: ``meets``)."""
+    them those near a change: those an added or changed entry can meet (equal to it on every
+    key of one of ``model``'s rules: ``meets``)."""
     theirs = sorted((previous / "signatures").glob("part-*.parquet"))
     if len(theirs) != cfg.signature_buckets:
         raise StageError(f"link: the previous job has {len(theirs)} signature buckets, this run "
@@ -344,7 +350,9 @@ def _near_pairs(work: str, bucket: int, fresh: np.ndarray) -> dict[int, int]:
         if not pc.any(drop).as_py():
             continue
         dropped.update(t.filter(drop).column("rule").to_pylist())
-        pq.write_table(t.filter(pc.invert(drop)), f, compression="zstd")
+        tmp = f.with_name(f".{f.name}.tmp")
+        pq.write_table(t.filter(pc.invert(drop)), tmp, compression="zstd")
+        os.replace(tmp, f)
     return dict(dropped)
 
 

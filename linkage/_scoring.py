@@ -42,13 +42,15 @@ def _unlinked_signatures(f: str, work: str) -> pa.Table:
     return t
 
 
-def _linked_count(work: Path) -> int:
-    """Signatures the deterministic pass linked (``work/deterministic``)."""
+def _linked_count(work: Path, left_files: list[str]) -> int:
+    """Signatures of ``left_files`` the deterministic pass linked (``work/deterministic``): an
+    increment scores a few of the job's signatures, most of the others linked."""
     files = sorted((Path(work) / "deterministic").rglob("*.parquet"))
     if not files:
         return 0
     sig = pa.concat_arrays([c for f in files for c in pq.read_table(f, columns=["signature"]).column(0).chunks])
-    return len(np.unique(sig.to_numpy()))
+    left = pa.concat_arrays([c for f in left_files for c in pq.read_table(f, columns=["unique_id"]).column(0).chunks])
+    return int(np.isin(left.to_numpy(), np.unique(sig.to_numpy())).sum())
 
 
 def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
@@ -215,7 +217,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
         # the records scored: those the deterministic pass left (a fifth of the signatures at
         # 200,000 persons); counting them all made tasks of a fifth of the intended size, each
         # paying Splink's fixed cost (32 tasks for 140,682 records at 200,000 persons)
-        n_left -= _linked_count(work)
+        n_left -= _linked_count(work, left_files)
     buckets = max(1, -(-n_left // cfg.rows_per_scoring_task))
     if dedupe:
         run_tasks(client, _score_map_right, [(f, str(tmp), groups, buckets, None, f"l{i:05d}", "left", columns)

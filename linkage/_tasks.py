@@ -96,6 +96,15 @@ def submit_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str) 
     return [client.submit(fn, *args, key=f"nirlink-{name}-{i}-{token}", pure=False) for i, args in enumerate(arg_list)]
 
 
+def cancel_tasks(client, futures: list) -> None:
+    """Cancel ``futures`` (``submit_tasks``') and wait until none still runs (``_drain``): a
+    stage that fails removes its directory, which they may be reading or writing."""
+    if client is None or not futures:
+        return
+    client.cancel(futures)
+    _drain(client, [f.key for f in futures])
+
+
 def _drain(client, keys: list[str]) -> None:
     """Wait until no worker still runs one of ``keys``. Dask cannot stop a running thread: a
     cancelled task runs to its end and writes its output - under the stage's temporary

@@ -171,21 +171,29 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
 
             # the drift check (two samples compared by the model: ~2 s at 200,000 persons, one
             # task) runs on a worker while this process writes person_changes and the review
+            # (without a cluster: here, first)
             drift_start = time.perf_counter()
             drift_task = submit_tasks(client, partial(drift_check, tolerance=increment.drift_tolerance),
                                       [(work, prev, model, tf["identity"])], name="drift")[0]
+            if client is None:
+                timings["drift_check"] = round(time.perf_counter() - drift_start, 3)
         try:
             if prev is not None:
                 changes = person_changes(prev, work, increment.month)
             review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
                            memory_limit=cfg.duckdb_memory_limit)
             if drift_task is not None:
-                drift = drift_task.result() if client is not None else drift_task
-                timings["drift_check"] = round(time.perf_counter() - drift_start, 3)  # overlapped, till its result
+                if client is not None:
+                    drift = drift_task.result()
+                    timings["drift_check"] = round(time.perf_counter() - drift_start, 3)  # overlapped: till its result
+                else:
+                    drift = drift_task
                 shutil.rmtree(work / "month", ignore_errors=True)
         except BaseException:
             if client is not None and drift_task is not None:
-                client.cancel([drift_task])
+                from nirlink.linkage._tasks import cancel_tasks
+
+                cancel_tasks(client, [drift_task])  # it reads this stage's directory, removed on the way out
             raise
         # the candidates' buckets of the deterministic pass and of scoring are read by the
         # decisions (and a later increment's link stage) only: link/candidates keeps each
