@@ -17,7 +17,7 @@ from typing import Any
 
 from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
 from nirlink.engine.io._schemas import IDENTITIES
-from nirlink.kernels import InputError
+from nirlink.kernels import InputError, StageError
 
 __all__ = ["run_link", "ingested_files", "identity_files"]
 
@@ -184,7 +184,14 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
                            memory_limit=cfg.duckdb_memory_limit)
             if drift_task is not None:
                 if client is not None:
-                    drift = drift_task.result()
+                    try:
+                        drift = drift_task.result()
+                    except Exception as exc:
+                        if type(exc).__name__ == "KilledWorker":  # as run_tasks says it
+                            raise StageError("drift-check: its task killed its worker repeatedly - most likely it "
+                                             "needs more memory than a worker has (raise the workers' memory "
+                                             "limit)") from None
+                        raise
                     timings["drift_check"] = round(time.perf_counter() - drift_start, 3)  # overlapped: till its result
                 else:
                     drift = drift_task
