@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["run_tasks", "submit_tasks", "share", "Progress"]
+__all__ = ["run_tasks", "submit_tasks", "wait_tasks", "cancel_tasks", "share", "Progress"]
 
 Progress = Callable[..., None]
 """``progress(step, done, total)``: ``done`` of ``total`` tasks of the step finished; steps that
@@ -57,29 +57,32 @@ def run_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str, pro
     done = 0
     try:
         for fut in as_completed(futures, loop=client.loop):
-            try:
-                results[index[fut.key]] = fut.result()
-            except Exception as exc:
-                if type(exc).__name__ == "KilledWorker":
-                    from nirlink.kernels import StageError
-
-                    i = index[fut.key]
-                    what = (describe or _describe)(arg_list[i])
-                    died = getattr(exc, "task", None)
-                    if died is not None and died != fut.key:  # a task it depends on (e.g. of a shuffle)
-                        what += f"; the task that died: {died}"
-                    raise StageError(f"{name}: task {i} ({what}) killed its worker repeatedly - "
-                                     "most likely it needs more memory than a worker has (raise the workers' "
-                                     "memory limit or make partitions smaller)") from None
-                raise
+            i = index[fut.key]
+            results[i] = _result(fut, name, i, (describe or _describe)(arg_list[i]))
             done += 1
-            tell(done, results[index[fut.key]])
+            tell(done, results[i])
     except BaseException as exc:
-        client.cancel(futures)
-        if isinstance(exc, Exception):  # not on a second Ctrl-C: that one means now
-            _drain(client, list(index))
+        cancel_tasks(client, futures, drain=isinstance(exc, Exception))  # not on a second Ctrl-C: that one means now
         raise
     return results
+
+
+def _result(fut, name: str, i: int, what: str | None = None) -> Any:
+    """``fut.result()``; a worker the task (or a task it takes) killed repeatedly is told as a
+    StageError naming the batch, the task and ``what`` it works on."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        if type(exc).__name__ != "KilledWorker":
+            raise
+        from nirlink.kernels import StageError
+
+        died = getattr(exc, "task", None)
+        if died is not None and died != fut.key:  # a task it depends on (e.g. of a shuffle)
+            what = f"{what}; the task that died: {died}" if what else f"the task that died: {died}"
+        raise StageError(f"{name}: task {i}{f' ({what})' if what else ''} killed its worker repeatedly - "
+                         "most likely it needs more memory than a worker has (raise the workers' "
+                         "memory limit or make partitions smaller)") from None
 
 
 def submit_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str) -> list[Any]:
@@ -96,13 +99,26 @@ def submit_tasks(client, fn: Callable, arg_list: Sequence[tuple], *, name: str) 
     return [client.submit(fn, *args, key=f"nirlink-{name}-{i}-{token}", pure=False) for i, args in enumerate(arg_list)]
 
 
-def cancel_tasks(client, futures: list) -> None:
-    """Cancel ``futures`` (``submit_tasks``') and wait until none still runs (``_drain``): a
-    stage that fails removes its directory, which they may be reading or writing."""
+def wait_tasks(client, futures: list, *, name: str) -> list[Any]:
+    """The results of ``submit_tasks``' futures, in order (without a client they are the
+    results already); on a failure, the others cancelled and waited for (``cancel_tasks``)."""
+    if client is None:
+        return list(futures)
+    try:
+        return [_result(f, name, i) for i, f in enumerate(futures)]
+    except BaseException as exc:
+        cancel_tasks(client, futures, drain=isinstance(exc, Exception))
+        raise
+
+
+def cancel_tasks(client, futures: list, *, drain: bool = True) -> None:
+    """Cancel ``futures`` and, with ``drain``, wait until none still runs (``_drain``): a stage
+    that fails removes its directory, which they may be reading or writing."""
     if client is None or not futures:
         return
     client.cancel(futures)
-    _drain(client, [f.key for f in futures])
+    if drain:
+        _drain(client, [f.key for f in futures])
 
 
 def _drain(client, keys: list[str]) -> None:

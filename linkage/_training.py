@@ -23,7 +23,7 @@ from ._signatures import signature_files
 from ._em import combine_sessions, em_session
 from ._splink import finish_training, train
 from ._u import estimate_us, u_comparisons
-from ._tasks import Progress, run_tasks, submit_tasks
+from ._tasks import Progress, cancel_tasks, run_tasks, submit_tasks, wait_tasks
 
 __all__ = ["train_models", "model_frequencies"]
 
@@ -302,11 +302,9 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
                             exact, sampled))
     try:
         results = run_tasks(client, _em_task, em_args, name="training-em", progress=progress)
-        if client is not None:
-            u_results = client.gather(u_results)
-    except BaseException:
-        if client is not None:
-            client.cancel(u_results)
+        u_results = wait_tasks(client, u_results, name="training-u")
+    except BaseException as exc:
+        cancel_tasks(client, u_results, drain=isinstance(exc, Exception))  # they read the samples' scratch
         raise
     if progress:
         progress("training-u", len(args), len(args))

@@ -17,7 +17,7 @@ from typing import Any
 
 from nirlink.engine.io._datasets import describe_dataset, read_json, staged_directory, write_json
 from nirlink.engine.io._schemas import IDENTITIES
-from nirlink.kernels import InputError, StageError
+from nirlink.kernels import InputError
 
 __all__ = ["run_link", "ingested_files", "identity_files"]
 
@@ -167,7 +167,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
 
             from nirlink.linkage._drift import drift_check
             from nirlink.linkage._increment_persons import person_changes
-            from nirlink.linkage._tasks import submit_tasks
+            from nirlink.linkage._tasks import cancel_tasks, submit_tasks, wait_tasks
 
             # the drift check (two samples compared by the model: ~2 s at 200,000 persons, one
             # task) runs on a worker while this process writes person_changes and the review
@@ -183,23 +183,12 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
             review = timed("review", write_review, work, model, tf["identity"], threads=cfg.duckdb_threads,
                            memory_limit=cfg.duckdb_memory_limit)
             if drift_task is not None:
+                drift = wait_tasks(client, [drift_task], name="drift")[0]
                 if client is not None:
-                    try:
-                        drift = drift_task.result()
-                    except Exception as exc:
-                        if type(exc).__name__ == "KilledWorker":  # as run_tasks says it
-                            raise StageError("drift-check: its task killed its worker repeatedly - most likely it "
-                                             "needs more memory than a worker has (raise the workers' memory "
-                                             "limit)") from None
-                        raise
                     timings["drift_check"] = round(time.perf_counter() - drift_start, 3)  # overlapped: till its result
-                else:
-                    drift = drift_task
                 shutil.rmtree(work / "month", ignore_errors=True)
         except BaseException:
-            if client is not None and drift_task is not None:
-                from nirlink.linkage._tasks import cancel_tasks
-
+            if drift_task is not None:
                 cancel_tasks(client, [drift_task])  # it reads this stage's directory, removed on the way out
             raise
         # the candidates' buckets of the deterministic pass and of scoring are read by the
