@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,7 @@ def _one(run_dir: Path, out: Path) -> list[dict[str, Any]]:
     from nirlink.engine.stages._link import run_link
 
     base = run_dir / "jobs" / "base"
-    month = json.loads((run_dir / "increment.toml").read_text().split("month = ")[1].split("\n")[0]) \
-        if (run_dir / "increment.toml").exists() else "2026-01"
+    month = tomllib.loads((run_dir / "increment.toml").read_text())["increment"]["month"]
     results = []
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
         for _ in range(STAGE_RUNS):
@@ -58,11 +58,8 @@ def _ingest_month(run_dir: Path) -> None:
     if (run_dir / "month-ingest" / "ingest" / "_manifest.json").exists():
         return
     job = write_job_file(run_dir / "month", run_dir / "month-ingest.toml", output=run_dir / "month-ingest",
-                         name="month-ingest")
-    text = job.read_text() if isinstance(job, Path) else Path(job).read_text()
-    lines = [('stages = ["ingest"]' if line.startswith("stages =") else line) for line in text.splitlines()]
-    Path(run_dir / "month-ingest.toml").write_text("\n".join(lines) + "\n")
-    subprocess.run([sys.executable, "-m", "nirlink", "run", str(run_dir / "month-ingest.toml"), "--restart"],
+                         name="month-ingest", stages=["ingest"])
+    subprocess.run([sys.executable, "-m", "nirlink", "run", str(job), "--restart"],
                    check=True, stdout=subprocess.DEVNULL, env={**os.environ, "DASK_NIRLINK__JOBS__KEEP": "all"})
 
 
