@@ -21,7 +21,21 @@ import pyarrow.parquet as pq
 from nirlink.kernels._hash import hash_rows
 from nirlink.kernels._segments import group_by_key
 
-__all__ = ["key_hash", "write_buckets", "read_bucket", "bucket_ids", "sorted_id_options"]
+__all__ = ["key_hash", "write_buckets", "read_bucket", "bucket_ids", "sorted_id_options", "is_in_sorted"]
+
+
+def is_in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.isin(values, keys)`` for ``keys`` sorted and unique (``np.unique``'s output): a
+    binary search of each value. ``np.isin`` sorts both arrays again on every call (its
+    ``unique`` of ``keys``): 50,000 hashes against 1M keys took 1.4 s, against 5M 8.7 s (0.01
+    and 0.04 s searched), and scoring's right side called it once per register file and right
+    key (ten minutes of the link stage at 7.9M persons)."""
+    values = np.asarray(values)
+    if len(keys) == 0 or len(values) == 0:
+        return np.zeros(len(values), bool)
+    at = np.searchsorted(keys, values)
+    at[at == len(keys)] = 0
+    return keys[at] == values
 
 
 def sorted_id_options(schema: pa.Schema, ids: str) -> dict:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._buckets import is_in_sorted
 from ._clusters import connected_components
 from ._config import LinkConfig
 from ._model import ModelSpec
@@ -32,7 +33,7 @@ def _cluster_rows(f: str, components: tuple[np.ndarray, np.ndarray]) -> pa.Table
     nodes, comps = components
     t = pq.read_table(f, columns=["unique_id", "nir", "nir_status", "birth_year", "birth_month"])
     ids = t.column("unique_id").to_numpy()
-    inside = np.isin(ids, nodes)
+    inside = is_in_sorted(ids, nodes)
     t = t.filter(pa.array(inside))
     comp = comps[np.searchsorted(nodes, t.column("unique_id").to_numpy())] if t.num_rows else np.zeros(0, np.int64)
     return t.append_column("cluster", pa.array(comp.astype(np.int64)))

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError, StageError
 
-from ._buckets import key_hash, read_bucket
+from ._buckets import is_in_sorted, key_hash, read_bucket
 from ._config import LinkConfig
 from ._prepare import LINK_COLUMNS
 from ._register import register_files
@@ -119,7 +119,7 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
         union = union.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources))
     uid = union.column("unique_id").to_numpy()
     old_ids = prev.column("unique_id").to_numpy()
-    new_ids = ~np.isin(uid, old_ids)
+    new_ids = ~is_in_sorted(uid, np.unique(old_ids))
     todo = new_ids.copy() if not everything else np.ones(len(uid), bool)  # (a view: `new` counted todo)
     near = np.zeros(len(uid), bool)
     if not everything and len(invalid):
@@ -176,7 +176,7 @@ def meets(signatures: pa.Table, rule_keys: list[tuple[str, ...]], keys: list[np.
     out = np.zeros(signatures.num_rows, bool)
     for left_keys, k in zip(rule_keys, keys):
         h, valid = key_hash(signatures, list(left_keys))
-        out |= valid & np.isin(h, k)
+        out |= valid & is_in_sorted(h, k)
     return out
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._buckets import key_hash, read_bucket, write_buckets
+from ._buckets import is_in_sorted, key_hash, read_bucket, write_buckets
 from ._config import LinkConfig
 from ._model import ModelSpec, evidence_floor_probability
 from ._tasks import Progress, run_tasks, share
@@ -50,7 +50,7 @@ def _linked_count(work: Path, left_files: list[str]) -> int:
         return 0
     sig = pa.concat_arrays([c for f in files for c in pq.read_table(f, columns=["signature"]).column(0).chunks])
     left = pa.concat_arrays([c for f in left_files for c in pq.read_table(f, columns=["unique_id"]).column(0).chunks])
-    return int(np.isin(left.to_numpy(), np.unique(sig.to_numpy())).sum())
+    return int(is_in_sorted(left.to_numpy(), np.unique(sig.to_numpy())).sum())
 
 
 def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
@@ -95,7 +95,7 @@ def twin_keys(model: ModelSpec, files: list[str], *, client=None, progress: Prog
 def without_twin(t: pa.Table, cols: tuple[str, ...], twins: np.ndarray) -> np.ndarray:
     """Rows of ``t`` no right row equals on ``cols`` (a null among them: none does)."""
     h, valid = key_hash(t, list(cols))
-    return ~(valid & np.isin(h, twins))
+    return ~(valid & is_in_sorted(h, twins))
 
 
 def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, side: str, columns: list[str]) -> int:
@@ -107,7 +107,7 @@ def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, si
     if side == "right":
         for r, (rk, _) in enumerate(right_partitions(groups)):
             h, valid = key_hash(t, [rk])
-            valid &= np.isin(h, keys[r])
+            valid &= is_in_sorted(h, keys[r])
             write_buckets(t, h, valid, buckets, Path(tmp) / f"right={r}", part)
             written += int(valid.sum())
         return written

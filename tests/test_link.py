@@ -191,6 +191,19 @@ def test_components_match_networkx(edges, parts):
     assert dict(zip(nodes.tolist(), comps.tolist())) == expected
 
 
+@settings(max_examples=200)
+@given(st.lists(st.integers(-2**63, 2**63 - 1) | st.integers(-3, 3), max_size=60),
+       st.lists(st.integers(-2**63, 2**63 - 1) | st.integers(-3, 3), max_size=60))
+def test_membership_in_sorted_keys_equals_numpy_isin(values, keys):
+    from nirlink.linkage._buckets import is_in_sorted
+
+    v = np.array(values, np.int64)
+    k = np.unique(np.array(keys, np.int64))  # what every caller passes: sorted, unique
+    got = is_in_sorted(v, k)
+    assert got.dtype == bool and got.shape == v.shape
+    np.testing.assert_array_equal(got, np.isin(v, k))
+
+
 def test_components_on_the_cluster_do_not_depend_on_partitioning(dask_client):
     rng = np.random.default_rng(3)
     src, dst = rng.integers(0, 5000, 8000), rng.integers(0, 5000, 8000)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_json, staged_directory, write_json
 from nirlink.kernels import StageError
+from nirlink.linkage._buckets import is_in_sorted
 
 from ._attach import (PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _LinkLookup, _task_groups,
                       attach_task_rows, person_buckets)
@@ -189,7 +190,7 @@ def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_bucke
         links = _LinkLookup(ipc.open_file(source_file).read_all())
         for path in paths:
             sig = pq.read_table(path, columns=["signature"], use_threads=False).column("signature").to_numpy()
-            moved = np.isin(sig, moving)
+            moved = is_in_sorted(sig, moving)
             if not moved.any():
                 reuse[link_or_copy(Path(path), target / Path(path).name)] += 1
                 continue
