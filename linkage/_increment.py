@@ -155,6 +155,14 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
             "twin_changed": int(twin_moved.sum())}
 
 
+def register_entries(work: Path, column: str, values: pa.Array) -> pa.Table:
+    """The register entries of ``work`` whose ``column`` is one of ``values`` (a null is none),
+    each file cut as it is read: the driver never holds the whole register."""
+    parts = [t.filter(pc.fill_null(pc.is_in(t.column(column), value_set=values), False))
+             for t in (pq.read_table(f) for f in register_files(work))]
+    return pa.concat_tables(parts, promote_options="permissive") if parts else LINK_COLUMNS.empty_table()
+
+
 def entry_keys(model, entries: pa.Table) -> tuple[list[tuple[str, ...]], list[np.ndarray]]:
     """Per blocking rule of ``model``: its left key columns and the distinct hashes of
     ``entries``' (register rows) right keys; ``meets`` finds the signatures equal to one. A
@@ -200,10 +208,7 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
         # (the rule's condition and a fallback rule's filter only remove pairs). The first key
         # alone (a scoring partition) is far coarser: a common first name or birth year put half
         # of the signatures near some change at 200,000 persons (372,304 of 698,338)
-        ids = pa.array(fresh)
-        reg = pa.concat_tables([t.filter(pc.is_in(t.column("unique_id"), value_set=ids))
-                                for t in (pq.read_table(f) for f in register_files(work))])
-        rule_keys, keys = entry_keys(model, reg)
+        rule_keys, keys = entry_keys(model, register_entries(work, "unique_id", pa.array(fresh)))
         keys = share(client, keys)
     twins_moved = None
     if model is not None and not retrain and len(fresh) + len(diff["removed"]):
@@ -321,11 +326,8 @@ def deterministic_increment(previous: Path, work: Path, diff: dict[str, Any], cf
                           zero_copy_only=False)).astype(object)
     todo = [pq.read_table(f, columns=["nir"]).column("nir") for f in _files_of(work / "todo")]
     wanted = pa.concat_arrays([pa.array(nirs, pa.string()), *[c for t in todo for c in t.chunks]])
-    wanted = pc.unique(wanted)
-    entries = share(client, pa.concat_tables(  # each file cut as it is read: the driver never holds the register
-        [t.filter(pc.fill_null(pc.is_in(t.column("nir"), value_set=wanted), False))
-         for t in (pq.read_table(f) for f in register_files(work))] or [LINK_COLUMNS.empty_table()],
-        promote_options="permissive").select(LINK_COLUMNS.names).cast(LINK_COLUMNS))
+    entries = share(client, register_entries(work, "nir", pc.unique(wanted)).select(LINK_COLUMNS.names)
+                    .cast(LINK_COLUMNS))
     linked = run_tasks(client, _det_bucket, [(str(previous), str(work), b, nirs, entries, cfg.duckdb_threads,
                                               cfg.duckdb_memory_limit) for b in range(cfg.signature_buckets)],
                        name="deterministic-increment", progress=progress)

@@ -302,10 +302,10 @@ def train_models(work: Path, models: dict[str, ModelSpec], cfg: LinkConfig, *, c
                             exact, sampled))
     try:
         results = run_tasks(client, _em_task, em_args, name="training-em", progress=progress)
-        u_results = wait_tasks(client, u_results, name="training-u")
     except BaseException as exc:
         cancel_tasks(client, u_results, drain=isinstance(exc, Exception))  # they read the samples' scratch
         raise
+    u_results = wait_tasks(client, u_results, name="training-u")  # on a failure it cancels the others itself
     if progress:
         progress("training-u", len(args), len(args))
     for name, model in todo.items():
