@@ -49,7 +49,7 @@ from nirlink.kernels import InputError, StageError
 from ._buckets import is_in_sorted, key_hash, read_bucket
 from ._config import LinkConfig
 from ._prepare import LINK_COLUMNS
-from ._register import register_files
+from ._register import register_entries, register_files
 from ._scoring import CANDIDATE_SCHEMA, score_rules
 from ._signatures import SIGNATURE_SCHEMA
 from ._tasks import Progress, run_tasks, share
@@ -153,14 +153,6 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
     return {"signatures": len(uid), "new": int(new_ids.sum()), "todo": int(todo.sum()),
             "carried": int((~todo).sum()), "near_register_changes": int(near.sum()),
             "twin_changed": int(twin_moved.sum())}
-
-
-def register_entries(work: Path, column: str, values: pa.Array) -> pa.Table:
-    """The register entries of ``work`` whose ``column`` is one of ``values`` (a null is none),
-    each file cut as it is read: the driver never holds the whole register."""
-    parts = [t.filter(pc.fill_null(pc.is_in(t.column(column), value_set=values), False))
-             for t in (pq.read_table(f) for f in register_files(work))]
-    return pa.concat_tables(parts, promote_options="permissive") if parts else LINK_COLUMNS.empty_table()
 
 
 def entry_keys(model, entries: pa.Table) -> tuple[list[tuple[str, ...]], list[np.ndarray]]:

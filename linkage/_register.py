@@ -6,12 +6,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._prepare import register_table
+from ._prepare import LINK_COLUMNS, register_table
 from ._tasks import Progress, run_tasks
 
-__all__ = ["build_register", "register_files"]
+__all__ = ["build_register", "register_files", "register_entries"]
 
 
 def _reg_map(f: str, work: str, i: int) -> dict[str, int]:
@@ -36,3 +38,9 @@ def register_files(work: Path) -> list[str]:
     return [str(p) for p in sorted((work / "register").glob("part-*.parquet"))]
 
 
+def register_entries(work: Path, column: str, values: pa.Array) -> pa.Table:
+    """The register entries of ``work`` whose ``column`` is one of ``values`` (a null is none),
+    each file cut as it is read: the driver never holds the whole register."""
+    parts = [t.filter(pc.fill_null(pc.is_in(t.column(column), value_set=values), False))
+             for t in (pq.read_table(f) for f in register_files(work))]
+    return pa.concat_tables(parts, promote_options="permissive") if parts else LINK_COLUMNS.empty_table()
