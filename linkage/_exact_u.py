@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._model import ModelSpec
 
 __all__ = ["exact_u", "exact_u_counts", "exact_u_from_counts"]
@@ -18,6 +20,8 @@ __all__ = ["exact_u", "exact_u_counts", "exact_u_from_counts"]
 # the body's three segments (sex-year-month, place, order): two bodies within two substitutions
 # or one transposition of each other agree on at least one of them
 _BODY_SEGMENTS = ((1, 5), (6, 5), (11, 3))
+# the characters two bodies of the 'same sex, year, month, department' level share
+_PREFIX = 7
 
 
 # the register rows a sample is counted against at most: a uniform draw of them beyond. The
@@ -73,17 +77,51 @@ def exact_u_counts(model: ModelSpec, comparison: str, reg_files: list[str], *, s
             con.execute("create view d as select * from r")
         drawn = con.execute("select count(*) from d").fetchall()[0][0]
         both = con.execute("select count(*) from s join d using (unique_id)").fetchall()[0][0]
-        seg = [f"substr(a.nir_body, {p}, {w}) = substr(b.nir_body, {p}, {w})" for p, w in _BODY_SEGMENTS]
-        # each pair once: joined on the first segment it agrees on
-        joins = " union all ".join(
-            f"select case {cases} else -1 end as level from s a join d b on {seg[i]} and a.unique_id <> b.unique_id"
-            + "".join(f" and not {seg[j]}" for j in range(i))
-            # every level above ELSE is within two edits or shares the first 7 characters
-            + " where substr(a.nir_body, 1, 7) = substr(b.nir_body, 1, 7) or levenshtein(a.nir_body, b.nir_body) <= 2"
-            for i in range(len(seg)))
-        counts = dict(con.execute(f"select level, count(*) from ({joins}) where level >= 0 group by level").fetchall())
+        sampled, drawn_rows = con.sql("select unique_id, nir_body from s").to_arrow_table(), \
+            con.sql("select unique_id, nir_body from d").to_arrow_table()
+        a, b = _strings(sampled), _strings(drawn_rows)
+        if a is None or b is None:  # a body not ASCII: DuckDB compares characters
+            counts = _counted_in_sql(con, cases)
+        else:
+            from nirlink.kernels._edits import near_pairs
+
+            ia, ib = near_pairs(a, b, _BODY_SEGMENTS, _PREFIX)
+            con.register("pa", sampled.select(["nir_body"]).take(ia))
+            con.register("pb", drawn_rows.select(["nir_body"]).take(ib))
+            counts = dict(con.execute(f"select level, count(*) from (select case {cases} else -1 end as level "
+                                      "from pa a positional join pb b) where level >= 0 group by level").fetchall())
     return {"counts": {int(i): int(c) for i, c in counts.items()}, "register_rows": int(n), "sample_rows": int(k),
             "pairs": int(k) * int(drawn) - int(both)}
+
+
+def _strings(table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ids, bytes, offsets) of a (unique_id, nir_body) table for kernels/_edits.py, None when
+    a body holds a non-ASCII byte."""
+    import pyarrow as pa
+
+    ids = np.asarray(table.column("unique_id").to_numpy(), dtype=np.int64)
+    arr = table.column("nir_body").combine_chunks().cast(pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    if len(arr) and (data[offsets[0]:offsets[-1]] >= 0x80).any():
+        return None
+    return ids, data, offsets
+
+
+def _counted_in_sql(con, cases: str) -> dict[int, int]:
+    """The level counts of the pairs of ``s`` and ``d`` in DuckDB alone (the edit distance of
+    every pair agreeing on a segment: ~4x the time of near_pairs at 200,000 persons)."""
+    seg = [f"substr(a.nir_body, {p}, {w}) = substr(b.nir_body, {p}, {w})" for p, w in _BODY_SEGMENTS]
+    # each pair once: joined on the first segment it agrees on
+    joins = " union all ".join(
+        f"select case {cases} else -1 end as level from s a join d b on {seg[i]} and a.unique_id <> b.unique_id"
+        + "".join(f" and not {seg[j]}" for j in range(i))
+        # every level above ELSE is within two edits or shares the first 7 characters
+        + f" where substr(a.nir_body, 1, {_PREFIX}) = substr(b.nir_body, 1, {_PREFIX}) "
+          "or levenshtein(a.nir_body, b.nir_body) <= 2"
+        for i in range(len(seg)))
+    return dict(con.execute(f"select level, count(*) from ({joins}) where level >= 0 group by level").fetchall())
 
 
 def exact_u_from_counts(model: ModelSpec, comparison: str, parts: list[dict[str, Any]]) -> dict[str, Any]:

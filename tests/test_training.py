@@ -79,6 +79,19 @@ def test_exact_u_counted_in_parts_equals_one_count(sample):
     assert exact_u_from_counts(model, "nir", list(reversed(parts))) == whole
 
 
+def test_exact_u_counts_of_the_kernel_equal_duckdbs(sample, monkeypatch):
+    """The pairs within two edits found by kernels/_edits.py give the counts of the SQL that
+    computed every pair's edit distance in DuckDB (the path of non-ASCII bodies)."""
+    import nirlink.linkage._exact_u as exact_module
+
+    work, model, *_ = sample
+    reg = register_files(work)
+    kernel = exact_u_counts(model, "nir", reg, sample=3_000, seed=11)
+    assert sum(kernel["counts"].values()) > 0
+    monkeypatch.setattr(exact_module, "_strings", lambda table: None)
+    assert exact_u_counts(model, "nir", reg, sample=3_000, seed=11) == kernel
+
+
 def test_exact_u_against_a_draw_of_the_register(sample):
     """Counted against at most ``register_rows`` rows: the whole register when it is no larger
     (the same result), else a draw: sample x drawn pairs less the sample rows drawn, each

@@ -1,0 +1,80 @@
+"""Pairs within two edits (kernels/_edits.py) against DuckDB's levenshtein and substr, the SQL
+the exact NIR u count used before the kernel, as oracles."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nirlink.kernels._edits import near_pairs, segment_keys, within_edits
+
+# a small alphabet makes near strings common; 'A' and '1' share a histogram bin (low 4 bits)
+TEXT = st.text(alphabet="01A2", min_size=0, max_size=9)
+
+
+def _columns(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arr = pa.array(strings, pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[: len(arr) + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return np.arange(len(strings), dtype=np.int64), data, offsets
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(TEXT, TEXT), min_size=1, max_size=40), st.integers(0, 2))
+def test_within_edits_is_duckdbs_levenshtein(pairs, k):
+    con = duckdb.connect()
+    expected = [d <= k for (d,) in con.execute(
+        "select levenshtein(a, b) from (select unnest($a) as a, unnest($b) as b)",
+        {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}).fetchall()]
+    assert [within_edits(a, b, k) for a, b in pairs] == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT, st.integers(1, 6), st.integers(1, 7))
+def test_segment_keys_equal_exactly_when_sql_substrings_are(s, p, w):
+    others = [s, s[: p + w - 2], s + "0", "A" + s, s[:-1] + "2" if s else "2"]
+    ids, data, offsets = _columns(others)
+    keys = segment_keys(data, offsets, p, w)
+    subs = [o[p - 1:p - 1 + w] for o in others]  # SQL substr(o, p, w) on ASCII
+    for i in range(len(others)):
+        for j in range(len(others)):
+            assert (keys[i] == keys[j]) == (subs[i] == subs[j]), (others[i], others[j], p, w)
+
+
+def _sql_pairs(a: list[str], b: list[str], segments, prefix: int, k: int) -> list[tuple[int, int]]:
+    """The pairs the exact u count's SQL joined: agreeing on a segment (each pair under the first
+    it agrees on), distinct ids, sharing the prefix or within k edits."""
+    con = duckdb.connect()
+    con.execute("create table a as select * from (select unnest($s) as s, unnest($i) as id)",
+                {"s": a, "i": list(range(len(a)))})
+    con.execute("create table b as select * from (select unnest($s) as s, unnest($i) as id)",
+                {"s": b, "i": list(range(len(b)))})
+    seg = [f"substr(x.s, {p}, {w}) = substr(y.s, {p}, {w})" for p, w in segments]
+    joins = " union all ".join(
+        f"select x.id as i, y.id as j from a x join b y on {seg[s]} and x.id <> y.id"
+        + "".join(f" and not {seg[e]}" for e in range(s))
+        + f" where substr(x.s, 1, {prefix}) = substr(y.s, 1, {prefix}) or levenshtein(x.s, y.s) <= {k}"
+        for s in range(len(seg)))
+    return sorted(con.execute(joins).fetchall())
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(TEXT, min_size=0, max_size=25), st.lists(TEXT, min_size=0, max_size=25),
+       st.sampled_from([((1, 2), (3, 2), (5, 1)), ((1, 3),), ((2, 1), (1, 1))]), st.integers(1, 4),
+       st.integers(0, 2))
+def test_near_pairs_are_the_sql_joins_pairs(a, b, segments, prefix, k):
+    ia, ib = near_pairs(_columns(a), _columns(b), segments, prefix, k)
+    got = sorted(zip(ia.tolist(), ib.tolist()))
+    assert len(got) == len(set(got))  # each pair once
+    assert got == _sql_pairs(a, b, segments, prefix, k)
+
+
+def test_near_pairs_refuses_long_strings_and_bad_segments():
+    long = _columns(["0" * 300])
+    with pytest.raises(ValueError, match="255 bytes"):
+        near_pairs(long, long, ((1, 2),), 3)
+    with pytest.raises(ValueError, match="segment"):
+        segment_keys(*_columns(["012"])[1:], 1, 8)
