@@ -22,8 +22,8 @@ def _columns(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.arange(len(strings), dtype=np.int64), data, offsets
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(TEXT, TEXT), min_size=1, max_size=40), st.integers(0, 2))
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(TEXT, TEXT), min_size=1, max_size=60), st.integers(0, 2))
 def test_within_edits_is_duckdbs_levenshtein(pairs, k):
     con = duckdb.connect()
     expected = [d <= k for (d,) in con.execute(
