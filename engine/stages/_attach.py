@@ -175,10 +175,14 @@ def _person_buckets(links: pa.Table, n_buckets: int) -> np.ndarray:
 class _LinkLookup:
     """A task's view of the link table (the memory-mapped lookup file): per signature its
     attached columns and, for a linked one, its person's bucket and rank in person order; rows
-    are looked up by their signature ids (binary search on the sorted ids)."""
+    are looked up by their signature ids (a radix index over the sorted ids: a binary search of
+    the 27.4M ids of a 1e9-row job cost ~2 us a row for rows in no particular order)."""
 
     def __init__(self, links: pa.Table):
+        from nirlink.kernels._lookup import SortedIndex  # Numba: imported where it runs
+
         self.keys = links.column("signature").to_numpy()
+        self.index = SortedIndex(self.keys)  # built once per task, for its millions of rows (kernels/_lookup.py)
         self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
         # one entry more, at index len(keys): a signature missing from the table (no person)
         self.bucket = np.append(np.asarray(_one_chunk(links.column("bucket")), np.int64), -1)
@@ -189,7 +193,7 @@ class _LinkLookup:
         person; a row whose signature is missing is unlinked), each row's person bucket (-1:
         no person) and person rank."""
         n = len(self.keys)
-        pos = np.minimum(np.searchsorted(self.keys, sig), max(n - 1, 0))
+        pos = np.minimum(self.index.find(sig), max(n - 1, 0))
         found = self.keys[pos] == sig if n else np.zeros(len(sig), bool)
         extra = {c: self.columns[c].take(pa.array(pos, mask=~found)) for c in PERSON_COLUMNS}
         at = np.where(found, pos, n)
