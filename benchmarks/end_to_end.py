@@ -1,5 +1,5 @@
 """The whole job against the cost of reading and writing its inputs once:
-`python -m benchmarks.end_to_end [--persons 200000,2000000] [--seed 3] [--repeats 3] [--evaluate]
+`python -m benchmarks.end_to_end [--persons 200000,2000000] [--seed 3] [--repeats 3] [--evaluate] [--evaluate-memory 4GB]
 [--dir DIR] [--keep] [--name end_to_end]`.
 
 For every size (200,000 persons are ~25M data rows, 2,000,000 ~250M): `nirlink synth` (timed:
@@ -177,12 +177,24 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
         "load_average": os.getloadavg(),
     }
     if args.evaluate:
-        out, eval_s, eval_rss, _ = _run(_nirlink("evaluate", "--links", str(job / "link"), "--rows", str(job / "ingest"),
-                                                 "--truth", str(data / "truth"), "--output", "json"), log)
-        report = _json_document(out)
-        record["evaluate"] = {"seconds": eval_s, "peak_rss_bytes": eval_rss,
-                              **{f"{unit}_{k}": report[unit][k] for unit in ("signatures", "rows")
-                                 for k in ("precision", "recall", "f1")}}
+        # its temporary files (every row's signature, DuckDB's spill) beside the job, not in the
+        # system's temporary directory: at 1e9 rows they outgrew the disk left there and the
+        # whole run's figures were lost with the exception
+        scratch = run_dir / "evaluate-tmp"
+        scratch.mkdir(exist_ok=True)
+        try:
+            out, eval_s, eval_rss, _ = _run(_nirlink("evaluate", "--links", str(job / "link"), "--rows",
+                                                     str(job / "ingest"), "--truth", str(data / "truth"),
+                                                     "--memory-limit", args.evaluate_memory, "--temp-dir",
+                                                     str(scratch), "--output", "json"), log)
+        except RuntimeError as exc:
+            record["evaluate_error"] = str(exc)
+        else:
+            report = _json_document(out)
+            record["evaluate"] = {"seconds": eval_s, "peak_rss_bytes": eval_rss,
+                                  **{f"{unit}_{k}": report[unit][k] for unit in ("signatures", "rows")
+                                     for k in ("precision", "recall", "f1")}}
+        shutil.rmtree(scratch, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
@@ -206,6 +218,9 @@ def render(runs: list[dict[str, Any]]) -> str:
                      f"{r['input_bytes'] / 1e9:.2f}", f"{r['peak_disk_ratio']:.2f}x", f"{r['final_disk_ratio']:.2f}x"])
     text = ["# End to end: synth + `nirlink run` against a DuckDB read-once-write-once floor", "",
             markdown_table(headers, rows), ""]
+    for r in runs:
+        if "evaluate_error" in r:
+            text += [f"`nirlink evaluate` failed at {r['persons']:,} persons: {r['evaluate_error']}", ""]
     if any("evaluate" in r for r in runs):
         text += ["Accuracy of the same runs (`nirlink evaluate`):", "",
                  markdown_table(["persons", "signature precision", "signature recall", "row precision", "row recall"],
@@ -233,6 +248,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the DuckDB floor (median)")
     ap.add_argument("--evaluate", action="store_true", help="also evaluate the links against the truth")
+    ap.add_argument("--evaluate-memory", default="4GB", help="nirlink evaluate --memory-limit")
     ap.add_argument("--dir", default=None, help="where datasets and jobs go (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep each size's data and job")
     ap.add_argument("--name", default="end_to_end")
