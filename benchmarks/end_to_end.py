@@ -177,9 +177,9 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
         "load_average": os.getloadavg(),
     }
     if args.evaluate:
-        # its temporary files (every row's signature, DuckDB's spill) beside the job, not in the
-        # system's temporary directory: at 1e9 rows they outgrew the disk left there and the
-        # whole run's figures were lost with the exception
+        # its temporary files (every row's signature, DuckDB's spill) on the disk given to the
+        # benchmark (--dir), not in the system's temporary directory, and a failure recorded: at
+        # 1e9 rows its spill filled the disk and the run's figures were lost with the exception
         scratch = run_dir / "evaluate-tmp"
         scratch.mkdir(exist_ok=True)
         try:
