@@ -12,7 +12,8 @@ identity columns of rows without them) are read batch by batch and written to a
 temporary Parquet dataset of (record_id, signature, nir_status); DuckDB then joins it with the
 truth under a memory limit, spilling to a temporary directory, and first collapses the rows
 into (signature, NIR status, true NIR, count) groups, so that every later step works on about
-as many rows as there are signatures. Memory stays near one batch plus DuckDB's limit,
+as many rows as there are signatures; that join runs in parts of at most ROWS_PER_PASS rows
+(a hash of the record id), whose groups are added up. Memory stays near one batch plus DuckDB's limit,
 whatever the number of rows.
 
 A signature's true person is the true NIR of most of its rows (ties: the smaller NIR) and its
@@ -37,6 +38,9 @@ from ._prepare import signature_ids
 __all__ = ["evaluate", "DEFAULT_MEMORY_LIMIT"]
 
 DEFAULT_MEMORY_LIMIT = "4GB"
+# rows joined with the truth at a time (a hash partition of the record ids): ~2.4 GB of join
+# keys and true NIRs, within the default memory limit
+ROWS_PER_PASS = 100_000_000
 _ROW_COLUMNS = ["record_id", "declared_nir", "last_name_key", "first_names_norm", "birth_year", "birth_month",
                 "birth_day", "nir_status"]
 _SIG_SCHEMA = pa.schema([pa.field("record_id", pa.int64()), pa.field("signature", pa.int64()),
@@ -116,12 +120,25 @@ def _report(link_dir: Path, truth_dir: Path, scratch: Path, model: ModelSpec | N
         con.execute(f"create view links as select * from read_parquet('{_sql_path(link_dir)}/links/*.parquet')")
         con.execute(f"create view truth as select * from read_parquet('{_sql_path(truth_dir)}/*.parquet')")
         con.execute("create temp table reg_truth as select register_nir, true_nir from truth where source = 'register'")
-        # rows collapsed into (signature, NIR status, true NIR) groups: the one pass over every row
+        # rows collapsed into (signature, NIR status, true NIR) groups: the one join of every row
+        # with its truth, in parts of at most ROWS_PER_PASS rows (record ids split by a hash),
+        # each part's groups added up after. In one join at 1e9 rows, DuckDB's hash table of a
+        # side spilled over 50 GB and filled the disk; a part's fits the memory limit
+        rows = sum(pq.read_metadata(f).num_rows for f in sorted((scratch / "rows").glob("*.parquet")))
+        parts = max(1, -(-rows // ROWS_PER_PASS))
+        con.execute("create temp table part_groups (signature bigint, nir_status varchar, true_nir varchar, "
+                    "n bigint)")
+        for part in range(parts):
+            where = f"hash(record_id) % {parts} = {part}" if parts > 1 else "true"
+            con.execute(f"""insert into part_groups
+                select r.signature, r.nir_status, t.true_nir, count(*)::bigint as n
+                from (select * from rows_sig where {where}) r
+                join (select record_id, true_nir from truth where source <> 'register' and {where}) t
+                  on t.record_id = r.record_id
+                group by all""")
         con.execute("""create temp table row_groups as
-            select r.signature, r.nir_status, t.true_nir, count(*)::bigint as n
-            from rows_sig r join (select record_id, true_nir from truth where source <> 'register') t
-              on t.record_id = r.record_id
-            group by all""")
+            select signature, nir_status, true_nir, sum(n)::bigint as n from part_groups group by all""")
+        con.execute("drop table part_groups")
         # per row (weighted by n): the row's true NIR against its signature's link
         con.execute("""create temp table row_eval as
             select g.signature, g.nir_status, g.true_nir, g.n, l.status, rt.true_nir as predicted

@@ -211,6 +211,18 @@ def test_streamed_evaluation_equals_the_in_memory_one(job_run, tmp_path):
         assert sum(d["unlinked"] for d in new[f"{level}_by_nir_status"].values()) == s["unlinked"]
 
 
+def test_rows_joined_with_the_truth_in_parts_give_the_same_report(job_run, monkeypatch):
+    """The rows' join with the truth in several parts (a hash of the record id) and their
+    groups added up: the report of one join."""
+    import nirlink.linkage._evaluate as ev
+
+    link_dir, files, truth, model = _job_inputs(job_run)
+    whole = evaluate(link_dir, files, truth, model=model, threads=2)
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    monkeypatch.setattr(ev, "ROWS_PER_PASS", rows // 5)  # six parts
+    assert evaluate(link_dir, files, truth, model=model, threads=2) == whole
+
+
 def test_evaluate_command_prints_the_same_report(job_run):
     link_dir, files, truth, model = _job_inputs(job_run)
     _, out, _ = job_run
