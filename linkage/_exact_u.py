@@ -97,14 +97,11 @@ def exact_u_counts(model: ModelSpec, comparison: str, reg_files: list[str], *, s
 def _strings(table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(ids, bytes, offsets) of a (unique_id, nir_body) table for kernels/_edits.py, None when
     a body holds a non-ASCII byte."""
-    import pyarrow as pa
+    from nirlink.kernels._arrow import string_buffers
 
     ids = np.asarray(table.column("unique_id").to_numpy(), dtype=np.int64)
-    arr = table.column("nir_body").combine_chunks().cast(pa.large_string())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    data = arr.buffers()[2]
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    if len(arr) and (data[offsets[0]:offsets[-1]] >= 0x80).any():
+    offsets, data, _ = string_buffers(table.column("nir_body"))
+    if len(ids) and (data[offsets[0]:offsets[-1]] >= 0x80).any():
         return None
     return ids, data, offsets
 

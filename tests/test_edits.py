@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nirlink.kernels._arrow import string_buffers
 from nirlink.kernels._edits import near_pairs, segment_keys, within_edits
 
 # a small alphabet makes near strings common; 'A' and '1' share a histogram bin (low 4 bits)
@@ -15,10 +16,7 @@ TEXT = st.text(alphabet="01A2", min_size=0, max_size=9)
 
 
 def _columns(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    arr = pa.array(strings, pa.large_string())
-    offsets = np.frombuffer(arr.buffers()[1], np.int64)[: len(arr) + 1]
-    data = arr.buffers()[2]
-    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    offsets, data, _ = string_buffers(pa.array(strings, pa.string()))
     return np.arange(len(strings), dtype=np.int64), data, offsets
 
 
