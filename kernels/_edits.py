@@ -41,7 +41,7 @@ def segment_keys(data: np.ndarray, offsets: np.ndarray, p: int, w: int) -> np.nd
     if not 1 <= w <= MAX_SEGMENT or p < 1:
         raise ValueError(f"a segment is 1 to {MAX_SEGMENT} characters from position 1 on, not ({p}, {w})")
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
-    _keys(data, offsets.astype(np.int64), p, w, out)
+    _keys(data, np.asarray(offsets, dtype=np.int64), p, w, out)
     return out
 
 
@@ -103,16 +103,13 @@ def _histograms(data, offsets):
 
 @njit(nogil=True, cache=True)
 def _near(s, a_keys, a_ids, a_prefix, a_hist, a_data, a_off, b_keys, b_ids, b_prefix, b_hist, b_rows, b_data, b_off,
-          k, found, out_a, out_b):
+          k, prev, cur, found, out_a, out_b):
     """The pairs of segment ``s``: (a row, b row) agreeing on segment ``s`` and on no earlier
     one, of distinct ids, sharing the prefix key or within ``k`` edits. The b arrays but the
     bytes are in the order of b's sorted segment-``s`` keys (``b_rows``: the rows they are), so
     that a row's candidates are read one after the other. Written into out_a / out_b from
-    ``found`` on, up to their length; returns the count so far."""
-    longest = 0
-    for j in range(b_off.shape[0] - 1):
-        longest = max(longest, b_off[j + 1] - b_off[j])
-    prev, cur = np.empty(longest + 1, np.int64), np.empty(longest + 1, np.int64)
+    ``found`` on, up to their length; returns the count so far. ``prev``, ``cur``: _within's
+    work rows."""
     keys = b_keys[s]
     for i in range(a_keys.shape[1]):
         key = a_keys[s, i]
@@ -154,12 +151,14 @@ def near_pairs(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray
     Arrow offsets) of a string column."""
     a_ids, a_data, a_off = a
     b_ids, b_data, b_off = b
-    a_off, b_off = a_off.astype(np.int64), b_off.astype(np.int64)
+    a_off, b_off = np.asarray(a_off, dtype=np.int64), np.asarray(b_off, dtype=np.int64)
     a_ids, b_ids = np.ascontiguousarray(a_ids, np.int64), np.ascontiguousarray(b_ids, np.int64)
     if not segments:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    if max(np.diff(a_off).max(initial=0), np.diff(b_off).max(initial=0)) > 255:
+    longest = int(max(np.diff(a_off).max(initial=0), np.diff(b_off).max(initial=0)))
+    if longest > 255:
         raise ValueError("near_pairs compares strings of at most 255 bytes")
+    prev, cur = np.empty(longest + 1, np.int64), np.empty(longest + 1, np.int64)  # _within's work rows
     a_keys = np.stack([segment_keys(a_data, a_off, p, w) for p, w in segments])
     b_keys = np.stack([segment_keys(b_data, b_off, p, w) for p, w in segments])
     a_prefix, b_prefix = segment_keys(a_data, a_off, 1, prefix), segment_keys(b_data, b_off, 1, prefix)
@@ -174,7 +173,7 @@ def near_pairs(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray
         found = 0
         for s, (keys, ids, pre, hist, rows) in enumerate(sorted_b):
             found = _near(s, a_keys, a_ids, a_prefix, a_hist, a_data, a_off, keys, ids, pre, hist, rows, b_data,
-                          b_off, k, found, out_a, out_b)
+                          b_off, k, prev, cur, found, out_a, out_b)
         if found <= size:
             return out_a[:found], out_b[:found]
         size = found
