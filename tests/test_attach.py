@@ -116,3 +116,29 @@ def test_a_retried_task_whose_files_were_consumed_says_so(tmp_path):
         _attach_files([str(kept), str(tmp_path / "part-1.parquet")], "career", str(tmp_path / "absent.arrow"),
                       str(tmp_path / "out"), 4, "part-00000", consume=True)
     assert kept.exists()
+
+
+def test_lookup_ranks_and_buckets_are_the_persons(job_run, tmp_path):
+    """The lookup's rank and bucket come from the register entry a signature's person is: a
+    linked signature carries its person's hash bucket and a rank in person order, every other
+    signature bucket -1; one row per signature of link/links, sorted by signature."""
+    import numpy as np
+    import pyarrow.ipc as ipc
+
+    from nirlink.engine.stages._attach import _build_lookup
+
+    _, out, _ = job_run
+    links = pq.read_table(out / "link" / "links").to_pandas()
+    path = tmp_path / "links.arrow"
+    assert _build_lookup(str(out / "link"), str(path), 7, threads=2) == len(links)
+    with pa.memory_map(str(path)) as f:
+        reader = ipc.open_file(f)
+        assert reader.num_record_batches == 1
+        t = reader.read_all().to_pandas()
+    assert t["signature"].is_monotonic_increasing and sorted(t["signature"]) == sorted(links["signature"])
+    linked = t["link_status"].eq("linked").to_numpy()
+    h, _ = key_hash(pa.table({"person": pa.array(t["person"][linked], pa.string())}), ["person"])
+    assert (t["bucket"][linked].to_numpy() == bucket_ids(h, 7)).all() and (t["bucket"][~linked] == -1).all()
+    persons = t[linked].sort_values("person_rank", kind="stable")["person"].tolist()
+    assert persons == sorted(persons) and t[linked].groupby("person")["person_rank"].nunique().eq(1).all()
+    assert len(set(t["person_rank"][linked])) == len(set(persons))
