@@ -30,16 +30,21 @@ def round_cents(euros: np.ndarray) -> np.ndarray:
 
 def money_from_cents(cents: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """A decimal(18, 2) array of ``cents`` (int64); ``valid`` False gives a null."""
-    cents = np.ascontiguousarray(cents, dtype=np.int64)
-    words = np.empty((len(cents), 2), np.int64)
+    cents = np.asarray(cents, dtype=np.int64)
+    # the words in a buffer of Arrow's memory pool, which reuses the pages it frees: a fresh
+    # numpy array of this size is new pages from the kernel on every call (the first write
+    # faults each one in), 13-34 ms per million amounts against 3-9 ms here; the aggregate
+    # stage makes one per amount column and bucket (a quarter of a resource task's time)
+    data = pa.allocate_buffer(16 * len(cents))
+    words = np.frombuffer(data, np.int64).reshape(len(cents), 2)
     words[:, 0] = cents
-    words[:, 1] = cents >> 63  # two's complement sign extension to 128 bits
+    np.right_shift(cents, 63, out=words[:, 1])  # two's complement sign extension to 128 bits
     validity = None
     null_count = 0
     if valid is not None and not np.all(valid):
         arr = pa.array(np.asarray(valid, bool))
         validity, null_count = arr.buffers()[1], len(cents) - int(np.count_nonzero(valid))
-    return pa.Array.from_buffers(MONEY, len(cents), [validity, pa.py_buffer(words)], null_count=null_count)
+    return pa.Array.from_buffers(MONEY, len(cents), [validity, data], null_count=null_count)
 
 
 def cents_of(col: pa.Array | pa.ChunkedArray, null: int = 0) -> np.ndarray:
