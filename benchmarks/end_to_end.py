@@ -193,7 +193,8 @@ def one_size(base: Path, persons: int, args) -> dict[str, Any]:
             report = _json_document(out)
             record["evaluate"] = {"seconds": eval_s, "peak_rss_bytes": eval_rss,
                                   **{f"{unit}_{k}": report[unit][k] for unit in ("signatures", "rows")
-                                     for k in ("precision", "recall", "f1")}}
+                                     for k in ("precision", "recall", "f1")},
+                                  "report": report}  # the whole report (counts only): by NIR status, blocking, duplicates
         shutil.rmtree(scratch, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
