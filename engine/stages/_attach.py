@@ -3,10 +3,10 @@
 The link table (one row per signature) is sorted once into an Arrow IPC file that every task
 memory-maps (the operating system shares its pages between the worker processes); each task
 takes a group of ingested files (attach_task_rows), reads each file once (the columns the
-later stages read, attached_columns, with the signature the ingest stage stored),
-looks its rows up by binary search and streams them into one file per person bucket
-(``<source>/b=<k>/<part>.parquet``, a row group per ROWS_PER_WRITE rows gathered, rows sorted
-by person so that a person's repeated columns compress), so the
+later stages read, attached_columns, with the signature the ingest stage stored), looks
+its rows up (a radix index over the sorted signature ids) and streams them into one file per
+person bucket (``<source>/b=<k>/<part>.parquet``, a row group per ROWS_PER_WRITE rows
+gathered, rows sorted by person so that a person's repeated columns compress), so the
 aggregate stage reads each bucket as one partition holding every row of its persons - no
 second shuffle. Rows with no linked person go to ``<source>/b=nulls/``: kept, counted,
 never dropped.
