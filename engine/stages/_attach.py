@@ -71,7 +71,7 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
         register = register.append_column("person_rank", pa.array(np.arange(1, register.num_rows + 1, dtype=np.int64)))
         if n_buckets is not None:
             register = register.append_column(
-                "bucket", pa.array(person_buckets(register.column("nir").combine_chunks(), n_buckets), pa.int32()))
+                "bucket", pa.array(person_buckets(_one_chunk(register.column("nir")), n_buckets), pa.int32()))
         bucket = ", case when l.status = 'linked' then coalesce(r.bucket, -1) else -1 end::integer as bucket" \
             if n_buckets is not None else ""
         con.register("person_register", register)
