@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -300,8 +301,24 @@ def _record_plan(db_api, statements: list[str], output: str, left, right, tf) ->
         if role is None:
             return None  # a table we cannot name again: no plan, Splink runs every time
         roles.append((name, role))
-    built = tuple(s for s in statements if s.lstrip()[:6].upper() in ("CREATE", "DROP T", "DROP V"))
+    built = _integer_join_keys(tuple(s for s in statements if s.lstrip()[:6].upper() in ("CREATE", "DROP T", "DROP V")))
     return _Plan(tuple(roles), built, output)
+
+
+# Splink joins its blocked pairs back to their records on text keys, ``source_dataset || '-__-'
+# || unique_id``: unique across the several datasets a link_and_dedupe job may put on one side.
+# Here each side is one table (one ``source_dataset`` value), so the key and the integer
+# ``unique_id`` name the same rows and the integer joins alike, without a string built per
+# record and per pair (a third of a scoring call's CPU at 1M persons: benchmarks/README.md,
+# "Scoring"). Only the replayed SQL is rewritten, and only when every text key of the plan is
+# one of the forms below (another Splink may write them otherwise: then the plan is replayed as
+# Splink wrote it); tests compare replays with fresh Splink calls, for a link and a dedupe.
+_TEXT_JOIN_KEY = re.compile(r"""\b([lr])\."source_dataset" \|\| '-__-' \|\| \1\."unique_id"(?=\s+(?:as join_key_\1|= b\.join_key_\1)\b)""")
+
+
+def _integer_join_keys(statements: tuple[str, ...]) -> tuple[str, ...]:
+    rewritten = tuple(_TEXT_JOIN_KEY.sub(r'\1."unique_id"', s) for s in statements)
+    return statements if any("'-__-'" in s for s in rewritten) else rewritten
 
 
 def _replay(plan: _Plan, left, right, tf, *, threads: int, memory_limit: str | None) -> pa.Table:

@@ -112,6 +112,45 @@ def test_reused_splink_sql_equals_a_fresh_splink_call(fifty_k, monkeypatch):
     assert len(replays) == 2
 
 
+def test_reused_splink_sql_of_a_dedupe_equals_a_fresh_splink_call(fifty_k):
+    """The register's deduplication (one table, pairs within it) replays Splink's SQL with
+    integer join keys too: same pairs, same orientation, same weights as Splink itself."""
+    import dask.config
+
+    from nirlink.linkage import _splink
+
+    _, _, _, _, _, right = fifty_k
+    model = register_model()
+    tf = tf_tables(model, right)
+    model.splink = _splink.train(model, right, None, tf)
+    rules = list(range(len(model.blocking)))
+    _splink._PLANS.clear()
+    _splink.predict_rules(model, rules, right.slice(0, 6_000), None, tf)
+    (plan,) = _splink._PLANS.values()
+    assert not any("'-__-'" in s for s in plan.statements)  # the text keys were rewritten
+    # a register with planted duplicates: half the rows again under new ids
+    part = right.slice(6_000, 8_000)
+    twins = part.slice(0, 4_000).set_column(0, "unique_id", pa.array(
+        np.arange(10**9, 10**9 + 4_000, dtype=np.int64)))
+    part = pa.concat_tables([part, twins.cast(part.schema)])
+    reused = _splink.predict_rules(model, rules, part, None, tf)
+    with dask.config.set({"nirlink.linkage.reuse-splink-sql": False}):
+        fresh = _splink.predict_rules(model, rules, part, None, tf)
+    key = [("unique_id_l", "ascending"), ("unique_id_r", "ascending")]
+    assert reused.num_rows >= 4_000 and reused.sort_by(key).equals(fresh.sort_by(key))
+
+
+def test_integer_join_keys_leave_a_plan_they_cannot_rewrite_whole():
+    from nirlink.linkage._splink import _integer_join_keys
+
+    sql = ('select l."source_dataset" || \'-__-\' || l."unique_id" as join_key_l from t as l; '
+           'select * from b join t as r on r."source_dataset" || \'-__-\' || r."unique_id" = b.join_key_r')
+    assert _integer_join_keys((sql,)) == (sql.replace('l."source_dataset" || \'-__-\' || l."unique_id"', 'l."unique_id"')
+                                          .replace('r."source_dataset" || \'-__-\' || r."unique_id"', 'r."unique_id"'),)
+    other = sql + ' where l."source_dataset" || \'-__-\' || l."unique_id" < r."source_dataset" || \'-__-\' || r."unique_id"'
+    assert _integer_join_keys((other,)) == (other,)  # a key compared, not joined: Splink's SQL kept
+
+
 def test_trained_model_loads_in_plain_splink(fifty_k, tmp_path):
     from splink import DuckDBAPI, Linker
 

@@ -1,0 +1,147 @@
+"""The link stage of a whole job alone, this checkout against a baseline checkout.
+
+Builds once per ``--dir`` the ingest output of a synthetic dataset (``nirlink synth``, then a job
+with the stage ingest only, every output kept) and trains the models once (a first link stage by
+this checkout, whose ``model.json`` and ``register_model.json`` both sides then use: the same
+models, so both score the same pairs). Then the link stage (``run_link``, on a local cluster of
+2 single-threaded workers) runs in a fresh process per repeat, this checkout and the baseline's
+(``--baseline-python``: another checkout's interpreter, its ``nirlink`` installed in editable
+mode) in turn, ``--repeats`` times each; each process runs the stage twice (the first also pays
+the workers' imports): both count. Reported: medians of the stage's seconds and of each timed
+phase (the manifest's ``timings_s``), this / baseline, and whether both sides' links (every
+column of ``links``, row for row) are equal.
+
+    python -m benchmarks.link_stage --persons 1000000 --dir DIR --baseline-python /path/to/base/.venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAGE_RUNS = 2  # per process
+
+
+def _links_digest(out: Path) -> str:
+    """SHA-256 of the stage's links, rows in (signature) order, every column."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((out / "links").rglob("*.parquet"))
+    t = pa.concat_tables([pq.read_table(f) for f in files])
+    t = t.sort_by("signature")
+    h = hashlib.sha256()
+    for batch in t.to_batches():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as w:
+            w.write_batch(batch)
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def _one(run_dir: Path, out: Path) -> list[dict[str, Any]]:
+    """This interpreter's nirlink: the link stage, STAGE_RUNS times, with the run's models."""
+    from distributed import Client, LocalCluster
+
+    from nirlink.engine.stages._link import run_link
+
+    models = run_dir / "models"
+    results = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        for _ in range(STAGE_RUNS):
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            m = run_link(run_dir / "job" / "ingest", out, client=client, model_path=models / "model.json",
+                         register_model_path=models / "register_model.json")
+            results.append({"stage_s": round(time.perf_counter() - t0, 3), "timings_s": m["timings_s"],
+                            "links_sha256": _links_digest(out)})
+    shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def _prepare(run_dir: Path, persons: int, seed: int) -> None:
+    """The dataset, its ingest output and the models both sides use (once per --dir)."""
+    from nirlink.engine.synth import write_job_file
+
+    if not (run_dir / "job" / "ingest" / "_manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "nirlink", "synth", "--persons", str(persons), "--seed", str(seed),
+                        "--out", str(run_dir / "data"), "--overwrite", "--output", "json"],
+                       check=True, stdout=subprocess.DEVNULL)
+        job = write_job_file(run_dir / "data", run_dir / "ingest.toml", output=run_dir / "job",
+                             name="link-stage-bench", stages=["ingest"])
+        subprocess.run([sys.executable, "-m", "nirlink", "run", str(job), "--restart"], check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "DASK_NIRLINK__JOBS__KEEP": "all"})
+    if not (run_dir / "models" / "register_model.json").exists():
+        from distributed import Client, LocalCluster
+
+        from nirlink.engine.stages._link import run_link
+
+        out = run_dir / "train"
+        shutil.rmtree(out, ignore_errors=True)
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+            run_link(run_dir / "job" / "ingest", out, client=client)
+        (run_dir / "models").mkdir(exist_ok=True)
+        for name in ("model.json", "register_model.json"):
+            shutil.copy(out / name, run_dir / "models" / name)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", required=True, help="scratch directory (the dataset and models are reused by a later run)")
+    p.add_argument("--persons", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--baseline-python", required=True, help="the baseline checkout's interpreter")
+    p.add_argument("--repeats", type=int, default=2, help="processes per side")
+    p.add_argument("--name", default="link_stage")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: output directory
+    args = p.parse_args(argv)
+    run_dir = Path(args.dir) / f"p{args.persons}-s{args.seed}"
+    if args.one:
+        print(json.dumps(_one(run_dir, Path(args.one))))
+        return
+    from benchmarks._common import markdown_table, write_results
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _prepare(run_dir, args.persons, args.seed)
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    script = str(Path(__file__).resolve())
+    for _ in range(args.repeats):
+        for side, python in (("this", sys.executable), ("baseline", args.baseline_python)):
+            load = os.getloadavg()[0]
+            proc = subprocess.run([python, script, "--dir", args.dir, "--persons", str(args.persons),
+                                   "--seed", str(args.seed), "--baseline-python", args.baseline_python,
+                                   "--one", str(run_dir / f"link-{side}")],
+                                  check=True, capture_output=True, text=True, cwd=run_dir)
+            for r in json.loads(proc.stdout.strip().splitlines()[-1]):
+                runs[side].append({**r, "load_average": load, "load_after": os.getloadavg()[0]})
+    med = {side: statistics.median(r["stage_s"] for r in rs) for side, rs in runs.items()}
+    phases = sorted({k for rs in runs.values() for r in rs for k in r["timings_s"]})
+    rows = [["stage (wall)", med["this"], med["baseline"], round(med["this"] / med["baseline"], 3)]]
+    for k in phases:
+        a = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["this"])
+        b = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["baseline"])
+        rows.append([k, round(a, 3), round(b, 3), round(a / b, 3) if b else None])
+    digests = {r["links_sha256"] for rs in runs.values() for r in rs}
+    loads = [x for rs in runs.values() for r in rs for x in (r["load_average"], r["load_after"])]
+    table = (f"### The link stage, {args.persons:,} persons, seed {args.seed}, the same models on both sides: "
+             f"medians of {len(runs['this'])} runs per side (1-minute load {min(loads):.1f}-{max(loads):.1f}); "
+             f"links of every run equal: {'yes' if len(digests) == 1 else 'NO'}\n\n"
+             + markdown_table(["seconds", "this", "baseline", "this / baseline"], rows) + "\n")
+    write_results(args.name, {"runs": runs, "medians_s": med, "argv": sys.argv[1:], "persons": args.persons,
+                              "seed": args.seed, "baseline_python": args.baseline_python,
+                              "links_equal": len(digests) == 1}, table)
+
+
+if __name__ == "__main__":
+    main()
