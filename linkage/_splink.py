@@ -301,15 +301,19 @@ def _record_plan(db_api, statements: list[str], output: str, left, right, tf) ->
         if role is None:
             return None  # a table we cannot name again: no plan, Splink runs every time
         roles.append((name, role))
-    built = _integer_join_keys(tuple(s for s in statements if s.lstrip()[:6].upper() in ("CREATE", "DROP T", "DROP V")))
+    built = tuple(s for s in statements if s.lstrip()[:6].upper() in ("CREATE", "DROP T", "DROP V"))
+    if all("source_dataset" not in t.column_names for t in (left, right) if t is not None):
+        built = _integer_join_keys(built)
     return _Plan(tuple(roles), built, output)
 
 
 # Splink joins its blocked pairs back to their records on text keys, ``source_dataset || '-__-'
 # || unique_id``: unique across the several datasets a link_and_dedupe job may put on one side.
-# Here each side is one table (one ``source_dataset`` value), so the key and the integer
+# Here each side is one table without a ``source_dataset`` column of its own (a record's may
+# name one of several datasets in the table: then its plan keeps the text keys), so Splink gives
+# each side one ``source_dataset`` value, and the key and the integer
 # ``unique_id`` name the same rows and the integer joins alike, without a string built per
-# record and per pair (a third of a scoring call's CPU at 1M persons: benchmarks/README.md,
+# record and per pair (a quarter of a scoring call's CPU at 3M persons: benchmarks/README.md,
 # "Scoring"). Only the replayed SQL is rewritten, and only when every text key of the plan is
 # one of the forms below (another Splink may write them otherwise: then the plan is replayed as
 # Splink wrote it); tests compare replays with fresh Splink calls, for a link and a dedupe.

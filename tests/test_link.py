@@ -151,6 +151,24 @@ def test_integer_join_keys_leave_a_plan_they_cannot_rewrite_whole():
     assert _integer_join_keys((other,)) == (other,)  # a key compared, not joined: Splink's SQL kept
 
 
+def test_a_plan_keeps_the_text_keys_when_a_side_names_its_datasets():
+    """A side with a ``source_dataset`` column of its own may hold several datasets whose ids
+    repeat: its pairs must stay joined on Splink's text keys."""
+    from types import SimpleNamespace
+
+    from nirlink.linkage._splink import _record_plan
+
+    sql = ('create table p as select l."source_dataset" || \'-__-\' || l."unique_id" as join_key_l, '
+           'r."source_dataset" || \'-__-\' || r."unique_id" as join_key_r from a as l, b as r',)
+    plain = pa.table({"unique_id": [1, 2]})
+    named = pa.table({"unique_id": [1, 1], "source_dataset": ["x", "y"]})
+    for left, right, rewritten in ((plain, plain, True), (named, plain, False), (plain, named, False),
+                                   (named, None, False), (plain, None, True)):
+        tables = {"a": left} if right is None else {"a": left, "b": right}
+        plan = _record_plan(SimpleNamespace(registered=tables), list(sql), "p", left, right, {})
+        assert ("'-__-'" not in plan.statements[0]) is rewritten
+
+
 def test_trained_model_loads_in_plain_splink(fifty_k, tmp_path):
     from splink import DuckDBAPI, Linker
 
