@@ -61,7 +61,9 @@ CLERICAL_SCHEMA = pa.schema([
 
 # Candidates merged per person (register duplicates clustered into one person), ranked by
 # evidence: the comparisons' Bayes factor in bits, the match weight without the prior
-# (deterministic links: +inf).
+# (deterministic links: +inf). A person's register entry is its entry of highest evidence, the
+# smallest register id among equals (two entries of one person often compare alike): never the
+# order the pairs arrived in, which differs between Splink's own SQL and its replay.
 _RANKED_SQL = """
 create temp table ranked as
 with cand as (
@@ -71,8 +73,8 @@ with cand as (
   from c left join k on k.unique_id = c.register_id),
 per_person as (
   select signature, person, max(e) as e, max(match_weight) as w, max(match_probability) as splink_p,
-         arg_max(register_nir, e) as register_nir, arg_max(register_id, e) as register_id,
-         arg_max(method, e) as method, arg_max(rule, e) as rule
+         arg_max(register_nir, (e, -register_id)) as register_nir, arg_max(register_id, (e, -register_id)) as register_id,
+         arg_max(method, (e, -register_id)) as method, arg_max(rule, (e, -register_id)) as rule
   from cand group by signature, person)
 select *, row_number() over (partition by signature order by e desc, person) as rk,
        count(*) over (partition by signature) as n, max(e) over (partition by signature) as e_max

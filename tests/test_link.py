@@ -369,6 +369,32 @@ def _decide_on(tmp: Path, cands: pa.Table, prior: float) -> pa.Table:
     return pq.read_table(tmp / "links").sort_by("signature")
 
 
+def test_a_persons_register_entry_does_not_depend_on_the_order_of_its_pairs(tmp_path):
+    """Two register entries of one person (a cluster) compared alike: the entry the link names
+    is the smaller register id, whatever order the pairs arrive in (Splink's SQL and its replay
+    return them in different orders)."""
+    rng = np.random.default_rng(3)
+    n = 300
+    sig = np.repeat(np.arange(n, dtype=np.int64), 3)
+    ev = np.repeat(rng.uniform(20, 40, n), 3)
+    ev[2::3] -= 15  # a third entry, another person, well behind
+    ids = np.arange(3 * n, dtype=np.int64)[::-1].copy()  # the larger id of each tied pair first
+    cands = pa.table({"signature": sig, "register_id": ids, "register_nir": [f"{i:015d}" for i in ids],
+                      "evidence": ev})
+    clusters = pa.table({"unique_id": pa.array(np.concatenate([ids[0::3], ids[1::3]])),
+                         "person": pa.array([f"P{i:05d}" for i in range(n)] * 2)})
+    out = []
+    for name, order in (("given", np.arange(3 * n)), ("reversed", np.arange(3 * n)[::-1].copy()),
+                        ("shuffled", rng.permutation(3 * n))):
+        (tmp_path / name).mkdir()
+        pq.write_table(clusters, tmp_path / name / "clusters.parquet")
+        out.append(_decide_on(tmp_path / name, cands.take(pa.array(order)), 1e-6))
+    for links in out:
+        assert links.column("status").to_pylist() == ["linked"] * n
+        assert links.column("person").to_pylist() == [f"P{i:05d}" for i in range(n)]
+        assert links.column("register_nir").to_pylist() == [f"{i:015d}" for i in ids[1::3]]  # the smaller id
+
+
 def test_decisions_do_not_depend_on_the_register_size(tmp_path):
     """The same candidates with the same evidence, scored against a register of 30k and of
     3M persons (the trained prior follows 1/N): the old rule (Splink probability >= 0.9)
