@@ -257,8 +257,10 @@ def rule_sql(model: ModelSpec, index: int) -> str:
 
 
 def _predictions(df) -> pa.Table:
-    """Splink's predictions (a SplinkDataFrame or an Arrow table) in PREDICTION_SCHEMA; ``rule``
-    is Splink's match_key, the position of the first admitting rule in the call."""
+    """Splink's predictions (a SplinkDataFrame or an Arrow table) in PREDICTION_SCHEMA, in pair
+    order (left id, right id): Splink's SQL and its replay (``_integer_join_keys``) return the
+    same pairs in different orders, and the files written from them must not differ from run to
+    run. ``rule`` is Splink's match_key, the position of the first admitting rule in the call."""
     t = df.as_pyarrow_table() if hasattr(df, "as_pyarrow_table") else df
     keep = {
         "unique_id_l": pc.cast(t.column("unique_id_l"), pa.int64()),
@@ -266,7 +268,8 @@ def _predictions(df) -> pa.Table:
         "match_weight": pc.cast(t.column("match_weight"), pa.float64()),
         "match_probability": pc.cast(t.column("match_probability"), pa.float64()),
     }
-    return pa.table({**keep, "rule": pc.cast(t.column("match_key"), pa.int16())}, schema=PREDICTION_SCHEMA)
+    out = pa.table({**keep, "rule": pc.cast(t.column("match_key"), pa.int16())}, schema=PREDICTION_SCHEMA)
+    return out.sort_by([("unique_id_l", "ascending"), ("unique_id_r", "ascending")])
 
 
 @dataclass(frozen=True)
