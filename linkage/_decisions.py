@@ -63,7 +63,8 @@ CLERICAL_SCHEMA = pa.schema([
 # evidence: the comparisons' Bayes factor in bits, the match weight without the prior
 # (deterministic links: +inf). A person's register entry is its entry of highest evidence, the
 # smallest register id among equals (two entries of one person often compare alike): never the
-# order the pairs arrived in, which differs between Splink's own SQL and its replay.
+# order the pairs arrived in, which differs between Splink's own SQL and its replay. One
+# arg_max of the entry's fields (not one per field: 2.8 s against 4.1-6.1 s for 5M candidates).
 _RANKED_SQL = """
 create temp table ranked as
 with cand as (
@@ -71,11 +72,14 @@ with cand as (
          c.match_probability, c.match_weight, c.rule, case when c.rule < 0 then 'nir' else 'model' end as method,
          case when c.rule < 0 then 'inf'::double else c.match_weight - ({prior_bits}) end as e
   from c left join k on k.unique_id = c.register_id),
-per_person as (
+best_entry as (
   select signature, person, max(e) as e, max(match_weight) as w, max(match_probability) as splink_p,
-         arg_max(register_nir, (e, -register_id)) as register_nir, arg_max(register_id, (e, -register_id)) as register_id,
-         arg_max(method, (e, -register_id)) as method, arg_max(rule, (e, -register_id)) as rule
-  from cand group by signature, person)
+         arg_max(struct_pack(register_nir, register_id, method, rule), (e, -register_id)) as b
+  from cand group by signature, person),
+per_person as (
+  select signature, person, e, w, splink_p, b.register_nir as register_nir, b.register_id as register_id,
+         b.method as method, b.rule as rule
+  from best_entry)
 select *, row_number() over (partition by signature order by e desc, person) as rk,
        count(*) over (partition by signature) as n, max(e) over (partition by signature) as e_max
 from per_person
