@@ -115,3 +115,36 @@ def local_client(n_workers: int = 2, threads_per_worker: int = 1, memory_limit: 
     with open_client(None, n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                      dashboard=False) as client:
         yield client
+
+
+def alternate_checkouts(script: str, child_args: list[str], baseline_python: str, repeats: int,
+                        run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Stage runs of this checkout and a baseline checkout's, in turn: ``repeats`` times, each
+    side's interpreter runs ``script child_args --one run_dir/link-<side>`` in a process of its
+    own, which prints a JSON list of runs as its last line. Each run gets the 1-minute load
+    average before and after its process."""
+    import subprocess
+    import sys
+
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    for _ in range(repeats):
+        for side, python in (("this", sys.executable), ("baseline", baseline_python)):
+            load = os.getloadavg()[0]
+            proc = subprocess.run([python, script, *child_args, "--one", str(run_dir / f"link-{side}")],
+                                  check=True, capture_output=True, text=True, cwd=run_dir)
+            for r in json.loads(proc.stdout.strip().splitlines()[-1]):
+                runs[side].append({**r, "load_average": load, "load_after": os.getloadavg()[0]})
+    return runs
+
+
+def stage_phase_rows(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, float], list[list[Any]]]:
+    """Medians of the stage's seconds per side, and the table rows: the stage, then each timed
+    phase (``timings_s``), this, baseline and this / baseline."""
+    med = {side: statistics.median(r["stage_s"] for r in rs) for side, rs in runs.items()}
+    phases = sorted({k for rs in runs.values() for r in rs for k in r["timings_s"]})
+    rows = [["stage (wall)", med["this"], med["baseline"], round(med["this"] / med["baseline"], 3)]]
+    for k in phases:
+        a = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["this"])
+        b = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["baseline"])
+        rows.append([k, round(a, 3), round(b, 3), round(a / b, 3) if b else None])
+    return med, rows

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -77,27 +76,14 @@ def main(argv=None) -> None:
     if args.one:
         print(json.dumps(_one(run_dir, Path(args.one))))
         return
-    from benchmarks._common import markdown_table, write_results
+    from benchmarks._common import alternate_checkouts, markdown_table, stage_phase_rows, write_results
 
     _ingest_month(run_dir)
-    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
-    script = str(Path(__file__).resolve())
-    for _ in range(args.repeats):
-        for side, python in (("this", sys.executable), ("baseline", args.baseline_python)):
-            load = os.getloadavg()[0]
-            proc = subprocess.run([python, script, "--dir", args.dir, "--persons", str(args.persons),
-                                   "--seed", str(args.seed), "--baseline-python", args.baseline_python,
-                                   "--one", str(run_dir / f"link-{side}")],
-                                  check=True, capture_output=True, text=True, cwd=run_dir)
-            for r in json.loads(proc.stdout.strip().splitlines()[-1]):
-                runs[side].append({**r, "load_average": load})
-    med = {side: statistics.median(r["stage_s"] for r in rs) for side, rs in runs.items()}
-    phases = sorted({k for rs in runs.values() for r in rs for k in r["timings_s"]})
-    rows = [["stage (wall)", med["this"], med["baseline"], round(med["this"] / med["baseline"], 3)]]
-    for k in phases:
-        a = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["this"])
-        b = statistics.median(r["timings_s"].get(k, 0.0) for r in runs["baseline"])
-        rows.append([k, round(a, 3), round(b, 3), round(a / b, 3) if b else None])
+    runs = alternate_checkouts(str(Path(__file__).resolve()),
+                               ["--dir", args.dir, "--persons", str(args.persons), "--seed", str(args.seed),
+                                "--baseline-python", args.baseline_python],
+                               args.baseline_python, args.repeats, run_dir)
+    med, rows = stage_phase_rows(runs)
     loads = [r["load_average"] for rs in runs.values() for r in rs]
     table = (f"### The increment's link stage, {args.persons:,} persons, seed {args.seed}: medians of "
              f"{len(runs['this'])} runs per side (1-minute load {min(loads):.1f}-{max(loads):.1f})\n\n"
