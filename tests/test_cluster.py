@@ -165,6 +165,59 @@ def test_worker_plugin_refuses_another_version(dask_client):
         dask_client.register_plugin(NirlinkWorkerPlugin("0.0.0-other", warm=False), name="nirlink-other")
 
 
+def test_a_closing_workers_failed_heartbeat_is_not_reported():
+    """A heartbeat cut by the worker's own close is not an error for the operator's terminal;
+    a running worker's failed heartbeat, and any other error of a closing worker, still are."""
+    import logging
+
+    from distributed.core import Status
+
+    from nirlink.cluster import NirlinkWorkerPlugin
+    from nirlink.cluster._plugin import HEARTBEAT_FAILED, QuietHeartbeatAtClose
+
+    from nirlink.cluster import open_client
+
+    # the workers of a nirlink client carry the filter
+    with open_client(n_workers=1, threads_per_worker=1, processes=False, dashboard=False) as client:
+        installed = client.run(lambda: [type(f).__name__ for f in logging.getLogger("distributed.worker").filters])
+    assert list(installed.values()) == [["QuietHeartbeatAtClose"]], installed
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), record.exc_info is not None))
+
+    class Worker:  # what the filter reads of a worker
+        address = "tcp://127.0.0.1:1"
+        status = Status.running
+
+    worker = Worker()
+    plugin = NirlinkWorkerPlugin(__import__("nirlink").version(), warm=False)
+    log = logging.getLogger("distributed.worker")
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        plugin.setup(worker)
+        assert any(isinstance(f, QuietHeartbeatAtClose) for f in log.filters)
+        for status in (Status.running, Status.closing, Status.closed):
+            worker.status = status
+            try:
+                raise OSError("Stream is closed")
+            except OSError:
+                log.exception(HEARTBEAT_FAILED)
+                log.exception("Unexpected exception during heartbeat. Closing worker.")
+        plugin.teardown(worker)
+        worker.status = Status.closed
+        log.error(HEARTBEAT_FAILED)  # the plugin gone: reported again
+    finally:
+        log.removeHandler(handler)
+    mine = [f for f in log.filters if getattr(f, "_worker", lambda: None)() is worker]
+    assert mine == []
+    other = "Unexpected exception during heartbeat. Closing worker."
+    assert seen == [(HEARTBEAT_FAILED, True), (other, True), (other, True), (other, True), (HEARTBEAT_FAILED, False)]
+
+
 def test_arrow_memory_pool_follows_the_setting(dask_client):
     import dask.config
     import pyarrow as pa
