@@ -76,3 +76,80 @@ def test_near_pairs_refuses_long_strings_and_bad_segments():
         near_pairs(long, long, ((1, 2),), 3)
     with pytest.raises(ValueError, match="segment"):
         segment_keys(*_columns(["012"])[1:], 1, 8)
+
+
+def _edited(s: str, ops: list[tuple[str, int, str]]) -> str:
+    for kind, pos, ch in ops:
+        p = pos % (len(s) + 1)
+        if kind == "sub" and p < len(s):
+            s = s[:p] + ch + s[p + 1:]
+        elif kind == "ins":
+            s = s[:p] + ch + s[p:]
+        elif kind == "del" and p < len(s):
+            s = s[:p] + s[p + 1:]
+        elif kind == "swap" and p + 1 < len(s):
+            s = s[:p] + s[p + 1] + s[p] + s[p + 2:]
+    return s
+
+
+BODY = st.one_of(st.text(alphabet="0123456789AB", min_size=10, max_size=14),
+                 st.text(alphabet="0123456789AB", min_size=0, max_size=15))
+EDITS = st.lists(st.tuples(st.sampled_from(["sub", "ins", "del", "swap"]), st.integers(0, 16),
+                           st.sampled_from("01A9")), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(BODY, EDITS, st.booleans()), min_size=1, max_size=40))
+def test_guarded_nir_levels_equal_the_plain_edit_distances(cases):
+    """The identity model's NIR levels 'one edit or transposition' and 'two edits' put a cheap
+    necessary condition before the edit distance (linkage/_model.py): on bodies a few edits
+    apart (and unrelated ones), each level selects exactly the pairs DuckDB's plain distance does."""
+    from nirlink.linkage import identity_model
+
+    levels = {lv.label: lv.sql for c in identity_model().comparisons if c.name == "nir" for lv in c.levels}
+    one, two = levels["one edit or transposition"], levels["two edits"]
+    a = [s for s, _, _ in cases]
+    b = [_edited(s, ops) if related else _edited("1850375123456", ops) for s, ops, related in cases]
+    con = duckdb.connect()
+    rows = con.execute(
+        f"select {one}, damerau_levenshtein(l.nir_body, r.nir_body) <= 1, {two}, levenshtein(l.nir_body, r.nir_body) <= 2 "
+        "from (select unnest($a) as nir_body, unnest($i) as i) l join (select unnest($b) as nir_body, unnest($i) as i) r "
+        "on l.i = r.i order by l.i", {"a": a, "b": b, "i": list(range(len(a)))}).fetchall()
+    assert [(g1, g2) for g1, _, g2, _ in rows] == [(p1, p2) for _, p1, _, p2 in rows], list(zip(a, b))
+
+
+def _guards_hold(a: list[str], b: list[str]) -> list[tuple[str, str]]:
+    """The pairs where a guarded NIR level differs from the plain distance."""
+    from nirlink.linkage import identity_model
+
+    levels = {lv.label: lv.sql for c in identity_model().comparisons if c.name == "nir" for lv in c.levels}
+    con = duckdb.connect()
+    return con.execute(
+        f"select l.nir_body, r.nir_body from (select unnest($a) as nir_body, unnest($i) as i) l "
+        "join (select unnest($b) as nir_body, unnest($i) as i) r on l.i = r.i "
+        f"where ({levels['one edit or transposition']}) <> (damerau_levenshtein(l.nir_body, r.nir_body) <= 1) "
+        f"or ({levels['two edits']}) <> (levenshtein(l.nir_body, r.nir_body) <= 2)",
+        {"a": a, "b": b, "i": list(range(len(a)))}).fetchall()
+
+
+@pytest.mark.parametrize("length", [10, 11, 12, 13, 14])
+def test_guarded_nir_levels_on_every_one_and_two_edits(length):
+    """Every single edit and every pair of edits of a body (substitution, insertion, deletion,
+    transposition, at every position): the windows' edges are where a guard could be wrong."""
+    base = "0123456789ABCDE"[:length]
+    ops = [(kind, p, "X") for kind in ("sub", "ins", "del", "swap") for p in range(length + 1)]
+    once = [_edited(base, [op]) for op in ops]
+    twice = [_edited(_edited(base, [o1]), [(k, p, "Y")]) for o1 in ops for k, p, _ in ops]
+    others = once + twice
+    assert _guards_hold([base] * len(others), others) == []
+
+
+def test_the_nir_guards_turn_away_unrelated_bodies():
+    """The guards are not always true: two unrelated 13-character bodies skip both distances."""
+    from nirlink.linkage._model import _WITHIN_ONE_EDIT, _WITHIN_TWO_EDITS
+
+    con = duckdb.connect()
+    sql = "select {} from (select '1850375123456' as nir_body) l, (select '{}' as nir_body) r"
+    for guard in (_WITHIN_ONE_EDIT, _WITHIN_TWO_EDITS):
+        assert con.execute(sql.format(guard, "2920613987654")).fetchone() == (False,)
+        assert con.execute(sql.format(guard, "1850375123465")).fetchone() == (True,)  # a transposition
