@@ -12,6 +12,10 @@ phase (the manifest's ``timings_s``), this / baseline, and whether the links (ev
 of ``links``, row for row) are equal from run to run on each side and across the sides, and
 across the sides but for the register entry each link names (``register_nir``).
 
+With ``--level-sql own`` each side scores with the same trained weights but the comparison
+levels' SQL of its own code (each level's condition taken by label from that checkout's
+built-in model): for a change in how a level is written, not in what it selects.
+
     python -m benchmarks.link_stage --persons 1000000 --dir DIR --baseline-python /path/to/base/.venv/bin/python
 """
 
@@ -49,13 +53,36 @@ def _links_digest(out: Path, drop: tuple[str, ...] = ()) -> str:
     return h.hexdigest()
 
 
-def _one(run_dir: Path, out: Path) -> list[dict[str, Any]]:
+def _own_level_sql(models: Path, to: Path) -> Path:
+    """The run's models (trained weights) with each comparison level's SQL taken, by label,
+    from this interpreter's built-in models: written into ``to``."""
+    from nirlink.linkage import identity_model, register_model
+    from nirlink.linkage._model import _suffix_form
+
+    to.mkdir(parents=True, exist_ok=True)
+    for name in ("model.json", "register_model.json"):
+        data = json.loads((models / name).read_text())
+        builtin = {"identity": identity_model, "register": register_model}[data["name"]]()
+        sql = {(c.name, lv.label): lv.sql for c in builtin.comparisons for lv in c.levels}
+        for comp in data["comparisons"]:
+            for lv in comp["levels"]:
+                lv["sql"] = sql[(comp["name"], lv["label"])]
+        for comp in data["splink"]["comparisons"]:
+            for lv in comp["comparison_levels"]:
+                lv["sql_condition"] = _suffix_form(sql[(comp["output_column_name"], lv["label_for_charts"])])
+        (to / name).write_text(json.dumps(data))
+    return to
+
+
+def _one(run_dir: Path, out: Path, level_sql: str = "shared") -> list[dict[str, Any]]:
     """This interpreter's nirlink: the link stage, STAGE_RUNS times, with the run's models."""
     from distributed import Client, LocalCluster
 
     from nirlink.engine.stages._link import run_link
 
     models = run_dir / "models"
+    if level_sql == "own":
+        models = _own_level_sql(models, out.parent / f"{out.name}-models")
     results = []
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
         for _ in range(STAGE_RUNS):
@@ -107,11 +134,13 @@ def main(argv=None) -> None:
     p.add_argument("--baseline-python", required=True, help="the baseline checkout's interpreter")
     p.add_argument("--repeats", type=int, default=2, help="processes per side")
     p.add_argument("--name", default="link_stage")
+    p.add_argument("--level-sql", choices=("shared", "own"), default="shared",
+                   help="own: the same weights, each side's own comparison level SQL (see above)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: output directory
     args = p.parse_args(argv)
     run_dir = Path(args.dir) / f"p{args.persons}-s{args.seed}"
     if args.one:
-        print(json.dumps(_one(run_dir, Path(args.one))))
+        print(json.dumps(_one(run_dir, Path(args.one), args.level_sql)))
         return
     from benchmarks._common import alternate_checkouts, markdown_table, stage_phase_rows, write_results
 
@@ -119,7 +148,7 @@ def main(argv=None) -> None:
     _prepare(run_dir, args.persons, args.seed)
     runs = alternate_checkouts(str(Path(__file__).resolve()),
                                ["--dir", args.dir, "--persons", str(args.persons), "--seed", str(args.seed),
-                                "--baseline-python", args.baseline_python],
+                                "--baseline-python", args.baseline_python, "--level-sql", args.level_sql],
                                args.baseline_python, args.repeats, run_dir)
     med, rows = stage_phase_rows(runs)
 
@@ -130,7 +159,9 @@ def main(argv=None) -> None:
              "both_sides_links": same(None, "links_sha256"), "both_sides_decisions": same(None, "decisions_sha256")}
     loads = [x for rs in runs.values() for r in rs for x in (r["load_average"], r["load_after"])]
     yes = {True: "yes", False: "NO"}
-    table = (f"### The link stage, {args.persons:,} persons, seed {args.seed}, the same models on both sides: "
+    models = ("the same models on both sides" if args.level_sql == "shared"
+              else "the same weights on both sides, each side's own level SQL")
+    table = (f"### The link stage, {args.persons:,} persons, seed {args.seed}, {models}: "
              f"medians of {len(runs['this'])} runs per side (1-minute load {min(loads):.1f}-{max(loads):.1f})\n\n"
              f"Links (every column, row for row) equal in every run of this checkout: "
              f"{yes[equal['this_runs_links']]}; of the baseline: {yes[equal['baseline_runs_links']]}; "
@@ -139,6 +170,7 @@ def main(argv=None) -> None:
              + markdown_table(["seconds", "this", "baseline", "this / baseline"], rows) + "\n")
     write_results(args.name, {"runs": runs, "medians_s": med, "argv": sys.argv[1:], "persons": args.persons,
                               "seed": args.seed, "baseline_python": args.baseline_python,
+                              "level_sql": args.level_sql,
                               "equal": equal}, table)
 
 

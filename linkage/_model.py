@@ -266,7 +266,10 @@ IDENTITY_COMPARISONS = (
     Comparison("first_name", (
         Level("missing", "l.first_name_key IS NULL OR l.first_name_key = '' OR r.first_name_key IS NULL", null=True),
         Level("first first name exact", "l.first_name_key = r.first_name_key", tf_column="first_name_key"),
-        Level("one of the first names", "list_contains(string_split(r.first_names_norm, ' '), l.first_name_norm)"),
+        # contains(): a cheap necessary condition (a token of a string is in it), which spares
+        # string_split's list for most pairs (1.2M pairs: 0.108 -> 0.064 s)
+        Level("one of the first names", "contains(r.first_names_norm, l.first_name_norm) "
+                                        "AND list_contains(string_split(r.first_names_norm, ' '), l.first_name_norm)"),
         Level("JW >= 0.92", _jw("first_name_key", "first_name_key", 0.92)),
         Level("JW >= 0.8", _jw("first_name_key", "first_name_key", 0.8)),
         Level("surname given as first name", "l.first_name_key = r.last_name_key OR l.first_name_key = r.usage_name_key "

@@ -153,3 +153,22 @@ def test_the_nir_guards_turn_away_unrelated_bodies():
     for guard in (_WITHIN_ONE_EDIT, _WITHIN_TWO_EDITS):
         assert con.execute(sql.format(guard, "2920613987654")).fetchone() == (False,)
         assert con.execute(sql.format(guard, "1850375123465")).fetchone() == (True,)  # a transposition
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.none() | st.text(alphabet="ab ", max_size=8), st.none() | st.text(alphabet="ab ", max_size=4)),
+                min_size=1, max_size=40))
+def test_guarded_first_names_level_equals_the_plain_token_search(pairs):
+    """The identity model's 'one of the first names' level (a substring test before the token
+    list) selects exactly the pairs of the plain list_contains(string_split(...))."""
+    from nirlink.linkage import identity_model
+
+    level = next(lv.sql for c in identity_model().comparisons if c.name == "first_name" for lv in c.levels
+                 if lv.label == "one of the first names")
+    con = duckdb.connect()
+    rows = con.execute(
+        f"select coalesce({level}, false), coalesce(list_contains(string_split(r.first_names_norm, ' '), "
+        "l.first_name_norm), false) from (select unnest($y::varchar[]) as first_name_norm, unnest($i) as i) l "
+        "join (select unnest($x::varchar[]) as first_names_norm, unnest($i) as i) r on l.i = r.i",
+        {"y": [y for _, y in pairs], "x": [x for x, _ in pairs], "i": list(range(len(pairs)))}).fetchall()
+    assert [a for a, _ in rows] == [b for _, b in rows], pairs
