@@ -5,6 +5,15 @@ bucket (``<dir>/b=<bucket>/<part>.parquet``); a reduce task reads every file of 
 Rows with equal keys always meet in the same bucket, whichever task wrote them; files on
 disk make the exchange restartable and let data exceed memory. Rows whose key has a null
 part go nowhere (a null never equals anything in SQL).
+
+Buckets that only the tasks after them read (a stage's scratch: scoring's two sides, the
+signatures' exchange) are Arrow IPC files (``<part>.arrow``, zstd); buckets a stage publishes
+(candidate pairs, kept for increments and ``explain``) stay Parquet. Measured on one scoring
+reduce's two sides of a 3M-person job (203k and 295k rows of 16 link columns in 37 parts each,
+one core): Parquet (zstd level 1) wrote them in 0.25 + 0.43 s and read them back in 0.13 +
+0.21 s; Arrow IPC with zstd 0.12 + 0.24 s and 0.06 + 0.12 s, for 10-20% more bytes (8.6 ->
+10.4 MB, 19.9 -> 22.2 MB). IPC with lz4 read 6x faster than Parquet but took 1.8-1.9x its
+bytes: the job directory's peak is bounded (issue of disk in the README's stage table).
 """
 
 from __future__ import annotations
@@ -70,8 +79,9 @@ def bucket_ids(h: np.ndarray, n_buckets: int) -> np.ndarray:
 
 
 def write_buckets(table: pa.Table, h: np.ndarray, valid: np.ndarray, n_buckets: int, directory: str | os.PathLike,
-                  part: str) -> dict[int, int]:
-    """Write the valid rows of ``table`` into bucket files; returns rows per bucket written."""
+                  part: str, *, scratch: bool = False) -> dict[int, int]:
+    """Write the valid rows of ``table`` into bucket files; returns rows per bucket written.
+    ``scratch``: buckets only the next tasks read, as Arrow IPC files (module docstring)."""
     directory = Path(directory)
     rows = np.flatnonzero(valid)
     b = bucket_ids(h[rows], n_buckets)
@@ -79,18 +89,33 @@ def write_buckets(table: pa.Table, h: np.ndarray, valid: np.ndarray, n_buckets: 
     written = {}
     for k in np.flatnonzero(np.diff(starts)):
         idx = rows[order[starts[k]:starts[k + 1]]]
-        target = directory / f"b={int(k):05d}" / f"{part}.parquet"
+        target = directory / f"b={int(k):05d}" / f"{part}.{'arrow' if scratch else 'parquet'}"
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}")
-        pq.write_table(table.take(pa.array(idx)), tmp, compression="zstd", compression_level=1)
+        rows_k = table.take(pa.array(idx))
+        if scratch:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(
+                    sink, rows_k.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+                writer.write_table(rows_k)
+        else:
+            pq.write_table(rows_k, tmp, compression="zstd", compression_level=1)
         os.replace(tmp, target)
         written[int(k)] = len(idx)
     return written
 
 
 def read_bucket(directory: str | os.PathLike, bucket: int, schema: pa.Schema) -> pa.Table:
+    """Every file of a bucket (Parquet or Arrow IPC, in the order of their names) as one table
+    of ``schema``."""
     d = Path(directory) / f"b={bucket:05d}"
-    files = sorted(d.glob("*.parquet")) if d.exists() else []
+    files = sorted([*d.glob("*.parquet"), *d.glob("*.arrow")]) if d.exists() else []
     if not files:
         return schema.empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
+    return pa.concat_tables([_read_ipc(f, schema) if f.suffix == ".arrow" else pq.read_table(f, schema=schema)
+                             for f in files])
+
+
+def _read_ipc(path: Path, schema: pa.Schema) -> pa.Table:
+    with pa.OSFile(str(path)) as source:
+        t = pa.ipc.open_file(source).read_all()
+    return t if t.schema.equals(schema) else t.select(schema.names).cast(schema)

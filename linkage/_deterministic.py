@@ -56,7 +56,7 @@ def _det_map(f: str, side: str, work: str, n_buckets: int, part: str) -> int:
     if side == "left":
         t = t.filter(pc.is_valid(t.column("nir")))
     h, valid = key_hash(t, ["nir"])
-    write_buckets(t, h, valid, n_buckets, Path(work) / "tmp" / "det" / side, part)
+    write_buckets(t, h, valid, n_buckets, Path(work) / "tmp" / "det" / side, part, scratch=True)
     return t.num_rows
 
 

@@ -108,12 +108,12 @@ def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, si
         for r, (rk, _) in enumerate(right_partitions(groups)):
             h, valid = key_hash(t, [rk])
             valid &= is_in_sorted(h, keys[r])
-            write_buckets(t, h, valid, buckets, Path(tmp) / f"right={r}", part)
+            write_buckets(t, h, valid, buckets, Path(tmp) / f"right={r}", part, scratch=True)
             written += int(valid.sum())
         return written
     for g, (lk, _, _) in enumerate(groups):
         h, valid = key_hash(t, [lk])
-        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / side, part)
+        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / side, part, scratch=True)
         written += int(valid.sum())
     return written
 
@@ -144,7 +144,7 @@ def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: 
             if fallback[g] not in alone:
                 alone[fallback[g]] = without_twin(t, fallback[g], twins[fallback[g]])
             valid &= alone[fallback[g]]
-        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / "left", part)
+        write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / "left", part, scratch=True)
         keys.append(np.unique(h[valid]))
     return keys
 

@@ -64,7 +64,7 @@ def _sig_map(files: Sequence[str], source: int, work: str, n_buckets: int, part:
                                                              minlength=len(uniq)).astype(np.int64)))
     local = local.append_column("sources", pa.array(np.full(len(uniq), 1 << source, np.int8)))
     h, valid = key_hash(local, ["unique_id"])
-    write_buckets(local, h, valid, n_buckets, Path(work) / "tmp" / "signatures", part)
+    write_buckets(local, h, valid, n_buckets, Path(work) / "tmp" / "signatures", part, scratch=True)
     return {"rows": rows, "distinct": len(uniq), "source": source}
 
 

@@ -417,3 +417,33 @@ def test_decisions_do_not_depend_on_the_register_size(tmp_path):
     # the old rule on the same candidates: probability >= 0.9 from the match weight under each prior
     old = {N: (ev[0::2] + np.log2(1 / (N - 1))) >= np.log2(9) for N in (30_000, 3_000_000)}
     assert old[3_000_000].sum() < old[30_000].sum() - 0.1 * n
+
+
+# ------------------------------------------------------------------ bucket files
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2**40, 2**40), st.none() | st.text(max_size=6), st.none() | st.integers(1900, 2030)),
+                max_size=60), st.integers(1, 4), st.integers(1, 3))
+def test_scratch_buckets_hold_the_rows_parquet_buckets_hold(tmp_path_factory, rows, n_buckets, parts):
+    """A bucket written as Arrow IPC scratch files reads back as the same table as the same rows
+    written as Parquet: every row of its key's bucket, the null-key rows in none, in the parts'
+    order; and in the reader's schema (an int16 column written as int64 comes back int16)."""
+    from nirlink.linkage._buckets import bucket_ids, key_hash, read_bucket, write_buckets
+
+    tmp = tmp_path_factory.mktemp("buckets")
+    schema = pa.schema([("unique_id", pa.int64()), ("last_name_key", pa.string()), ("birth_year", pa.int16())])
+    t = pa.table({"unique_id": [r[0] for r in rows], "last_name_key": pa.array([r[1] for r in rows], pa.string()),
+                  "birth_year": pa.array([r[2] for r in rows], pa.int64())})
+    h, valid = key_hash(t, ["last_name_key"])
+    for p in range(parts):  # each part a slice of the rows, as map tasks write them
+        sl = slice(p * len(rows) // parts, (p + 1) * len(rows) // parts)
+        write_buckets(t.slice(sl.start, sl.stop - sl.start), h[sl], valid[sl], n_buckets, tmp / "ipc", f"m{p}", scratch=True)
+        write_buckets(t.slice(sl.start, sl.stop - sl.start), h[sl], valid[sl], n_buckets, tmp / "pq", f"m{p}")
+    assert not list((tmp / "ipc").rglob("*.parquet")) and not list((tmp / "pq").rglob("*.arrow"))
+    b = bucket_ids(h, n_buckets)
+    for k in range(n_buckets):
+        ipc, parquet = read_bucket(tmp / "ipc", k, schema), read_bucket(tmp / "pq", k, schema)
+        assert ipc.schema == schema and ipc.equals(parquet)
+        expected = [r[0] for r, ok, bk in zip(rows, valid, b) if ok and bk == k]
+        assert ipc.column("unique_id").to_pylist() == expected
