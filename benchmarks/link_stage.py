@@ -64,6 +64,10 @@ def _own_level_sql(models: Path, to: Path) -> Path:
         data = json.loads((models / name).read_text())
         builtin = {"identity": identity_model, "register": register_model}[data["name"]]()
         sql = {(c.name, lv.label): lv.sql for c in builtin.comparisons for lv in c.levels}
+        missing = {(c["name"], lv["label"]) for c in data["comparisons"] for lv in c["levels"]} - set(sql)
+        if missing:
+            raise SystemExit(f"--level-sql own: {models / name} has levels this checkout's built-in "
+                             f"{data['name']} model lacks: {sorted(missing)}")
         for comp in data["comparisons"]:
             for lv in comp["levels"]:
                 lv["sql"] = sql[(comp["name"], lv["label"])]

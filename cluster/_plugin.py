@@ -48,8 +48,15 @@ class NirlinkWorkerPlugin(WorkerPlugin):
 
     def teardown(self, worker) -> None:
         quiet = getattr(self, "_quiet", None)
-        if quiet is not None:
-            logging.getLogger("distributed.worker").removeFilter(quiet)
+        if quiet is None:
+            return
+        log = logging.getLogger("distributed.worker")
+        if getattr(worker, "status", None) in _closing():
+            # Worker.close removes its plugins before it closes its connections, which is what
+            # cuts a heartbeat on its way: the filter stays as long as the worker object does
+            weakref.finalize(worker, log.removeFilter, quiet)
+        else:  # the plugin replaced or removed on a running worker
+            log.removeFilter(quiet)
 
 
 # What distributed's Worker.heartbeat logs, with a traceback, when its call to the scheduler fails.
@@ -60,7 +67,8 @@ class QuietHeartbeatAtClose(logging.Filter):
     """Drops the worker's "Failed to communicate with scheduler during heartbeat" error (and its
     traceback) once the worker is closing: a heartbeat already on its way when the worker
     stops has its connection closed under it by the worker itself (Worker.close sets the
-    status, then closes its connection pool). Nothing failed; yet every run that ends (a
+    status, removes its plugins, then closes its connection pool: the plugin leaves the filter
+    in place until the worker object is gone). Nothing failed; yet every run that ends (a
     finished job, Ctrl-C) could print an error with a traceback to the operator's terminal.
     Seen once in about a dozen interrupted runs (tests/test_job_runs.py, Ctrl-C). A failed
     heartbeat of a running worker (the scheduler unreachable) is still logged. The filter sits
@@ -75,11 +83,13 @@ class QuietHeartbeatAtClose(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != HEARTBEAT_FAILED:
             return True
-        from distributed.core import Status
+        return getattr(self._worker(), "status", None) not in _closing()
 
-        worker = self._worker()
-        status = getattr(worker, "status", None)
-        return status not in (Status.closing, Status.closing_gracefully, Status.closed)
+
+def _closing() -> tuple:
+    from distributed.core import Status
+
+    return (Status.closing, Status.closing_gracefully, Status.closed)
 
 
 # The setting nirlink.cluster.arrow-memory-pool. Why jemalloc by default, measured on the 2-core

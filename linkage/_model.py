@@ -22,6 +22,8 @@ from typing import Any
 
 from nirlink.kernels import ModelError
 
+from ._level_sql import ONE_EDIT, ONE_OF_THE_FIRST_NAMES, TWO_EDITS
+
 __all__ = ["Level", "Comparison", "Blocking", "ModelSpec", "identity_model", "register_model", "MODEL_FORMAT",
            "load_model", "save_model", "prior_bits", "evidence_floor_probability"]
 
@@ -228,28 +230,6 @@ def _jw(a: str, b: str, t: float) -> str:
 # pairs whose NIRs happen to be related made "same department" a -12.6-bit veto on every
 # transposition in the commune digits). See the training recipe's nir levels.
 
-# Cheap necessary conditions put before the NIR's edit distances, which cost ~1 us a pair in
-# DuckDB (damerau_levenshtein; levenshtein ~0.2 us) and were most of a scoring call's time: in
-# the group of fallback rules of a 3M-person job (1.2M pairs sharing a surname, most with
-# unrelated NIRs) the NIR comparison took 1.5 s of the ~2 s of comparisons, 0.21 s guarded.
-# DuckDB evaluates a CASE's WHEN conditions with selection vectors, so the distance is only
-# computed for the pairs the guard lets through (about 1 in 270 there); a level's result is
-# the same (tests/test_model.py compares the guarded and plain levels on generated pairs).
-# Why they are necessary, for a = l.nir_body of at least 12 characters (a shorter one goes
-# straight to the distance; bodies are ASCII, so characters and bytes are one): an edit
-# (substitution, insertion, deletion, or a transposition of two neighbours) leaves a window of
-# a intact when it touches none of its characters and inserts nothing between them, nor
-# before it for the window starting a, nor after it for the one ending a. An intact window
-# that starts a starts b, one that ends a ends b, any other one is somewhere in b. Each edit
-# spoils at most one of these windows:
-# - one edit or transposition: a[0:6] and a[-5:], at least one character apart (12 >= 6 + 5 + 1,
-#   so a transposition cannot touch both): one of them stays intact;
-# - two edits: a[0:4], a[4:8] and a[-4:], disjoint (12 >= 4 + 4 + 4; an insertion between two
-#   of them spoils neither): one of them stays intact.
-_WITHIN_ONE_EDIT = ("(length(l.nir_body) < 12 OR left(l.nir_body, 6) = left(r.nir_body, 6) "
-                    "OR right(l.nir_body, 5) = right(r.nir_body, 5))")
-_WITHIN_TWO_EDITS = ("(length(l.nir_body) < 12 OR left(l.nir_body, 4) = left(r.nir_body, 4) "
-                     "OR right(l.nir_body, 4) = right(r.nir_body, 4) OR contains(r.nir_body, substr(l.nir_body, 5, 4)))")
 
 IDENTITY_COMPARISONS = (
     Comparison("surname", (
@@ -266,10 +246,7 @@ IDENTITY_COMPARISONS = (
     Comparison("first_name", (
         Level("missing", "l.first_name_key IS NULL OR l.first_name_key = '' OR r.first_name_key IS NULL", null=True),
         Level("first first name exact", "l.first_name_key = r.first_name_key", tf_column="first_name_key"),
-        # contains(): a cheap necessary condition (a token of a string is in it), which spares
-        # string_split's list for most pairs (1.2M pairs: 0.108 -> 0.064 s)
-        Level("one of the first names", "contains(r.first_names_norm, l.first_name_norm) "
-                                        "AND list_contains(string_split(r.first_names_norm, ' '), l.first_name_norm)"),
+        Level("one of the first names", ONE_OF_THE_FIRST_NAMES),
         Level("JW >= 0.92", _jw("first_name_key", "first_name_key", 0.92)),
         Level("JW >= 0.8", _jw("first_name_key", "first_name_key", 0.8)),
         Level("surname given as first name", "l.first_name_key = r.last_name_key OR l.first_name_key = r.usage_name_key "
@@ -293,8 +270,8 @@ IDENTITY_COMPARISONS = (
     Comparison("nir", (
         Level("missing", "l.nir_body IS NULL", null=True),
         Level("body exact", "l.nir_body = r.nir_body"),
-        Level("one edit or transposition", f"{_WITHIN_ONE_EDIT} AND damerau_levenshtein(l.nir_body, r.nir_body) <= 1"),
-        Level("two edits", f"{_WITHIN_TWO_EDITS} AND levenshtein(l.nir_body, r.nir_body) <= 2"),
+        Level("one edit or transposition", ONE_EDIT),
+        Level("two edits", TWO_EDITS),
         Level("same sex, year, month, department", "substr(l.nir_body, 1, 7) = substr(r.nir_body, 1, 7)"),
         ELSE,
     ), "Declared NIR (13-character body, whatever its key) against the register NIR"),

@@ -146,11 +146,11 @@ def test_guarded_nir_levels_on_every_one_and_two_edits(length):
 
 def test_the_nir_guards_turn_away_unrelated_bodies():
     """The guards are not always true: two unrelated 13-character bodies skip both distances."""
-    from nirlink.linkage._model import _WITHIN_ONE_EDIT, _WITHIN_TWO_EDITS
+    from nirlink.linkage._level_sql import WITHIN_ONE_EDIT, WITHIN_TWO_EDITS
 
     con = duckdb.connect()
     sql = "select {} from (select '1850375123456' as nir_body) l, (select '{}' as nir_body) r"
-    for guard in (_WITHIN_ONE_EDIT, _WITHIN_TWO_EDITS):
+    for guard in (WITHIN_ONE_EDIT, WITHIN_TWO_EDITS):
         assert con.execute(sql.format(guard, "2920613987654")).fetchone() == (False,)
         assert con.execute(sql.format(guard, "1850375123465")).fetchone() == (True,)  # a transposition
 
