@@ -17,7 +17,9 @@ __all__ = ["ONE_EDIT", "TWO_EDITS", "ONE_OF_THE_FIRST_NAMES", "WITHIN_ONE_EDIT",
 # computed for the pairs the guard lets through (about 1 in 270 there); a level's result is
 # the same (tests/test_edits.py: every one and two edits of a body, and generated pairs).
 # Why they are necessary, for a = l.nir_body of at least 12 characters (a shorter one goes
-# straight to the distance; bodies are ASCII, so characters and bytes are one): an edit
+# straight to the distance; DuckDB's length, left, right, substr and both distances count
+# code points, and contains on UTF-8 bytes finds the same substrings, so this holds for any
+# text, not only the ASCII bodies nirlink writes): an edit
 # (substitution, insertion, deletion, or a transposition of two neighbours) leaves a window of
 # a intact when it touches none of its characters and inserts nothing between them, nor
 # before it for the window starting a, nor after it for the one ending a. An intact window
