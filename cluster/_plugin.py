@@ -41,16 +41,16 @@ class NirlinkWorkerPlugin(WorkerPlugin):
         for k, v in self.env.items():
             os.environ.setdefault(k, v)
         use_arrow_memory_pool(self.arrow_memory_pool)
-        self._quiet = QuietHeartbeatAtClose(worker)
-        logging.getLogger("distributed.worker").addFilter(self._quiet)
+        logging.getLogger("distributed.worker").addFilter(QuietHeartbeatAtClose(worker))
         if self.warm:
             _warm_kernels()
 
     def teardown(self, worker) -> None:
-        quiet = getattr(self, "_quiet", None)
+        # this worker's filter (a plugin object may serve several workers of one process)
+        log = logging.getLogger("distributed.worker")
+        quiet = next((f for f in log.filters if isinstance(f, QuietHeartbeatAtClose) and f.worker() is worker), None)
         if quiet is None:
             return
-        log = logging.getLogger("distributed.worker")
         if getattr(worker, "status", None) in _closing():
             # Worker.close removes its plugins before it closes its connections, which is what
             # cuts a heartbeat on its way: the filter stays as long as the worker object does
@@ -78,12 +78,12 @@ class QuietHeartbeatAtClose(logging.Filter):
 
     def __init__(self, worker):
         super().__init__()
-        self._worker = weakref.ref(worker)
+        self.worker = weakref.ref(worker)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != HEARTBEAT_FAILED:
             return True
-        return getattr(self._worker(), "status", None) not in _closing()
+        return getattr(self.worker(), "status", None) not in _closing()
 
 
 def _closing() -> tuple:

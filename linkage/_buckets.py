@@ -7,13 +7,14 @@ disk make the exchange restartable and let data exceed memory. Rows whose key ha
 part go nowhere (a null never equals anything in SQL).
 
 Buckets that only the tasks after them read (a stage's scratch: scoring's two sides, the
-signatures' exchange) are Arrow IPC files (``<part>.arrow``, zstd); the candidate pairs'
-buckets (``deterministic/``, ``predictions/``, which a later increment reads) stay Parquet. Measured on one scoring
-reduce's two sides of a 3M-person job (203k and 295k rows of 16 link columns in 37 parts each,
-one core): Parquet (zstd level 1) wrote them in 0.25 + 0.43 s and read them back in 0.13 +
-0.21 s; Arrow IPC with zstd 0.12 + 0.24 s and 0.06 + 0.12 s, for 10-20% more bytes (8.6 ->
-10.4 MB, 19.9 -> 22.2 MB). IPC with lz4 read 6x faster than Parquet but took 1.8-1.9x its
-bytes: the job directory's peak is bounded (issue of disk in the README's stage table).
+signatures' and the deterministic pass's exchanges) are Arrow IPC files (``<part>.arrow``,
+zstd); the candidate pairs' buckets (``deterministic/``, ``predictions/``, which a later
+increment reads) stay Parquet. Measured on one scoring reduce's two sides of a 3M-person
+job (203k and 295k rows of 16 link columns in 37 parts each, one core): Parquet (zstd level 1)
+wrote them in 0.25 + 0.43 s and read them back in 0.13 + 0.21 s; Arrow IPC with zstd 0.12 +
+0.24 s and 0.06 + 0.12 s, for 10-20% more bytes (8.6 -> 10.4 MB, 19.9 -> 22.2 MB). IPC with lz4
+read 6x faster than Parquet but took 1.8-1.9x its bytes, and the job directory's peak is
+bounded (README, "Disk").
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 from nirlink.kernels._hash import hash_rows
 from nirlink.kernels._segments import group_by_key
 
-__all__ = ["key_hash", "write_buckets", "read_bucket", "bucket_ids", "sorted_id_options", "is_in_sorted"]
+__all__ = ["key_hash", "write_buckets", "read_bucket", "bucket_ids", "sorted_id_options", "is_in_sorted", "write_arrow"]
 
 
 def is_in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -94,14 +95,20 @@ def write_buckets(table: pa.Table, h: np.ndarray, valid: np.ndarray, n_buckets: 
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}")
         rows_k = table.take(pa.array(idx))
         if scratch:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(
-                    sink, rows_k.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
-                writer.write_table(rows_k)
+            write_arrow(tmp, rows_k)
         else:
             pq.write_table(rows_k, tmp, compression="zstd", compression_level=1)
         os.replace(tmp, target)
         written[int(k)] = len(idx)
     return written
+
+
+def write_arrow(path: str | os.PathLike, table: pa.Table) -> None:
+    """``table`` as the Arrow IPC file ``path``, zstd-compressed: the link stage's scratch files
+    (buckets, training samples)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(
+            sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
 
 
 def read_bucket(directory: str | os.PathLike, bucket: int, schema: pa.Schema) -> pa.Table:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._buckets import write_arrow
 from ._config import LinkConfig
 from ._exact_u import exact_u_counts, exact_u_from_counts
 from ._frequencies import global_tf
@@ -121,9 +122,7 @@ def _spill(path: Path, table: pa.Table | None) -> str | None:
     if table is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
+    write_arrow(path, table)
     return str(path)
 
 

@@ -222,14 +222,14 @@ def test_a_closing_workers_failed_heartbeat_is_not_reported():
         plain = Worker()
         plugin = NirlinkWorkerPlugin(__import__("nirlink").version(), warm=False)
         plugin.setup(plain)
-        mine = [f for f in log.filters if isinstance(f, QuietHeartbeatAtClose) and f._worker() is plain]
+        mine = [f for f in log.filters if isinstance(f, QuietHeartbeatAtClose) and f.worker() is plain]
         assert len(mine) == 1
         plugin.teardown(plain)
         assert mine[0] not in log.filters
         # removed by a closing worker, it stays until the worker object is gone
         closing = Worker()
         plugin.setup(closing)
-        mine = [f for f in log.filters if isinstance(f, QuietHeartbeatAtClose) and f._worker() is closing]
+        mine = [f for f in log.filters if isinstance(f, QuietHeartbeatAtClose) and f.worker() is closing]
         closing.status = Status.closing
         plugin.teardown(closing)
         assert mine[0] in log.filters
