@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,3 +143,46 @@ def test_lookup_ranks_and_buckets_are_the_persons(job_run, tmp_path):
     persons = t[linked].sort_values("person_rank", kind="stable")["person"].tolist()
     assert persons == sorted(persons) and t[linked].groupby("person")["person_rank"].nunique().eq(1).all()
     assert len(set(t["person_rank"][linked])) == len(set(persons))
+    # the person as the tasks move it: an index into the register's NIRs, null without a bucket
+    person = t["person_index"].astype(object).where(t["person_index"].notna(), None)
+    assert person[linked].tolist() == t["person"][linked].tolist() and person[~linked].isna().all()
+    assert set(t["link_status"].astype(str)) <= {"linked", "ambiguous", "unlinked"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 40), st.sampled_from(["linked", "ambiguous", None]),
+                          st.integers(0, 3000)), min_size=1, max_size=300),
+       st.integers(1, 5))
+def test_dictionary_columns_write_the_rows_plain_columns_write(tmp_path_factory, rows, n_buckets):
+    """The bucket writers given the person, the status and a wide id as dictionaries (as the
+    attach tasks move them) write the files they write given the same rows as plain strings:
+    the same schema and rows, bucket by bucket (the dictionary path is the faster one)."""
+    import numpy as np
+
+    from nirlink.engine.stages._attach import _BucketWriters, person_buckets
+
+    out = tmp_path_factory.mktemp("buckets")
+    nirs = pa.array([f"{1_000_000_000_000 + 7 * i}" for i in range(41)])  # sorted: index = rank - 1
+    index = np.array([r[0] for r in rows])
+    person = pa.array([nirs[i].as_py() if i >= 0 else None for i in index], pa.string())
+    bucket = np.where(index >= 0, person_buckets(person, n_buckets), -1)
+    rank = np.where(index >= 0, index + 1, 0)
+    payer = pa.array([f"p{r[2]}" for r in rows])
+    plain = pa.table({"record_id": pa.array(np.arange(len(rows)), pa.int64()), "person": person,
+                      "link_status": pa.array([r[1] for r in rows], pa.string()), "payer_id": payer})
+    dictionary = pa.table({
+        "record_id": plain.column("record_id"),
+        "person": pa.DictionaryArray.from_arrays(pa.array(np.maximum(index, 0).astype(np.int32), mask=index < 0), nirs),
+        "link_status": pc.dictionary_encode(plain.column("link_status")),
+        "payer_id": pa.DictionaryArray.from_arrays(pa.array(np.array([r[2] for r in rows], np.int32)),
+                                                   pa.array([f"p{i}" for i in range(3001)]))})  # > SMALL_DICTIONARY
+    for name, table in (("plain", plain), ("dictionary", dictionary)):
+        with _BucketWriters(out / name, n_buckets, "part") as writers:
+            writers.write(table, bucket, rank)
+    files = sorted(p.relative_to(out / "plain") for p in (out / "plain").rglob("*.parquet"))
+    assert files == sorted(p.relative_to(out / "dictionary") for p in (out / "dictionary").rglob("*.parquet"))
+    for f in files:
+        a, b = pq.read_table(out / "plain" / f), pq.read_table(out / "dictionary" / f)
+        assert a.schema == b.schema and a.equals(b), f
+    total = sum(pq.read_metadata(out / "plain" / f).num_rows for f in files)
+    assert total == len(rows)

@@ -22,7 +22,6 @@ files number linearly in the rows and each holds ROWS_PER_BUCKET_FILE rows or mo
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +33,10 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from nirlink.engine.io._datasets import (column_options, describe_dataset, make_private_dir, private_modes,
-                                         staged_directory, write_json)
+from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json
 from nirlink.kernels import InputError, StageError
+
+from ._bucket_writers import _BucketWriters, _decoded  # noqa: F401 (the increment's attach imports them from here)
 
 __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
@@ -84,8 +84,10 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
             order by l.signature""").to_arrow_table()
     finally:
         con.close()
-    del register
     table = table.combine_chunks()  # one record batch: the tasks' memory maps hand its columns out without a copy
+    if n_buckets is not None:
+        table = _as_dictionaries(table, register.column("nir").combine_chunks())
+    del register
     with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return table.num_rows
@@ -97,79 +99,6 @@ def _write_person_buckets(rows: pa.Table, directory: Path, n_buckets: int,
     ``b=nulls/``; returns the rows written per bucket and which rows had a person."""
     with _BucketWriters(directory, n_buckets, part) as writers:
         return writers.write(rows)
-
-
-class _BucketWriters:
-    """One Parquet file per person bucket, opened at its first rows; each ``write`` adds a row
-    group to the files of the buckets it has rows for (rows sorted by person).
-
-    A write moves its rows once: one ``take`` of the whole table in (bucket, person) order,
-    then a zero-copy slice per bucket. A take per bucket (as before) cost the whole table's
-    size on every call, Arrow concatenating a chunked table's columns each time: at 127
-    buckets, 18 of the 33 seconds of a 4M-row attach task (3.7 s at 13 buckets), the cause of
-    the stage's cost growing faster than the rows."""
-
-    def __init__(self, directory: Path, n_buckets: int, part: str):
-        self.directory, self.n_buckets, self.part = Path(directory), n_buckets, part
-        self.writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
-
-    def _append(self, bucket: str, table: pa.Table) -> None:
-        if bucket not in self.writers:
-            target = self.directory / f"b={bucket}" / f"{self.part}.parquet"
-            make_private_dir(target.parent)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            self.writers[bucket] = (pq.ParquetWriter(tmp, table.schema, **column_options(table.schema)), tmp, target)
-        writer = self.writers[bucket][0]
-        writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
-
-    def write(self, rows: pa.Table, bucket: np.ndarray | None = None,
-              rank: np.ndarray | None = None) -> tuple[dict[int, int], np.ndarray]:
-        """``bucket``: each row's person bucket (-1: no person), ``rank``: its person's rank in
-        person order (both computed from the ``person`` column when not given)."""
-        from nirlink.kernels._segments import group_by_key
-        from nirlink.linkage._buckets import bucket_ids, key_hash
-
-        if bucket is None:
-            h, valid = key_hash(rows, ["person"])
-            bucket = np.where(valid, bucket_ids(h, self.n_buckets), -1)
-        valid = bucket >= 0
-        index = np.flatnonzero(valid)
-        if rank is None:  # grouped by bucket (stable), each bucket then sorted by person (stable)
-            order, starts = group_by_key(bucket[index], self.n_buckets)
-        else:  # bucket and person rank in one stable sort: the same order
-            order = np.argsort((bucket[index].astype(np.int64) << 32) | rank[index].astype(np.int64), kind="stable")
-            starts = np.searchsorted(bucket[index][order], np.arange(self.n_buckets + 1))
-        grouped = _decoded(rows.take(pa.array(index[order])))
-        written = {}
-        for k in np.flatnonzero(np.diff(starts)):
-            t = grouped.slice(starts[k], starts[k + 1] - starts[k])
-            if rank is None:
-                t = t.take(pc.sort_indices(t, sort_keys=[("person", "ascending")]))
-            self._append(f"{int(k):05d}", t)
-            written[int(k)] = int(starts[k + 1] - starts[k])
-        if not valid.all():
-            self._append("nulls", _decoded(rows.filter(pa.array(~valid))))
-        return written, valid
-
-    def __enter__(self) -> _BucketWriters:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for writer, tmp, target in self.writers.values():
-            writer.close()
-            if exc[0] is None:
-                os.chmod(tmp, private_modes()[1])
-                os.replace(tmp, target)
-            else:
-                tmp.unlink(missing_ok=True)
-
-
-def _decoded(table: pa.Table) -> pa.Table:
-    """Dictionary columns back to their values (the bucket files hold plain columns)."""
-    if not any(pa.types.is_dictionary(f.type) for f in table.schema):
-        return table
-    return table.cast(pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                                 for f in table.schema]))
 
 
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
@@ -186,6 +115,33 @@ def person_buckets(persons: pa.Array, n_buckets: int) -> np.ndarray:
     return np.where(has_person, bucket_ids(h, n_buckets), -1)
 
 
+def _as_dictionaries(table: pa.Table, nirs: pa.Array) -> pa.Table:
+    """The lookup's columns the attach tasks move with every row, as dictionaries (a row then
+    carries an index, moved into bucket order and written as it is, _bucket_writers.py):
+    ``person_index``, the linked person (null: none; the bucket is -1) as an index into the
+    register's NIRs in person-rank order (``nirs``: index = rank - 1, so a bucket's rows,
+    sorted by rank, hold each person's index in one run), and the link status and method."""
+    bucket = np.asarray(table.column("bucket").combine_chunks(), np.int64)
+    rank = np.asarray(pc.fill_null(table.column("person_rank"), 0).combine_chunks(), np.int64)
+    index = pa.array(np.where(bucket < 0, 0, rank - 1).astype(np.int32), mask=bucket < 0)
+    table = table.append_column("person_index", pa.DictionaryArray.from_arrays(index, nirs))
+    for name in ("link_status", "link_method"):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pc.dictionary_encode(table.column(name)).combine_chunks())
+    return table
+
+
+def _fill_dictionary(array: pa.Array, value: str) -> pa.Array:
+    """A dictionary array with its nulls replaced by ``value``."""
+    if not array.null_count:
+        return array
+    dictionary = array.dictionary.to_pylist()
+    if value not in dictionary:
+        dictionary.append(value)
+    indices = pc.fill_null(array.indices, dictionary.index(value))
+    return pa.DictionaryArray.from_arrays(indices, pa.array(dictionary, array.dictionary.type))
+
+
 class _LinkLookup:
     """A task's view of the link table (the memory-mapped lookup file): per signature its
     attached columns and, for a linked one, its person's bucket and rank in person order; rows
@@ -198,6 +154,8 @@ class _LinkLookup:
         self.keys = links.column("signature").to_numpy()
         self.index = SortedIndex(self.keys)  # built once per task, for its millions of rows (kernels/_lookup.py)
         self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
+        # the person as a dictionary index, null where the bucket is -1 (_as_dictionaries)
+        self.person = _one_chunk(links.column("person_index")) if "person_index" in links.column_names else None
         # one entry more, at index len(keys): a signature missing from the table (no person)
         self.bucket = np.append(np.asarray(_one_chunk(links.column("bucket")), np.int64), -1)
         self.rank = np.append(np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), np.int64), 0)
@@ -209,11 +167,17 @@ class _LinkLookup:
         n = len(self.keys)
         pos = np.minimum(self.index.find(sig), max(n - 1, 0))
         found = self.keys[pos] == sig if n else np.zeros(len(sig), bool)
-        extra = {c: self.columns[c].take(pa.array(pos, mask=~found)) for c in PERSON_COLUMNS}
+        taken = pa.array(pos, mask=~found)
+        extra = {c: self.columns[c].take(taken) for c in PERSON_COLUMNS if c != "person" or self.person is None}
         at = np.where(found, pos, n)
         bucket = self.bucket[at]
-        extra["person"] = pc.if_else(pa.array(bucket >= 0), extra["person"], pa.nulls(len(sig), pa.string()))
-        extra["link_status"] = pc.fill_null(extra["link_status"], "unlinked")
+        if self.person is not None:
+            extra["person"] = self.person.take(taken)
+        else:
+            extra["person"] = pc.if_else(pa.array(bucket >= 0), extra["person"], pa.nulls(len(sig), pa.string()))
+        status = extra["link_status"]
+        extra["link_status"] = _fill_dictionary(status, "unlinked") if pa.types.is_dictionary(status.type) else \
+            pc.fill_null(status, "unlinked")
         return extra, bucket, self.rank[at]
 
 
