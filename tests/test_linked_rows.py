@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,3 +55,29 @@ def test_linked_rows_are_sorted_by_person_then_record(parts, as_dictionary):
     assert [None if p is None or p != p else p for p in got["person"]] == \
         [None if p is None or p != p else p for p in expected["person"]]
     assert got["kind"].tolist() == expected["kind"].tolist()
+
+
+@given(chunks())
+@settings(max_examples=100, deadline=None)
+def test_rows_kept_as_dictionaries_write_the_file_plain_rows_write(tmp_path_factory, parts):
+    """The aggregate stage's rows in export form keep the person (cut to its runs) and the small
+    dictionaries as dictionaries and write them as they are (``_RowsFile``): the file reads
+    back as the plain rows' file does, the same schema and rows."""
+    from nirlink.engine.stages._aggregate import _RowsFile
+
+    table = pa.concat_tables(parts)
+    plain, kept = linked_rows(table, "resource"), linked_rows(table, "resource", dictionaries=True)
+    assert kept.cast(plain.schema).equals(plain)
+    person = kept.column("person")
+    if pa.types.is_dictionary(person.type):  # one dictionary value per person, in their order
+        values = [p for p in plain.column("person").to_pylist()]
+        assert person.combine_chunks().dictionary.to_pylist() == list(dict.fromkeys(values))
+    else:  # rows without a person: decoded
+        assert plain.column("person").null_count or not len(plain)
+    out = tmp_path_factory.mktemp("rows")
+    for name, rows in (("plain", plain), ("kept", kept)):
+        with _RowsFile(out / f"{name}.parquet") as f:
+            f.write(rows)
+    if len(plain):
+        a, b = pq.read_table(out / "plain.parquet"), pq.read_table(out / "kept.parquet")
+        assert a.schema == b.schema == plain.schema and a.equals(b) and b.equals(plain)

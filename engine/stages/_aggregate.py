@@ -122,8 +122,12 @@ class _RowsFile:
         from ._export import ROW_GROUP_ROWS
 
         if self.writer is None:
+            from ._bucket_writers import _plain_schema
+
             make_private_dir(self.target.parent)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, **column_options(table.schema))
+            # no Arrow schema stored: the dictionary columns read back as the plain strings they hold
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, store_schema=False,
+                                           **column_options(_plain_schema(table.schema)))
         if table.schema != self.writer.schema:
             table = table.cast(self.writer.schema)
         self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
@@ -174,8 +178,11 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
             from ._export import ROW_COLUMNS
 
             wanted += [c for c in ROW_COLUMNS[kind] if c in schema.names and c not in wanted]
-        # person and kind read as dictionaries: no string materialised per row, no re-hashing
-        as_dict = [c for c in ("person", "kind") if c in wanted]
+        # strings read as dictionaries: no string materialised per row, no re-hashing; the rows
+        # in export form move indices and are written with the small dictionaries and the
+        # person as they are (linked_rows, _RowsFile)
+        as_dict = [c for c in wanted if pa.types.is_string(schema.field(c).type)] if rows_file is not None else \
+            [c for c in ("person", "kind") if c in wanted]
         tables, rows = [], []
         for p in paths:  # every file for the aggregates; the rows in export form of all, or of ``only``'s
             full = rows_file is not None and (only is None or Path(p).name.startswith(only))
@@ -188,7 +195,7 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
         if rows:
             from ._export import linked_rows
 
-            linked = linked_rows(pa.concat_tables(rows), kind)
+            linked = _as_published(linked_rows(pa.concat_tables(rows), kind, dictionaries=True), schema)
         table = pa.concat_tables(tables) if tables else None
         if previous is not None:
             from ._aggregate_update import career_update_rows, new_row_counts, previous_state, resource_update_rows
@@ -221,6 +228,16 @@ def _aggregate_one(kind: str, part: Any, index: int, out_dir: str, first_review:
         else:
             _remove_files(paths)
     return stats
+
+
+def _as_published(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The rows in export form with the fields' nullability of the published rows files: the
+    bucket file's (``schema``), but ``person`` and ``kind`` nullable (read as dictionaries
+    since the first rows files; the other strings are since 2026-12-05, keeping theirs)."""
+    fields = [f.with_nullable(True if f.name in ("person", "kind") else schema.field(f.name).nullable)
+              if f.name in schema.names else f for f in rows.schema]
+    target = pa.schema(fields)
+    return rows if target == rows.schema else rows.cast(target)
 
 
 def _remove_files(paths: list[str]) -> None:

@@ -146,9 +146,11 @@ def _prepare(table: pa.Table, name: str, key: bytes | None) -> pa.Table:
     return table
 
 
-def linked_rows(table: pa.Table, source: str) -> pa.Table:
+def linked_rows(table: pa.Table, source: str, dictionaries: bool = False) -> pa.Table:
     """Linked rows in export form: ROW_COLUMNS (plain strings), ``year`` (a resource row's from
-    its period), sorted by person then record id (rows without a person last)."""
+    its period), sorted by person then record id (rows without a person last). ``dictionaries``:
+    the dictionary columns that a Parquet writer takes as they are stay dictionaries (the
+    person cut to its runs, the small ones: engine/stages/_bucket_writers.py); the same values."""
     table = table.select([c for c in ROW_COLUMNS[source] if c in table.column_names])
     if source == "resource":
         table = table.append_column("year", pc.cast(pc.year(table.column("period")), pa.int16()))
@@ -165,8 +167,15 @@ def linked_rows(table: pa.Table, source: str) -> pa.Table:
     order = pc.sort_indices(pa.table({"person": person, "record_id": table.column("record_id")}),
                             sort_keys=[("person", "ascending"), ("record_id", "ascending")])  # nulls last
     table = table.take(order)
+    keep: set[str] = set()
+    if dictionaries:
+        from ._bucket_writers import _person_runs, _small_dictionaries
+
+        table = _person_runs(table)
+        keep = _small_dictionaries(table) | ({"person"} if pa.types.is_dictionary(table.schema.field("person").type)
+                                             else set())
     for i, field in enumerate(table.schema):
-        if pa.types.is_dictionary(field.type):
+        if pa.types.is_dictionary(field.type) and field.name not in keep:
             table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
     return table
 
