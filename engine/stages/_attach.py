@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json
 from nirlink.kernels import InputError, StageError
 
-from ._bucket_writers import _BucketWriters, _decoded  # noqa: F401 (the increment's attach imports them from here)
+from ._bucket_writers import _BucketWriters
 
 __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
