@@ -46,6 +46,7 @@ from nirlink.linkage._buckets import is_in_sorted
 
 from ._attach import (PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _LinkLookup, _task_groups,
                       attach_task_rows, person_buckets)
+from ._bucket_writers import writable
 
 __all__ = ["run_attach_increment", "DELTA_SCHEMA"]
 
@@ -194,10 +195,13 @@ def _rewrite_files(paths: list[str], source: str, lookup: str, out: str, n_bucke
             if not moved.any():
                 reuse[link_or_copy(Path(path), target / Path(path).name)] += 1
                 continue
-            rows = pq.read_table(path, use_threads=False)
+            # strings read as dictionaries: the rows kept are written with the small ones and the
+            # person as they are (_bucket_writers.py), those attached again move indices
+            strings = [f.name for f in pq.read_schema(path) if pa.types.is_string(f.type)]
+            rows = pq.read_table(path, use_threads=False, read_dictionary=strings)
             total.update({"rows": rows.num_rows, "rows_attached_again": int(moved.sum())})
             if not moved.all():
-                writers._append(bucket, rows.filter(pa.array(~moved)))
+                writers._append(bucket, writable(rows.filter(pa.array(~moved))))
             rows, sig = rows.filter(pa.array(moved)), sig[moved]
             extra, their_buckets, rank = links.attach(sig)
             for c in PERSON_COLUMNS:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import column_options, make_private_dir, private_modes
 
-__all__ = ["_BucketWriters", "_decoded", "SMALL_DICTIONARY"]
+__all__ = ["_BucketWriters", "writable", "SMALL_DICTIONARY"]
 
 SMALL_DICTIONARY = 1024  # a dictionary column with at most this many values is written as it is
 
@@ -113,6 +113,12 @@ def _decoded(table: pa.Table, keep: set[str] = frozenset()) -> pa.Table:
         return table
     return table.cast(pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type)
                                  and f.name not in keep else f for f in table.schema]))
+
+
+def writable(table: pa.Table) -> pa.Table:
+    """A bucket's rows (sorted by person) as the writers take them: the small dictionaries and
+    the person (cut to its runs) kept, every other dictionary column decoded."""
+    return _person_runs(_decoded(table, keep=_small_dictionaries(table) | {"person"}))
 
 
 def _small_dictionaries(table: pa.Table) -> set[str]:
