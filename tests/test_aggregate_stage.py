@@ -219,7 +219,7 @@ def test_a_failed_write_on_the_writing_thread_fails_the_file(tmp_path):
     """The rows file's writes run on a thread: an error there reaches the task (at its next
     write or at the end), the partial file is removed, nothing is published; writes run in
     the order they were queued."""
-    from nirlink.engine.stages._rows_file import MAX_PENDING_WRITES, _RowsFile
+    from nirlink.engine.stages._aggregate import MAX_PENDING_WRITES, _RowsFile
 
     order = []
     target = tmp_path / "rows" / "part-00000.parquet"
@@ -243,37 +243,3 @@ def test_a_failed_write_on_the_writing_thread_fails_the_file(tmp_path):
         rows.write(table)
         rows.write(table)
     assert pq.read_table(target).num_rows == 4
-
-
-def test_a_buckets_input_is_removed_only_after_its_tables_written_apart(tmp_path):
-    """A bucket's aggregate tables are written on a thread of their own (``apart``), beside the
-    rows file's; a call that is not ``apart`` (the removal of the bucket's input files) runs
-    only once every ``apart`` call queued before it is done, and not at all when one failed:
-    a failed table write reaches the task and removes nothing."""
-    import threading
-    import time
-
-    from nirlink.engine.stages._rows_file import _RowsFile
-
-    order, gate = [], threading.Event()
-
-    def table_write():
-        gate.wait(10)
-        order.append("table")
-
-    with _RowsFile(tmp_path / "rows" / "part-00000.parquet") as rows:
-        rows.submit(table_write, apart=True)
-        rows.submit(order.append, "removal")
-        time.sleep(0.3)
-        assert order == []  # the removal waits for the table written apart
-        gate.set()
-    assert order == ["table", "removal"]
-
-    def failing():
-        raise OSError("No space left on device (on purpose)")
-
-    with pytest.raises(OSError, match="on purpose"):
-        with _RowsFile(tmp_path / "rows" / "part-00001.parquet") as rows:
-            rows.submit(failing, apart=True)
-            rows.submit(order.append, "removal after a failure")
-    assert order == ["table", "removal"]

@@ -63,7 +63,7 @@ def test_rows_kept_as_dictionaries_write_the_file_plain_rows_write(tmp_path_fact
     """The aggregate stage's rows in export form keep the person (cut to its runs) and the small
     dictionaries as dictionaries and write them as they are (``_RowsFile``): the file reads
     back as the plain rows' file does, the same schema and rows."""
-    from nirlink.engine.stages._rows_file import _RowsFile
+    from nirlink.engine.stages._aggregate import _RowsFile
 
     table = pa.concat_tables(parts)
     plain, kept = linked_rows(table, "resource"), linked_rows(table, "resource", dictionaries=True)
