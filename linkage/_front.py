@@ -359,5 +359,6 @@ def _splink_errors(step: str):
         text = str(exc)
         cause = text.split("Error was:", 1)[1] if "Error was:" in text else text
         lines = [ln.strip() for ln in cause.strip().splitlines() if ln.strip() and not ln.startswith("LINE ")]
-        message = re.sub(r"'[^']*'", "'...'", " ".join(lines))[:500]
+        # single- and double-quoted alike: DuckDB quotes a value it cannot convert in double quotes
+        message = re.sub(r"""(['"])(.*?)\1""", r"\1...\1", " ".join(lines))[:500]
         raise ModelError(f"{step}: Splink failed: {message} (values masked)") from None

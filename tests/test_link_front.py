@@ -375,3 +375,20 @@ def test_a_sampled_training_finds_the_datas_prior(mode):
     share = 3000 / tables[0].num_rows
     assert share <= 0.5
     assert 0.8 < priors[3000] / priors[10**9] < 1.25, (priors, share)
+
+
+@pytest.mark.parametrize("quoted", ['"16/12/1977"', "'DUPUY'", '"Mouhamed Bonnefoy"', "'mouhamed'"])
+def test_splinks_errors_mask_values_in_either_quotes(quoted):
+    """A Splink error quoting a record's value (DuckDB quotes a date it cannot convert in double
+    quotes, a string in single ones) reaches the user masked, whatever the quotes."""
+    from nirlink.linkage._front import _splink_errors
+
+    class SplinkException(Exception):
+        pass
+
+    with pytest.raises(Exception) as raised:
+        with _splink_errors("training"):
+            raise SplinkException(f"Error executing SQL\nError was: Conversion Error: invalid date field format: {quoted}, "
+                                  "expected format is (YYYY-MM-DD)\nLINE 3: select ...")
+    message = str(raised.value)
+    assert quoted.strip("'\"") not in message and "(values masked)" in message and "training: Splink failed" in message

@@ -85,3 +85,26 @@ def test_header_less_file_is_refused_without_echoing_its_first_row(tmp_path):
     for v in row:
         if len(v) > 4:
             assert v not in text, v
+
+
+def test_an_input_directory_reads_every_parquet_suffix_and_refuses_files_it_would_not_read(tmp_path):
+    """A directory input reads its .parquet, .parq and .pq files alike (as a file named directly
+    is read), and refuses a file it does not read (a compressed CSV) naming it, rather than
+    leave its rows out; hidden files and writers' markers (_SUCCESS) are not data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nirlink.engine.io._readers import expand_paths
+
+    d = tmp_path / "in"
+    d.mkdir()
+    t = pa.table({"record_id": [1, 2]})
+    for name in ("a.parquet", "b.parq", "c.PQ"):
+        pq.write_table(t, d / name)
+    (d / "_SUCCESS").write_text("")
+    (d / ".a.parquet.crc").write_text("")
+    files, missing = expand_paths([str(d)])
+    assert [f.name for f in files] == ["a.parquet", "b.parq", "c.PQ"] and not missing
+    (d / "d.csv.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(InputFileError, match=r"d\.csv\.gz.*compressed files are not read"):
+        plan_input(InputSpec("careers", "career", (str(d),)), 0, chunk_rows=1000)

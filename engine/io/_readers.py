@@ -92,6 +92,27 @@ class Chunk:
     index: int  # chunk index within the task
 
 
+DATA_SUFFIXES = (".parquet", ".parq", ".pq", ".csv", ".txt")  # the files of an input directory that are read
+SKIPPED_IN_DIRECTORIES = (".", "_")  # hidden files and writers' markers (_SUCCESS, _metadata) of a directory
+
+
+def _directory_files(p: Path) -> list[Path]:
+    return sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(SKIPPED_IN_DIRECTORIES))
+
+
+def unread_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    """The files of the directories named by ``paths`` that are not read (not a DATA_SUFFIXES
+    file: a compressed delivery, a stray document): an input refuses them rather than leave
+    their rows out without a word."""
+    return [x for pattern in paths if not any(ch in pattern for ch in "*?[") and Path(pattern).is_dir()
+            for x in _directory_files(Path(pattern)) if x.suffix.lower() not in DATA_SUFFIXES]
+
+
+UNREAD_FILE = ("not a file nirlink reads in an input directory (expected " + ", ".join(DATA_SUFFIXES) +
+               "; compressed files are not read): decompress it, move it out of the directory, or name the "
+               "input's files with a pattern")
+
+
 def expand_paths(paths: tuple[str, ...] | list[str]) -> tuple[list[Path], list[str]]:
     """Files named by ``paths`` (files, directories, globs), sorted; and the patterns that matched nothing."""
     files: list[Path] = []
@@ -101,8 +122,7 @@ def expand_paths(paths: tuple[str, ...] | list[str]) -> tuple[list[Path], list[s
         if any(ch in pattern for ch in "*?["):
             found = sorted(Path(x) for x in glob.glob(pattern, recursive=True) if Path(x).is_file())
         elif p.is_dir():
-            found = sorted(x for x in p.rglob("*") if x.is_file() and x.suffix.lower() in (".parquet", ".csv", ".txt")
-                           and not x.name.startswith((".", "_")))
+            found = [x for x in _directory_files(p) if x.suffix.lower() in DATA_SUFFIXES]
         elif p.is_file():
             found = [p]
         else:
@@ -168,6 +188,7 @@ def plan_input(spec: InputSpec, input_index: int, *, chunk_rows: int) -> list[Ch
         raise SchemaError(f"input {spec.name!r}: kind must be one of {', '.join(INPUT_KINDS)}, got {spec.kind!r}")
     files, missing = expand_paths(spec.paths)
     file_errors: list[tuple[str, str]] = [(m, "no such file (or the pattern matched nothing)") for m in missing]
+    file_errors += [(str(f), UNREAD_FILE) for f in unread_files(spec.paths)]
     schema_errors: list[tuple[str, str]] = []
     tasks: list[ChunkTask] = []
     for file_index, path in enumerate(files):

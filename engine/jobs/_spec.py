@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nirlink.engine.io._readers import CsvOptions, InputSpec, expand_paths
+from nirlink.engine.io._readers import UNREAD_FILE, CsvOptions, InputSpec, expand_paths, unread_files
 from nirlink.engine.io._schemas import COLUMNS, INPUT_KINDS
 from nirlink.kernels import SpecError
 
@@ -188,6 +188,8 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
                 _, missing = expand_paths([full])
                 if missing:
                     c.err(f"{p}.paths[{j}]", f"no file matches {full}")
+                for f in unread_files([full]):
+                    c.err(f"{p}.paths[{j}]", f"{f.name}: {UNREAD_FILE}")
         fmt = c.typed(raw, "format", str, p, default="auto")
         if fmt not in ("auto", "parquet", "csv"):
             c.err(f"{p}.format", f"must be auto, parquet or csv, got {fmt!r}")
