@@ -355,3 +355,30 @@ def test_a_short_or_missing_key_stops_check_run_and_submit_before_anything(synth
             assert "output.key_env: pseudonymisation key" in result.stderr and fragment in result.stderr, args
             assert "5byte" not in result.stderr
     assert not out.exists()  # no stage ran, no job was registered
+
+
+def test_a_cancelled_run_exits_1(synth_small, tmp_path, dask_client, monkeypatch):
+    """`nirlink run` of a job cancelled while it runs prints its status and exits 1 (README,
+    exit codes: 0 is a job that ran and succeeded)."""
+    from nirlink.engine.jobs._runner import Job
+
+    root, _ = synth_small
+    out = tmp_path / "out"
+    job_file = write_job(tmp_path / "job.toml", root, out)
+    run = Job.run
+
+    def cancelled_in_link(self):
+        shown = self.on_progress
+
+        def progress(stage, *args, **kwargs):
+            if stage == "link":
+                request_cancel(out, self.job_id)  # an operator's `nirlink cancel` while the link stage runs
+            if shown is not None:
+                shown(stage, *args, **kwargs)
+
+        self.on_progress = progress
+        return run(self)
+
+    monkeypatch.setattr(Job, "run", cancelled_in_link)
+    r = runner.invoke(app, ["run", str(job_file), "--scheduler", dask_client.scheduler.address, "--output", "json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["status"] == "cancelled"

@@ -192,6 +192,8 @@ def run(
     emit(summary, output, _render)
     if summary["status"] == "interrupted":
         raise typer.Exit(EXIT_SIGNAL.get(stop.signal, 130))
+    if summary["status"] != "succeeded":  # cancelled by an operator, or failed without an error here
+        raise typer.Exit(1)  # (its driver lost to another run taking the directory over): not done
 
 
 def _driver(spec, job_id: str, restart: bool, scheduler: str | None, pseudonym_key=None) -> str:
