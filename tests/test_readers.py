@@ -108,3 +108,16 @@ def test_an_input_directory_reads_every_parquet_suffix_and_refuses_files_it_woul
     (d / "d.csv.gz").write_bytes(b"\x1f\x8b")
     with pytest.raises(InputFileError, match=r"d\.csv\.gz.*compressed files are not read"):
         plan_input(InputSpec("careers", "career", (str(d),)), 0, chunk_rows=1000)
+
+
+def test_a_parquet_input_with_a_column_named_twice_is_refused_naming_it(tmp_path):
+    """A Parquet file whose schema names a column twice is refused with the column named, as a
+    CSV header's duplicate is (not an unexpected failure)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["A"]), pa.array(["B"]), pa.array([1])],
+                                        names=["last_name", "last_name", "record_id"]), path)
+    with pytest.raises(InputFileError, match=r"dup\.parquet.*duplicate column names: last_name"):
+        plan_input(InputSpec("careers", "career", (str(path),)), 0, chunk_rows=1000)

@@ -203,6 +203,9 @@ def plan_input(spec: InputSpec, input_index: int, *, chunk_rows: int) -> list[Ch
                 except Exception as exc:  # noqa: BLE001 - any failure to open is the file's fault
                     raise InputFileError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
                 schema = pf.schema_arrow
+                twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
+                if twice:  # as a CSV header's: a column named twice cannot be told apart
+                    raise InputFileError(f"{path}: duplicate column names: {', '.join(twice)}")
                 columns = _match_columns(spec, schema.names, where, schema_errors)
                 for canonical, actual in columns:
                     col = next(c for c in COLUMNS[spec.kind] if c.name == canonical)
