@@ -75,6 +75,10 @@ BAD = [
     ("key env unset", "[output]\ndirectory='o'\npseudonymise=true\nkey_env='NIRLINK_TEST_UNSET_KEY'\n",
      "output.key_env", "not set"),
     ("not TOML", "[job\n", "", "not valid TOML"),
+    ("empty job name", "[job]\nname = ''\n", "job.name", "first a letter or digit"),
+    ("job name read as an option", "[job]\nname = '--help'\n", "job.name", "first a letter or digit"),
+    ("no stage", "[job]\nstages = []\n", "job.stages", "at least one stage"),
+    ("no path", "[[inputs]]\nname='a'\nkind='career'\npaths=[]\n", "inputs[0].paths", "at least one"),
 ]
 
 

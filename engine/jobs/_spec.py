@@ -144,9 +144,13 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
     c.keys(data, _TOP, "")
     job = c.keys(data.get("job", {}), _JOB, "job")
     name = c.typed(job, "name", str, "job", required=True, default="job")
-    if name and not all(ch.isalnum() or ch in "-_." for ch in name):
-        c.err("job.name", f"use letters, digits, '-', '_' or '.' only, got {name!r}")
+    if isinstance(name, str) and (not name or not all(ch.isalnum() or ch in "-_." for ch in name)
+                                  or not name[0].isalnum()):
+        # it begins every job id: an id beginning with '-' reads as an option on a command line
+        c.err("job.name", f"use letters, digits, '-', '_' or '.' only, first a letter or digit, got {name!r}")
     stages = c.typed(job, "stages", list, "job", default=list(DEFAULT_STAGES))
+    if isinstance(stages, list) and not stages:
+        c.err("job.stages", f"at least one stage (of: {', '.join(STAGES)}); leave the key out for the default")
     stages = [s for s in stages if isinstance(s, str)] if stages else []
     for i, s in enumerate(stages):
         if s not in STAGES:
@@ -177,6 +181,8 @@ def parse_job(text: str, *, path: str = "job.toml", check_files: bool = True) ->
             c.err(f"{p}.name", f"duplicate input name {iname!r}")
         names.append(iname)
         paths = c.typed(raw, "paths", list, p, required=True, default=[])
+        if isinstance(paths, list) and not paths and "paths" in raw:
+            c.err(f"{p}.paths", "at least one file, directory or pattern")
         resolved = []
         for j, item in enumerate(paths):
             if not isinstance(item, str):
