@@ -601,3 +601,18 @@ def test_near_a_change_with_a_rule_keyed_on_an_expression():
     con.register("r_", entries)
     paired = {r[0] for r in con.sql(f"select l.rid from l_ l join r_ r on {rule.sql}").fetchall()}
     assert paired == {0} and set(np.flatnonzero(near).tolist()) == {0, 1}
+
+
+def test_a_month_the_chain_already_brought_is_refused_with_the_job(chain, tmp_path):
+    """An increment of a month the previous job's chain already brought (or of an earlier one)
+    is refused when the job is checked, before any stage runs, naming the chain's months; a
+    later month is not."""
+    from nirlink.engine.jobs._increment import month_problems
+    from nirlink.engine.jobs._spec import load_job
+
+    prev = chain["jobs"] / "inc2"
+    for month in ("2026-01", "2025-12", "2025-06"):
+        job = write_job(tmp_path / "job.toml", chain["root"] / "inc2", tmp_path / "out", extra=_increment(prev, month))
+        with pytest.raises(SpecError, match=rf"{month} is not after 2026-01.*months 2025-12, 2026-01"):
+            load_job(job)
+    assert month_problems(prev, "2026-02") == [] and month_problems(chain["jobs"] / "base", "2025-01") == []

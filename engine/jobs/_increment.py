@@ -74,7 +74,26 @@ def parse_increment(c, raw: Any, base: Path, *, check_files: bool, output: str) 
     elif previous and check_files:
         for msg in previous_problems(previous):
             c.err("increment.previous", msg)
+        if month and not _month_problem(month):
+            for msg in month_problems(previous, month):
+                c.err("increment.month", msg)
     return IncrementOptions(previous, month, retrain, tolerance if tolerance else 2.0)
+
+
+def month_problems(previous: str | os.PathLike, month: str) -> list[str]:
+    """Why ``month`` cannot continue the chain ending with the job ``previous`` (empty: it can):
+    an increment of the chain already brought it or a later month (the months its attach
+    buckets' files are named after, ``m<month>-...``). Checked with the job, before any stage
+    runs (the attach stage refuses it too, after ingest and link)."""
+    import re
+
+    months = {m.group(1) for f in Path(previous).glob("attach/*/b=*/m*-*.parquet")
+              if (m := re.match(r"m(\d{4}-\d{2})-", f.name))}
+    latest = max(months, default=None)
+    if latest is not None and month <= latest:
+        return [f"{month} is not after {latest}, the latest month the previous job's chain of increments brought "
+                f"(months {', '.join(sorted(months))}): give a later month, or continue an earlier job"]
+    return []
 
 
 def previous_problems(previous: str | os.PathLike) -> list[str]:
