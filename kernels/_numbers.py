@@ -13,8 +13,9 @@ from numba import njit
 
 from ._arrow import string_array_from_buffers, string_buffers, trimmed
 
-__all__ = ["parse_numbers", "parse_integers", "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD",
-           "DECIMAL_AUTO", "DECIMAL_POINT", "DECIMAL_COMMA"]
+__all__ = ["parse_numbers", "decimal_evidence", "SEP_POINT", "SEP_COMMA", "SEP_AMBIGUOUS", "parse_integers",
+           "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD", "DECIMAL_AUTO", "DECIMAL_POINT",
+           "DECIMAL_COMMA"]
 
 NUM_OK = 0
 NUM_MISSING = 1
@@ -93,6 +94,52 @@ def _parse_numbers(offsets, data, valid, decimal, pow10, value, status):
         v = mant / pow10[frac]
         value[i] = -v if neg else v
         status[i] = NUM_OK
+
+
+# what a value says of its decimal separator (decimal_evidence)
+SEP_NONE = 0  # no separator, or nothing to tell
+SEP_POINT = 1  # both '.' and ',', the last one '.': "1,234.56"
+SEP_COMMA = 2  # both, the last one ',': "1.234,56"
+SEP_AMBIGUOUS = 3  # 1-3 digits (not a lone 0), one '.' or ',', 3 digits: "1,500", "12.500"
+
+
+@njit(nogil=True, cache=True)
+def _decimal_evidence(offsets, data, valid, out):
+    for i in range(offsets.shape[0] - 1):
+        out[i] = SEP_NONE
+        if not valid[i]:
+            continue
+        a, b = trimmed(data, offsets[i], offsets[i + 1])
+        dots = 0
+        commas = 0
+        last = -1
+        for j in range(a, b):
+            if data[j] == 46:
+                dots += 1
+                last = j
+            elif data[j] == 44:
+                commas += 1
+                last = j
+        if dots and commas:
+            out[i] = SEP_POINT if data[last] == 46 else SEP_COMMA
+        elif dots + commas == 1 and b - last - 1 == 3:
+            # one to three digits, the separator, three digits: a thousands group or three decimals
+            start = a + 1 if data[a] == 45 or data[a] == 43 else a
+            digits = 1 <= last - start <= 3 and not (last - start == 1 and data[start] == 48)
+            for j in range(start, b):
+                if j != last and not 48 <= data[j] <= 57:
+                    digits = False
+            if digits:
+                out[i] = SEP_AMBIGUOUS
+
+
+def decimal_evidence(values) -> np.ndarray:
+    """Per value of a string array, what it says of its decimal separator (SEP_*): a file whose
+    separator is not given is read by the convention its unambiguous values show."""
+    offsets, data, valid = string_buffers(values)
+    out = np.empty(len(offsets) - 1, np.int8)
+    _decimal_evidence(offsets, data, valid, out)
+    return out
 
 
 def parse_numbers(values, *, decimal: int = DECIMAL_AUTO) -> tuple[np.ndarray, np.ndarray]:

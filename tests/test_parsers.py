@@ -244,3 +244,37 @@ def test_scanner_reports_the_longest_record():
     s.feed(b"a,b\n" + b"x," + b"y" * 1000 + b"\n1,2", final=True)
     assert s.records == 3 and s.longest_record == 1003 and s.bad_records.size == 0
     assert np.asarray(s.bad_records).dtype == np.int64
+
+
+def _formatted(cents: int, english: bool, thousands: bool, decimals: bool) -> str:
+    """An amount as a delivery writes it: English ("1,234.56") or French ("1 234,56", "1.234,56")."""
+    units, rest = divmod(abs(cents), 100)
+    digits = f"{units:,}" if thousands else str(units)
+    if not english and thousands:
+        digits = digits.replace(",", " " if units % 2 else ".")
+    text = digits + ((("." if english else ",") + f"{rest:02d}") if decimals else "")
+    return ("-" if cents < 0 else "") + text
+
+
+@given(st.lists(st.tuples(st.integers(-10**9, 10**9), st.booleans(), st.booleans()), min_size=1, max_size=40),
+       st.booleans())
+def test_amounts_with_their_separator_not_given_are_never_misread(amounts, english):
+    """``decimal = "auto"`` on a column written in one convention: every amount read is the
+    amount written (Decimal as the oracle), whatever the mix of thousands separators and whole
+    amounts; one a lone separator and three digits end, with no value of the column telling the
+    convention, is refused (NUM_BAD), never read as 1000 times less or more; once a value holds
+    both separators, every value is read."""
+    from nirlink.engine.stages._ingest_checks import _auto_numbers
+
+    texts, truth = [], []
+    for cents, thousands, decimals in amounts:
+        cents = cents if decimals else cents - cents % 100
+        texts.append(_formatted(cents, english, thousands, decimals))
+        truth.append(Decimal(cents) / 100)
+    value, status = _auto_numbers(pa.array(texts))
+    for text, v, s, t in zip(texts, value, status, truth):
+        assert s in (NUM_OK, NUM_BAD), text
+        if s == NUM_OK:
+            assert Decimal(str(v)).quantize(Decimal("0.01")) == t, (text, v, t)
+    told = any(("," in x and "." in x) for x in texts)
+    assert (status == NUM_OK).all() or not told, texts

@@ -21,6 +21,11 @@ from nirlink.kernels._numbers import (
     DECIMAL_POINT,
     NUM_BAD,
     NUM_MISSING,
+    NUM_OK,
+    SEP_AMBIGUOUS,
+    SEP_COMMA,
+    SEP_POINT,
+    decimal_evidence,
     latin1_to_utf8,
     parse_integers,
     parse_numbers,
@@ -144,11 +149,29 @@ def _names(arr: pa.Array, errors: _Errors, column: str, *, first_names: bool = F
     return {"norm": norm, "key": squeeze(norm), "first": first_token(norm)}
 
 
+def _auto_numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Amounts whose decimal separator is not given (``decimal = "auto"``): when the chunk's
+    values that hold both '.' and ',' all end with the same one, that one is the decimal
+    separator of every value ("1,234.56" beside "1,500": 1500); otherwise each value decides
+    (the last separator of two; a lone one is decimal), but a value of one to three digits, a
+    lone separator and three digits ("1,500", "12.500": 1.5 in one convention, 1500 in the
+    other) is refused as a bad number rather than read either way (give ``csv.decimal``)."""
+    evidence = decimal_evidence(arr)
+    point, comma = bool((evidence == SEP_POINT).any()), bool((evidence == SEP_COMMA).any())
+    if point != comma:
+        return parse_numbers(arr, decimal=DECIMAL_POINT if point else DECIMAL_COMMA)
+    value, status = parse_numbers(arr, decimal=DECIMAL_AUTO)
+    ambiguous = (evidence == SEP_AMBIGUOUS) & (status == NUM_OK)
+    if ambiguous.any():
+        value, status = np.where(ambiguous, 0.0, value), np.where(ambiguous, NUM_BAD, status).astype(status.dtype)
+    return value, status
+
+
 def _numbers(arr: pa.Array, decimal: int) -> tuple[np.ndarray, np.ndarray]:
     """(value, status) from text or numeric input."""
     typ = arr.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return parse_numbers(arr, decimal=decimal)
+        return _auto_numbers(arr) if decimal == DECIMAL_AUTO else parse_numbers(arr, decimal=decimal)
     values = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     valid = np.asarray(arr.is_valid())
     status = np.where(valid, np.where(np.isfinite(np.where(valid, values, 0.0)), 0, NUM_BAD), NUM_MISSING).astype(np.int8)
