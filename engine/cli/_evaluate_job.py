@@ -20,7 +20,9 @@ def evaluate_job(link_dir: Path, rows: Path, truth: Path, *, memory_limit: str, 
 
     if "*" in released(Path(rows).parent, Path(rows).name):
         raise InputError(f"evaluate: the ingested rows of {rows} were released once the job no longer needed them "
-                         "(setting nirlink.jobs.keep): keep ingest and run the job again")
+                         "(setting nirlink.jobs.keep): run the job again with --restart, keeping ingest "
+                         "(DASK_NIRLINK__JOBS__KEEP=ingest; a run without --restart skips the stages already "
+                         "published and brings nothing back)")
     files = ingested_files(rows)
     model = load_model(link_dir / "model.json") if (link_dir / "model.json").exists() else None
     report = run(link_dir, files["career"] + files["resource"], truth, model=model, memory_limit=memory_limit,

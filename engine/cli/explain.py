@@ -86,7 +86,8 @@ def _rows_with_signatures(directory: Path) -> list[str]:
     if "*" in released(directory, "ingest"):
         raise InputError(f"{directory}: the ingested rows were released once the job no longer needed them "
                          "(setting nirlink.jobs.keep) and no linked rows of the job carry their signature: "
-                         "give --signature, or keep ingest and run the job again")
+                         "give --signature, or run the job again with --restart, keeping ingest "
+                         "(DASK_NIRLINK__JOBS__KEEP=ingest)")
     files = ingested_files(directory / "ingest")
     return files["career"] + files["resource"]
 

@@ -127,9 +127,11 @@ def previous_problems(previous: str | os.PathLike) -> list[str]:
         if released(d, stage):
             problems.append(f"the previous job released its {stage} output ({d / stage}/_released.json): an "
                             f"increment reads it; run the previous job with nirlink.jobs.keep naming increment "
-                            "(DASK_NIRLINK__JOBS__KEEP=increment)")
+                            "and --restart (DASK_NIRLINK__JOBS__KEEP=increment nirlink run --restart: a run "
+                            "without it skips the stages already published and brings nothing back)")
     if not problems and not (d / "link" / "predictions").is_dir():
         problems.append(f"the previous job's link stage removed its candidate pairs ({d / 'link'}/predictions/): an "
                         "increment reads them; run the previous job with nirlink.jobs.keep naming increment "
-                        "(DASK_NIRLINK__JOBS__KEEP=increment)")
+                        "and --restart (DASK_NIRLINK__JOBS__KEEP=increment nirlink run --restart: a run without "
+                        "it skips the stages already published and brings nothing back)")
     return problems
