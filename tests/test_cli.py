@@ -94,6 +94,7 @@ def test_every_command_help_has_an_example():
 def test_usage_errors_are_one_line_with_exit_code_2():
     for args, fragment in ((["run"], "missing argument"), (["status", "--outptu", "json", "x"], "no such option"),
                            (["synth", "--persons", "many", "--out", "x"], "invalid value for '--persons'"),
+                           (["synth", "--persons", "0", "--out", "x"], "greater than or equal to 1"),
                            (["bogus"], "no such command"),
                            (["link", "--input", "a", "--out", "b", "--threshold", "3"], "--threshold must be"),
                            (["aggregate", "--out", "o", "--synthetic", "s", "--first-review-month", "2021-02"],

@@ -13,7 +13,7 @@ from ._utilities import OutputFormat, emit, handle_errors, stderr_console
 @app.command()
 @handle_errors
 def synth(
-    persons: int = typer.Option(None, "--persons", help="Number of persons in the register (before duplicates)."),
+    persons: int = typer.Option(None, "--persons", min=1, help="Number of persons in the register (before duplicates)."),
     out: Path = typer.Option(..., "--out", help="Output directory (gets register/, career/, resource/, truth/)."),
     seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0; an increment: its dataset's)."),
     partitions: int = typer.Option(None, "--partitions", help="Number of blocks (one Dask task and one file each)."),
