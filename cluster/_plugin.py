@@ -41,7 +41,10 @@ class NirlinkWorkerPlugin(WorkerPlugin):
         for k, v in self.env.items():
             os.environ.setdefault(k, v)
         use_arrow_memory_pool(self.arrow_memory_pool)
-        logging.getLogger("distributed.worker").addFilter(QuietHeartbeatAtClose(worker))
+        log = logging.getLogger("distributed.worker")
+        log.addFilter(QuietHeartbeatAtClose(worker))
+        if not any(isinstance(f, FailedTaskInOneLine) for f in log.filters):  # one per process, left in place
+            log.addFilter(FailedTaskInOneLine())
         if self.warm:
             _warm_kernels()
 
@@ -57,6 +60,19 @@ class NirlinkWorkerPlugin(WorkerPlugin):
             weakref.finalize(worker, log.removeFilter, quiet)
         else:  # the plugin replaced or removed on a running worker
             log.removeFilter(quiet)
+
+
+class FailedTaskInOneLine(logging.Filter):
+    """distributed's "Compute Failed" record of a failed task (its arguments' repr, the
+    exception's repr, a Python traceback: a task's arguments or a library's message may hold
+    a row's values) becomes one line naming the task; nirlink records the error itself, in
+    words, in the job's log and state (`nirlink logs`, `nirlink status`), and a local cluster's
+    workers print to the operator's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Compute Failed") and record.args:
+            record.msg, record.args = "task %s failed (its error is in the nirlink job's log)", (record.args[0],)
+        return True
 
 
 # What distributed's Worker.heartbeat logs, with a traceback, when its call to the scheduler fails.

@@ -212,7 +212,7 @@ def test_a_closing_workers_failed_heartbeat_is_not_reported():
         # the running worker's two errors, then only the other error (once per pool close)
         assert seen[:2] == [(HEARTBEAT_FAILED, True), (other, True)] and len(seen) > 2, seen
         assert set(seen[2:]) == {(other, True)}, seen
-        assert list(installed.values()) == [["QuietHeartbeatAtClose"]], installed
+        assert list(installed.values()) == [["QuietHeartbeatAtClose", "FailedTaskInOneLine"]], installed
 
         class Worker:  # what the plugin and the filter read of a worker
             address = "tcp://127.0.0.1:1"
@@ -556,3 +556,22 @@ def test_a_local_clusters_workers_never_write_to_the_commands_stdout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "the-result\n"
     assert "from-a-worker" in proc.stderr
+
+
+def test_a_failed_task_is_logged_by_the_workers_in_one_line_without_its_values():
+    """distributed's "Compute Failed" record (the task's arguments, the exception's repr and a
+    traceback: where a row's value may sit) reaches the worker's log as one line naming the
+    task (nirlink records the error in the job's log)."""
+    import logging
+
+    from nirlink.cluster._plugin import FailedTaskInOneLine
+
+    record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
+                               "Compute Failed\nKey:       %s\nState:     %s\nTask:  %s\nException: %r\nTraceback: %r\n",
+                               ("nirlink-ingest-3", "executing", "<Task (['DUPUY 1850575123456'])>",
+                                "ValueError('DUPUY')", '  File "x.py", line 1'), None)
+    assert FailedTaskInOneLine().filter(record)
+    message = record.getMessage()
+    assert message == "task nirlink-ingest-3 failed (its error is in the nirlink job's log)"
+    other = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "other %s", ("x",), None)
+    assert FailedTaskInOneLine().filter(other) and other.getMessage() == "other x"
