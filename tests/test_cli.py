@@ -43,10 +43,10 @@ def test_synth_text_output_on_a_local_cluster(tmp_path):
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path):
-    result = runner.invoke(app, ["synth", "--persons", "0", "--out", str(tmp_path / "d"), "--in-process"])
+    result = runner.invoke(app, ["run", str(tmp_path / "missing.toml")])
     assert result.exit_code == 1
-    assert result.stderr.strip().startswith("error: --persons must be at least 1")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.toml'}: job file not found"
+    assert not list(tmp_path.iterdir())
 
 
 def test_non_empty_output_is_refused_without_overwrite(tmp_path):
@@ -95,6 +95,9 @@ def test_usage_errors_are_one_line_with_exit_code_2():
     for args, fragment in ((["run"], "missing argument"), (["status", "--outptu", "json", "x"], "no such option"),
                            (["synth", "--persons", "many", "--out", "x"], "invalid value for '--persons'"),
                            (["synth", "--persons", "0", "--out", "x"], "greater than or equal to 1"),
+                           (["synth", "--persons", "9", "--partitions", "0", "--out", "x"], "greater than or equal to 1"),
+                           (["run", "job.toml", "--scheduler", "notaurl"], "'notaurl' is not a scheduler address"),
+                           (["synth", "--persons", "9", "--out", "x", "--scheduler", "tcp://h"], "expected tcp://HOST:PORT"),
                            (["bogus"], "no such command"),
                            (["link", "--input", "a", "--out", "b", "--threshold", "3"], "--threshold must be"),
                            (["aggregate", "--out", "o", "--synthetic", "s", "--first-review-month", "2021-02"],

@@ -165,3 +165,20 @@ def emit(data: Any, output: OutputFormat, render: Callable[[Any], None] | None =
         render(data)
     else:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+
+
+def scheduler_address(value: str | None) -> str | None:
+    """``--scheduler``: a Dask scheduler address (``tcp://HOST:PORT``, ``tls://HOST:PORT`` or
+    ``HOST:PORT``), checked before any cluster is opened: a malformed one is a usage error."""
+    if value is None:
+        return None
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(value)
+        if scheme in ("tcp", "tls", "ucx"):
+            parse_host_port(location)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a scheduler address (expected tcp://HOST:PORT or "
+                                 "tls://HOST:PORT)") from None
+    return value

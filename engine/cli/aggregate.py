@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from . import app
-from ._utilities import OutputFormat, emit, handle_errors
+from ._utilities import OutputFormat, emit, handle_errors, scheduler_address
 
 
 @app.command()
@@ -20,7 +20,7 @@ def aggregate(
     partitioned: bool = typer.Option(False, "--partitioned", help="Each input file holds all rows of its persons (no shuffle)."),
     partitions: int = typer.Option(None, "--partitions", help="Partitions of the shuffle (default: one per input file)."),
     first_review_month: str = typer.Option("2021-01", "--first-review-month", help="First quarterly review month (YYYY-MM)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
+    scheduler: str = typer.Option(None, "--scheduler", callback=scheduler_address, help="Dask scheduler address; default: a local cluster."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from . import app
 from ._linkfront import CsvArgs, link_config, load_model_arg, read_inputs, read_manifest, write_manifest
-from ._utilities import OutputFormat, emit, handle_errors
+from ._utilities import OutputFormat, emit, handle_errors, scheduler_address
 
 
 def _check_out(out: Path) -> None:
@@ -59,7 +59,7 @@ def link(
     null_values: list[str] = typer.Option([], "--null-value", help="A text read as null, besides empty fields "
                                                                    "(repeatable)."),
     charts: bool = typer.Option(True, "--charts/--no-charts", help="Write Splink's model charts beside model.json."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (runs on that cluster)."),
+    scheduler: str = typer.Option(None, "--scheduler", callback=scheduler_address, help="Dask scheduler address (runs on that cluster)."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:

@@ -13,7 +13,7 @@ import typer
 
 from . import app
 from ._progress import progress_display
-from ._utilities import OutputFormat, emit, handle_errors, stderr_console
+from ._utilities import OutputFormat, emit, handle_errors, scheduler_address, stderr_console
 
 
 def _summary(job_dir: Path, job_id: str) -> dict:
@@ -148,7 +148,7 @@ class _Stop:
 def run(
     file: Path = typer.Argument(..., help="Job file (TOML)."),
     restart: bool = typer.Option(False, "--restart", help="Run every stage again, even those already published."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
+    scheduler: str = typer.Option(None, "--scheduler", callback=scheduler_address, help="Dask scheduler address (overrides the job file)."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:
     """Run FILE in the foreground, with a progress display per stage (see README, "Progress").
@@ -277,7 +277,7 @@ def _pseudonym_key(spec, address: str):
 @handle_errors
 def submit(
     file: Path = typer.Argument(..., help="Job file (TOML)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (overrides the job file)."),
+    scheduler: str = typer.Option(None, "--scheduler", callback=scheduler_address, help="Dask scheduler address (overrides the job file)."),
     restart: bool = typer.Option(False, "--restart", help="Run every stage again."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from . import app
-from ._utilities import OutputFormat, emit, handle_errors, stderr_console
+from ._utilities import OutputFormat, emit, handle_errors, scheduler_address, stderr_console
 
 
 @app.command()
@@ -16,8 +16,8 @@ def synth(
     persons: int = typer.Option(None, "--persons", min=1, help="Number of persons in the register (before duplicates)."),
     out: Path = typer.Option(..., "--out", help="Output directory (gets register/, career/, resource/, truth/)."),
     seed: int = typer.Option(None, "--seed", help="Seed (default: nirlink.synth.seed, 0; an increment: its dataset's)."),
-    partitions: int = typer.Option(None, "--partitions", help="Number of blocks (one Dask task and one file each)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address; default: a local cluster."),
+    partitions: int = typer.Option(None, "--partitions", min=1, help="Number of blocks (one Dask task and one file each)."),
+    scheduler: str = typer.Option(None, "--scheduler", callback=scheduler_address, help="Dask scheduler address; default: a local cluster."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local cluster (default: one per core)."),
     noise_scale: float = typer.Option(1.0, "--noise-scale", help="Multiply every noise rate (2 = double noise)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the datasets if OUT is not empty."),
