@@ -185,3 +185,29 @@ def test_unexpected_errors_are_described_without_class_names():
     missing = FileNotFoundError(2, "No such file or directory", "/x/y")
     assert describe_error(missing) == "no such file or directory: /x/y"
     assert describe_error(InputError("bad thing")) == "bad thing"
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path):
+    """`nirlink jobs | head -1`: once the reader has gone, the command stops without an error
+    (exit 0), whatever it had left to print."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DASK_NIRLINK__JOBS__REGISTRY": str(tmp_path / "registry")}
+    code = ("import sys; from nirlink.engine.cli._utilities import handle_errors\n"
+            "@handle_errors\n"
+            "def many():\n"
+            "    for i in range(200000):\n"
+            "        print(f'line {i} ' + 'x' * 60)\n"
+            "import typer\n"
+            "try:\n"
+            "    many()\n"
+            "except typer.Exit as e:  # what click does with it\n"
+            "    sys.exit(e.exit_code)\n")
+    p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True, env=env,
+                       executable="/bin/bash")
+    assert p.stdout.startswith("line 0") and "error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run(["/bin/bash", "-o", "pipefail", "-c", f"{sys.executable} -c \"{code}\" | head -1"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr

@@ -136,6 +136,11 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
             raise
         except KeyboardInterrupt:
             exit_with_error("interrupted", EXIT_INTERRUPTED, as_json=as_json)
+        except BrokenPipeError:
+            # the reader of the output went away (`nirlink jobs | head -1`): what it read was
+            # what it asked for; stop quietly (stdout to /dev/null: the exit's flush would fail)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as exc:  # noqa: BLE001 - the CLI's single error exit
             if state.debug:
                 traceback.print_exc()
