@@ -146,7 +146,10 @@ def test_jobs_and_status_survive_broken_records(synth_small, tmp_path):
     as_json = runner.invoke(app, ["jobs", "--output", "json"])
     assert as_json.exit_code == 0
     by_id = {e["job_id"]: e for e in json.loads(as_json.stdout)}
-    assert by_id[bad]["state"] is None and by_id[bad]["problem"].startswith("state unreadable")
+    assert by_id[bad]["state"] is None and by_id[bad]["problem"].startswith("state unreadable: not valid JSON (")
+    assert "Error" not in by_id[bad]["problem"]  # in words, no class name (was "JSONDecodeError: ...")
+    st = runner.invoke(app, ["status", str(tmp_path / "b")])
+    assert "state unreadable: not valid JSON" in st.output and "Error" not in st.output, st.output
     assert by_id[good]["state"]["status"] == "queued"
     st = runner.invoke(app, ["status", bad, "--output", "json"])
     assert st.exit_code == 0 and json.loads(st.stdout)["status"] == "unreadable"

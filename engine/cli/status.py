@@ -28,7 +28,9 @@ def _checked_state(directory, job_id):
     try:
         state = read_state(directory, job_id)
     except (OSError, ValueError, TypeError) as exc:
-        return None, f"state unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        from nirlink.engine.jobs._registry import state_problem
+
+        return None, state_problem(exc)
     if state is None:
         return None, "no record of this run in its directory"
     stale = float(_config.get("jobs.stale-after-seconds", 60))

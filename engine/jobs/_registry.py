@@ -216,6 +216,19 @@ def list_jobs() -> list[dict[str, Any]]:
                 else:
                     item["state"] = state.to_json()
         except (OSError, ValueError, TypeError) as exc:
-            item["problem"] = f"state unreadable: {type(exc).__name__}: {exc}".splitlines()[0]
+            item["problem"] = state_problem(exc)
         out.append(item)
     return sorted(out, key=lambda e: (e.get("registered_at") or 0, e["job_id"]))
+
+
+def state_problem(exc: Exception) -> str:
+    """Why a run's state.json could not be read, in words (no class name), on one line."""
+    import json
+
+    if isinstance(exc, json.JSONDecodeError):
+        why = f"not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+    elif isinstance(exc, OSError):
+        why = f"cannot read it ({exc.strerror or exc})"
+    else:
+        why = f"not a run's state ({exc})"
+    return f"state unreadable: {why}".splitlines()[0]
