@@ -212,7 +212,8 @@ def test_a_closing_workers_failed_heartbeat_is_not_reported():
         # the running worker's two errors, then only the other error (once per pool close)
         assert seen[:2] == [(HEARTBEAT_FAILED, True), (other, True)] and len(seen) > 2, seen
         assert set(seen[2:]) == {(other, True)}, seen
-        assert list(installed.values()) == [["QuietHeartbeatAtClose", "FailedTaskInOneLine"]], installed
+        # (the failed-task filter is one per process, left in place: an earlier test may have set it)
+        assert [sorted(v) for v in installed.values()] == [["FailedTaskInOneLine", "QuietHeartbeatAtClose"]], installed
 
         class Worker:  # what the plugin and the filter read of a worker
             address = "tcp://127.0.0.1:1"
