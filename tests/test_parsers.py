@@ -263,7 +263,7 @@ def test_amounts_with_their_separator_not_given_are_never_misread(amounts, engli
     amount written (Decimal as the oracle), whatever the mix of thousands separators and whole
     amounts; one a lone separator and three digits end, with no value of the column telling the
     convention, is refused (NUM_BAD), never read as 1000 times less or more; once a value holds
-    both separators, every value is read."""
+    both separators, those are read by its convention."""
     from nirlink.engine.stages._ingest_checks import _auto_numbers
 
     texts, truth = [], []
@@ -277,4 +277,16 @@ def test_amounts_with_their_separator_not_given_are_never_misread(amounts, engli
         if s == NUM_OK:
             assert Decimal(str(v)).quantize(Decimal("0.01")) == t, (text, v, t)
     told = any(("," in x and "." in x) for x in texts)
-    assert (status == NUM_OK).all() or not told, texts
+    ambiguous = [re.fullmatch(r"-?[1-9]\d{0,2}[.,]\d{3}", x) is not None for x in texts]
+    assert not told or all(s == NUM_OK for s, a in zip(status, ambiguous) if a), texts  # read by the convention
+
+
+def test_amounts_of_mixed_spellings_keep_their_own_reading():
+    """The chunk's convention reads only the ambiguous amounts: "12.5" and "0,75" keep their
+    own reading beside "1.234,56" or "1,234.56" (the review's cases)."""
+    from nirlink.engine.stages._ingest_checks import _auto_numbers
+
+    for texts, expected in ((["1.234,56", "12.5", "0.5", "1.500"], [1234.56, 12.5, 0.5, 1500.0]),
+                            (["1,234.56", "12,5", "0,75", "1,500"], [1234.56, 12.5, 0.75, 1500.0])):
+        value, status = _auto_numbers(pa.array(texts))
+        assert value.tolist() == expected and (status == NUM_OK).all(), texts

@@ -150,21 +150,22 @@ def _names(arr: pa.Array, errors: _Errors, column: str, *, first_names: bool = F
 
 
 def _auto_numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Amounts whose decimal separator is not given (``decimal = "auto"``): when the chunk's
-    values that hold both '.' and ',' all end with the same one, that one is the decimal
-    separator of every value ("1,234.56" beside "1,500": 1500); otherwise each value decides
+    """Amounts whose decimal separator is not given (``decimal = "auto"``): each value decides
     (the last separator of two; a lone one is decimal), but a value of one to three digits, a
     lone separator and three digits ("1,500", "12.500": 1.5 in one convention, 1500 in the
-    other) is refused as a bad number rather than read either way (give ``csv.decimal``)."""
+    other) is read by the chunk's convention when its values holding both '.' and ',' all end
+    with the same one ("1,234.56" beside "1,500": 1500), else refused as a bad number rather
+    than read either way (give ``csv.decimal``)."""
+    value, status = parse_numbers(arr, decimal=DECIMAL_AUTO)  # each value decides, as it always did
     evidence = decimal_evidence(arr)
-    point, comma = bool((evidence == SEP_POINT).any()), bool((evidence == SEP_COMMA).any())
-    if point != comma:
-        return parse_numbers(arr, decimal=DECIMAL_POINT if point else DECIMAL_COMMA)
-    value, status = parse_numbers(arr, decimal=DECIMAL_AUTO)
     ambiguous = (evidence == SEP_AMBIGUOUS) & (status == NUM_OK)
-    if ambiguous.any():
-        value, status = np.where(ambiguous, 0.0, value), np.where(ambiguous, NUM_BAD, status).astype(status.dtype)
-    return value, status
+    if not ambiguous.any():
+        return value, status
+    point, comma = bool((evidence == SEP_POINT).any()), bool((evidence == SEP_COMMA).any())
+    if point != comma:  # the chunk's convention reads the ambiguous values, and only them
+        told_value, told_status = parse_numbers(arr, decimal=DECIMAL_POINT if point else DECIMAL_COMMA)
+        return np.where(ambiguous, told_value, value), np.where(ambiguous, told_status, status).astype(status.dtype)
+    return np.where(ambiguous, 0.0, value), np.where(ambiguous, NUM_BAD, status).astype(status.dtype)
 
 
 def _numbers(arr: pa.Array, decimal: int) -> tuple[np.ndarray, np.ndarray]:
