@@ -167,17 +167,13 @@ def linked_rows(table: pa.Table, source: str, dictionaries: bool = False) -> pa.
     order = pc.sort_indices(pa.table({"person": person, "record_id": table.column("record_id")}),
                             sort_keys=[("person", "ascending"), ("record_id", "ascending")])  # nulls last
     table = table.take(order)
-    keep: set[str] = set()
-    if dictionaries:
-        from ._bucket_writers import _person_runs, _small_dictionaries
+    if dictionaries:  # as the bucket writers take them: the small ones and the person's runs kept
+        from ._bucket_writers import writable
 
-        table = _person_runs(table)
-        keep = _small_dictionaries(table) | ({"person"} if pa.types.is_dictionary(table.schema.field("person").type)
-                                             else set())
-    for i, field in enumerate(table.schema):
-        if pa.types.is_dictionary(field.type) and field.name not in keep:
-            table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
-    return table
+        return writable(table)
+    from ._bucket_writers import _decoded
+
+    return _decoded(table)
 
 
 def _export_group(inputs: list[str], name: str, out: str, part: str, key: PseudonymKey | None,
