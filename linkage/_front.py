@@ -346,6 +346,15 @@ def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None,
     return info
 
 
+def _masked(text: str) -> str:
+    """``text`` with every quoted span masked, from the first quote of either kind to the last
+    (a value may itself hold a quote: 'O'NEIL'; DuckDB quotes a date it cannot convert in
+    double quotes, a string in single ones), then every run of 4 or more digits (with the
+    separators of a date or a NIR between them) masked too: a value may be unquoted."""
+    text = re.sub(r"""['"].*['"]""", "'...'", text)
+    return re.sub(r"\d(?:[\d/. -]*\d){3,}", "#", text)
+
+
 @contextlib.contextmanager
 def _splink_errors(step: str):
     """Splink's errors in one line with the database's own message (Splink wraps it after the
@@ -359,6 +368,5 @@ def _splink_errors(step: str):
         text = str(exc)
         cause = text.split("Error was:", 1)[1] if "Error was:" in text else text
         lines = [ln.strip() for ln in cause.strip().splitlines() if ln.strip() and not ln.startswith("LINE ")]
-        # single- and double-quoted alike: DuckDB quotes a value it cannot convert in double quotes
-        message = re.sub(r"""(['"])(.*?)\1""", r"\1...\1", " ".join(lines))[:500]
+        message = _masked(" ".join(lines))[:500]
         raise ModelError(f"{step}: Splink failed: {message} (values masked)") from None

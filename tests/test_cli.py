@@ -187,6 +187,33 @@ def test_unexpected_errors_are_described_without_class_names():
     assert describe_error(InputError("bad thing")) == "bad thing"
 
 
+def test_a_broken_pipe_that_is_not_the_output_is_an_error(tmp_path):
+    """A pipe to something else breaking (here one the command writes to itself, its reader
+    closed) is an error (exit 1, said on stderr), not the quiet end of a closed output."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DASK_NIRLINK__JOBS__REGISTRY": str(tmp_path / "registry")}
+    code = ("import os, sys; from nirlink.engine.cli._utilities import handle_errors\n"
+            "@handle_errors\n"
+            "def other():\n"
+            "    print('started', flush=True)\n"
+            "    r, w = os.pipe(); os.close(r)\n"
+            "    os.write(w, b'x')\n"
+            "import typer\n"
+            "try:\n"
+            "    other()\n"
+            "except typer.Exit as e:\n"
+            "    sys.exit(e.exit_code)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and p.stdout == "started\n", (p.returncode, p.stdout, p.stderr)
+    assert "broken pipe" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run(["/bin/bash", "-o", "pipefail", "-c", f"{sys.executable} -c \"{code}\" | cat"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "broken pipe" in p.stderr, (p.returncode, p.stderr)
+
+
 def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path):
     """`nirlink jobs | head -1`: once the reader has gone, the command stops without an error
     (exit 0), whatever it had left to print."""

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from nirlink.engine import SpecError
@@ -392,3 +394,31 @@ def test_splinks_errors_mask_values_in_either_quotes(quoted):
                                   "expected format is (YYYY-MM-DD)\nLINE 3: select ...")
     message = str(raised.value)
     assert quoted.strip("'\"") not in message and "(values masked)" in message and "training: Splink failed" in message
+
+
+_VALUE = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl éèç'\"-/0123456789"), min_size=4, max_size=20)
+_TEMPLATES = ["Conversion Error: Could not convert string '{}' to INT32",
+              "Conversion Error: invalid date field format: \"{}\", expected format is (YYYY-MM-DD)",
+              "Invalid Input Error: value {} is out of range"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_VALUE, template=st.sampled_from(_TEMPLATES))
+def test_splinks_errors_never_show_a_value(value, template):
+    """Whatever a record's value holds (an apostrophe as in O'NEIL, a double quote, a date or a
+    NIR unquoted), the message the user sees does not hold it; the error's own words stay."""
+    from nirlink.linkage._front import _splink_errors
+
+    assume(any(c.isalnum() for c in value) and value.strip() not in "scoring: Splink failed: (values masked)" + template)
+    unquoted = "{} is" in template
+    assume(not unquoted or sum(c.isdigit() for c in value) >= 4 and set(value) <= set("0123456789/-. "))
+
+    class SplinkException(Exception):
+        pass
+
+    with pytest.raises(Exception) as raised:
+        with _splink_errors("scoring"):
+            raise SplinkException("Error executing SQL\nError was: " + template.format(value) + "\nLINE 3: select ...")
+    message = str(raised.value)
+    assert value.strip() not in message, message
+    assert message.startswith("scoring: Splink failed: " + template.split(":")[0]), message

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import sys
 import traceback
 from collections.abc import Callable
@@ -136,7 +137,10 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
             raise
         except KeyboardInterrupt:
             exit_with_error("interrupted", EXIT_INTERRUPTED, as_json=as_json)
-        except BrokenPipeError:
+        except BrokenPipeError as exc:
+            if not _reader_gone(sys.stdout):
+                # another pipe or socket broke (a subprocess, a connection): an error like any
+                exit_with_error(describe_error(exc), EXIT_ERROR, as_json=as_json)
             # the reader of the output went away (`nirlink jobs | head -1`): what it read was
             # what it asked for; stop quietly (stdout to /dev/null: the exit's flush would fail)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -152,6 +156,17 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
                 os.umask(old_umask)
 
     return wrapper
+
+
+def _reader_gone(stream) -> bool:
+    """Whether ``stream`` is a pipe whose reading end is closed (poll reports an error on the
+    writing end then); False for anything that cannot be polled."""
+    try:
+        poll = select.poll()
+        poll.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _default(obj: Any):
