@@ -90,11 +90,12 @@ def test_header_less_file_is_refused_without_echoing_its_first_row(tmp_path):
 def test_an_input_directory_reads_every_parquet_suffix_and_refuses_files_it_would_not_read(tmp_path):
     """A directory input reads its .parquet, .parq and .pq files alike (as a file named directly
     is read), and refuses a file it does not read (a compressed CSV) naming it, rather than
-    leave its rows out; hidden files and writers' markers (_SUCCESS) are not data."""
+    leave its rows out; hidden files and folders, writers' markers (_SUCCESS) and unfinished
+    output (_temporary/) are not data; a partition folder (year=2020) is."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from nirlink.engine.io._readers import expand_paths
+    from nirlink.engine.io._readers import expand_paths, unread_files
 
     d = tmp_path / "in"
     d.mkdir()
@@ -103,8 +104,17 @@ def test_an_input_directory_reads_every_parquet_suffix_and_refuses_files_it_woul
         pq.write_table(t, d / name)
     (d / "_SUCCESS").write_text("")
     (d / ".a.parquet.crc").write_text("")
+    # a writer's unfinished output and a hidden folder: their files are not data either
+    for folder in ("_temporary/0", ".staging"):
+        (d / folder).mkdir(parents=True)
+        pq.write_table(t, d / folder / "part-0.parquet")
+        (d / folder / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
+    (d / "year=2020").mkdir()
+    pq.write_table(t, d / "year=2020" / "part-0.parquet")
     files, missing = expand_paths([str(d)])
-    assert [f.name for f in files] == ["a.parquet", "b.parq", "c.PQ"] and not missing
+    assert [f.relative_to(d).as_posix() for f in files] == ["a.parquet", "b.parq", "c.PQ", "year=2020/part-0.parquet"]
+    assert not missing
+    assert unread_files([str(d)]) == []  # nothing refused
     (d / "d.csv.gz").write_bytes(b"\x1f\x8b")
     with pytest.raises(InputFileError, match=r"d\.csv\.gz.*compressed files are not read"):
         plan_input(InputSpec("careers", "career", (str(d),)), 0, chunk_rows=1000)

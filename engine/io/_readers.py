@@ -97,7 +97,12 @@ SKIPPED_IN_DIRECTORIES = (".", "_")  # hidden files and writers' markers (_SUCCE
 
 
 def _directory_files(p: Path) -> list[Path]:
-    return sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(SKIPPED_IN_DIRECTORIES))
+    """The files under directory ``p``, sorted, leaving out any whose path below ``p`` has a
+    part (file or folder) beginning with SKIPPED_IN_DIRECTORIES: a hidden file or folder, a
+    writer's marker or its unfinished output (``_SUCCESS``, ``_temporary/``), as Spark and
+    Arrow's dataset readers do."""
+    return sorted(x for x in p.rglob("*") if x.is_file()
+                  and not any(part.startswith(SKIPPED_IN_DIRECTORIES) for part in x.relative_to(p).parts))
 
 
 def unread_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
