@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nirlink.kernels._hash import distinct_first, hash_rows, hash_rows_squeezed
@@ -103,3 +103,32 @@ def test_distinct_first_grows_its_table_for_all_distinct_values():
     values = np.random.default_rng(7).permutation(np.arange(-50_000, 50_000, dtype=np.int64) * 7919)
     first, counts = distinct_first(values)
     assert (counts == 1).all() and np.array_equal(values[first], np.sort(values))
+
+
+_CELL = st.one_of(st.none(), st.sampled_from(["", "A", "AB", "a", "É", "A B", "AB "]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_CELL, _CELL, st.one_of(st.none(), st.integers(-2, 2))), max_size=200),
+       st.booleans())
+def test_distinct_rows_groups_exactly_the_equal_rows(rows, collide):
+    """Oracle: a dict of the rows' Python tuples (None apart from every value, "" included).
+    With every hash made equal (a test's worst collision) the groups still hold only equal
+    rows, each row's group starts at an equal row no later than it."""
+    import pyarrow as pa
+
+    from nirlink.kernels._hash import distinct_rows
+
+    cols = [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.large_string()),
+            pa.array([r[2] for r in rows], pa.int16())]
+    first, inverse = distinct_rows(*cols, hashes=np.zeros(len(rows), np.int64) if collide else None)
+    assert inverse.dtype == np.int32 and len(inverse) == len(rows)
+    assert sorted(set(inverse.tolist())) == list(range(len(first)))
+    for i, row in enumerate(rows):
+        f = first[inverse[i]]
+        assert f <= i and rows[f] == row and inverse[f] == inverse[i]
+    if not collide:  # one group per distinct row, in order of first occurrence
+        oracle: dict = {}
+        for i, row in enumerate(rows):
+            oracle.setdefault(row, i)
+        assert first.tolist() == sorted(oracle.values())

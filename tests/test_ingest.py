@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nirlink.engine.io._readers import InputSpec
@@ -163,3 +166,52 @@ def test_the_rows_and_identities_query_names_what_it_cannot_join(ingested, tmp_p
         ingested_rows_sql(out, "register")
     with pytest.raises(InputError, match="'nowhere' is not"):
         ingested_rows_sql(out, "nowhere")
+
+
+_NIRS = ["185037512345620", "1 85 03 75 123 456 20", "185037512345699", "2850375", "", None, "1850375123456",
+         "18503751234562O", "2A", "7850375123456"]
+_NAMES = ["DUPONT", "Dupont", " dupont ", "Lefèvre", "O'Neil", "Jean-Pierre Marie", "A\x07B", "", None, "LEFEVRE"]
+_BIRTHS = ["1985-03-12", "12/03/1985", "1985-02-30", "", None, "00/00/1985", "1985-13-01", "abc"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_NIRS), st.sampled_from(_NAMES), st.sampled_from(_NAMES),
+                          st.sampled_from(_BIRTHS)), min_size=1, max_size=120), st.booleans())
+def test_identity_once_per_group_is_the_identity_of_every_row(rows, typed_birth):
+    """Oracle: the identity checked row by row (as the register's rows are). Checked once per
+    group of equal declared NIR, names and birth date and given back to each row, it gives
+    every row the same NIR columns, identity, signature and errors (first failing column and
+    reason, and every (column, reason) pair in the same order); typed birth dates too."""
+    import datetime
+
+    from nirlink.engine.io._schemas import ACCEPTED_SCHEMAS, COLUMNS
+    from nirlink.engine.stages._ingest_checks import _as, _clean_declared, _Errors
+    from nirlink.engine.stages._ingest_identity import GROUP, declared_identity, identity_columns
+    from nirlink.linkage._prepare import signature_ids
+
+    nir_in = pa.array([r[0] for r in rows], pa.string())
+    last, first = pa.array([r[1] for r in rows], pa.string()), pa.array([r[2] for r in rows], pa.string())
+    birth = pa.array([r[3] for r in rows], pa.string())
+    if typed_birth:  # a Parquet date column: the valid ones as dates, the others null
+        birth = pa.array([datetime.date(1985, 3, 12) if r[3] == "1985-03-12" else None for r in rows], pa.date32())
+    names = [c.name for c in COLUMNS["career"]]
+    by_row, grouped = _Errors(len(rows), names), _Errors(len(rows), names)
+    nir, identity = identity_columns(nir_in, birth, last, first, by_row, "first_name", 2026)
+    out, groups, inverse = declared_identity(nir_in, birth, last, first, grouped, 2026, Counter())
+    assert len(groups) <= len(set(rows))
+    assert np.array_equal(by_row.first_col, grouped.first_col) and np.array_equal(by_row.first_reason, grouped.first_reason)
+    assert [(c, m.tolist(), r) for c, m, r in by_row.all] == [(c, m.tolist(), r) for c, m, r in grouped.all]
+    assert out[GROUP].to_numpy().tolist() == inverse.tolist()
+    schema = ACCEPTED_SCHEMAS["career"]
+    each = groups.take(pa.array(inverse))
+    for name in ("nir", "nir_status", "nir_birth_year", "nir_birth_month"):
+        assert _as(out[name], schema.field(name).type).equals(_as(nir[name], schema.field(name).type)), name
+    for name in ("nir", "nir_status", "nir_key_computed", "nir_sex", "nir_birth_year", "nir_birth_month", "nir_department"):
+        assert each.column(name).combine_chunks().equals(_as(nir[name], schema.field(name).type)), name
+    for name, values in identity.items():
+        assert each.column(name).combine_chunks().equals(_as(values, schema.field(name).type)), name
+    assert each.column("last_name").to_pylist() == last.to_pylist()
+    assert each.column("birth_date").to_pylist() == birth.cast(pa.string()).to_pylist()
+    row_table = pa.table({"declared_nir": _clean_declared(nir_in),
+                          **{k: _as(v, schema.field(k).type) for k, v in identity.items()}})
+    assert out["signature"].to_numpy().tolist() == signature_ids(row_table).tolist()

@@ -19,7 +19,8 @@ from nirlink.engine.io._schemas import IDENTITIES, REASONS
 from nirlink.kernels import InputFileError, StageError
 
 from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
-from ._ingest_rows import process_chunk, split_accepted
+from ._ingest_identity import split_accepted
+from ._ingest_rows import process_chunk
 
 __all__ = ["run_ingest", "plan_ingest", "ingest_task", "ingested_rows_sql"]
 
@@ -55,7 +56,7 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
         res = process_chunk(chunk, task, today_year=today_year)
         name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
-            rows, identities = split_accepted(res.accepted, task.kind)
+            rows, identities = split_accepted(res.accepted, task.kind, res.groups)
             write_parquet(rows, Path(out_dir) / task.input_name / name)
             if identities is not None:
                 write_parquet(identities, Path(out_dir) / IDENTITIES / task.input_name / name)

@@ -66,6 +66,12 @@ class _Errors:
         self.first_reason[fresh] = code
         self.all.append((ci, mask, code))
 
+    def add_grouped(self, groups: "_Errors", inverse: np.ndarray) -> None:
+        """The errors ``groups`` found on the first row of each group of rows, given to every
+        row of its group (``inverse``: each row's group), in the order they were found."""
+        for ci, mask, code in groups.all:
+            self.add(groups.columns[ci], mask[inverse], REASON_CODES[code - 1])
+
     @property
     def rejected(self) -> np.ndarray:
         return self.first_reason > 0

@@ -148,7 +148,7 @@ def _find(root: str, kind: str, bucket: int, n_buckets: int) -> tuple[int, list[
 
 
 def _accepted_again(task: ChunkTask, wanted: set[int], chunk_rows: int, today_year: int):
-    """(chunk index, accepted rows with every column the checks produce) of the chunks
+    """(chunk index, ChunkResult: accepted rows and their identities' groups) of the chunks
     ``wanted`` of one reading task, in one read of its rows (the part files hold a declared
     row's own columns and its identity once per signature): read and checked again as the
     ingest task did (same input, same rows, same values)."""
@@ -160,7 +160,7 @@ def _accepted_again(task: ChunkTask, wanted: set[int], chunk_rows: int, today_ye
     for chunk in read_chunks(task, chunk_rows=chunk_rows):
         if chunk.index in left:
             left.discard(chunk.index)
-            yield chunk.index, process_chunk(chunk, task, today_year=today_year).accepted
+            yield chunk.index, process_chunk(chunk, task, today_year=today_year)
         if not left:
             return
     raise StageError(f"ingest: chunk(s) {sorted(left)} of {task.path} are gone on a second read (file changed "
@@ -198,11 +198,12 @@ def _move_chunks(root: str, kind: str, names: dict[int, str], files: dict[tuple[
                  accepted) -> list[dict]:
     """The moves of one reading task's chunks (``accepted``: its chunks holding a duplicate,
     read again), each part file and its identities file written again from what stays."""
-    from ._ingest_rows import split_accepted
+    from ._ingest_identity import full_rows, split_accepted
 
     inp, fil, group = task_key
     stats = []
-    for chunk, table in accepted:
+    for chunk, result in accepted:
+        table = result.accepted
         a, b = where[(inp, fil, group, chunk)]
         mine = found.slice(a, b - a)
         name = part_name(inp, fil, group, chunk)
@@ -216,14 +217,14 @@ def _move_chunks(root: str, kind: str, names: dict[int, str], files: dict[tuple[
         kept = table.filter(pa.array(~moved))
         identities_path = Path(root) / IDENTITIES / names[inp] / name
         if kept.num_rows:
-            rows, identities = split_accepted(kept, kind)
+            rows, identities = split_accepted(kept, kind, result.groups)
             write_parquet(rows, path)
             if identities is not None:
                 write_parquet(identities, identities_path)
         else:
             path.unlink()
             identities_path.unlink(missing_ok=True)
-        rejects = _rejects(table.filter(pa.array(moved)), mine, kind, names, files)
+        rejects = _rejects(full_rows(table.filter(pa.array(moved)), kind, result.groups), mine, kind, names, files)
         write_parquet(rejects, Path(root) / "rejects" / names[inp] / name.replace(".parquet", "-duplicates.parquet"))
         k = int(moved.sum())
         stats.append({"input": names[inp], "file": files[(inp, fil)], "accepted": -k, "rejected": k,

@@ -17,13 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nirlink.engine.io._readers import Chunk, ChunkTask
-from nirlink.engine.io._schemas import (ACCEPTED_SCHEMAS, COLUMNS, IDENTITY_SCHEMA, INGESTED_ROW_COLUMNS, KINDS,
-                                         rejects_schema)
+from nirlink.engine.io._schemas import ACCEPTED_SCHEMAS, COLUMNS, INGESTED_ROW_COLUMNS, KINDS, rejects_schema
 from nirlink.engine.reference._tables import year_table
 from nirlink.kernels._dates import DATE_BAD, DATE_OK
 from nirlink.kernels._nir import NIR_STATUS
 from nirlink.kernels._numbers import DECIMAL_AUTO
 
+from ._ingest_identity import GROUP, declared_identity, identity_columns
 from ._ingest_checks import (
     _DECIMAL,
     REASON_CODES,
@@ -31,25 +31,24 @@ from ._ingest_checks import (
     _as_text,
     _blank,
     _career_fields,
-    _clean_declared,
     _dates,
     _Errors,
     _names,
-    _nir_columns,
     _record_ids,
     _resource_fields,
     _sex,
     _text,
 )
 
-__all__ = ["ChunkResult", "process_chunk", "split_accepted"]
+__all__ = ["ChunkResult", "process_chunk"]
 
 
 @dataclass
 class ChunkResult:
-    accepted: pa.Table
+    accepted: pa.Table  # declared rows: their own columns, signature and group (_ingest_identity)
     rejects: pa.Table
     stats: dict[str, Any]
+    groups: pa.Table | None = None  # declared rows: the identity of each group of the chunk's rows
 
 
 def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkResult:
@@ -85,35 +84,22 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
         return text.get(name)
 
     out: dict[str, Any] = {}
-    # ----- identity
-    birth = _dates(get("birth_date"), allow_unknown=True) if get("birth_date") is not None else None
-    if birth is not None:
-        errors.add("birth_date", birth["status"] == DATE_BAD, "bad_date")
-        birth_year = birth["year"].astype(np.int64)
-    else:
-        birth_year = np.zeros(n, np.int64)
-
+    groups = None
     nir_col = "nir" if kind == "register" else "declared_nir"
     nir_in = get(nir_col)
     if nir_in is None:
         nir_in = pa.nulls(n, pa.string())
-    nir = _nir_columns(nir_in, birth_year, today_year)
-    for code in np.unique(nir["_status"]):
-        stats[f"nir_{NIR_STATUS[code]}"] += int((nir["_status"] == code).sum())
-    stats["nir_key_computed"] += int(nir["_key_computed"].sum())
-
     last_name = get("last_name") if get("last_name") is not None else pa.nulls(n, pa.string())
     first_col = "first_names" if kind == "register" else "first_name"
     first_in = get(first_col) if get(first_col) is not None else pa.nulls(n, pa.string())
-    ln = _names(last_name, errors, "last_name")
-    fn = _names(first_in, errors, first_col, first_names=True)
-    identity = {
-        "last_name_norm": ln["norm"], "last_name_key": ln["key"],
-        "first_name_norm": fn["first"], "first_names_norm": fn["norm"],
-        "birth_year": pa.array(birth["year"] if birth is not None else np.zeros(n, np.int16)),
-        "birth_month": pa.array(birth["month"] if birth is not None else np.zeros(n, np.int8)),
-        "birth_day": pa.array(birth["day"] if birth is not None else np.zeros(n, np.int8)),
-    }
+    if kind == "register":
+        nir, identity = identity_columns(nir_in, get("birth_date"), last_name, first_in, errors, first_col, today_year)
+        for code in np.unique(nir["_status"]):
+            stats[f"nir_{NIR_STATUS[code]}"] += int((nir["_status"] == code).sum())
+        stats["nir_key_computed"] += int(nir["_key_computed"].sum())
+    else:  # once per distinct identity of the chunk
+        row_identity, groups, _ = declared_identity(nir_in, get("birth_date"), last_name, first_in, errors,
+                                                    today_year, stats)
 
     if kind == "register":
         status = nir["_status"]
@@ -163,16 +149,7 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
             "nir_kind": pa.array(kinds, pa.string()),
         }
     else:
-        record_id = _record_ids(get("record_id"), chunk, task, errors)
-        out = {
-            "record_id": record_id,
-            "declared_nir": _clean_declared(nir_in),
-            **{k: nir[k] for k in ("nir", "nir_status", "nir_key_computed", "nir_sex", "nir_birth_year",
-                                   "nir_birth_month", "nir_department")},
-            "last_name": last_name, "first_name": first_in,
-            "birth_date": get("birth_date") if get("birth_date") is not None else pa.nulls(n, pa.string()),
-            **identity,
-        }
+        out = {"record_id": _record_ids(get("record_id"), chunk, task, errors), **row_identity}
         kinds = pc.utf8_lower(pc.utf8_trim_whitespace(get("kind")))
         kind_ok = pc.fill_null(pc.is_in(kinds, value_set=pa.array(KINDS[kind])), False).to_numpy(zero_copy_only=False)
         errors.add("kind", ~kind_ok & ~_blank(get("kind")), "bad_kind")
@@ -187,13 +164,10 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
     rejected = errors.rejected
     keep = pa.array(~rejected)
     schema = ACCEPTED_SCHEMAS[kind]
-    fields = [f for f in schema if f.name != "signature"]
-    accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in fields}, schema=pa.schema(fields)),
-                        rejected, keep)
-    if "signature" in schema.names:  # hashed from the accepted rows' canonical columns
-        from nirlink.linkage._prepare import signature_ids
-
-        accepted = accepted.append_column(schema.field("signature"), pa.array(signature_ids(accepted), pa.int64()))
+    if groups is not None:  # a declared row's own columns, its signature and its group
+        schema = pa.schema([schema.field(name) for name in INGESTED_ROW_COLUMNS[kind]] +
+                           [pa.field(GROUP, pa.int32(), nullable=False)])
+    accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in schema}, schema=schema), rejected, keep)
 
     rejects = _rejects(t, text, errors, chunk, task, out.get("record_id"))
     stats["rows_read"] += n + len(chunk.bad_rows)
@@ -203,27 +177,7 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
         stats[f"reason_{REASON_CODES[code - 1]}"] += int((errors.first_reason == code).sum())
     if chunk.bad_rows:
         stats["reason_bad_row"] += len(chunk.bad_rows)
-    return ChunkResult(accepted, rejects, dict(stats))
-
-
-def split_accepted(accepted: pa.Table, kind: str) -> tuple[pa.Table, pa.Table | None]:
-    """What the ingest stage writes of a chunk's accepted rows: the rows' own columns
-    (INGESTED_ROW_COLUMNS) and, for declared rows, each distinct signature's identity once
-    (IDENTITY_SCHEMA: the columns of its first row, every one of them a function of the
-    signature - the declared NIR squeezed as the signature hashes it - and how many rows carry
-    it), sorted by signature. The register: as it is."""
-    if kind not in INGESTED_ROW_COLUMNS:
-        return accepted, None
-    from nirlink.kernels._hash import distinct_first, squeeze_nir
-
-    first, counts = distinct_first(accepted.column("signature").to_numpy())
-    names = [f.name for f in IDENTITY_SCHEMA if f.name != "rows"]
-    firsts = accepted.select(names).take(pa.array(first))
-    # the declared NIR as the signature hashes it (the same for every row of the signature,
-    # whatever its spelling)
-    firsts = firsts.set_column(names.index("declared_nir"), "declared_nir", squeeze_nir(firsts.column("declared_nir")))
-    identities = firsts.append_column(IDENTITY_SCHEMA.field("rows"), pa.array(counts.astype(np.int64)))
-    return accepted.select(INGESTED_ROW_COLUMNS[kind]), identities.cast(IDENTITY_SCHEMA)
+    return ChunkResult(accepted, rejects, dict(stats), groups)
 
 
 MAX_RUNS = 256  # accepted runs between rejected rows kept as zero-copy slices; more: one filter
