@@ -194,6 +194,38 @@ def _first_occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 @njit(nogil=True, cache=True)
+def _word(data, j, width):
+    """``width`` (at most 8) bytes of ``data`` from ``j`` as one little-endian integer."""
+    w = np.uint64(0)
+    for k in range(width):
+        w |= np.uint64(data[j + k]) << np.uint64(8 * k)
+    return w
+
+
+@njit(nogil=True, cache=True)
+def _group_column_str(h, offsets, data, valid):
+    """Mix each row's value into ``h`` eight bytes at a time (a grouping hash, not stable ids:
+    distinct_rows compares the rows it groups, so a weaker hash only costs time)."""
+    k1 = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(h.shape[0]):
+        x = h[i]
+        if not valid[i]:
+            x = (x ^ np.uint64(0xFE)) * k1
+        else:
+            a, b = offsets[i], offsets[i + 1]
+            x = (x ^ np.uint64(b - a)) * k1
+            j = a
+            while j + 8 <= b:
+                x = (x ^ _word(data, j, 8)) * k1
+                x ^= x >> np.uint64(32)
+                j += 8
+            if j < b:
+                x = (x ^ _word(data, j, b - j)) * k1
+                x ^= x >> np.uint64(32)
+        h[i] = (x ^ np.uint64(0xFF)) * k1
+
+
+@njit(nogil=True, cache=True)
 def _mark_differing_str(offsets, data, valid, first, inverse, bad):
     """bad[i] = True where row i's value is not its group's first row's value (bytes and nullness)."""
     for i in range(inverse.shape[0]):
@@ -228,18 +260,28 @@ def distinct_rows(*columns, hashes: np.ndarray | None = None) -> tuple[np.ndarra
     """Rows grouped by their values over ``columns`` (Arrow string or integer arrays; null
     apart from every value, the empty string included): ``(first, inverse)``, the first row of
     each group in order of first occurrence and each row's group (int32). Exact: rows are
-    grouped by ``hash_rows`` (or ``hashes``, given by a test) and each is then compared with its
+    grouped by a hash of their values (or ``hashes``, given by a test) and each is then compared with its
     group's first row, byte for byte; a row whose values differ (a 64-bit collision) becomes a
     group of its own."""
     import pyarrow as pa
 
     n = len(columns[0]) if columns else 0
-    h = hash_rows(*columns) if hashes is None else np.asarray(hashes, np.int64)
-    first, _, inverse = _first_occurrences(h)
+    columns = [col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col for col in columns]
+    if hashes is None:
+        h = np.full(n, _FNV_OFFSET, np.uint64)
+        for col in columns:
+            if len(col) != n:
+                raise InputError(f"distinct_rows: columns differ in length ({n} and {len(col)})")
+            if pa.types.is_integer(col.type):
+                valid = np.asarray(col.is_valid()) if col.null_count else np.ones(n, np.bool_)
+                _hash_column_int(h, col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), valid)
+            else:
+                _group_column_str(h, *string_buffers(col))
+        hashes = np.empty(n, np.int64)
+        _finish_all(h, hashes)
+    first, _, inverse = _first_occurrences(np.asarray(hashes, np.int64))
     bad = np.zeros(n, np.bool_)
     for col in columns:
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
         if pa.types.is_integer(col.type):
             valid = np.asarray(col.is_valid()) if col.null_count else np.ones(n, np.bool_)
             _mark_differing_int(col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), valid,
