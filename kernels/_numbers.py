@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._arrow import string_array_from_buffers, string_buffers, trimmed
+from ._arrow import byte_classes, string_array_from_buffers, string_buffers, trimmed
 
 __all__ = ["parse_numbers", "decimal_evidence", "SEP_POINT", "SEP_COMMA", "SEP_AMBIGUOUS", "parse_integers",
            "utf8_valid", "latin1_to_utf8", "NUM_OK", "NUM_MISSING", "NUM_BAD", "DECIMAL_AUTO", "DECIMAL_POINT",
@@ -208,6 +208,8 @@ def utf8_valid(values) -> np.ndarray:
     elif pa.types.is_large_binary(values.type):
         values = values.view(pa.large_string())
     offsets, data, _ = string_buffers(values)
+    if not byte_classes(offsets, data)[0]:  # plain ASCII: valid UTF-8
+        return np.ones(len(offsets) - 1, np.bool_)
     out = np.empty(len(offsets) - 1, np.bool_)
     _utf8_valid(offsets, data, out)
     return out

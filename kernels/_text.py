@@ -24,7 +24,7 @@ import unicodedata
 import numpy as np
 from numba import njit
 
-from ._arrow import string_array_from_buffers, string_buffers
+from ._arrow import byte_classes, string_array_from_buffers, string_buffers
 
 __all__ = ["normalize_names", "squeeze", "first_token", "text_checks", "blank_values", "FLAG_CONTROL", "FLAG_BAD_UTF8"]
 
@@ -273,6 +273,11 @@ def text_checks(values, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     and ``utf8_length > max_length``, without a pass per check)."""
     offsets, data, valid = string_buffers(values)
     n = len(offsets) - 1
+    high, ctl = byte_classes(offsets, data)
+    if not ctl:  # no control character anywhere; a value has no more code points than bytes
+        long = (np.diff(offsets) > max_length) & valid
+        if not high or not long.any():
+            return np.zeros(n, np.bool_), long
     control = np.empty(n, np.bool_)
     too_long = np.empty(n, np.bool_)
     _text_checks(offsets, data, valid, int(max_length), control, too_long)

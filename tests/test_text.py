@@ -93,11 +93,19 @@ CHECKED_TEXT = st.text(st.sampled_from([chr(c) for c in range(0, 0x21)] + ["\x7f
                        max_size=12)
 
 
-@given(st.lists(st.one_of(st.none(), CHECKED_TEXT), max_size=20), st.integers(0, 8))
-@example(["a\tb", "a\r\n", "\x00", "\x1f", "\x7f", "é€😀", None], 2)
-def test_text_checks_equal_the_regex_and_utf8_length(values, max_length):
-    """One pass over the bytes gives what pyarrow's regular expression and code point length give."""
-    arr = pa.array(values, pa.string())
+# plain text: ASCII only, or without control characters (the checks' shortcuts)
+PLAIN_TEXT = st.text(st.sampled_from(["a", "B", " ", "-", "\t"]), max_size=12)
+PLAIN_UNICODE = st.text(st.sampled_from(["a", "é", "€", "😀", " "]), max_size=12)
+
+
+@given(st.lists(st.one_of(st.none(), CHECKED_TEXT), max_size=20) | st.lists(st.one_of(st.none(), PLAIN_TEXT), max_size=20)
+       | st.lists(st.one_of(st.none(), PLAIN_UNICODE), max_size=20), st.integers(0, 8), st.integers(0, 3))
+@example(["a\tb", "a\r\n", "\x00", "\x1f", "\x7f", "é€😀", None], 2, 0)
+@example(["aaaa", "é", "aa"], 2, 1)  # sliced past a long ASCII value: its bytes are not the slice's
+def test_text_checks_equal_the_regex_and_utf8_length(values, max_length, start):
+    """One pass over the bytes gives what pyarrow's regular expression and code point length
+    give, on plain ASCII, on Unicode without control characters and on anything, whole or sliced."""
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
     control, too_long = text_checks(arr, max_length)
     want_control = pc.fill_null(pc.match_substring_regex(arr, r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"), False)
     want_long = pc.fill_null(pc.greater(pc.utf8_length(arr), max_length), False)
@@ -124,3 +132,22 @@ def test_blank_values_know_every_code_point_pyarrow_trims():
     arr = pa.array([chr(c) for c in cps], pa.string())
     want = pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False)
     assert np.array_equal(blank_values(arr), want)
+
+
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=8), st.text(st.sampled_from("aZ -é€"), max_size=8).map(str.encode)),
+                max_size=20), st.integers(0, 3))
+@example([b"ok", b"caf\xe9"], 1)  # the invalid value sliced away
+def test_utf8_valid_is_python_decoding(values, start):
+    """Oracle: bytes.decode('utf-8') succeeds; nulls count as valid; whole or sliced arrays."""
+    from nirlink.kernels._numbers import utf8_valid
+
+    arr = pa.array(values, pa.binary()).slice(min(start, len(values)))
+
+    def decodes(v):
+        try:
+            v.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+
+    assert utf8_valid(arr).tolist() == [v is None or decodes(v) for v in values[min(start, len(values)):]]
