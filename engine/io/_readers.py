@@ -284,10 +284,22 @@ def read_chunks(task: ChunkTask, *, chunk_rows: int) -> Iterator[Chunk]:
         yield from _read_csv(task, chunk_rows=chunk_rows)
 
 
+# A declared row's identity columns: read from Parquet as dictionaries (as most writers encode
+# them; a person's rows repeat them), checked once per distinct value and grouped by their indices
+DICTIONARY_COLUMNS = ("declared_nir", "last_name", "first_name", "birth_date")
+
+
 def _read_parquet(task: ChunkTask) -> Iterator[Chunk]:
     try:
         pf = pq.ParquetFile(task.path)
+        if task.kind != "register":
+            strings = {pf.schema.column(i).name for i in range(len(pf.schema))
+                       if pf.schema.column(i).physical_type == "BYTE_ARRAY" and pf.schema.column(i).max_repetition_level == 0}
+            wanted = [a for c, a in task.columns if c in DICTIONARY_COLUMNS and a in strings]
+            if wanted:
+                pf = pq.ParquetFile(task.path, read_dictionary=wanted)
         table = pf.read_row_groups(list(task.row_groups), columns=[a for _, a in task.columns], use_threads=False)
+        table = table.unify_dictionaries()  # one dictionary per column across the row groups
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(f"{task.path}: cannot read row groups {task.row_groups[0]}-{task.row_groups[-1]} "
                              f"({_reason(exc)})") from None

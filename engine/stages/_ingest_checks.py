@@ -77,22 +77,47 @@ class _Errors:
         return self.first_reason > 0
 
 
-def _text(arr: pa.Array, task: ChunkTask, errors: _Errors, column: str, max_length: int, stats: Counter) -> pa.Array:
-    """A UTF-8 string array from binary/string/other input, with encoding, control and length checks."""
+def _text(arr: pa.Array, task: ChunkTask, errors: _Errors, column: str, max_length: int, stats: Counter,
+          keep_dictionary: bool = False) -> pa.Array:
+    """A UTF-8 string array from binary/string/other input, with encoding, control and length
+    checks. With ``keep_dictionary``, a dictionary array stays one: its values are checked
+    (once each) and every row gets its value's errors."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     typ = arr.type
+    if pa.types.is_dictionary(typ) and keep_dictionary:
+        values, found, transcoded = _checked_text(arr.dictionary, task.strict_utf8, max_length)
+        rows = np.asarray(arr.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+        valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(len(arr), bool)
+        for mask, reason in found:
+            errors.add(column, mask[rows] & valid, reason)
+        if transcoded is not None:
+            stats["values_transcoded_from_latin1"] += int((transcoded[rows] & valid).sum())
+        return pa.DictionaryArray.from_arrays(arr.indices, values)
     if pa.types.is_dictionary(typ):
         arr = arr.cast(typ.value_type)
-        typ = arr.type
+    arr, found, transcoded = _checked_text(arr, task.strict_utf8, max_length)
+    for mask, reason in found:
+        errors.add(column, mask, reason)
+    if transcoded is not None:
+        stats["values_transcoded_from_latin1"] += int(transcoded.sum())
+    return arr
+
+
+def _checked_text(arr: pa.Array, strict_utf8: bool, max_length: int) -> tuple[pa.Array, list, np.ndarray | None]:
+    """(UTF-8 string array, [(mask, reason)] in the order found, the values transcoded from
+    Latin-1 or None) of a plain array."""
+    typ = arr.type
+    found: list[tuple[np.ndarray, str]] = []
+    transcoded = None
     if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
         ok = utf8_valid(arr)
         if not ok.all():
             bad = ~ok & np.asarray(arr.is_valid())
-            if task.strict_utf8:
-                errors.add(column, bad, "bad_encoding")
+            if strict_utf8:
+                found.append((bad, "bad_encoding"))
             else:
-                stats["values_transcoded_from_latin1"] += int(bad.sum())
+                transcoded = bad
             arr = latin1_to_utf8(arr, ~ok)
         else:
             arr = arr.view(pa.string() if pa.types.is_binary(typ) else pa.large_string())
@@ -100,9 +125,8 @@ def _text(arr: pa.Array, task: ChunkTask, errors: _Errors, column: str, max_leng
         arr = arr.cast(pa.string())
     if len(arr) and arr.null_count < len(arr):
         ctl, long = text_checks(arr, max_length)
-        errors.add(column, ctl, "bad_characters")
-        errors.add(column, long, "field_too_long")
-    return arr
+        found += [(ctl, "bad_characters"), (long, "field_too_long")]
+    return arr, found, transcoded
 
 
 def _blank(arr: pa.Array) -> np.ndarray:

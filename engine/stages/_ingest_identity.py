@@ -58,12 +58,19 @@ def identity_columns(nir_in: pa.Array, birth_in: pa.Array | None, last_name: pa.
 
 
 def _key(arr: pa.Array) -> pa.Array:
-    """A column as distinct_rows groups it: text as it is, a date or time by its integer value."""
+    """A column as distinct_rows groups it: text as it is, a dictionary by its indices (rows of
+    one index hold one value), a date or time by its integer value."""
+    if pa.types.is_dictionary(arr.type):
+        return arr.indices
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_integer(arr.type):
         return arr
     if pa.types.is_temporal(arr.type):
         return arr.view(pa.int32() if arr.type.bit_width == 32 else pa.int64())
     return arr.cast(pa.string())
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    return arr.cast(arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
 
 
 def declared_identity(nir_in: pa.Array, birth_in: pa.Array | None, last_name: pa.Array, first_in: pa.Array,
@@ -73,21 +80,23 @@ def declared_identity(nir_in: pa.Array, birth_in: pa.Array | None, last_name: pa
     from nirlink.kernels._hash import distinct_rows
     from nirlink.linkage._prepare import signature_ids
 
-    birth_key = [_key(birth_in)] if birth_in is not None else []
-    first, inverse = distinct_rows(nir_in, last_name, first_in, *birth_key)
+    keys = [_key(a) for a in (nir_in, last_name, first_in, birth_in) if a is not None]
+    first, inverse = distinct_rows(*keys)
     take = pa.array(first)
+    # the groups' first rows, plain arrays
+    nir_in, last_name, first_in = (_plain(a.take(take)) for a in (nir_in, last_name, first_in))
+    birth_in = _plain(birth_in.take(take)) if birth_in is not None else None
     groups = _Errors(len(first), errors.columns)
-    nir, identity = identity_columns(nir_in.take(take), birth_in.take(take) if birth_in is not None else None,
-                                     last_name.take(take), first_in.take(take), groups, "first_name", today_year)
+    nir, identity = identity_columns(nir_in, birth_in, last_name, first_in, groups, "first_name", today_year)
     errors.add_grouped(groups, inverse)
     status = nir["_status"][inverse]
     for code, count in enumerate(np.bincount(status, minlength=len(NIR_STATUS))):
         if count:
             stats[f"nir_{NIR_STATUS[code]}"] += int(count)
     stats["nir_key_computed"] += int(nir["_key_computed"][inverse].sum())
-    columns = {"declared_nir": _clean_declared(nir_in.take(take)), **{k: nir[k] for k in nir if not k.startswith("_")},
-               "last_name": last_name.take(take), "first_name": first_in.take(take),
-               "birth_date": birth_in.take(take) if birth_in is not None else pa.nulls(len(first), pa.string()),
+    columns = {"declared_nir": _clean_declared(nir_in), **{k: nir[k] for k in nir if not k.startswith("_")},
+               "last_name": last_name, "first_name": first_in,
+               "birth_date": birth_in if birth_in is not None else pa.nulls(len(first), pa.string()),
                **identity}
     fields = [f for f in _GROUP_FIELDS if f.name != "signature"]
     table = pa.table({f.name: _as(columns[f.name], f.type) for f in fields}, schema=pa.schema(fields))

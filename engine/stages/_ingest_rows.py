@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nirlink.engine.io._readers import Chunk, ChunkTask
+from nirlink.engine.io._readers import DICTIONARY_COLUMNS, Chunk, ChunkTask
 from nirlink.engine.io._schemas import ACCEPTED_SCHEMAS, COLUMNS, INGESTED_ROW_COLUMNS, KINDS, rejects_schema
 from nirlink.engine.reference._tables import year_table
 from nirlink.kernels._dates import DATE_BAD, DATE_OK
@@ -71,7 +71,8 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
         raw = t.column(name)
         if col.parse in ("text", "nir", "kind", "nir_kind") or pa.types.is_binary(raw.type) or \
                 pa.types.is_large_binary(raw.type) or pa.types.is_dictionary(raw.type):
-            text[name] = _text(raw, task, errors, name, col.max_length, stats)
+            text[name] = _text(raw, task, errors, name, col.max_length, stats,
+                               keep_dictionary=kind != "register" and name in DICTIONARY_COLUMNS)
         else:
             text[name] = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
         if col.value:
