@@ -44,6 +44,18 @@ def test_counts_reconcile_and_nothing_is_lost(ingested):
     assert (out / "_manifest.json").exists()
 
 
+def test_each_ingested_row_names_its_source_file_as_text(ingested):
+    """A declared row's source file (held as a one-value dictionary while the chunk is
+    processed) reads back as text, the input file the row came from, from every part file."""
+    root, out, manifest = ingested
+    for name in ("career", "resource"):
+        sources = set(manifest["inputs"][name]["files"])
+        for part in sorted((out / name).glob("*.parquet")):
+            column = pq.read_table(part, columns=["source_file"]).column("source_file")
+            assert column.type == pa.string() and column.null_count == 0
+            assert len(set(column.to_pylist())) == 1 and column[0].as_py() in sources, part
+
+
 def test_nir_statuses_reflect_the_generator_noise(ingested):
     root, out, _ = ingested
     con = duckdb.connect()

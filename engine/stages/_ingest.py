@@ -57,7 +57,7 @@ def ingest_task(task: ChunkTask, out_dir: str, chunk_rows: int, today_year: int,
         name = part_name(task.input_index, task.file_index, first, chunk.index)
         if res.accepted.num_rows:
             rows, identities = split_accepted(res.accepted, task.kind, res.groups)
-            write_parquet(rows, Path(out_dir) / task.input_name / name)
+            write_parquet(rows, Path(out_dir) / task.input_name / name, store_schema=identities is None)
             if identities is not None:
                 write_parquet(identities, Path(out_dir) / IDENTITIES / task.input_name / name)
         if res.rejects.num_rows:

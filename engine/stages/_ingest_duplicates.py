@@ -218,7 +218,7 @@ def _move_chunks(root: str, kind: str, names: dict[int, str], files: dict[tuple[
         identities_path = Path(root) / IDENTITIES / names[inp] / name
         if kept.num_rows:
             rows, identities = split_accepted(kept, kind, result.groups)
-            write_parquet(rows, path)
+            write_parquet(rows, path, store_schema=identities is None)
             if identities is not None:
                 write_parquet(identities, identities_path)
         else:

@@ -130,6 +130,8 @@ def split_accepted(accepted: pa.Table, kind: str, groups: pa.Table | None) -> tu
     # whatever its spelling)
     firsts = firsts.set_column(names.index("declared_nir"), "declared_nir", squeeze_nir(firsts.column("declared_nir")))
     identities = firsts.append_column(IDENTITY_SCHEMA.field("rows"), pa.array(counts.astype(np.int64)))
+    # the rows as written: ``source_file`` a dictionary, the file without its Arrow schema (it
+    # reads back as text, as every other column reads back its own type)
     return accepted.select(INGESTED_ROW_COLUMNS[kind]), identities.cast(IDENTITY_SCHEMA)
 
 
@@ -137,5 +139,5 @@ def full_rows(accepted: pa.Table, kind: str, groups: pa.Table) -> pa.Table:
     """Accepted declared rows with every column of ACCEPTED_SCHEMAS (their identity taken from
     their groups), in that order."""
     rows = accepted.column(GROUP)
-    return pa.table({f.name: accepted.column(f.name) if f.name in accepted.column_names else groups.column(f.name).take(rows)
-                     for f in ACCEPTED_SCHEMAS[kind]}, schema=ACCEPTED_SCHEMAS[kind])
+    return pa.table({f.name: accepted.column(f.name).cast(f.type) if f.name in accepted.column_names
+                     else groups.column(f.name).take(rows) for f in ACCEPTED_SCHEMAS[kind]}, schema=ACCEPTED_SCHEMAS[kind])

@@ -40,7 +40,10 @@ from ._ingest_checks import (
     _text,
 )
 
-__all__ = ["ChunkResult", "process_chunk"]
+__all__ = ["ChunkResult", "process_chunk", "SOURCE_FILE"]
+
+# a declared row's source file in memory: its file's name as a one-value dictionary
+SOURCE_FILE = pa.field("source_file", pa.dictionary(pa.int32(), pa.string()), nullable=False)
 
 
 @dataclass
@@ -159,15 +162,18 @@ def process_chunk(chunk: Chunk, task: ChunkTask, *, today_year: int) -> ChunkRes
         else:
             out.update(_resource_fields(get, kinds, n, errors, decimal, yt))
 
-    out["source_file"] = pa.repeat(pa.scalar(task.path, pa.string()), n)
     out["row_number"] = pa.array(chunk.row_numbers.astype(np.int64))
 
     rejected = errors.rejected
     keep = pa.array(~rejected)
     schema = ACCEPTED_SCHEMAS[kind]
     if groups is not None:  # a declared row's own columns, its signature and its group
-        schema = pa.schema([schema.field(name) for name in INGESTED_ROW_COLUMNS[kind]] +
-                           [pa.field(GROUP, pa.int32(), nullable=False)])
+        schema = pa.schema([schema.field(name) if name != "source_file" else SOURCE_FILE
+                            for name in INGESTED_ROW_COLUMNS[kind]] + [pa.field(GROUP, pa.int32(), nullable=False)])
+        # one value: a dictionary of it (the writer takes it as it is; read back as text)
+        out["source_file"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([task.path]))
+    else:
+        out["source_file"] = pa.repeat(pa.scalar(task.path, pa.string()), n)
     accepted = _without(pa.table({f.name: _as(out[f.name], f.type) for f in schema}, schema=schema), rejected, keep)
 
     rejects = _rejects(t, text, errors, chunk, task, out.get("record_id"))
