@@ -347,11 +347,11 @@ def run(prep: Prepared, out: str | Path, *, options: FrontOptions | None = None,
 
 
 def _masked(text: str) -> str:
-    """``text`` with every quoted span masked, from the first quote of either kind to the last
-    (a value may itself hold a quote: 'O'NEIL'; DuckDB quotes a date it cannot convert in
-    double quotes, a string in single ones), then every run of 4 or more digits (with the
+    """``text`` cut at its first quote of either kind (a value may itself hold a quote:
+    'O'NEIL'; DuckDB quotes a date it cannot convert in double quotes, a string in single ones,
+    and may repeat the value unquoted after it), then every run of 4 or more digits (with the
     separators of a date or a NIR between them) masked too: a value may be unquoted."""
-    text = re.sub(r"""['"].*['"]""", "'...'", text)
+    text = re.sub(r"""['"].*""", "'...'", text)
     return re.sub(r"\d(?:[\d/. -]*\d){3,}", "#", text)
 
 

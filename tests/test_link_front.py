@@ -398,6 +398,7 @@ def test_splinks_errors_mask_values_in_either_quotes(quoted):
 
 _VALUE = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl éèç'\"-/0123456789"), min_size=4, max_size=20)
 _TEMPLATES = ["Conversion Error: Could not convert string '{}' to INT32",
+              "Invalid Input Error: Could not parse string '{}' according to format specifier\n{}\n^",
               "Conversion Error: invalid date field format: \"{}\", expected format is (YYYY-MM-DD)",
               "Invalid Input Error: value {} is out of range"]
 
@@ -418,7 +419,7 @@ def test_splinks_errors_never_show_a_value(value, template):
 
     with pytest.raises(Exception) as raised:
         with _splink_errors("scoring"):
-            raise SplinkException("Error executing SQL\nError was: " + template.format(value) + "\nLINE 3: select ...")
+            raise SplinkException("Error executing SQL\nError was: " + template.replace("{}", value) + "\nLINE 3: select ...")
     message = str(raised.value)
     assert value.strip() not in message, message
     assert message.startswith("scoring: Splink failed: " + template.split(":")[0]), message

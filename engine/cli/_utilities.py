@@ -159,12 +159,12 @@ def handle_errors(func: Callable | None = None, *, private: bool = True) -> Call
 
 
 def _reader_gone(stream) -> bool:
-    """Whether ``stream`` is a pipe whose reading end is closed (poll reports an error on the
-    writing end then); False for anything that cannot be polled."""
+    """Whether ``stream`` is a pipe or socket whose reading end is closed (poll reports an error
+    or a hang-up on the writing end then); False for anything that cannot be polled."""
     try:
         poll = select.poll()
         poll.register(stream.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poll.poll(0))
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))  # a pipe, a socket
     except (OSError, ValueError, AttributeError):
         return False
 
