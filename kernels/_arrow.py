@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-__all__ = ["string_buffers", "string_array_from_buffers", "fixed_width_strings", "valid_mask", "trimmed", "byte_classes", "decimal128_words"]
+__all__ = ["string_buffers", "string_array_from_buffers", "fixed_width_strings", "valid_mask", "trimmed", "byte_classes",
+           "decimal128_words"]
 
 
 def _combined(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

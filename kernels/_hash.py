@@ -121,16 +121,18 @@ def hash_rows_squeezed(first, *columns) -> np.ndarray:
     return _hash(h, columns)
 
 
-def _hash(h: np.ndarray, columns) -> np.ndarray:
+def _hash(h: np.ndarray, columns, column_str=_hash_column_str, name: str = "hash_rows") -> np.ndarray:
+    """``h`` mixed with each column (``column_str`` for text: the stable FNV-1a, or
+    distinct_rows' grouping hash) and finished, as int64."""
     import pyarrow as pa
 
     n = h.shape[0]
     for col in columns:
         if len(col) != n:
-            raise InputError(f"hash_rows: columns differ in length ({n} and {len(col)})")
+            raise InputError(f"{name}: columns differ in length ({n} and {len(col)})")
         if isinstance(col, np.ndarray):
             if col.dtype.kind not in "iub":
-                raise InputError(f"hash_rows: numpy columns must be integers, got {col.dtype}")
+                raise InputError(f"{name}: numpy columns must be integers, got {col.dtype}")
             _hash_column_int(h, col.astype(np.int64), np.ones(n, np.bool_))
             continue
         if isinstance(col, pa.ChunkedArray):
@@ -140,8 +142,7 @@ def _hash(h: np.ndarray, columns) -> np.ndarray:
             values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             _hash_column_int(h, values, valid)
         else:
-            offsets, data, valid = string_buffers(col)
-            _hash_column_str(h, offsets, data, valid)
+            column_str(h, *string_buffers(col))
     out = np.empty(n, np.int64)
     _finish_all(h, out)
     return out
@@ -268,17 +269,7 @@ def distinct_rows(*columns, hashes: np.ndarray | None = None) -> tuple[np.ndarra
     n = len(columns[0]) if columns else 0
     columns = [col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col for col in columns]
     if hashes is None:
-        h = np.full(n, _FNV_OFFSET, np.uint64)
-        for col in columns:
-            if len(col) != n:
-                raise InputError(f"distinct_rows: columns differ in length ({n} and {len(col)})")
-            if pa.types.is_integer(col.type):
-                valid = np.asarray(col.is_valid()) if col.null_count else np.ones(n, np.bool_)
-                _hash_column_int(h, col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), valid)
-            else:
-                _group_column_str(h, *string_buffers(col))
-        hashes = np.empty(n, np.int64)
-        _finish_all(h, hashes)
+        hashes = _hash(np.full(n, _FNV_OFFSET, np.uint64), columns, _group_column_str, "distinct_rows")
     first, _, inverse = _first_occurrences(np.asarray(hashes, np.int64))
     bad = np.zeros(n, np.bool_)
     for col in columns:

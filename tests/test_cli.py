@@ -187,25 +187,32 @@ def test_unexpected_errors_are_described_without_class_names():
     assert describe_error(InputError("bad thing")) == "bad thing"
 
 
-def test_a_broken_pipe_that_is_not_the_output_is_an_error(tmp_path):
-    """A pipe to something else breaking (here one the command writes to itself, its reader
-    closed) is an error (exit 1, said on stderr), not the quiet end of a closed output."""
+def _handled_command(tmp_path, body: str) -> tuple[dict, str]:
+    """(environment, ``python -c`` code) of a command whose ``body`` (indented lines) runs under
+    the CLI's ``handle_errors``, its typer.Exit turned into the exit code as click does."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "DASK_NIRLINK__JOBS__REGISTRY": str(tmp_path / "registry")}
     code = ("import os, sys; from nirlink.engine.cli._utilities import handle_errors\n"
             "@handle_errors\n"
-            "def other():\n"
-            "    print('started', flush=True)\n"
-            "    r, w = os.pipe(); os.close(r)\n"
-            "    os.write(w, b'x')\n"
+            "def command():\n" + body +
             "import typer\n"
             "try:\n"
-            "    other()\n"
-            "except typer.Exit as e:\n"
+            "    command()\n"
+            "except typer.Exit as e:  # what click does with it\n"
             "    sys.exit(e.exit_code)\n")
+    return env, code
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_an_error(tmp_path):
+    """A pipe to something else breaking (here one the command writes to itself, its reader
+    closed) is an error (exit 1, said on stderr), not the quiet end of a closed output."""
+    import subprocess
+    import sys
+
+    env, code = _handled_command(tmp_path, "    print('started', flush=True)\n"
+                                           "    r, w = os.pipe(); os.close(r)\n"
+                                           "    os.write(w, b'x')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert p.returncode == 1 and p.stdout == "started\n", (p.returncode, p.stdout, p.stderr)
     assert "broken pipe" in p.stderr and "Traceback" not in p.stderr, p.stderr
@@ -217,21 +224,11 @@ def test_a_broken_pipe_that_is_not_the_output_is_an_error(tmp_path):
 def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path):
     """`nirlink jobs | head -1`: once the reader has gone, the command stops without an error
     (exit 0), whatever it had left to print."""
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "DASK_NIRLINK__JOBS__REGISTRY": str(tmp_path / "registry")}
-    code = ("import sys; from nirlink.engine.cli._utilities import handle_errors\n"
-            "@handle_errors\n"
-            "def many():\n"
-            "    for i in range(200000):\n"
-            "        print(f'line {i} ' + 'x' * 60)\n"
-            "import typer\n"
-            "try:\n"
-            "    many()\n"
-            "except typer.Exit as e:  # what click does with it\n"
-            "    sys.exit(e.exit_code)\n")
+    env, code = _handled_command(tmp_path, "    for i in range(200000):\n"
+                                           "        print(f'line {i} ' + 'x' * 60)\n")
     p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True, env=env,
                        executable="/bin/bash")
     assert p.stdout.startswith("line 0") and "error" not in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -297,7 +297,7 @@ def _read_parquet(task: ChunkTask) -> Iterator[Chunk]:
                        if pf.schema.column(i).physical_type == "BYTE_ARRAY" and pf.schema.column(i).max_repetition_level == 0}
             wanted = [a for c, a in task.columns if c in DICTIONARY_COLUMNS and a in strings]
             if wanted:
-                pf = pq.ParquetFile(task.path, read_dictionary=wanted)
+                pf = pq.ParquetFile(task.path, read_dictionary=wanted, metadata=pf.metadata)  # footer read once
         table = pf.read_row_groups(list(task.row_groups), columns=[a for _, a in task.columns], use_threads=False)
         table = table.unify_dictionaries()  # one dictionary per column across the row groups
     except Exception as exc:  # noqa: BLE001
