@@ -9,7 +9,8 @@ record_id, register_nir and true_nir (as `nirlink synth` writes it).
 
 Out of core: each ingest file's signature ids (stored by the ingest stage; hashed from the
 identity columns of rows without them) are read batch by batch and written to a
-temporary Parquet dataset of (record_id, signature, nir_status); DuckDB then joins it with the
+temporary Parquet dataset of (record_id, signature, nir_status: the row's own when it has one,
+else its signature's in the link table, a function of the signature); DuckDB then joins it with the
 truth under a memory limit, spilling to a temporary directory, and first collapses the rows
 into (signature, NIR status, true NIR, count) groups, so that every later step works on about
 as many rows as there are signatures; that join runs in parts of at most ROWS_PER_PASS rows
@@ -58,15 +59,17 @@ def _write_row_signatures(files: list[str], out: Path, batch_rows: int) -> None:
         stored = "signature" in pf.schema_arrow.names
         writer = None
         try:
-            for batch in pf.iter_batches(batch_size=batch_rows,
-                                         columns=["record_id", "signature", "nir_status"] if stored else _ROW_COLUMNS):
+            status = "nir_status" in pf.schema_arrow.names  # ingested rows no longer hold it
+            columns = ["record_id", "signature", *(["nir_status"] if status else [])] if stored else _ROW_COLUMNS
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 if batch.num_rows == 0:
                     continue
                 t = pa.Table.from_batches([batch])
                 sig = t.column("signature") if stored else pa.array(signature_ids(t), pa.int64())
                 part = pa.table({"record_id": t.column("record_id").cast(pa.int64()),
                                  "signature": sig.cast(pa.int64()),
-                                 "nir_status": t.column("nir_status").cast(pa.string())}, schema=_SIG_SCHEMA)
+                                 "nir_status": t.column("nir_status").cast(pa.string()) if status else
+                                 pa.nulls(t.num_rows, pa.string())}, schema=_SIG_SCHEMA)
                 if writer is None:
                     writer = pq.ParquetWriter(out / f"part-{i:06d}.parquet", _SIG_SCHEMA)
                 writer.write_table(part)
@@ -136,8 +139,13 @@ def _report(link_dir: Path, truth_dir: Path, scratch: Path, model: ModelSpec | N
                 join (select record_id, true_nir from truth where source <> 'register' and {where}) t
                   on t.record_id = r.record_id
                 group by all""")
-        con.execute("""create temp table row_groups as
-            select signature, nir_status, true_nir, sum(n)::bigint as n from part_groups group by all""")
+        # a row without its own NIR status (the ingested rows' is in their identities) takes
+        # its signature's, a function of the signature, from the link table
+        linked_status = "nir_status" in {c[0] for c in con.execute("describe links").fetchall()}
+        con.execute(f"""create temp table row_groups as
+            select g.signature, {'coalesce(g.nir_status, l.nir_status)' if linked_status else 'g.nir_status'}
+                   as nir_status, g.true_nir, sum(g.n)::bigint as n
+            from part_groups g left join links l on l.signature = g.signature group by all""")
         con.execute("drop table part_groups")
         # per row (weighted by n): the row's true NIR against its signature's link
         con.execute("""create temp table row_eval as

@@ -56,6 +56,24 @@ def test_buckets_hold_every_row_once_sorted_by_person(job_run):
         assert aggregate["linked_rows"][f"{source}_rows"]["rows"] == accepted
 
 
+def test_a_rows_nir_and_status_are_its_ingested_identitys(job_run):
+    """The attach stage takes a row's NIR and NIR status from the link stage's signatures (the
+    ingested rows no longer hold them): every attached row has those of its own ingested
+    identity (DuckDB joining each ingested part file to its identities file)."""
+    import duckdb
+
+    from nirlink.engine.stages._ingest import ingested_rows_sql
+
+    _, out, _ = job_run
+    for source in ("career", "resource"):
+        ingested = duckdb.sql(f"select record_id, nir, nir_status from ({ingested_rows_sql(out / 'ingest', source)}) "
+                              "order by record_id").fetchall()
+        attached = duckdb.sql(f"select record_id, nir, nir_status from read_parquet('{out}/attach/{source}/*/*.parquet') "
+                              "order by record_id").fetchall()
+        assert attached == ingested and len(attached) > 1000
+        assert {r[2] for r in attached} >= {"valid", "missing"} and any(r[1] is None for r in attached)
+
+
 @given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=40), per_task=st.integers(1, 200))
 @settings(max_examples=200, deadline=None)
 def test_task_groups_are_even_and_in_order(sizes, per_task):

@@ -32,6 +32,20 @@ def _signatures(t: pa.Table):
     return t.column("signature").to_numpy() if "signature" in t.column_names else signature_ids(t)
 
 
+def _nir_status(path, t: pa.Table) -> pd.Series:
+    """Each row's NIR status: its own column, or (ingested rows no longer hold it) its
+    signature's in the part's identities file, the row's own identity (pandas merge)."""
+    from nirlink.engine.io._schemas import identities_file
+
+    if "nir_status" in t.column_names:
+        return t.column("nir_status").to_pandas()
+    ids = pq.read_table(identities_file(path), columns=["signature", "nir_status"]).to_pandas()
+    rows = pd.DataFrame({"signature": t.column("signature").to_numpy()})
+    merged = rows.merge(ids, on="signature", how="left", validate="many_to_one")
+    assert merged["nir_status"].notna().all()  # every row's signature has its identity
+    return merged["nir_status"]
+
+
 def _old_evaluate(link_dir, row_files, truth_dir, *, model=None) -> dict[str, Any]:
     """The in-memory implementation evaluate replaced (an Arrow table of every row, DuckDB with
     no limit), verbatim but for names and the rows' stored signature: the oracle of every
@@ -43,7 +57,7 @@ def _old_evaluate(link_dir, row_files, truth_dir, *, model=None) -> dict[str, An
         for f in files:
             t = pq.read_table(f)
             parts.append(pa.table({"record_id": t.column("record_id"), "signature": pa.array(_signatures(t)),
-                                   "nir_status": t.column("nir_status")}))
+                                   "nir_status": pa.array(_nir_status(f, t), pa.string())}))
         return pa.concat_tables(parts)
 
     def scores(tp, fp, fn):
@@ -132,8 +146,8 @@ def _pandas_counts(link_dir, row_files, truth_dir) -> dict[str, Any]:
     counted row by row in pandas (a signature's truth: the NIR of most of its rows)."""
     rows = pd.concat([pd.DataFrame({"record_id": t.column("record_id").to_numpy(),
                                     "signature": _signatures(t),
-                                    "nir_status": t.column("nir_status").to_pandas()})
-                      for t in (pq.read_table(f) for f in row_files)], ignore_index=True)
+                                    "nir_status": _nir_status(f, t)})
+                      for f, t in ((f, pq.read_table(f)) for f in row_files)], ignore_index=True)
     truth = pq.read_table(truth_dir, columns=["source", "record_id", "register_nir", "true_nir"])
     is_reg = pc.equal(truth.column("source"), "register")
     reg = (truth.filter(is_reg).select(["register_nir", "true_nir"]).to_pandas()

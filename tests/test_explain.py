@@ -77,7 +77,9 @@ def test_waterfalls_add_up_to_the_scored_weights(job_run):
 
 def test_explain_cli_by_record_masks_nirs(job_run, tmp_path):
     _, out, _ = job_run
-    rid = _sql(f"""select record_id from read_parquet('{out}/ingest/career/*.parquet')
+    from nirlink.engine.stages._ingest import ingested_rows_sql
+
+    rid = _sql(f"""select record_id from ({ingested_rows_sql(out / 'ingest', 'career')})
                    where nir_status = 'bad_key' order by record_id limit 1""")[0][0]
     html = tmp_path / "w.html"
     result = runner.invoke(app, ["explain", str(out), str(rid), "--show-values", "--html", str(html)])

@@ -20,6 +20,7 @@ from nirlink.engine.cli import app
 from nirlink.engine.jobs._registry import job_paths, read_state, request_cancel
 from nirlink.engine.jobs._runner import Job
 from nirlink.engine.jobs._spec import load_job
+from nirlink.engine.stages._ingest import ingested_rows_sql
 
 from conftest import write_job
 
@@ -300,7 +301,7 @@ def test_ingest_then_aggregate_on_declared_nirs(tmp_path, synth_small, dask_clie
     assert state.status == "succeeded", state.error
     manifest = json.loads((out / "aggregate" / "_manifest.json").read_text())
     for source, table in (("career", "career_person"), ("resource", "resource_person_year")):
-        rows = f"read_parquet('{out}/ingest/{source}/*.parquet')"
+        rows = f"({ingested_rows_sql(out / 'ingest', source)})"  # each row with its identity (its NIR)
         persons, without, total = duckdb.sql(f"select count(distinct nir), count(*) - count(nir), count(*) "
                                              f"from {rows}").fetchall()[0]
         assert manifest["rows_without_person"][source] == without > 0

@@ -187,6 +187,7 @@ def test_the_default_keeps_what_explain_of_a_record_id_needs(synth_small, tmp_pa
 @pytest.mark.parametrize("stages, gone_after", [
     (("ingest", "link", "attach"), "link"),  # the link stage is their one reader
     (("ingest", "aggregate"), "aggregate"),  # no link stage: they go with the rows
+    (("ingest", "link", "aggregate"), "aggregate"),  # no attach: each row's own NIR, from its identity
 ])
 def test_the_identities_go_once_their_reader_has_published(tmp_path, stages, gone_after):
     from nirlink.engine.jobs._release import release_after, released

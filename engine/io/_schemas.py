@@ -7,7 +7,9 @@ an integer, an amount (decimal comma or point), a kind from a fixed list.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -15,7 +17,8 @@ import pyarrow as pa
 from ._money import MONEY
 
 __all__ = ["Column", "COLUMNS", "KINDS", "ACCEPTED_SCHEMAS", "rejects_schema", "REASONS", "INPUT_KINDS",
-           "INGESTED_ROW_COLUMNS", "IDENTITY_SCHEMA", "IDENTITIES"]
+           "INGESTED_ROW_COLUMNS", "IDENTITY_SCHEMA", "IDENTITIES",
+           "identities_file"]
 
 INPUT_KINDS = ("career", "resource", "register")
 
@@ -178,21 +181,24 @@ ACCEPTED_SCHEMAS = {
     ]),
 }
 
-# What the ingest stage writes of a declared (career, resource) row: the row itself, its NIR
-# status and the NIR's birth year and month (an unlinked job's person), its origin and its
-# identity signature. The rest of the identity (the declared NIR squeezed of its separators
-# and upper-cased, as the signature hashes it; the NIR's parts, the normalised names and birth
-# date) is a function of the signature, so it is written once per signature and chunk (IDENTITY_SCHEMA, under ``ingest/identities/<input>/``): at 200,000
-# persons a chunk of ~900,000 resource rows holds ~14,000 signatures, and writing 26 columns
-# per row cost 0.33 s of CPU against 0.12 s for these 12 and 0.07 s for the signatures' table.
+# What the ingest stage writes of a declared (career, resource) row: the row itself, its origin
+# and its identity signature. The identity (the declared NIR squeezed of its separators and
+# upper-cased, as the signature hashes it; the NIR, its status and parts, the normalised names
+# and birth date) is a function of the signature, so it is written once per signature and
+# chunk (IDENTITY_SCHEMA, under ``ingest/identities/<input>/``): at 200,000 persons a chunk of
+# ~900,000 resource rows holds ~14,000 signatures, and writing 26 columns per row cost 0.33 s
+# of CPU against 0.12 s for 12 and 0.07 s for the signatures' table. The NIR, its status and
+# the NIR's birth year and month were still written on every row until 2026-12-05 (the ingest
+# stage's workers then spent 13% less CPU on 10M rows): the attach stage takes the NIR and its
+# status from the link stage's signatures, an unlinked job's person buckets and `nirlink
+# evaluate` from the part's identities file (``identities_file``).
 # Not kept: the declared names and birth date as delivered and the surname's normalised form
 # with its spaces (not functions of the signature; read by nothing after ingest; a rejected
 # row keeps them in its ``raw``)
-_ROW_EXTRA = ["nir", "nir_status", "nir_birth_year", "nir_birth_month"]
 INGESTED_ROW_COLUMNS = {
-    "career": ["record_id", *_ROW_EXTRA, "employer_id", "year", "start_date", "end_date", "kind", "gross_salary",
+    "career": ["record_id", "employer_id", "year", "start_date", "end_date", "kind", "gross_salary",
                "days", "source_file", "row_number", "signature"],
-    "resource": ["record_id", *_ROW_EXTRA, "payer_id", "period", "kind", "amount", "source_file", "row_number",
+    "resource": ["record_id", "payer_id", "period", "kind", "amount", "source_file", "row_number",
                  "signature"],
 }
 IDENTITIES = "identities"  # ingest/identities/<input>/<part>: the signatures of each part file of rows
@@ -203,6 +209,14 @@ IDENTITY_SCHEMA = pa.schema([
     *[f for f in _IDENTITY if f.name != "last_name_norm"],
     pa.field("rows", pa.int64(), nullable=False),  # rows of the part file with this signature
 ])
+
+
+def identities_file(rows_file: str | os.PathLike) -> Path:
+    """The identities file of an ingested part file of declared rows
+    (``<ingest>/<input>/<part>`` -> ``<ingest>/identities/<input>/<part>``): its signatures'
+    identity columns, sorted by signature."""
+    rows_file = Path(rows_file)
+    return rows_file.parent.parent / IDENTITIES / rows_file.parent.name / rows_file.name
 
 
 def rejects_schema(kind: str) -> pa.Schema:

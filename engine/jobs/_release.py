@@ -36,7 +36,9 @@ KEEPABLE = ("ingest", "link", "attach", "aggregate", "signals")
 READERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("ingest", "rejects"): ("signals", "export"),
     ("ingest", "register"): ("link", "signals"),  # the register input (the signals stage reads it by that name)
-    ("ingest", "identities"): ("link",),  # each signature's identity once per part file (the signatures' input)
+    # each signature's identity once per part file: the signatures' input, and without the
+    # attach stage the aggregate stage's (each row's own NIR as its person)
+    ("ingest", "identities"): ("link", "aggregate"),
     ("ingest", None): ("link", "attach", "aggregate"),
     ("link", None): ("attach", "signals", "export"),
     ("attach", None): ("aggregate", "signals"),
@@ -67,7 +69,7 @@ def keeps_increment_inputs() -> bool:
 
 def _readers(stage: str, part: str | None, stages: tuple[str, ...]) -> list[str]:
     readers = [s for s in READERS.get((stage, part), ()) if s in stages]
-    if stage == "ingest" and part is None and "attach" in stages:
+    if stage == "ingest" and part in (None, "identities") and "attach" in stages:
         readers = [s for s in readers if s != "aggregate"]  # the aggregate stage reads the attach stage then
     if stage == "ingest" and part == "identities" and not readers:
         readers = _readers(stage, None, stages)  # no link stage: they go with the rows

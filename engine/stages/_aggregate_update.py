@@ -84,6 +84,11 @@ def _new_rows(new: pa.Table | None, schema: pa.Schema, one: str) -> pa.Table:
     for f in schema:
         if f.name == one:
             cols.append(pa.array(np.ones(new.num_rows, np.int64)))
+        elif f.name in new.column_names and f.type == MONEY and not pa.types.is_decimal(new.column(f.name).type):
+            # a float amount rounded to the cent as the kernels' input rounds it (cents_of):
+            # Arrow's cast rounded 0.005 (0.5 cents in binary) up where np.round gives 0
+            column = new.column(f.name)
+            cols.append(money_from_cents(cents_of(column), valid=np.asarray(pc.is_valid(column))))
         elif f.name in new.column_names:
             cols.append(_as(new.column(f.name), f.type))
         else:

@@ -42,6 +42,9 @@ __all__ = ["run_attach", "PERSON_COLUMNS", "person_buckets"]
 
 PERSON_COLUMNS = ["person", "person_birth_year", "person_birth_month", "link_status", "link_method",
                   "match_probability"]
+# a row's declared NIR (normalised; null when not valid) and its status: functions of its
+# signature, taken from the link stage's signatures (the ingested rows no longer carry them)
+SIGNATURE_COLUMNS = ["nir", "nir_status"]
 
 
 def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads: int | None = None) -> int:
@@ -58,10 +61,17 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
     signature's person took 55 s of this task's 81.5 s there, one thread of one worker, at a
     peak of 7.4 GB. A rank is only an order (the attach writers sort a bucket's rows by it):
     the register's position in NIR order sorts the rows as the dense rank did. ``threads``
-    (default: the cores this process may use): this task is the stage's only one while it runs."""
+    (default: the cores this process may use): this task is the stage's only one while it runs.
+
+    Each signature's declared NIR and NIR status (SIGNATURE_COLUMNS) come from the link
+    stage's ``signatures/`` (every signature of the job, an increment's with the previous
+    job's): a row takes them by its signature, as it takes its person."""
     import duckdb
 
     threads = threads or len(os.sched_getaffinity(0))
+    if not any(Path(link_dir, "signatures").glob("*.parquet")):
+        raise StageError(f"{link_dir}: no signatures/ (the link stage's distinct signatures): written by an "
+                         "older nirlink or removed; run the job again with --restart")
     con = duckdb.connect()
     try:
         con.execute(f"SET threads = {int(threads)}")
@@ -78,9 +88,10 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
         table = con.sql(f"""
             select l.signature, l.person, r.birth_year as person_birth_year, r.birth_month as person_birth_month,
                    l.status as link_status, l.method as link_method, l.match_probability,
-                   r.person_rank{bucket}
+                   r.person_rank{bucket}, s.nir, s.nir_status
             from read_parquet('{link_dir}/links/*.parquet') l
             left join person_register r on r.nir = l.person
+            left join read_parquet('{link_dir}/signatures/*.parquet') s on s.unique_id = l.signature
             order by l.signature""").to_arrow_table()
     finally:
         con.close()
@@ -120,12 +131,13 @@ def _as_dictionaries(table: pa.Table, nirs: pa.Array) -> pa.Table:
     carries an index, moved into bucket order and written as it is, _bucket_writers.py):
     ``person_index``, the linked person (null: none; the bucket is -1) as an index into the
     register's NIRs in person-rank order (``nirs``: index = rank - 1, so a bucket's rows,
-    sorted by rank, hold each person's index in one run), and the link status and method."""
+    sorted by rank, hold each person's index in one run), and the link status and method and
+    the NIR status. (A row's NIR is an index into the lookup's: ``_LinkLookup.attach``.)"""
     bucket = np.asarray(table.column("bucket").combine_chunks(), np.int64)
     rank = np.asarray(pc.fill_null(table.column("person_rank"), 0).combine_chunks(), np.int64)
     index = pa.array(np.where(bucket < 0, 0, rank - 1).astype(np.int32), mask=bucket < 0)
     table = table.append_column("person_index", pa.DictionaryArray.from_arrays(index, nirs))
-    for name in ("link_status", "link_method"):
+    for name in ("link_status", "link_method", "nir_status"):
         table = table.set_column(table.schema.get_field_index(name), name,
                                  pc.dictionary_encode(table.column(name)).combine_chunks())
     return table
@@ -153,7 +165,12 @@ class _LinkLookup:
 
         self.keys = links.column("signature").to_numpy()
         self.index = SortedIndex(self.keys)  # built once per task, for its millions of rows (kernels/_lookup.py)
-        self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS}
+        self.columns = {c: _one_chunk(links.column(c)) for c in PERSON_COLUMNS + SIGNATURE_COLUMNS}
+        # the NIRs as a dictionary without nulls (Parquet writes no null inside a dictionary; a
+        # signature without a valid NIR gets a null index instead)
+        nir = self.columns["nir"]
+        self.nir_null = np.append(~np.asarray(nir.is_valid()), True) if nir.null_count else None
+        self.nir_values = pc.fill_null(nir, "") if nir.null_count else nir
         # the person as a dictionary index, null where the bucket is -1 (_as_dictionaries)
         self.person = _one_chunk(links.column("person_index")) if "person_index" in links.column_names else None
         # one entry more, at index len(keys): a signature missing from the table (no person)
@@ -161,15 +178,21 @@ class _LinkLookup:
         self.rank = np.append(np.asarray(pc.fill_null(_one_chunk(links.column("person_rank")), 0), np.int64), 0)
 
     def attach(self, sig: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
-        """The attached columns of rows of signature ids ``sig`` (only a linked row carries a
-        person; a row whose signature is missing is unlinked), each row's person bucket (-1:
-        no person) and person rank."""
+        """The attached columns of rows of signature ids ``sig`` (PERSON_COLUMNS: only a linked
+        row carries a person; a row whose signature is missing is unlinked; SIGNATURE_COLUMNS:
+        the NIR as an index into the lookup's NIRs, written decoded), each row's person bucket
+        (-1: no person) and person rank."""
         n = len(self.keys)
         pos = np.minimum(self.index.find(sig), max(n - 1, 0))
         found = self.keys[pos] == sig if n else np.zeros(len(sig), bool)
         taken = pa.array(pos, mask=~found)
-        extra = {c: self.columns[c].take(taken) for c in PERSON_COLUMNS if c != "person" or self.person is None}
+        extra = {c: self.columns[c].take(taken) for c in PERSON_COLUMNS + SIGNATURE_COLUMNS
+                 if c not in ("person", "nir") or self.person is None}
         at = np.where(found, pos, n)
+        if self.person is not None:  # the signature's position (int32: under 2**31 signatures)
+            missing = ~found if self.nir_null is None else self.nir_null[at]
+            extra["nir"] = pa.DictionaryArray.from_arrays(pa.array(pos.astype(np.int32), mask=missing),
+                                                          self.nir_values)
         bucket = self.bucket[at]
         if self.person is not None:
             extra["person"] = self.person.take(taken)
@@ -217,7 +240,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
             # dictionary indices; decoded once in bucket order. Read, shuffle and decode took
             # 1.0 s of CPU per million rows, 2.8 s with the strings read as values
             schema = pq.read_schema(path)
-            wanted = [c for c in keep if c in schema.names and c not in PERSON_COLUMNS]
+            wanted = [c for c in keep if c in schema.names and c not in PERSON_COLUMNS + SIGNATURE_COLUMNS]
             if "signature" not in wanted:
                 raise InputError(f"{path}: no signature column: ingested by an older nirlink; run the job with --restart")
             rows = pq.read_table(path, columns=wanted, use_threads=False,
@@ -231,7 +254,7 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
                 os.remove(path)
             # the signature the ingest stage hashed (its key in link/links)
             extra, bucket, rank = links.attach(rows.column("signature").to_numpy())
-            for name in PERSON_COLUMNS:
+            for name in PERSON_COLUMNS + SIGNATURE_COLUMNS:
                 rows = rows.append_column(name, extra[name])
             pending.append((rows.select([c for c in keep if c in rows.column_names]), bucket, rank))
             if sum(p[0].num_rows for p in pending) >= ROWS_PER_WRITE:
@@ -342,10 +365,13 @@ def person_bucket_count(total_rows: int) -> int:
 
 
 def _declared_files(files: list[str], source: str, out: str, n_buckets: int, part: str) -> dict[str, int]:
-    """Ingested files as aggregate input: each row's own NIR as its person, only the columns
+    """Ingested files as aggregate input: each row's own NIR as its person (with the NIR's
+    birth year and month: its signature's, from the part's identities file), only the columns
     the aggregation reads, written into person buckets (rows without a person: b=nulls)."""
-    cols = ["nir", "nir_birth_year", "nir_birth_month", *_DECLARED_COLUMNS[source]]
-    t = pa.concat_tables([pq.read_table(f, columns=cols, use_threads=False) for f in files])
+    from ._ingest import with_identity
+
+    wanted = ["nir", "nir_birth_year", "nir_birth_month"]
+    t = pa.concat_tables([with_identity(f, _DECLARED_COLUMNS[source], wanted) for f in files])
     t = pa.table({"person": t.column("nir").combine_chunks(), "person_birth_year": t.column("nir_birth_year"),
                   "person_birth_month": t.column("nir_birth_month"),
                   **{c: t.column(c) for c in _DECLARED_COLUMNS[source]}})

@@ -13,16 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_chunks
-from nirlink.engine.io._schemas import IDENTITIES, REASONS
+from nirlink.engine.io._schemas import IDENTITIES, IDENTITY_SCHEMA, REASONS, identities_file
 from nirlink.kernels import InputFileError, StageError
 
 from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
 from ._ingest_identity import split_accepted
 from ._ingest_rows import process_chunk
 
-__all__ = ["run_ingest", "plan_ingest", "ingest_task", "ingested_rows_sql"]
+__all__ = ["run_ingest", "plan_ingest", "ingest_task", "ingested_rows_sql", "with_identity"]
 
 
 def plan_ingest(inputs: list[InputSpec], *, chunk_rows: int) -> list[ChunkTask]:
@@ -87,11 +91,31 @@ def ingested_rows_sql(ingest_dir: str | Path, input_name: str) -> str:
                          "rejected, or released once the job no longer needed them: nirlink.jobs.keep)")
     root = str(ingest_dir).replace("'", "''")
     name = input_name.replace("'", "''")
-    return f"""select r.* exclude (filename), i.* exclude (signature, rows, nir, nir_status, nir_birth_year,
-                      nir_birth_month, filename)
+    return f"""select r.* exclude (filename), i.* exclude (signature, rows, filename)
                from read_parquet('{root}/{name}/*.parquet', filename = true) r
                join read_parquet('{root}/{IDENTITIES}/{name}/*.parquet', filename = true) i
                  on i.signature = r.signature and parse_filename(i.filename) = parse_filename(r.filename)"""
+
+
+def with_identity(path: str | Path, columns: list[str], identity: list[str]) -> pa.Table:
+    """``columns`` of an ingested part file of declared rows, then the ``identity`` columns of
+    each row's signature, from the part's identities file (``identities_file``)."""
+    rows = pq.read_table(path, columns=list(dict.fromkeys([*columns, "signature"])), use_threads=False)
+    source = identities_file(path)
+    ids = pq.read_table(source, columns=["signature", *identity], use_threads=False) if source.exists() else None
+    keys = ids.column("signature").to_numpy() if ids is not None else np.zeros(0, np.int64)
+    if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():  # written sorted by signature
+        ids = ids.take(pa.array(np.argsort(keys)))
+        keys = ids.column("signature").to_numpy()
+    sig = rows.column("signature").to_numpy()
+    pos = np.minimum(np.searchsorted(keys, sig), max(len(keys) - 1, 0))
+    if len(sig) and (ids is None or not len(keys) or not np.array_equal(keys[pos], sig)):
+        raise StageError(f"{path}: its identities file {source} is missing or lacks a row's signature (removed, "
+                         "or from another ingest): run the job again with --restart")
+    taken = pa.array(pos)
+    return pa.table({**{c: rows.column(c) for c in columns},
+                     **{c: (ids.column(c).take(taken) if ids is not None else pa.nulls(0, IDENTITY_SCHEMA.field(c).type))
+                        for c in identity}})
 
 
 def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chunk_rows: int = 1_000_000,

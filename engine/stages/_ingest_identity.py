@@ -5,8 +5,7 @@ declared NIR, the surname, the first name and the birth date as delivered), and 
 rows repeat them: a chunk of ~900,000 resource rows of 200,000 persons holds ~14,000
 distinct identities. So the rows are grouped by those four values (exactly:
 ``kernels/_hash.distinct_rows``), every check and normalisation runs once per group, and each
-row takes back what its own columns need (the NIR, its status, birth year and month, the
-signature) and the errors of its group, in the order they were found: the same values, the
+row takes back its signature (and its group, for ``split_accepted``) and the errors of its group, in the order they were found: the same values, the
 same first failing column and reason as row by row. The register's rows are persons: checked
 row by row. The groups' table is what ``split_accepted`` writes once per signature, and what
 gives a duplicate's rejected row its fields back (``full_rows``)."""
@@ -102,13 +101,8 @@ def declared_identity(nir_in: pa.Array, birth_in: pa.Array | None, last_name: pa
     table = pa.table({f.name: _as(columns[f.name], f.type) for f in fields}, schema=pa.schema(fields))
     signature = signature_ids(table)
     table = table.append_column(ACCEPTED_SCHEMAS["career"].field("signature"), pa.array(signature, pa.int64()))
-    rows = pa.array(inverse)
-    status_names = pa.array(NIR_STATUS)
-    out = {"nir": table.column("nir").take(rows),
-           "nir_status": pa.DictionaryArray.from_arrays(pa.array(status.astype(np.int32)), status_names).cast(pa.string()),
-           "nir_birth_year": table.column("nir_birth_year").take(rows),
-           "nir_birth_month": table.column("nir_birth_month").take(rows),
-           "signature": pa.array(signature[inverse]), GROUP: rows}
+    # a row keeps its signature and group; its NIR columns are its group's (ingest/identities/)
+    out = {"signature": pa.array(signature[inverse]), GROUP: pa.array(inverse)}
     return out, table, inverse
 
 
