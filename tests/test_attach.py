@@ -71,7 +71,30 @@ def test_a_rows_nir_and_status_are_its_ingested_identitys(job_run):
         attached = duckdb.sql(f"select record_id, nir, nir_status from read_parquet('{out}/attach/{source}/*/*.parquet') "
                               "order by record_id").fetchall()
         assert attached == ingested and len(attached) > 1000
+        for f in (out / "attach" / source).rglob("*.parquet"):  # required, as the ingested column was
+            assert not pq.read_schema(f).field("nir_status").nullable, f
         assert {r[2] for r in attached} >= {"valid", "missing"} and any(r[1] is None for r in attached)
+
+
+def test_a_row_whose_signature_the_link_stage_lacks_fails_the_stage(job_run, tmp_path):
+    """A row takes its NIR status from the link stage by its signature: a link table without one
+    of the ingested signatures (outputs of two runs) fails the stage, naming the file."""
+    import shutil
+
+    import pytest
+
+    from nirlink.engine.stages._attach import run_attach
+    from nirlink.kernels import StageError
+
+    _, out, _ = job_run
+    shutil.copytree(out / "link", tmp_path / "link")
+    first = sorted((tmp_path / "link" / "links").glob("*.parquet"))[0]
+    links = pq.read_table(first)
+    pq.write_table(links.slice(1), first)  # one signature fewer
+    with pytest.raises(StageError, match=r"attach: [1-9][0-9]* rows of .*ingest.*\.parquet have a signature missing"):
+        run_attach(out / "ingest", tmp_path / "link", tmp_path / "attach")
+    pq.write_table(links, first)  # the same table whole: the stage runs
+    assert run_attach(out / "ingest", tmp_path / "link", tmp_path / "attach")["inputs"]["career"]["rows"] > 0
 
 
 @given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=40), per_task=st.integers(1, 200))

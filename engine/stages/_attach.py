@@ -254,8 +254,12 @@ def _attach_files(paths: list[str], source: str, lookup: str, out: str, n_bucket
                 os.remove(path)
             # the signature the ingest stage hashed (its key in link/links)
             extra, bucket, rank = links.attach(rows.column("signature").to_numpy())
-            for name in PERSON_COLUMNS + SIGNATURE_COLUMNS:
-                rows = rows.append_column(name, extra[name])
+            if extra["nir_status"].null_count:  # every signature has a status (a NIR may be null)
+                raise StageError(f"attach: {extra['nir_status'].null_count} rows of {path} have a signature missing "
+                                 "from the link stage's links or signatures: the two stages' outputs are not of "
+                                 "one run; run the job again with --restart")
+            for name in PERSON_COLUMNS + SIGNATURE_COLUMNS:  # the status required, as ingested before
+                rows = rows.append_column(pa.field(name, extra[name].type, nullable=name != "nir_status"), extra[name])
             pending.append((rows.select([c for c in keep if c in rows.column_names]), bucket, rank))
             if sum(p[0].num_rows for p in pending) >= ROWS_PER_WRITE:
                 flush()
