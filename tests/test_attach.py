@@ -5,6 +5,8 @@ export form reconcile with them."""
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,8 +93,12 @@ def test_a_row_whose_signature_the_link_stage_lacks_fails_the_stage(job_run, tmp
     first = sorted((tmp_path / "link" / "links").glob("*.parquet"))[0]
     links = pq.read_table(first)
     pq.write_table(links.slice(1), first)  # one signature fewer
-    with pytest.raises(StageError, match=r"attach: [1-9][0-9]* rows of .*ingest.*\.parquet have a signature missing"):
-        run_attach(out / "ingest", tmp_path / "link", tmp_path / "attach")
+    shutil.copytree(out / "ingest", tmp_path / "ingest")
+    with pytest.raises(StageError, match=r"attach: [1-9][0-9]* rows of .*ingest.*\.parquet have a signature missing") \
+            as failed:
+        run_attach(tmp_path / "ingest", tmp_path / "link", tmp_path / "attach", consume=True)
+    named = re.search(r"rows of (\S+\.parquet)", str(failed.value)).group(1)
+    assert os.path.exists(named)  # checked before the stage's last reader removes the file
     pq.write_table(links, first)  # the same table whole: the stage runs
     assert run_attach(out / "ingest", tmp_path / "link", tmp_path / "attach")["inputs"]["career"]["rows"] > 0
 

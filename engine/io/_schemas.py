@@ -190,8 +190,8 @@ ACCEPTED_SCHEMAS = {
 # of CPU against 0.12 s for 12 and 0.07 s for the signatures' table. The NIR, its status and
 # the NIR's birth year and month were still written on every row until 2026-12-05 (the ingest
 # stage's workers then spent 13% less CPU on 10M rows): the attach stage takes the NIR and its
-# status from the link stage's signatures, an unlinked job's person buckets and `nirlink
-# evaluate` from the part's identities file (``identities_file``).
+# status from the link stage's tables, a job without it (its person buckets) from the part's
+# identities file (``identities_file``), `nirlink evaluate` the status from the link table.
 # Not kept: the declared names and birth date as delivered and the surname's normalised form
 # with its spaces (not functions of the signature; read by nothing after ingest; a rejected
 # row keeps them in its ``raw``)
