@@ -5,8 +5,9 @@ declared NIR, the surname, the first name and the birth date as delivered), and 
 rows repeat them: a chunk of ~900,000 resource rows of 200,000 persons holds ~14,000
 distinct identities. So the rows are grouped by those four values (exactly:
 ``kernels/_hash.distinct_rows``), every check and normalisation runs once per group, and each
-row takes back its signature (and its group, for ``split_accepted``) and the errors of its group, in the order they were found: the same values, the
-same first failing column and reason as row by row. The register's rows are persons: checked
+row takes back its signature (and its group, for ``split_accepted``) and the errors of its
+group, in the order they were found: the same values, the same first failing column and reason
+as row by row. The register's rows are persons: checked
 row by row. The groups' table is what ``split_accepted`` writes once per signature, and what
 gives a duplicate's rejected row its fields back (``full_rows``)."""
 
