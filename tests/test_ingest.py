@@ -188,12 +188,15 @@ _BIRTHS = ["1985-03-12", "12/03/1985", "1985-02-30", "", None, "00/00/1985", "19
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_NIRS), st.sampled_from(_NAMES), st.sampled_from(_NAMES),
-                          st.sampled_from(_BIRTHS)), min_size=1, max_size=120), st.booleans())
-def test_identity_once_per_group_is_the_identity_of_every_row(rows, typed_birth):
+                          st.sampled_from(_BIRTHS)), min_size=1, max_size=120), st.booleans(),
+       st.integers(0, 3))
+def test_identity_once_per_group_is_the_identity_of_every_row(rows, typed_birth, offset):
     """Oracle: the identity checked row by row (as the register's rows are). Checked once per
     group of equal declared NIR, names and birth date and given back to each row, it gives
     every row the same NIR columns, identity, signature and errors (first failing column and
-    reason, and every (column, reason) pair in the same order); typed birth dates too."""
+    reason, and every (column, reason) pair in the same order); typed birth dates too, and
+    columns that are slices of larger arrays (``offset`` rows before them, as a chunk of a
+    record batch is: the kernels read the values from the buffers' offset)."""
     import datetime
 
     from nirlink.engine.io._schemas import ACCEPTED_SCHEMAS, COLUMNS
@@ -201,11 +204,15 @@ def test_identity_once_per_group_is_the_identity_of_every_row(rows, typed_birth)
     from nirlink.engine.stages._ingest_identity import GROUP, declared_identity, identity_columns
     from nirlink.linkage._prepare import signature_ids
 
-    nir_in = pa.array([r[0] for r in rows], pa.string())
-    last, first = pa.array([r[1] for r in rows], pa.string()), pa.array([r[2] for r in rows], pa.string())
-    birth = pa.array([r[3] for r in rows], pa.string())
+    def column(values, type_=pa.string()):  # ``offset`` other values before them, sliced off
+        pad = [values[-1]] * offset if type_ != pa.string() else ["Ü" * (i + 7) for i in range(offset)]
+        return pa.array(pad + values, type_).slice(offset)
+
+    nir_in = column([r[0] for r in rows])
+    last, first = column([r[1] for r in rows]), column([r[2] for r in rows])
+    birth = column([r[3] for r in rows])
     if typed_birth:  # a Parquet date column: the valid ones as dates, the others null
-        birth = pa.array([datetime.date(1985, 3, 12) if r[3] == "1985-03-12" else None for r in rows], pa.date32())
+        birth = column([datetime.date(1985, 3, 12) if r[3] == "1985-03-12" else None for r in rows], pa.date32())
     names = [c.name for c in COLUMNS["career"]]
     by_row, grouped = _Errors(len(rows), names), _Errors(len(rows), names)
     nir, identity = identity_columns(nir_in, birth, last, first, by_row, "first_name", 2026)
