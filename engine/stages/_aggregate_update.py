@@ -61,7 +61,11 @@ def previous_state(kind: str, previous: str | Path, index: int) -> pa.Table | No
 
 
 def _as(column, type_: pa.DataType):
-    """``column`` as ``type_`` (a dictionary type: dictionary-encoded first when it is not one)."""
+    """``column`` as ``type_`` (a dictionary type: dictionary-encoded first when it is not one;
+    money from numbers: rounded to the cent as the kernels' input rounds it, ``cents_of``:
+    Arrow's cast rounded 0.005, 0.5 cents in binary, up where np.round gives 0)."""
+    if type_ == MONEY and not pa.types.is_decimal(column.type):
+        return money_from_cents(cents_of(column), valid=np.asarray(pc.is_valid(column)))
     if pa.types.is_dictionary(type_) and not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
     return column.cast(type_)
@@ -84,11 +88,6 @@ def _new_rows(new: pa.Table | None, schema: pa.Schema, one: str) -> pa.Table:
     for f in schema:
         if f.name == one:
             cols.append(pa.array(np.ones(new.num_rows, np.int64)))
-        elif f.name in new.column_names and f.type == MONEY and not pa.types.is_decimal(new.column(f.name).type):
-            # a float amount rounded to the cent as the kernels' input rounds it (cents_of):
-            # Arrow's cast rounded 0.005 (0.5 cents in binary) up where np.round gives 0
-            column = new.column(f.name)
-            cols.append(money_from_cents(cents_of(column), valid=np.asarray(pc.is_valid(column))))
         elif f.name in new.column_names:
             cols.append(_as(new.column(f.name), f.type))
         else:

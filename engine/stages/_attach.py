@@ -85,7 +85,8 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
         if n_buckets is not None:
             register = register.append_column(
                 "bucket", pa.array(person_buckets(_one_chunk(register.column("nir")), n_buckets), pa.int32()))
-        bucket = ", case when l.status = 'linked' then coalesce(r.bucket, -1) else -1 end::integer as bucket" \
+        # what the tasks read besides (not the previous job's lookup): the bucket and SIGNATURE_COLUMNS
+        for_tasks = ", case when l.status = 'linked' then coalesce(r.bucket, -1) else -1 end::integer as bucket" \
             ", l.nir_status, coalesce(s.nir, '') as nir, (s.nir is not null)::tinyint as nir_valid" \
             if n_buckets is not None else ""
         signatures = f"left join (select unique_id, nir from read_parquet('{link_dir}/signatures/*.parquet')) s " \
@@ -94,7 +95,7 @@ def _build_lookup(link_dir: str, out: str, n_buckets: int | None = None, threads
         table = con.sql(f"""
             select l.signature, l.person, r.birth_year as person_birth_year, r.birth_month as person_birth_month,
                    l.status as link_status, l.method as link_method, l.match_probability,
-                   r.person_rank{bucket}
+                   r.person_rank{for_tasks}
             from read_parquet('{link_dir}/links/*.parquet') l
             left join person_register r on r.nir = l.person
             {signatures}

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import describe_dataset, staged_directory, write_json, write_parquet
 from nirlink.engine.io._readers import ChunkTask, InputSpec, plan_input, read_chunks
-from nirlink.engine.io._schemas import IDENTITIES, IDENTITY_SCHEMA, REASONS, identities_file
+from nirlink.engine.io._schemas import IDENTITIES, REASONS, identities_file
 from nirlink.kernels import InputFileError, StageError
 
 from ._ingest_duplicates import checked_kinds, id_summary, part_name, reject_duplicates
@@ -99,23 +99,16 @@ def ingested_rows_sql(ingest_dir: str | Path, input_name: str) -> str:
 
 def with_identity(path: str | Path, columns: list[str], identity: list[str]) -> pa.Table:
     """``columns`` of an ingested part file of declared rows, then the ``identity`` columns of
-    each row's signature, from the part's identities file (``identities_file``)."""
+    each row's signature, from the part's identities file (``identities_file``, written with
+    every part file of declared rows)."""
     rows = pq.read_table(path, columns=list(dict.fromkeys([*columns, "signature"])), use_threads=False)
     source = identities_file(path)
     ids = pq.read_table(source, columns=["signature", *identity], use_threads=False) if source.exists() else None
-    keys = ids.column("signature").to_numpy() if ids is not None else np.zeros(0, np.int64)
-    if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():  # written sorted by signature
-        ids = ids.take(pa.array(np.argsort(keys)))
-        keys = ids.column("signature").to_numpy()
-    sig = rows.column("signature").to_numpy()
-    pos = np.minimum(np.searchsorted(keys, sig), max(len(keys) - 1, 0))
-    if len(sig) and (ids is None or not len(keys) or not np.array_equal(keys[pos], sig)):
+    at = pc.index_in(rows.column("signature"), value_set=ids.column("signature")) if ids is not None else None
+    if at is None or at.null_count:
         raise StageError(f"{path}: its identities file {source} is missing or lacks a row's signature (removed, "
                          "or from another ingest): run the job again with --restart")
-    taken = pa.array(pos)
-    return pa.table({**{c: rows.column(c) for c in columns},
-                     **{c: (ids.column(c).take(taken) if ids is not None else pa.nulls(0, IDENTITY_SCHEMA.field(c).type))
-                        for c in identity}})
+    return pa.table({**{c: rows.column(c) for c in columns}, **{c: ids.column(c).take(at) for c in identity}})
 
 
 def run_ingest(inputs: list[InputSpec], out_dir: str | Path, *, client=None, chunk_rows: int = 1_000_000,
