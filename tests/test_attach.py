@@ -245,3 +245,48 @@ def test_dictionary_columns_write_the_rows_plain_columns_write(tmp_path_factory,
     with _BucketWriters(out / "kept", n_buckets, "part") as writers:
         writers._append("00000", kept)
     assert pq.read_table(out / "kept" / "b=00000" / "part.parquet").equals(plain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.sampled_from(["", "a", "b", "é", "1850199123456", "zz"]), min_size=1, max_size=12),
+       rows=st.lists(st.one_of(st.none(), st.integers(0, 11)), max_size=80), offset=st.integers(0, 5))
+def test_a_compacted_dictionary_holds_the_rows_values_once_in_first_appearance_order(values, rows, offset):
+    """compact_dictionary against pandas: the same values row for row (nulls kept), a
+    dictionary without a repeated value (the lookup's NIRs repeat: one per signature) in the
+    order the values first appear (pandas.unique), and its slots left free for the next call."""
+    import numpy as np
+    import pandas as pd
+
+    from nirlink.kernels._arrow import compact_dictionary
+
+    codes = [None if r is None else r % len(values) for r in rows]
+    whole = pa.DictionaryArray.from_arrays(pa.array([0] * offset + codes, pa.int32()), pa.array(values))
+    array = whole.slice(offset)  # a slice, as the writers pass each bucket's rows
+    slots = np.full(len(values), -1, np.int32)
+    out = compact_dictionary(array, slots)
+    expected = [None if c is None else values[c] for c in codes]
+    assert out.to_pylist() == expected
+    assert out.dictionary.to_pylist() == list(pd.unique(pd.Series([v for v in expected if v is not None], dtype=object)))
+    assert (slots == -1).all()
+
+
+def test_a_large_dictionary_with_repeated_values_is_written_dictionary_encoded(tmp_path):
+    """A bucket's NIRs, taken from a dictionary of one NIR per signature (values repeat), reach
+    the Parquet file dictionary-encoded, as the decoded strings would (a repeated value in a
+    dictionary handed to the writer makes it fall back to plain encoding), with the same values."""
+    import numpy as np
+
+    from nirlink.engine.stages._attach import _BucketWriters
+
+    nirs = pa.array([f"1{i % 700:012d}" for i in range(5000)])  # > SMALL_DICTIONARY, each value ~7 times
+    rng = np.random.default_rng(0)
+    pos = np.sort(rng.integers(0, 5000, 20_000)).astype(np.int32)
+    rows = pa.table({"record_id": pa.array(np.arange(len(pos))),
+                     "person": pa.DictionaryArray.from_arrays(pa.array(pos // 8), nirs),
+                     "nir": pa.DictionaryArray.from_arrays(pa.array(pos), nirs)})
+    with _BucketWriters(tmp_path, 1, "part") as writers:
+        writers.write(rows, np.zeros(len(pos), np.int64), pos.astype(np.int64) // 8 + 1)
+    path = tmp_path / "b=00000" / "part.parquet"
+    column = pq.ParquetFile(path).metadata.row_group(0).column(2)
+    assert column.path_in_schema == "nir" and "RLE_DICTIONARY" in column.encodings, column.encodings
+    assert pq.read_table(path).column("nir").to_pylist() == rows.column("nir").cast(pa.string()).to_pylist()

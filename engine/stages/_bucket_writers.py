@@ -7,9 +7,10 @@ it is when its dictionary is small (a status, a kind: the Parquet writer takes t
 dictionary and the indices without hashing a string) or, for the person, once its dictionary
 is cut to the persons of the slice (a bucket's rows are sorted by person rank, so a person's
 rows are one run: the runs give the slice's dictionary in one pass). The others (the NIR,
-the payer or employer id: dictionaries of a whole input file) are decoded to their values
-first, as every column was before. The files hold no Arrow schema (``store_schema=False``):
-they read back as plain columns, the same types and values either way.
+from the lookup's one per signature; the payer or employer id, a whole input file's) are cut
+to the values of each row group (``_compacted``), no longer decoded row by row. The files
+hold no Arrow schema (``store_schema=False``): they read back as plain columns, the same
+types and values either way.
 
 Measured on one attach task of the 200,000-person dataset (3.58M resource rows, 13 buckets,
 one process, CPU): benchmarks/README.md, "Attach".
@@ -76,14 +77,15 @@ class _BucketWriters:
         else:  # bucket and person rank in one stable sort: the same order
             order = np.argsort((bucket[index].astype(np.int64) << 32) | rank[index].astype(np.int64), kind="stable")
             starts = np.searchsorted(bucket[index][order], np.arange(self.n_buckets + 1))
-            grouped = _decoded(rows.take(pa.array(index[order])), keep=_small_dictionaries(rows) | {"person"})
+            grouped = rows.take(pa.array(index[order])).combine_chunks()  # one dictionary a column
+            slots = _slots(grouped, _small_dictionaries(rows))  # small in every input file: written whole
         written = {}
         for k in np.flatnonzero(np.diff(starts)):
             t = grouped.slice(starts[k], starts[k + 1] - starts[k])
             if rank is None:
                 t = t.take(pc.sort_indices(t, sort_keys=[("person", "ascending")]))
             else:
-                t = _person_runs(t)
+                t = _compacted(_person_runs(t), slots)  # as writable(t), the slots allocated once
             self._append(f"{int(k):05d}", t)
             written[int(k)] = int(starts[k + 1] - starts[k])
         if not valid.all():
@@ -116,9 +118,46 @@ def _decoded(table: pa.Table, keep: set[str] = frozenset()) -> pa.Table:
 
 
 def writable(table: pa.Table) -> pa.Table:
-    """A bucket's rows (sorted by person) as the writers take them: the small dictionaries and
-    the person (cut to its runs) kept, every other dictionary column decoded."""
-    return _person_runs(_decoded(table, keep=_small_dictionaries(table) | {"person"}))
+    """A bucket's rows (sorted by person) as the writers take them: dictionary columns written
+    as they are, the small dictionaries whole, the person cut to its runs, and each other
+    (the NIR, the employer or payer id: a whole file's or lookup's values) cut to the values
+    of each row group (``_compacted``)."""
+    return _compacted(_person_runs(table), _slots(table))
+
+
+def _slots(table: pa.Table, small: set[str] | None = None) -> dict[str, np.ndarray]:
+    """For each large dictionary column (neither ``small``, by default those of at most
+    SMALL_DICTIONARY values, nor the person; one chunk) the slots ``compact_dictionary``
+    works in, one per dictionary value."""
+    small = _small_dictionaries(table) if small is None else small
+    return {f.name: np.full(len(table.column(f.name).chunk(0).dictionary), -1, np.int32) for f in table.schema
+            if pa.types.is_dictionary(f.type) and f.name not in small and f.name != "person"
+            and table.column(f.name).num_chunks == 1}
+
+
+def _compacted(table: pa.Table, slots: dict[str, np.ndarray]) -> pa.Table:
+    """The large dictionary columns named in ``slots`` (kernels/_arrow.py compact_dictionary),
+    each row group's rows (ROW_GROUP_ROWS, the writers' row groups) with a dictionary of the
+    values they use, in order of first appearance: what Parquet's encoder builds from the
+    decoded values, taken as it is instead of hashing every row's string, and the stage no
+    longer decodes every row from a dictionary of millions (the attach lookup's NIRs: one
+    per signature). Same files, same values; 2-5% less CPU in an attach task at 2M persons
+    (benchmarks/README.md, "Attach")."""
+    from nirlink.kernels._arrow import compact_dictionary
+
+    from ._export import ROW_GROUP_ROWS
+
+    for name, free in slots.items():
+        i = table.schema.get_field_index(name)
+        column = table.column(i)
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        pieces = [compact_dictionary(column.slice(a, ROW_GROUP_ROWS), free) for a in range(0, len(column), ROW_GROUP_ROWS)]
+        if not pieces:
+            continue
+        if not all(pa.types.is_dictionary(p.type) for p in pieces):  # a null inside the dictionary: decoded
+            pieces = [column.cast(column.type.value_type)]
+        table = table.set_column(i, table.schema.field(i).with_type(pieces[0].type), pa.chunked_array(pieces))
+    return table
 
 
 def _small_dictionaries(table: pa.Table) -> set[str]:
