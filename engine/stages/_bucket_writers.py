@@ -141,8 +141,8 @@ def _compacted(table: pa.Table, slots: dict[str, np.ndarray]) -> pa.Table:
     values they use, in order of first appearance: what Parquet's encoder builds from the
     decoded values, taken as it is instead of hashing every row's string, and the stage no
     longer decodes every row from a dictionary of millions (the attach lookup's NIRs: one
-    per signature). Same files, same values; 2-5% less CPU in an attach task at 2M persons
-    (benchmarks/README.md, "Attach")."""
+    per signature). The same values, files within 0.1%; an aggregate task's CPU 6% less, the
+    attach stage's time unchanged within noise at 2M persons (benchmarks/README.md, "Attach")."""
     from nirlink.kernels._arrow import compact_dictionary
 
     from ._export import ROW_GROUP_ROWS
