@@ -136,7 +136,7 @@ def compact_dictionary(array: pa.DictionaryArray, slots: np.ndarray | None = Non
     appearance (what Parquet's dictionary encoder builds from the decoded values, so that a
     writer takes it as it is instead of hashing a string per row), nulls kept. One pass over
     the indices and a gather of the distinct values only: decoding every row from a large
-    dictionary (the attach lookup's NIRs, ~7M at 2M persons) cost about 70 ns a row.
+    dictionary (the attach lookup's NIRs, ~7M at 2M persons) cost up to ~70 ns a row, caches cold.
     ``slots``: an int32 array of at least the dictionary's length, all -1 (left so), to reuse
     across calls on one dictionary; allocated when not given."""
     n, size = len(array), len(array.dictionary)
