@@ -77,7 +77,7 @@ class _BucketWriters:
         else:  # bucket and person rank in one stable sort: the same order
             order = np.argsort((bucket[index].astype(np.int64) << 32) | rank[index].astype(np.int64), kind="stable")
             starts = np.searchsorted(bucket[index][order], np.arange(self.n_buckets + 1))
-            grouped = rows.take(pa.array(index[order])).combine_chunks()  # one dictionary a column
+            grouped = rows.take(pa.array(index[order]))
             slots = _slots(grouped, _small_dictionaries(rows))  # small in every input file: written whole
         written = {}
         for k in np.flatnonzero(np.diff(starts)):
@@ -127,12 +127,12 @@ def writable(table: pa.Table) -> pa.Table:
 
 def _slots(table: pa.Table, small: set[str] | None = None) -> dict[str, np.ndarray]:
     """For each large dictionary column (neither ``small``, by default those of at most
-    SMALL_DICTIONARY values, nor the person; one chunk) the slots ``compact_dictionary``
-    works in, one per dictionary value."""
+    SMALL_DICTIONARY values, nor the person) the slots ``compact_dictionary`` works in: one per
+    value of its chunks' dictionaries (their concatenation's, which ``_compacted`` takes, holds
+    at most as many)."""
     small = _small_dictionaries(table) if small is None else small
-    return {f.name: np.full(len(table.column(f.name).chunk(0).dictionary), -1, np.int32) for f in table.schema
-            if pa.types.is_dictionary(f.type) and f.name not in small and f.name != "person"
-            and table.column(f.name).num_chunks == 1}
+    return {f.name: np.full(sum(len(c.dictionary) for c in table.column(f.name).chunks), -1, np.int32)
+            for f in table.schema if pa.types.is_dictionary(f.type) and f.name not in small and f.name != "person"}
 
 
 def _compacted(table: pa.Table, slots: dict[str, np.ndarray]) -> pa.Table:
