@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from nirlink.kernels import ModelError
 
-from ._buckets import read_bucket, sorted_id_options
+from ._buckets import is_in_sorted, read_bucket, sorted_id_options
 from ._config import LinkConfig
 from ._model import ModelSpec, prior_bits
 from ._scoring import CANDIDATE_SCHEMA
@@ -143,16 +143,42 @@ def decision_rule(model: ModelSpec) -> dict[str, float]:
 
 def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Table,
                    rule: dict[str, float], previous: str | None = None) -> dict[str, int]:
-    import duckdb
-
     w = Path(work)
     sig = pq.read_table(w / "signatures" / f"part-{bucket:05d}.parquet", columns=["unique_id", "nir_status", "rows"])
     cands = pa.concat_tables([read_bucket(w / "deterministic", bucket, CANDIDATE_SCHEMA),
                               read_bucket(w / "predictions", bucket, CANDIDATE_SCHEMA)])
+    links, kept = _decide(sig, cands, clusters, clerical, rule)
+    out = {}
+    if previous is not None:  # an increment: an unchanged decision keeps the previous run's scores
+        from ._increment import carry_scores
+
+        links, out["scores_carried"] = carry_scores(links, pq.read_table(Path(previous) / "links" /
+                                                                         f"part-{bucket:05d}.parquet"))
+    # both sorted by signature (the candidates by signature, then rank)
+    pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", **sorted_id_options(links.schema, "signature"))
+    pq.write_table(kept, w / "candidates" / f"part-{bucket:05d}.parquet",
+                   **sorted_id_options(CANDIDATE_RANK_SCHEMA, "signature"))
+    out.update(_counts(links))
+    return out
+
+
+def _decide(sig: pa.Table, cands: pa.Table, clusters: pa.Table, clerical: pa.Table,
+            rule: dict[str, float]) -> tuple[pa.Table, pa.Table]:
+    """The links (LINK_SCHEMA) of the signatures ``sig`` and their kept candidates
+    (CANDIDATE_RANK_SCHEMA), both sorted by signature. A signature whose only candidate is a
+    deterministic link, without a clerical decision (most of them: 80% at 2M persons), is
+    decided here as the SQL would (linked by 'nir' to the entry's person, share 1); the others
+    by the SQL (_RANKED_SQL, _DECIDE_SQL). The SQL alone took 2.1 s of a 4.1 s bucket of
+    866,000 signatures at 2M persons; its window functions ran over every candidate."""
+    import duckdb
+
+    alone = _alone(cands, clerical)
+    links_a, kept_a = _decided_alone(sig, cands.filter(alone), clusters)
+    rest = pc.invert(alone)
     con = duckdb.connect()
     con.execute("SET threads = 1")
-    con.register("g", sig)
-    con.register("c", cands)
+    con.register("g", sig.filter(pc.invert(pc.is_in(sig.column("unique_id"), value_set=links_a.column("signature")))))
+    con.register("c", cands.filter(rest))
     con.register("k", clusters)
     con.register("d", clerical)
     values = {k: repr(float(v)) for k, v in rule.items()}
@@ -163,33 +189,86 @@ def _decide_bucket(work: str, bucket: int, clusters: pa.Table, clerical: pa.Tabl
                               w as match_weight, splink_p as match_probability, rule
                        from ranked where rk <= {CANDIDATES_KEPT} order by signature, rk""").to_arrow_table()
     con.close()
-    links = links.sort_by("signature").select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
-    out = {}
-    if previous is not None:  # an increment: an unchanged decision keeps the previous run's scores
-        from ._increment import carry_scores
+    links = pa.concat_tables([links_a, links.select(LINK_SCHEMA.names).cast(LINK_SCHEMA)])
+    kept = pa.concat_tables([kept_a, kept.cast(CANDIDATE_RANK_SCHEMA)])
+    # stable: a signature's kept candidates stay in rank order
+    return (links.take(np.argsort(links.column("signature").to_numpy(), kind="stable")),
+            kept.take(np.argsort(kept.column("signature").to_numpy(), kind="stable")))
 
-        links, out["scores_carried"] = carry_scores(links, pq.read_table(Path(previous) / "links" /
-                                                                         f"part-{bucket:05d}.parquet"))
-    # both sorted by signature (the candidates by signature, then rank)
-    pq.write_table(links, w / "links" / f"part-{bucket:05d}.parquet", **sorted_id_options(links.schema, "signature"))
-    pq.write_table(kept.cast(CANDIDATE_RANK_SCHEMA), w / "candidates" / f"part-{bucket:05d}.parquet",
-                   **sorted_id_options(CANDIDATE_RANK_SCHEMA, "signature"))
-    st = links.column("status").to_numpy(zero_copy_only=False)
-    meth = pc.fill_null(links.column("method"), "").to_numpy(zero_copy_only=False)
-    rows = links.column("rows").to_numpy()
+
+def _alone(cands: pa.Table, clerical: pa.Table) -> np.ndarray:
+    """Candidates that are their signature's only one, a deterministic link (rule < 0), of a
+    signature without a clerical decision."""
+    s = cands.column("signature").to_numpy()
+    if len(s) == 0:
+        return np.zeros(0, bool)
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    single = np.ones(len(s), bool)
+    same = ss[1:] == ss[:-1]
+    single[1:] &= ~same
+    single[:-1] &= ~same
+    alone = np.empty(len(s), bool)
+    alone[order] = single
+    alone &= cands.column("rule").to_numpy() < 0
+    if clerical.num_rows:
+        alone &= ~is_in_sorted(s, np.unique(clerical.column("signature").to_numpy()))
+    return alone
+
+
+def _decided_alone(sig: pa.Table, c: pa.Table, clusters: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Links and kept candidates of signatures whose one candidate ``c`` is a deterministic
+    link: what _RANKED_SQL and _DECIDE_SQL give for them (the entry's person, its cluster's or
+    its own NIR; share 1.0 = 1 / (1 + 0): the only term of e_max = inf, 'none' 0; no runner-up;
+    evidence null)."""
+    n = c.num_rows
+    pos = pc.index_in(c.column("register_id"), value_set=clusters.column("unique_id"))
+    person = pc.coalesce(pc.take(clusters.column("person"), pos), c.column("register_nir"))
+    at = pc.index_in(c.column("signature"), value_set=sig.column("unique_id"))
+    nir = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["nir"])).cast(pa.string())
+    null_f = pa.nulls(n, pa.float64())
+    links = pa.table({
+        "signature": c.column("signature"), "person": person, "register_nir": c.column("register_nir"), "method": nir,
+        "match_probability": pa.array(np.ones(n)), "match_weight": c.column("match_weight"),
+        "runner_up_probability": null_f, "candidates": pa.array(np.ones(n, np.int32)),
+        "status": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["linked"])).cast(pa.string()),
+        "nir_status": pc.take(sig.column("nir_status"), at), "rows": pc.take(sig.column("rows"), at),
+        "evidence": null_f, "runner_up_evidence": null_f}, schema=LINK_SCHEMA)
+    kept = pa.table({
+        "signature": c.column("signature"), "rank": pa.array(np.ones(n, np.int8)), "person": person,
+        "register_id": c.column("register_id"), "register_nir": c.column("register_nir"), "method": nir,
+        "evidence": null_f, "match_weight": c.column("match_weight"),
+        "match_probability": c.column("match_probability"), "rule": c.column("rule")}, schema=CANDIDATE_RANK_SCHEMA)
+    return links, kept
+
+
+def _counts(links: pa.Table) -> dict[str, int]:
+    """The decisions' counts of a bucket's links: signatures and rows per status, linked per
+    method, and per NIR status (null: 'unknown'). One group-by (numpy comparisons of the
+    string columns took ~1 s a bucket of 866,000 signatures)."""
+    g = pa.table({"status": links.column("status"), "method": pc.fill_null(links.column("method"), ""),
+                  "nir_status": pc.fill_null(links.column("nir_status"), "unknown"), "rows": links.column("rows")})
+    groups = g.group_by(["status", "method", "nir_status"]).aggregate([("rows", "count"), ("rows", "sum")]).to_pylist()
+    n = Counter()
+    for r in groups:
+        st, meth, ns, count = r["status"], r["method"], r["nir_status"], int(r["rows_count"])
+        n[f"signatures_{st}"] += count
+        n[f"rows_{st}"] += int(r["rows_sum"] or 0)
+        if st == "linked":
+            n[f"linked_by_{meth}"] += count
+        n[f"{meth}_decided"] += count
+        what = f"linked_{meth}" if st == "linked" else st
+        n[f"by_nir_status.{ns}.{what}"] += count
+    out = {}
     for s in STATUS:
-        out[f"signatures_{s}"] = int((st == s).sum())
-        out[f"rows_{s}"] = int(rows[st == s].sum())
+        out[f"signatures_{s}"] = n[f"signatures_{s}"]
+        out[f"rows_{s}"] = n[f"rows_{s}"]
     for m in METHODS:
-        out[f"linked_by_{m}"] = int(((st == "linked") & (meth == m)).sum())
-    out["decided_by_clerical"] = int((meth == "clerical").sum())
-    ns = pc.fill_null(links.column("nir_status"), "unknown").to_numpy(zero_copy_only=False)
-    for status in np.unique(ns):
-        sel = ns == status
-        out[f"by_nir_status.{status}.linked_nir"] = int((sel & (st == "linked") & (meth == "nir")).sum())
-        out[f"by_nir_status.{status}.linked_model"] = int((sel & (st == "linked") & (meth == "model")).sum())
-        out[f"by_nir_status.{status}.ambiguous"] = int((sel & (st == "ambiguous")).sum())
-        out[f"by_nir_status.{status}.unlinked"] = int((sel & (st == "unlinked")).sum())
+        out[f"linked_by_{m}"] = n[f"linked_by_{m}"]
+    out["decided_by_clerical"] = n["clerical_decided"]
+    for ns in sorted({r["nir_status"] for r in groups}):
+        for what in ("linked_nir", "linked_model", "ambiguous", "unlinked"):
+            out[f"by_nir_status.{ns}.{what}"] = n[f"by_nir_status.{ns}.{what}"]
     return out
 
 

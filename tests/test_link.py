@@ -419,6 +419,48 @@ def test_decisions_do_not_depend_on_the_register_size(tmp_path):
     assert old[3_000_000].sum() < old[30_000].sum() - 0.1 * n
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 7), st.booleans(), st.floats(-30, 60)), max_size=3), max_size=25),
+       st.sets(st.integers(0, 7), max_size=5), st.sets(st.integers(0, 24), max_size=4),
+       st.lists(st.sampled_from(["valid", "missing", None]), min_size=25, max_size=25))
+def test_signatures_decided_alone_are_decided_as_the_sql_decides_them(per_sig, clustered, clerical_sigs, nir_status):
+    """A signature whose only candidate is a deterministic link is decided without the SQL
+    (_decided_alone): links and kept candidates equal the SQL's for every signature (the SQL
+    deciding all of them as the oracle), whatever mix of deterministic and model candidates,
+    register duplicates clustered into one person and clerical decisions the bucket holds."""
+    from nirlink.linkage import _decisions as D
+    from nirlink.linkage._scoring import CANDIDATE_SCHEMA
+
+    rows = [(s, reg, det, w) for s, cands in enumerate(per_sig) for reg, det, w in cands]
+    cands = pa.table({"signature": pa.array([r[0] for r in rows], pa.int64()),
+                      "register_id": pa.array([r[1] for r in rows], pa.int64()),
+                      "register_nir": [f"{r[1]:015d}" for r in rows],
+                      "match_weight": pa.array([r[3] for r in rows], pa.float64()),
+                      "match_probability": pa.array([1 / (1 + 2.0 ** -r[3]) for r in rows], pa.float64()),
+                      "rule": pa.array([-1 if r[2] else 2 for r in rows], pa.int16())}, schema=CANDIDATE_SCHEMA)
+    n = len(per_sig) + 2  # two signatures without a candidate
+    sig = pa.table({"unique_id": pa.array(np.arange(n, dtype=np.int64)),
+                    "nir_status": pa.array((nir_status * 2)[:n], pa.string()), "rows": pa.array(np.arange(n) + 1)})
+    clusters = pa.table({"unique_id": pa.array(sorted(clustered), pa.int64()),
+                         "person": pa.array(["P0"] * len(clustered), pa.string())})
+    clerical = pa.table({"signature": pa.array(sorted(s for s in clerical_sigs if s < n), pa.int64())}).append_column(
+        "register_id", pa.array([3] * len([s for s in clerical_sigs if s < n]), pa.int64())).append_column(
+        "register_nir", pa.array(["000000000000003"] * len([s for s in clerical_sigs if s < n]), pa.string()))
+    rule = {"threshold": 0.9, "margin": 5.0, "none_weight": 8.0, "prior_bits": -10.0}
+    links, kept = D._decide(sig, cands, clusters, clerical.cast(D.CLERICAL_SCHEMA), rule)
+    alone = D._alone
+    try:
+        D._alone = lambda c, _d: np.zeros(c.num_rows, bool)
+        links_sql, kept_sql = D._decide(sig, cands, clusters, clerical.cast(D.CLERICAL_SCHEMA), rule)
+    finally:
+        D._alone = alone
+    assert links.equals(links_sql) and kept.equals(kept_sql)
+    assert links.column("signature").to_pylist() == list(range(n))
+    single_det = {s for s, c in enumerate(per_sig) if len(c) == 1 and c[0][1] and s not in clerical_sigs}
+    assert int(alone(cands, clerical.cast(D.CLERICAL_SCHEMA)).sum()) == len(single_det)
+    assert D._counts(links)["signatures_linked"] == links.column("status").to_pylist().count("linked")
+
+
 # ------------------------------------------------------------------ bucket files
 
 
