@@ -68,25 +68,37 @@ def _sig_map(files: Sequence[str], source: int, work: str, n_buckets: int, part:
     return {"rows": rows, "distinct": len(uniq), "source": source}
 
 
+# the identity fields a signature id hashes (as the link columns hold them): rows of one id must agree on all
+_COLLISION_COLUMNS = ("nir_body", "last_name_key", "first_names_norm", "birth_year", "birth_month", "birth_day")
+
+
 def _sig_reduce(work: str, bucket: int) -> dict[str, Any]:
+    """Merge a bucket's signatures: one row per id (its first in the files' order), the rows
+    summed and the sources or'ed. Only the distinct rows are taken, once (taking every row
+    into id order, then the distinct ones, took 0.75 of a 2.1 s bucket of 1.18M rows at 2M
+    persons), and only the repeated rows are compared with their id's first."""
     t = read_bucket(Path(work) / "tmp" / "signatures", bucket, SIGNATURE_SCHEMA)
     if t.num_rows:
         ids = t.column("unique_id").to_numpy()
         order = np.argsort(ids, kind="stable")
-        t = t.take(pa.array(order))
-        ids = ids[order]
-        starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1]
-        rows = np.add.reduceat(t.column("rows").to_numpy(), starts)
-        sources = np.bitwise_or.reduceat(t.column("sources").to_numpy(), starts)
+        sorted_ids = ids[order]
+        new = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]
+        starts = np.flatnonzero(new)
+        first = order[starts]
+        rows = np.add.reduceat(t.column("rows").to_numpy()[order], starts)
+        sources = np.bitwise_or.reduceat(t.column("sources").to_numpy()[order], starts)
         # a 64-bit collision would merge two different identities: detect it
-        fields = pc.binary_join_element_wise(*[pc.cast(pc.fill_null(pc.cast(t.column(c), pa.string()), "\x00"), pa.string())
-                                               for c in ("nir_body", "last_name_key", "first_names_norm", "birth_year",
-                                                         "birth_month", "birth_day")], "\x1f")
-        firsts = fields.take(pa.array(np.repeat(starts, np.diff(np.r_[starts, len(ids)]))))
-        if not pc.all(pc.equal(fields, firsts)).as_py():
-            raise StageError(f"signature ids: a 64-bit hash collision in bucket {bucket}; rerun is not enough, "
-                             "report it (two different identities got the same id)")
-        t = t.take(pa.array(starts)).set_column(SIGNATURE_SCHEMA.names.index("rows"), "rows", pa.array(rows))
+        repeated = order[~new]
+        if len(repeated):
+            their_first = pa.array(first[(np.cumsum(new) - 1)[~new]])
+            repeated = pa.array(repeated)
+            for c in _COLLISION_COLUMNS:
+                x, y = t.column(c).take(repeated), t.column(c).take(their_first)
+                same = pc.or_kleene(pc.equal(x, y), pc.and_(pc.is_null(x), pc.is_null(y)))
+                if not pc.all(pc.fill_null(same, False)).as_py():
+                    raise StageError(f"signature ids: a 64-bit hash collision in bucket {bucket}; rerun is not "
+                                     "enough, report it (two different identities got the same id)")
+        t = t.take(pa.array(first)).set_column(SIGNATURE_SCHEMA.names.index("rows"), "rows", pa.array(rows))
         t = t.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources.astype(np.int8)))
     pq.write_table(t, Path(work) / "signatures" / f"part-{bucket:05d}.parquet",  # sorted by unique_id (above)
                    **sorted_id_options(t.schema, "unique_id"))

@@ -461,6 +461,58 @@ def test_signatures_decided_alone_are_decided_as_the_sql_decides_them(per_sig, c
     assert D._counts(links)["signatures_linked"] == links.column("status").to_pylist().count("linked")
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 12), st.integers(1, 9), st.integers(0, 1)), max_size=15),
+                min_size=1, max_size=4), st.none() | st.integers(0, 12))
+def test_merged_signatures_equal_a_group_by_and_a_collision_is_refused(tmp_path_factory, parts, collide):
+    """The signatures' reduce (one bucket, several map parts) equals pandas: per id, its first
+    row in the parts' order, the rows summed and the sources or'ed, sorted by id; two rows of
+    one id with different identity fields (a 64-bit collision) stop the stage."""
+    import pandas as pd
+
+    from nirlink.engine import StageError
+    from nirlink.linkage._buckets import key_hash, write_buckets
+    from nirlink.linkage._signatures import _sig_reduce
+
+    work = tmp_path_factory.mktemp("sig")
+    (work / "signatures").mkdir()
+    frames = []
+    for p, rows in enumerate(parts):
+        df = pd.DataFrame({"unique_id": [r[0] * 7919 for r in rows], "rows": [r[1] for r in rows],
+                           "sources": [1 << r[2] for r in rows]}, dtype="int64")
+        df["last_name_key"] = [f"N{r[0]}" for r in rows]
+        df["birth_year"] = [None if r[0] % 3 == 0 else 1950 + r[0] for r in rows]
+        df["part"], df["at"] = p, range(len(rows))
+        df["nir_status"] = [f"s{p}-{i}" for i in range(len(rows))]  # not hashed: tells which row of an id is kept
+        frames.append(df)
+    all_rows = pd.concat(frames, ignore_index=True)
+    clash = collide is not None and (all_rows["unique_id"] == collide * 7919).sum() >= 2
+    if clash:  # the last row of that id gets another name
+        all_rows.loc[all_rows.index[all_rows["unique_id"] == collide * 7919][-1], "last_name_key"] = "OTHER"
+    for p, df in all_rows.groupby("part"):
+        t = pa.Table.from_pandas(df.drop(columns=["part", "at"]), preserve_index=False)
+        t = pa.table({f.name: t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(len(t), f.type)
+                      for f in SIGNATURE_SCHEMA}, schema=SIGNATURE_SCHEMA)
+        h, valid = key_hash(t, ["unique_id"])
+        write_buckets(t, h, valid, 1, work / "tmp" / "signatures", f"p{p:03d}", scratch=True)
+    if clash:
+        with pytest.raises(StageError, match="collision in bucket 0"):
+            _sig_reduce(str(work), 0)
+        return
+    out = _sig_reduce(str(work), 0)
+    got = pq.read_table(work / "signatures" / "part-00000.parquet").to_pandas()
+    want = all_rows.sort_values(["part", "at"], kind="stable").groupby("unique_id", sort=True).agg(
+        rows=("rows", "sum"), sources=("sources", lambda s: int(np.bitwise_or.reduce(s.to_numpy()))),
+        last_name_key=("last_name_key", "first"), birth_year=("birth_year", "first"),
+        nir_status=("nir_status", "first")).reset_index()
+    assert got["unique_id"].tolist() == want["unique_id"].tolist() and out["signatures"] == len(want)
+    assert got["rows"].tolist() == want["rows"].tolist() and got["sources"].tolist() == want["sources"].tolist()
+    assert got["last_name_key"].tolist() == want["last_name_key"].tolist()
+    assert got["nir_status"].tolist() == want["nir_status"].tolist()  # the id's first row in the parts' order
+    assert [None if pd.isna(v) else int(v) for v in got["birth_year"]] == \
+        [None if pd.isna(v) else int(v) for v in want["birth_year"]]
+
+
 # ------------------------------------------------------------------ bucket files
 
 
