@@ -20,7 +20,7 @@ from ._errors import InputError
 
 __all__ = ["group_by_key", "segment_sum", "segment_min", "segment_max", "segment_count", "segment_first",
            "segment_last", "segment_topk_mean", "rolling_window_sum", "count_runs", "run_end", "integer_input",
-           "grouping_order", "KERNELS"]
+           "grouping_order", "sorted_unique", "KERNELS"]
 
 
 @njit(nogil=True, cache=True)
@@ -34,6 +34,21 @@ def _group(keys, n_keys, starts, order):
         k = keys[i]
         order[pos[k]] = i
         pos[k] += 1
+
+
+def sorted_unique(values) -> np.ndarray:
+    """``np.unique(values)`` of a 1-d integer array: its distinct values, sorted. numpy 2.3+
+    answers a plain ``np.unique`` of integers from a hash set (``std::unordered_set``): ~0.7 us a
+    value once they are many and distinct (5.56M signature hashes: 9.0 s), where sorting and
+    dropping repeats takes 0.07 s. The link stage's scoring spent 13.8 of its 80 s of CPU
+    there at 2M persons (``np.unique`` with ``return_index``/``_inverse``/``_counts`` still sorts)."""
+    values = np.sort(np.asarray(values).ravel())
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def group_by_key(keys, n_keys: int) -> tuple[np.ndarray, np.ndarray]:

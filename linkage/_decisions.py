@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.kernels import ModelError
+from nirlink.kernels._segments import sorted_unique
 
 from ._buckets import is_in_sorted, read_bucket, sorted_id_options
 from ._config import LinkConfig
@@ -212,7 +213,7 @@ def _alone(cands: pa.Table, clerical: pa.Table) -> np.ndarray:
     alone[order] = single
     alone &= cands.column("rule").to_numpy() < 0
     if clerical.num_rows:
-        alone &= ~is_in_sorted(s, np.unique(clerical.column("signature").to_numpy()))
+        alone &= ~is_in_sorted(s, sorted_unique(clerical.column("signature").to_numpy()))
     return alone
 
 

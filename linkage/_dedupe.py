@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nirlink.kernels._segments import sorted_unique
+
 from ._buckets import is_in_sorted
 from ._clusters import connected_components
 from ._config import LinkConfig
@@ -76,6 +78,6 @@ def dedupe_register(work: Path, model: ModelSpec, tf, cfg: LinkConfig, *, client
         con.close()
     pq.write_table(clusters, work / "clusters.parquet")
     return {**scored, "threshold": threshold, "rows_in_clusters": clusters.num_rows,
-            "clusters": len(np.unique(clusters.column("cluster").to_numpy())) if clusters.num_rows else 0}
+            "clusters": len(sorted_unique(clusters.column("cluster").to_numpy())) if clusters.num_rows else 0}
 
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError
+from nirlink.kernels._segments import sorted_unique
 
 __all__ = ["evaluate_run"]
 
@@ -98,7 +99,7 @@ def evaluate_run(prep, pairs_dir: str | Path, *, thresholds: list[float], labels
         if prep.dedupe:
             keep = tl != tr
             tl, tr = tl[keep], tr[keep]
-    true = np.unique(_keys(prep, tl, tr))
+    true = sorted_unique(_keys(prep, tl, tr))
     files = sorted(Path(pairs_dir).glob("*.parquet"))
     scored = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
     if scored is not None and scored.num_rows:
@@ -118,7 +119,7 @@ def evaluate_run(prep, pairs_dir: str | Path, *, thresholds: list[float], labels
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         rows.append({"threshold": t, "predicted": predicted, "true_positives": tp, "false_positives": predicted - tp,
                      "false_negatives": len(true) - tp, "precision": precision, "recall": recall, "f1": f1})
-    uniq = np.unique(true)
+    uniq = sorted_unique(true)
     n = len(prep.sides[-1].ids)
     return {"true_pairs": int(len(true)), "scored_pairs": int(len(keys)), "floor": floor, "thresholds": rows,
             "blocking": _reach(prep, uniq // n, uniq % n)}

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nirlink.kernels import InputError, StageError
+from nirlink.kernels._segments import sorted_unique
 
 from ._buckets import is_in_sorted, key_hash, read_bucket
 from ._config import LinkConfig
@@ -119,7 +120,7 @@ def _merge_bucket(previous: str, work: str, bucket: int, invalid: np.ndarray, ev
         union = union.set_column(SIGNATURE_SCHEMA.names.index("sources"), "sources", pa.array(sources))
     uid = union.column("unique_id").to_numpy()
     old_ids = prev.column("unique_id").to_numpy()
-    new_ids = ~is_in_sorted(uid, np.unique(old_ids))
+    new_ids = ~is_in_sorted(uid, sorted_unique(old_ids))
     todo = new_ids.copy() if not everything else np.ones(len(uid), bool)  # (a view: `new` counted todo)
     near = np.zeros(len(uid), bool)
     if not everything and len(invalid):
@@ -166,7 +167,7 @@ def entry_keys(model, entries: pa.Table) -> tuple[list[tuple[str, ...]], list[np
     pairs = [[(a, b) for a, b in zip(rule.left_keys, rule.right_keys) if is_identifier(a) and is_identifier(b)]
              for rule in model.blocking]
     hashed = [key_hash(entries, [b for _, b in keys]) for keys in pairs]
-    return [tuple(a for a, _ in keys) for keys in pairs], [np.unique(h[valid]) for h, valid in hashed]
+    return [tuple(a for a, _ in keys) for keys in pairs], [sorted_unique(h[valid]) for h, valid in hashed]
 
 
 def meets(signatures: pa.Table, rule_keys: list[tuple[str, ...]], keys: list[np.ndarray]) -> np.ndarray:
@@ -217,7 +218,7 @@ def merge_signatures(previous: Path, work: Path, diff: dict[str, Any], cfg: Link
             moved = {}
             for cols in sets:
                 hs = [key_hash(t, list(cols)) for t in parts]
-                moved[cols] = np.unique(np.concatenate([h[v] for h, v in hs]))
+                moved[cols] = sorted_unique(np.concatenate([h[v] for h, v in hs]))
             twins_moved = share(client, moved)
     res = run_tasks(client, _merge_bucket, [(str(previous), str(work), b, invalid, retrain, rule_keys, keys,
                                              twins_moved)

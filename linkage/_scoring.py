@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nirlink.kernels._segments import sorted_unique
+
 from ._buckets import is_in_sorted, key_hash, read_bucket, write_buckets
 from ._config import LinkConfig
 from ._model import ModelSpec, evidence_floor_probability
@@ -37,7 +39,7 @@ def _unlinked_signatures(f: str, work: str) -> pa.Table:
     bucket = int(Path(f).stem.split("-")[1])
     det = read_bucket(Path(work) / "deterministic", bucket, CANDIDATE_SCHEMA)
     if det.num_rows:
-        linked = pa.array(np.unique(det.column("signature").to_numpy()))
+        linked = pa.array(sorted_unique(det.column("signature").to_numpy()))
         t = t.filter(pc.invert(pc.is_in(t.column("unique_id"), value_set=linked)))
     return t
 
@@ -50,7 +52,7 @@ def _linked_count(work: Path, left_files: list[str]) -> int:
         return 0
     sig = pa.concat_arrays([c for f in files for c in pq.read_table(f, columns=["signature"]).column(0).chunks])
     left = pa.concat_arrays([c for f in left_files for c in pq.read_table(f, columns=["unique_id"]).column(0).chunks])
-    return int(is_in_sorted(left.to_numpy(), np.unique(sig.to_numpy())).sum())
+    return int(is_in_sorted(left.to_numpy(), sorted_unique(sig.to_numpy())).sum())
 
 
 def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
@@ -76,7 +78,7 @@ def _twin_keys(f: str, sets: list[tuple[str, ...]]) -> list[np.ndarray]:
     out = []
     for cols in sets:
         h, valid = key_hash(t, list(cols))
-        out.append(np.unique(h[valid]))
+        out.append(sorted_unique(h[valid]))
     return out
 
 
@@ -89,7 +91,7 @@ def twin_keys(model: ModelSpec, files: list[str], *, client=None, progress: Prog
         return {cols: np.zeros(0, np.int64) for cols in sets}
     parts = run_tasks(client, _twin_keys, [(f, sets) for f in files], name=f"score-twins-{model.name}",
                       progress=progress)
-    return {cols: np.unique(np.concatenate([p[i] for p in parts])) for i, cols in enumerate(sets)}
+    return {cols: sorted_unique(np.concatenate([p[i] for p in parts])) for i, cols in enumerate(sets)}
 
 
 def without_twin(t: pa.Table, cols: tuple[str, ...], twins: np.ndarray) -> np.ndarray:
@@ -145,7 +147,7 @@ def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: 
                 alone[fallback[g]] = without_twin(t, fallback[g], twins[fallback[g]])
             valid &= alone[fallback[g]]
         write_buckets(t, h, valid, buckets, Path(tmp) / f"group={g}" / "left", part, scratch=True)
-        keys.append(np.unique(h[valid]))
+        keys.append(sorted_unique(h[valid]))
     return keys
 
 
@@ -229,7 +231,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
                                                    for i, f in enumerate(left_files)],
                          name=f"score-map-left-{model.name}", progress=progress)
         # per right key, the keys some left row of one of its groups carries
-        right_keys = [np.unique(np.concatenate([k[g] for k in keys for g in gs])) if keys else np.zeros(0, np.int64)
+        right_keys = [sorted_unique(np.concatenate([k[g] for k in keys for g in gs])) if keys else np.zeros(0, np.int64)
                       for _, gs in right_partitions(groups)]
         shared_keys = share(client, right_keys)
         run_tasks(client, _score_map_right, [(f, str(tmp), groups, buckets, shared_keys, f"r{i:05d}", "right",

@@ -21,6 +21,7 @@ from nirlink.kernels._segments import (
     segment_min,
     segment_sum,
     segment_topk_mean,
+    sorted_unique,
 )
 
 keys_and_values = st.integers(1, 12).flatmap(lambda nk: st.tuples(
@@ -150,3 +151,15 @@ def test_kernels_give_the_same_results_from_many_threads():
     with ThreadPoolExecutor(8) as pool:
         for result in pool.map(work, range(32)):
             assert np.array_equal(result, expected)
+
+
+@given(st.lists(st.integers(-2**63, 2**63 - 1) | st.integers(-3, 3), max_size=200),
+       st.sampled_from([np.int64, np.int32, np.uint64, np.int8]))
+def test_sorted_unique_equals_pandas_unique_sorted(values, dtype):
+    """sorted_unique (the sort-based unique the link and attach stages use on hashes) gives the
+    distinct values in ascending order, as pandas' hash-table unique sorted does."""
+    info = np.iinfo(dtype)
+    a = np.array([v for v in values if info.min <= v <= info.max], dtype=dtype)
+    got = sorted_unique(a)
+    want = np.sort(pd.unique(a))
+    assert got.dtype == a.dtype and np.array_equal(got, want)

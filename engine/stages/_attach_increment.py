@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from nirlink.engine.io._datasets import describe_dataset, link_or_copy, read_json, staged_directory, write_json
 from nirlink.kernels import StageError
+from nirlink.kernels._segments import sorted_unique
 from nirlink.linkage._buckets import is_in_sorted
 
 from ._attach import (PERSON_COLUMNS, _attach_files, _BucketWriters, _build_lookup, _LinkLookup, _task_groups,
@@ -140,7 +141,7 @@ def run_attach_increment(ingest_dir: str | Path, link_dir: str | Path, out_dir: 
                     reuse[link_or_copy(f, work / source / f"b={b}" / f.name)] += 1
         before = {s: {p.name[2:]: set(os.listdir(p)) for p in (work / s).glob("b=*")} for s in SOURCES
                   if (work / s).exists()}
-        moving = share(client, np.unique(old.column("signature").to_numpy()))
+        moving = share(client, sorted_unique(old.column("signature").to_numpy()))
         args = [([str(f) for f in theirs[source][b]], source, lookup, str(work), n_buckets, f"{tag}previous-{b}",
                  moving) for source in SOURCES for b in rewrite[source]]
         again = run_tasks(client, _rewrite_files, args, name="attach-previous", progress=progress,
@@ -221,7 +222,7 @@ def _delta(changed: pa.Table, lookup: str, files: dict, work: Path) -> int:
     con.register("changed", changed)
     month = pa.array([], pa.string())
     if ingested:
-        sigs = np.unique(np.concatenate([pq.read_table(f, columns=["signature"]).column("signature").to_numpy()
+        sigs = sorted_unique(np.concatenate([pq.read_table(f, columns=["signature"]).column("signature").to_numpy()
                                          for f in ingested if os.path.exists(f)] or [np.zeros(0, np.int64)]))
         con.register("month_sigs", pa.table({"signature": sigs}))
         con.register("n_links", _ipc(lookup))

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from nirlink.engine.io._money import cents_of
 from nirlink.engine.reference._tables import aspa_table, cohort_table
 from nirlink.kernels._dates import first_day_of_month, month_index
+from nirlink.kernels._segments import sorted_unique
 
 from ._signals_settings import CASE_SCHEMAS, PERSON_RULES, RULES, VALID, SignalSettings, settings_label
 
@@ -382,7 +383,7 @@ def _low_resources(rows, ctx, s: SignalSettings, as_of: int) -> pa.Table:
     p = ctx["pidx"][window]
     income = np.bincount(p, weights=np.round(rows["amount"][window] * 100), minlength=n) / 100.0
     minimum = np.bincount(ctx["pidx"][window & _kind_mask(rows, (s.minimum_benefit_kind,))], minlength=n) > 0
-    pm = np.unique(p * 1_000_000 + rows["month"][window])
+    pm = sorted_unique(p * 1_000_000 + rows["month"][window])
     months = np.bincount(pm // 1_000_000, minlength=n)
     # income is scaled to 12 months when the window is shorter or longer
     income_12m = income * 12.0 / s.low_resources_window_months
