@@ -174,6 +174,8 @@ def _decide(sig: pa.Table, cands: pa.Table, clusters: pa.Table, clerical: pa.Tab
     import duckdb
 
     alone = _alone(cands, clerical)
+    # as the SQL's ``g left join``: a candidate of a signature the bucket does not list is no link
+    alone &= pc.is_in(cands.column("signature"), value_set=sig.column("unique_id")).to_numpy(zero_copy_only=False)
     links_a, kept_a = _decided_alone(sig, cands.filter(alone), clusters)
     rest = pc.invert(alone)
     con = duckdb.connect()
