@@ -223,12 +223,19 @@ def describe_dataset(directory: str | os.PathLike, *, relative_to: str | os.Path
     files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
     base = Path(relative_to) if relative_to else directory
     entries, total, schema = [], 0, None
-    for f in files:
+    # the digests on every core this process may use (hashlib and file reads release the GIL):
+    # a stage describes its output once its tasks are done, while the workers wait; one thread
+    # took 0.66 s for the 717 MB of ingested career rows at 2M persons, two 0.31 s
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, min(len(files), len(os.sched_getaffinity(0))))) as pool:
+        digests = list(pool.map(file_sha256, files))
+    for f, digest in zip(files, digests):
         meta = pq.read_metadata(f)
         total += meta.num_rows
         if schema is None:
             schema = pq.read_schema(f)
-        entries.append({"path": str(f.relative_to(base)), "rows": meta.num_rows, "sha256": file_sha256(f)})
+        entries.append({"path": str(f.relative_to(base)), "rows": meta.num_rows, "sha256": digest})
     return {
         "rows": total,
         "files": entries,
