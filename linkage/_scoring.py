@@ -33,9 +33,10 @@ CANDIDATE_SCHEMA = pa.schema([
     pa.field("rule", pa.int16(), nullable=False),
 ])
 
-def _unlinked_signatures(f: str, work: str) -> pa.Table:
-    """Signatures of part ``f`` with no deterministic link (same bucket numbering)."""
-    t = pq.read_table(f, use_threads=False)
+def _unlinked_signatures(f: str, work: str, columns: list[str] | None = None) -> pa.Table:
+    """Signatures of part ``f`` with no deterministic link (same bucket numbering); ``columns``:
+    only those read."""
+    t = pq.read_table(f, columns=columns, use_threads=False)
     bucket = int(Path(f).stem.split("-")[1])
     det = read_bucket(Path(work) / "deterministic", bucket, CANDIDATE_SCHEMA)
     if det.num_rows:
@@ -104,7 +105,7 @@ def _score_map_right(f: str, tmp: str, groups, buckets: int, keys, part: str, si
     """Write one side's rows into every group's buckets; with ``keys``, only rows whose key some
     left row carries (the right side of a link: most register rows meet no record), written
     once per right key (``right_partitions``: the groups of one right key share its buckets)."""
-    t = pq.read_table(f, use_threads=False).select(columns)
+    t = pq.read_table(f, columns=columns, use_threads=False).select(columns)
     written = 0
     if side == "right":
         for r, (rk, _) in enumerate(right_partitions(groups)):
@@ -137,7 +138,8 @@ def _score_map_left(f: str, tmp: str, groups, buckets: int, part: str, columns: 
     identity pipeline, only signatures the deterministic pass left; for a group of fallback
     rules, ``fallback[g]`` its columns, only rows without an equal right row: ``twins``);
     returns each group's key hashes, to filter the right side."""
-    t = (_unlinked_signatures(f, work) if work else pq.read_table(f, use_threads=False)).select(columns)
+    t = (_unlinked_signatures(f, work, columns) if work else pq.read_table(f, columns=columns, use_threads=False)
+         ).select(columns)
     keys = []
     alone: dict[tuple[str, ...], np.ndarray] = {}  # per fallback column set, once per file
     for g, (lk, _, _) in enumerate(groups):
