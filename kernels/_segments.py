@@ -37,8 +37,8 @@ def _group(keys, n_keys, starts, order):
 
 
 def sorted_unique(values) -> np.ndarray:
-    """``np.unique(values)`` of a 1-d integer array: its distinct values, sorted. numpy 2.3+
-    answers a plain ``np.unique`` of integers from a hash set (``std::unordered_set``): ~0.7 us a
+    """``np.unique(values)`` of a 1-d integer array: its distinct values, sorted. numpy 2.4 (the
+    version measured) answers a plain ``np.unique`` of integers from a hash set: ~0.7 us a
     value once they are many and distinct (5.56M signature hashes: 9.0 s), where sorting and
     dropping repeats takes 0.07 s. The link stage's scoring spent 13.8 of its 80 s of CPU
     there at 2M persons (``np.unique`` with ``return_index``/``_inverse``/``_counts`` still sorts)."""
