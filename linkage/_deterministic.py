@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nirlink.kernels._segments import sorted_unique
+
 from ._buckets import key_hash, read_bucket, write_buckets
 from ._config import LinkConfig
 from ._prepare import LINK_COLUMNS
@@ -70,20 +72,23 @@ def _det_map(f: str, side: str, work: str, n_buckets: int, part: str) -> int:
     return t.num_rows
 
 
-def _det_reduce(work: str, bucket: int, sig_buckets: int, cfg_threads: int, memory_limit: str | None) -> int:
+def _det_reduce(work: str, bucket: int, sig_buckets: int, cfg_threads: int,
+                memory_limit: str | None) -> tuple[int, int]:
+    """The deterministic links of one NIR bucket: (pairs, distinct signatures). A signature has
+    one declared NIR, so it is in one bucket: the distinct counts add up."""
     from ._splink import duckdb_connection
 
     s = read_bucket(Path(work) / "tmp" / "det" / "left", bucket, _SCHEMAS["left"])
     r = read_bucket(Path(work) / "tmp" / "det" / "right", bucket, _SCHEMAS["right"])
     if s.num_rows == 0 or r.num_rows == 0:
-        return 0
+        return 0, 0
     with duckdb_connection(threads=cfg_threads, memory_limit=memory_limit) as con:
         con.register("s", s)
         con.register("r", r)
         links = _det_links(con.sql(_DET_SQL).to_arrow_table())
     h, valid = key_hash(links, ["signature"])
     write_buckets(links, h, valid, sig_buckets, Path(work) / "deterministic", f"det-{bucket:05d}")
-    return links.num_rows
+    return links.num_rows, len(sorted_unique(links.column("signature").to_numpy()))
 
 
 def deterministic_pass(work: Path, cfg: LinkConfig, *, client=None, progress: Progress | None = None) -> dict:
@@ -96,6 +101,8 @@ def deterministic_pass(work: Path, cfg: LinkConfig, *, client=None, progress: Pr
                                              cfg.duckdb_memory_limit) for b in range(n)],
                       name="deterministic-join", progress=progress)
     shutil.rmtree(work / "tmp" / "det", ignore_errors=True)
-    return {"linked_signatures": sum(links), "rule": DETERMINISTIC_RULE}
+    # linked_signatures counts the pairs (a signature linked to two entries of one NIR: twice)
+    return {"linked_signatures": sum(p for p, _ in links), "distinct_signatures": sum(d for _, d in links),
+            "rule": DETERMINISTIC_RULE}
 
 

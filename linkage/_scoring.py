@@ -190,7 +190,7 @@ def _score_reduce(tmp: str, model: ModelSpec, group: int, rules: list[int], buck
 
 def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: LinkConfig, *, left_files: list[str],
                 right_files: list[str] | None, out: Path, schema: pa.Schema | None = None,
-                exclude_linked: bool = False, candidates: bool = False, client=None,
+                exclude_linked: bool = False, linked: int | None = None, candidates: bool = False, client=None,
                 progress: Progress | None = None, twins_in: list[str] | None = None,
                 part_prefix: str = "") -> dict[str, Any]:
     """Score every blocking rule across the cluster: both sides partitioned on each rule
@@ -199,7 +199,10 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
     starts the names of the files written (an increment tells its own from the carried ones). Fallback rules
     score the left rows no row of ``twins_in`` (default: the right files) equals on their
     columns: an increment scores against the register's changed entries only, its records'
-    twins are looked for in the whole register."""
+    twins are looked for in the whole register. ``exclude_linked``: the left signatures the
+    deterministic pass linked are not scored; ``linked``: how many of the left files' they are,
+    when the caller knows (the deterministic pass's distinct signatures, when the left files
+    are every signature), else counted here from ``work/deterministic``."""
     dedupe = right_files is None
     schema = schema or pq.read_schema(left_files[0])
     columns = schema.names
@@ -221,7 +224,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
         # the records scored: those the deterministic pass left (a fifth of the signatures at
         # 200,000 persons); counting them all made tasks of a fifth of the intended size, each
         # paying Splink's fixed cost (32 tasks for 140,682 records at 200,000 persons)
-        n_left -= _linked_count(work, left_files)
+        n_left -= linked if linked is not None else _linked_count(work, left_files)
     buckets = max(1, -(-n_left // cfg.rows_per_scoring_task))
     if dedupe:
         run_tasks(client, _score_map_right, [(f, str(tmp), groups, buckets, None, f"l{i:05d}", "left", columns)

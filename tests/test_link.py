@@ -196,20 +196,26 @@ def _sig(**kw):
     return base
 
 
-def _det(tmp_path, sig_rows, reg_row):
+def _det(tmp_path, sig_rows, reg_row, entries: int = 1):
+    """The signatures deterministic_pass links to a register of ``entries`` entries of one NIR;
+    its counts checked: pairs, and distinct signatures as scoring would count them."""
     from nirlink.linkage._buckets import read_bucket
     from nirlink.linkage._deterministic import deterministic_pass
-    from nirlink.linkage._scoring import CANDIDATE_SCHEMA
+    from nirlink.linkage._scoring import CANDIDATE_SCHEMA, _linked_count
+    from nirlink.linkage._signatures import signature_files
 
     work = tmp_path / "w"
     (work / "signatures").mkdir(parents=True)
     (work / "register").mkdir()
     pq.write_table(pa.Table.from_pylist(sig_rows, schema=SIGNATURE_SCHEMA), work / "signatures" / "part-00000.parquet")
     reg = {k: v for k, v in _sig(**reg_row).items() if k not in ("rows", "sources")}
-    reg["unique_id"] = 99
-    pq.write_table(pa.Table.from_pylist([reg], schema=LINK_COLUMNS), work / "register" / "part-00000.parquet")
-    deterministic_pass(work, LinkConfig(signature_buckets=1))
-    return sorted(read_bucket(work / "deterministic", 0, CANDIDATE_SCHEMA).column("signature").to_pylist())
+    regs = [{**reg, "unique_id": 99 + i} for i in range(entries)]
+    pq.write_table(pa.Table.from_pylist(regs, schema=LINK_COLUMNS), work / "register" / "part-00000.parquet")
+    info = deterministic_pass(work, LinkConfig(signature_buckets=1))
+    pairs = read_bucket(work / "deterministic", 0, CANDIDATE_SCHEMA).column("signature").to_pylist()
+    assert info["linked_signatures"] == len(pairs)
+    assert info["distinct_signatures"] == len(set(pairs)) == _linked_count(work, signature_files(work))
+    return sorted(set(pairs))
 
 
 def test_deterministic_rules(tmp_path):
@@ -227,6 +233,8 @@ def test_deterministic_rules(tmp_path):
     ]
     linked = _det(tmp_path, sigs, {"usage_name_key": "LEROY"})
     assert linked == [1, 2, 5, 6, 8, 10]
+    # two register entries of one NIR: each signature linked twice, counted once
+    assert _det(tmp_path / "twice", sigs, {"usage_name_key": "LEROY"}, entries=2) == [1, 2, 5, 6, 8, 10]
 
 
 # ------------------------------------------------------------------ clustering

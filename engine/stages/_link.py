@@ -155,7 +155,7 @@ def run_link(ingest_dir: str | Path, out_dir: str | Path, *, client=None, model_
         if prev is None:
             scored = timed("scoring", score_rules, work, model, tf["identity"], cfg, left_files=signature_files(work),
                            right_files=register_files(work), out=work / "predictions", schema=LINK_COLUMNS,
-                           exclude_linked=True, candidates=True, **kw)
+                           exclude_linked=True, linked=det["distinct_signatures"], candidates=True, **kw)
         else:
             merged["carried_candidates"] = carry_predictions(prev, work, diff, cfg, **kw)
             scored = timed("scoring", score_increment, work, model, tf["identity"], cfg, diff, **kw)
