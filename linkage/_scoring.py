@@ -56,6 +56,23 @@ def _linked_count(work: Path, left_files: list[str]) -> int:
     return int(is_in_sorted(left.to_numpy(), sorted_unique(sig.to_numpy())).sum())
 
 
+def _used_columns(model: ModelSpec, schema: pa.Schema, extra: set[str]) -> pa.Schema:
+    """The fields of ``schema`` that the model's settings (comparisons, term frequencies) or
+    blocking rules name, as whole identifiers, with ``unique_id``, the fallback rules' columns
+    and ``extra``: what scoring's buckets carry. The register model compares 9 of the 16 link
+    columns (not the NIR's three): its deduplication moved every register row twice with all
+    of them."""
+    import json
+    import re
+
+    text = json.dumps(model.settings()) + " ".join(b.sql for b in model.blocking)
+    named = set()
+    for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):  # a column as Splink names it: x, x_l, x_r, tf_x_l
+        named |= {word, re.sub(r"_[lr]$", "", word), re.sub(r"^tf_", "", re.sub(r"_[lr]$", "", word))}
+    keep = {"unique_id", *extra, *(c for cols in fallback_columns(model) for c in cols)}
+    return pa.schema([f for f in schema if f.name in named or f.name in keep])
+
+
 def partition_groups(model: ModelSpec) -> list[tuple[str, str, list[int]]]:
     """Blocking rules grouped by the first key of each side: every rule of a group implies
     l.<left key> = r.<right key>, so partitioning both sides on that one key brings together
@@ -204,7 +221,7 @@ def score_rules(work: Path, model: ModelSpec, tf: dict[str, pa.Table], cfg: Link
     when the caller knows (the deterministic pass's distinct signatures, when the left files
     are every signature), else counted here from ``work/deterministic``."""
     dedupe = right_files is None
-    schema = schema or pq.read_schema(left_files[0])
+    schema = _used_columns(model, schema or pq.read_schema(left_files[0]), {"nir"} if candidates else set())
     columns = schema.names
     groups = partition_groups(model)
     fallback = [model.blocking[rules[0]].fallback for _, _, rules in groups]
