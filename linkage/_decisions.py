@@ -173,15 +173,19 @@ def _decide(sig: pa.Table, cands: pa.Table, clusters: pa.Table, clerical: pa.Tab
     866,000 signatures at 2M persons; its window functions ran over every candidate."""
     import duckdb
 
+    # each candidate's signature's row in ``sig`` (one lookup, used three times below)
+    at = pc.index_in(cands.column("signature"), value_set=sig.column("unique_id"))
     alone = _alone(cands, clerical)
     # as the SQL's ``g left join``: a candidate of a signature the bucket does not list is no link
-    alone &= pc.is_in(cands.column("signature"), value_set=sig.column("unique_id")).to_numpy(zero_copy_only=False)
-    links_a, kept_a = _decided_alone(sig, cands.filter(alone), clusters)
-    rest = pc.invert(alone)
+    alone &= np.asarray(at.is_valid())
+    at_alone = at.filter(pa.array(alone))
+    links_a, kept_a = _decided_alone(sig, cands.filter(alone), at_alone, clusters)
+    decided = np.zeros(sig.num_rows, bool)
+    decided[np.asarray(at_alone, np.int64)] = True
     con = duckdb.connect()
     con.execute("SET threads = 1")
-    con.register("g", sig.filter(pc.invert(pc.is_in(sig.column("unique_id"), value_set=links_a.column("signature")))))
-    con.register("c", cands.filter(rest))
+    con.register("g", sig.filter(pa.array(~decided)))
+    con.register("c", cands.filter(pa.array(~alone)))
     con.register("k", clusters)
     con.register("d", clerical)
     values = {k: repr(float(v)) for k, v in rule.items()}
@@ -219,15 +223,14 @@ def _alone(cands: pa.Table, clerical: pa.Table) -> np.ndarray:
     return alone
 
 
-def _decided_alone(sig: pa.Table, c: pa.Table, clusters: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _decided_alone(sig: pa.Table, c: pa.Table, at: pa.Array, clusters: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Links and kept candidates of signatures whose one candidate ``c`` is a deterministic
-    link: what _RANKED_SQL and _DECIDE_SQL give for them (the entry's person, its cluster's or
-    its own NIR; share 1.0 = 1 / (1 + 0): the only term of e_max = inf, 'none' 0; no runner-up;
-    evidence null)."""
+    link (``at``: each one's signature's row in ``sig``): what _RANKED_SQL and _DECIDE_SQL give
+    for them (the entry's person, its cluster's or its own NIR; share 1.0 = 1 / (1 + 0): the
+    only term of e_max = inf, 'none' 0; no runner-up; evidence null)."""
     n = c.num_rows
     pos = pc.index_in(c.column("register_id"), value_set=clusters.column("unique_id"))
     person = pc.coalesce(pc.take(clusters.column("person"), pos), c.column("register_nir"))
-    at = pc.index_in(c.column("signature"), value_set=sig.column("unique_id"))
     nir = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["nir"])).cast(pa.string())
     null_f = pa.nulls(n, pa.float64())
     links = pa.table({
