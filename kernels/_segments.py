@@ -41,7 +41,9 @@ def sorted_unique(values) -> np.ndarray:
     version measured) answers a plain ``np.unique`` of integers from a hash set: ~0.7 us a
     value once they are many and distinct (5.56M signature hashes: 9.0 s), where sorting and
     dropping repeats takes 0.07 s. The link stage's scoring spent 13.8 of its 80 s of CPU
-    there at 2M persons (``np.unique`` with ``return_index``/``_inverse``/``_counts`` still sorts)."""
+    there at 2M persons (``np.unique`` with ``return_index``/``_inverse``/``_counts`` still sorts).
+    For values that mostly repeat, ``kernels._hash.distinct_first`` (a hash table sized for a
+    few distinct values per row) is the faster one; on 5.56M distinct hashes it took 1.9 s."""
     values = np.sort(np.asarray(values).ravel())
     if len(values) < 2:
         return values
